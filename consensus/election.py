@@ -1,0 +1,50 @@
+"""Stake-weighted approval voting (DESIGN section 3) and the BFT quorum size.
+
+Each account approves a set of candidates with its whole bonded stake (approval voting, as in
+EOS/BitShares DPoS: the stake is not split between the approved candidates). An account that has
+cast no votes approves itself, so a fresh chain elects its biggest stakers without any vote
+transaction; an explicit vote list replaces that implicit self-approval (an account that wants to
+keep backing itself lists itself). Pure functions over the accounts: the result depends only on
+the state, never on dict order, so every node elects the same set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from consensus.accounts import Account
+
+
+def quorum(n: int) -> int:
+    """Signatures needed among ``n`` delegates: ``floor(2n/3) + 1`` (more than two thirds)."""
+    return 2 * n // 3 + 1
+
+
+def candidates(accounts: Mapping[str, Account], height: int, min_candidate_stake: int) -> set[str]:
+    """Accounts that may be elected at ``height``: enough stake and not jailed."""
+    return {nid for nid, acc in accounts.items()
+            if acc.stake >= min_candidate_stake and not acc.is_jailed(height)}
+
+
+def scores(accounts: Mapping[str, Account], height: int, min_candidate_stake: int) -> dict[str, int]:
+    """Approval score of every candidate: the total stake of the accounts approving it."""
+    eligible = candidates(accounts, height, min_candidate_stake)
+    result = dict.fromkeys(eligible, 0)
+    for nid, acc in accounts.items():
+        if acc.stake == 0:
+            continue
+        for cand in acc.votes or (nid,):
+            if cand in result:
+                result[cand] += acc.stake
+    return result
+
+
+def elect(accounts: Mapping[str, Account], height: int, max_delegates: int,
+          min_candidate_stake: int) -> list[str]:
+    """The top ``min(max_delegates, #candidates)`` by (-score, id), returned sorted by id.
+
+    Ties are broken by the smaller id. The caller decides what to do when the result is smaller
+    than ``min_delegates`` (``ChainState`` keeps the current set).
+    """
+    ranked = sorted(scores(accounts, height, min_candidate_stake).items(), key=lambda kv: (-kv[1], kv[0]))
+    return sorted(nid for nid, _ in ranked[:max_delegates])

@@ -1,0 +1,401 @@
+"""The chain state machine: accounts, members, delegates, jailing and slashing.
+
+Pure and deterministic: no I/O, no clock, no randomness, no float in anything that is hashed. Two
+nodes that apply the same final blocks through the same calls hold byte-identical states, which
+:meth:`ChainState.root` proves (the root is the SHA-256 of the canonical snapshot).
+
+The engine applies a final block as ``begin_block`` -> ``apply_evidence``* and ``apply_tx``* (in
+one fixed order, the same when validating and when applying) -> ``apply_stake_changes`` ->
+``end_block``; it validates a block on a :meth:`ChainState.copy` first, so a block that fails
+halfway never touches the live state. ``apply_tx``,
+``apply_evidence`` and ``apply_stake_changes`` also work with no block open (they then act at
+``height + 1``), which lets the mempool simulate pending transactions on a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from consensus.accounts import Account, AccountDecodeError, is_amount, tx_shape_problem
+from consensus.election import elect, quorum, scores
+from consensus.genesis import MAX_AMOUNT, Genesis
+from consensus.types import Evidence, Tx
+from gossip.codec import DecodeError, pack, unpack
+from gossip.crypto import is_node_id, sha256
+
+__all__ = ["Account", "ChainState", "InvalidTx", "StateError", "quorum"]
+
+STATE_FORMAT = 1
+"""Version of the snapshot layout; bumped on any change to :meth:`ChainState.to_bytes`."""
+
+MAX_STATE_BYTES = 256 * 1024 * 1024
+"""Decoding cap for a snapshot (far above a few thousand accounts)."""
+
+
+class InvalidTx(ValueError):
+    """A transaction the state refuses; ``reason`` says why (the state is unchanged)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class StateError(ValueError):
+    """A state snapshot that is corrupt or belongs to another chain."""
+
+
+@dataclass(frozen=True)
+class _OpenBlock:
+    height: int
+    block_hash: bytes
+    producer: str
+
+
+class ChainState:
+    """Deterministic state of one chain; build it with :meth:`from_genesis` or :meth:`from_bytes`."""
+
+    def __init__(self, genesis: Genesis, genesis_hash: bytes | None = None) -> None:
+        self.genesis = genesis
+        self.chain_id: str = genesis.chain_id
+        self._genesis_hash = genesis_hash if genesis_hash is not None else genesis.hash
+        self._accounts: dict[str, Account] = {}
+        self._members: set[str] = set()
+        self._delegates: list[str] = []
+        self._height = 0
+        self._epoch = 0
+        self._last_hash = self._genesis_hash
+        self._punished: dict[bytes, tuple[str, int]] = {}  # evidence hash -> (offender, height)
+        self._block: _OpenBlock | None = None
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis) -> "ChainState":
+        """Height 0: genesis accounts and members, delegates from a first election, epoch 0."""
+        genesis.validate()
+        state = cls(genesis)
+        for acc in genesis.accounts:
+            state._accounts[acc["id"]] = Account(balance=acc["balance"], stake=acc["stake"], name=acc.get("name", ""))
+        state._members = set(genesis.members)
+        state._delegates = elect(state._accounts, 0, genesis.max_delegates, genesis.min_candidate_stake)
+        return state
+
+    def copy(self) -> "ChainState":
+        """An independent copy (the engine validates a block on one before applying it)."""
+        twin = ChainState(self.genesis, self._genesis_hash)
+        twin._accounts = {nid: acc.copy() for nid, acc in self._accounts.items()}
+        twin._members = set(self._members)
+        twin._delegates = list(self._delegates)
+        twin._height, twin._epoch, twin._last_hash = self._height, self._epoch, self._last_hash
+        twin._punished = dict(self._punished)
+        twin._block = self._block
+        return twin
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    @property
+    def height(self) -> int:
+        """Height of the last applied block (0 at genesis)."""
+        return self._height
+
+    @property
+    def epoch(self) -> int:
+        """Number of elections held since genesis."""
+        return self._epoch
+
+    @property
+    def last_block_hash(self) -> bytes:
+        """Hash of the last applied block (the genesis hash at height 0)."""
+        return self._last_hash
+
+    @property
+    def delegates(self) -> list[str]:
+        """The elected delegates, sorted by id (the engine shuffles the schedule itself)."""
+        return list(self._delegates)
+
+    @property
+    def members(self) -> list[str]:
+        return sorted(self._members)
+
+    @property
+    def total_stake(self) -> int:
+        return sum(acc.stake for acc in self._accounts.values())
+
+    @property
+    def total_supply(self) -> int:
+        """Balances + stakes + unbonding: changes only by rewards, penalties and slashes."""
+        return sum(acc.holdings for acc in self._accounts.values())
+
+    def active_delegates(self, height: int) -> list[str]:
+        """Delegates not jailed at ``height``."""
+        return [d for d in self._delegates if not self._accounts[d].is_jailed(height)]
+
+    def account(self, node_id: str) -> Account | None:
+        """A copy of the account (mutating it does not change the state), or None."""
+        acc = self._accounts.get(node_id)
+        return acc.copy() if acc is not None else None
+
+    def account_ids(self) -> list[str]:
+        return sorted(self._accounts)
+
+    def is_member(self, node_id: str) -> bool:
+        return node_id in self._members
+
+    def trust(self, node_id: str) -> float:
+        """Trust T_i = stake_i / total stake (paper eq. 9); 0.0 when nothing is staked."""
+        total = self.total_stake
+        acc = self._accounts.get(node_id)
+        return acc.stake / total if acc is not None and total > 0 else 0.0
+
+    def candidate_scores(self) -> dict[str, int]:
+        """Approval score of every candidate as the next election would count it."""
+        return scores(self._accounts, self._height, self.genesis.min_candidate_stake)
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    def check_tx_stateless(self, tx: Tx, verify_signature: bool = True) -> str | None:
+        """Chain id, field types, size, argument shapes and (optionally) the signature."""
+        g = self.genesis
+        return tx_shape_problem(tx, self.chain_id, g.max_tx_bytes, g.max_votes, verify_signature)
+
+    def check_tx(self, tx: Tx, verify_signature: bool = True) -> str | None:
+        """None if ``tx`` can be applied to the current state, else a clear reason."""
+        return self.check_tx_stateless(tx, verify_signature) or self._check_tx_state(tx)
+
+    def _check_tx_state(self, tx: Tx) -> str | None:
+        acc = self._accounts.get(tx.sender)
+        if acc is None:
+            return f"sender {tx.sender[:12]}... has no account"
+        if tx.nonce != acc.nonce + 1:
+            return f"nonce {tx.nonce} is not the sender's next nonce {acc.nonce + 1} (replayed or out of order)"
+        g = self.genesis
+        if tx.kind in ("transfer", "stake"):
+            amount = tx.args[-1]
+            return None if acc.balance >= amount else f"balance {acc.balance} is less than the amount {amount}"
+        if tx.kind == "unstake":
+            amount = tx.args[0]
+            return None if acc.stake >= amount else f"stake {acc.stake} is less than the amount {amount}"
+        if tx.kind == "vote":
+            unknown = [c[:12] for c in tx.args[0] if c not in self._accounts]
+            return f"vote for unknown account(s) {', '.join(unknown)}" if unknown else None
+        member = tx.args[0]
+        if member in self._members:
+            return f"{member[:12]}... is already a member"
+        if g.admission == "permissioned":
+            if g.admin is None:
+                return "registration is closed: the genesis names no admin"
+            return None if tx.sender == g.admin else "only the admin may register members"
+        if tx.sender != member:
+            return "with open admission a node registers itself"
+        return None if acc.stake >= g.member_bond else f"stake {acc.stake} is below the member bond {g.member_bond}"
+
+    def apply_tx(self, tx: Tx) -> None:
+        """Apply ``tx`` (signature not re-checked), or raise :class:`InvalidTx` leaving no trace."""
+        if (reason := self.check_tx(tx, verify_signature=False)) is not None:
+            raise InvalidTx(reason)
+        acc = self._accounts[tx.sender]
+        if tx.kind == "transfer":
+            to, amount = tx.args
+            acc.balance -= amount
+            self._accounts.setdefault(to, Account()).balance += amount
+        elif tx.kind == "stake":
+            acc.balance -= tx.args[0]
+            acc.stake += tx.args[0]
+        elif tx.kind == "unstake":
+            acc.stake -= tx.args[0]
+            acc.unbonding.append([tx.args[0], self._exec_height() + self.genesis.unbonding_blocks])
+        elif tx.kind == "vote":
+            acc.votes = sorted(tx.args[0])
+        else:
+            self._members.add(tx.args[0])
+        acc.nonce += 1
+
+    # -- blocks ----------------------------------------------------------------------------------
+
+    def _exec_height(self) -> int:
+        return self._block.height if self._block is not None else self._height + 1
+
+    def begin_block(self, height: int, block_hash: bytes, producer: str, missed: list[str]) -> None:
+        """Open block ``height``: charge the delegates in ``missed`` and credit the producer.
+
+        Each missed slot costs ``missed_slot_penalty`` stake; ``missed_turns_to_jail`` in a row
+        jail the delegate for ``jail_blocks``. Raises ValueError on a call the engine should never
+        make (wrong height, unknown producer), before changing anything.
+        """
+        if self._block is not None:
+            raise RuntimeError(f"block {self._block.height} is still open")
+        if height != self._height + 1:
+            raise ValueError(f"expected block {self._height + 1}, got {height}")
+        if not (isinstance(block_hash, bytes) and len(block_hash) == 32):
+            raise ValueError("block hash must be 32 bytes")
+        unknown = [n for n in (producer, *missed) if n not in self._accounts]
+        if unknown:
+            raise ValueError(f"unknown producer or missed delegate {unknown[0]!r}")
+        g = self.genesis
+        for nid in missed:
+            acc = self._accounts[nid]
+            acc.missed_in_row += 1
+            acc.missed_total += 1
+            acc.penalize(g.missed_slot_penalty)
+            if acc.missed_in_row >= g.missed_turns_to_jail:
+                acc.jailed_until = max(acc.jailed_until, height + g.jail_blocks)
+                acc.missed_in_row = 0
+        prod = self._accounts[producer]
+        prod.missed_in_row = 0
+        prod.produced += 1
+        self._block = _OpenBlock(height, block_hash, producer)
+
+    def apply_evidence(self, ev: Evidence) -> str | None:
+        """Slash and jail a double signer; returns why not when the evidence is not applicable."""
+        if not isinstance(ev, Evidence):
+            return "not evidence"
+        try:
+            offender, ev_height, ev_hash = ev.offender, ev.height, ev.hash
+        except (AttributeError, TypeError, ValueError):
+            return "malformed evidence"
+        g, height = self.genesis, self._exec_height()
+        acc = self._accounts.get(offender)
+        if acc is None:
+            return f"offender {str(offender)[:12]}... has no account"
+        if ev_height > height:
+            return f"evidence from height {ev_height} is ahead of block {height}"
+        if height - ev_height > g.unbonding_blocks:
+            return f"evidence from height {ev_height} is older than unbonding_blocks ({g.unbonding_blocks})"
+        if ev_hash in self._punished or (offender, ev_height) in self._punished.values():
+            return f"{offender[:12]}... was already punished for height {ev_height}"
+        if (reason := ev.check(self.chain_id)) is not None:
+            return reason
+        acc.slash(g.slash_bps, ev_height, g.unbonding_blocks)
+        acc.jailed_until = max(acc.jailed_until, height + g.jail_blocks)
+        self._punished[ev_hash] = (offender, ev_height)
+        return None
+
+    def apply_stake_changes(self, changes: Iterable[tuple[str, int, str]]) -> None:
+        """Application rewards (added to stake) and penalties (taken from stake, floored at 0).
+
+        A reward to a node without an account opens one. Raises ValueError, before changing
+        anything, if any change is malformed.
+        """
+        checked = []
+        for change in changes:
+            if not (isinstance(change, (tuple, list)) and len(change) == 3):
+                raise ValueError(f"stake change must be (account, delta, reason), got {change!r}")
+            nid, delta, reason = change
+            if not (is_node_id(nid) and isinstance(delta, int) and not isinstance(delta, bool)
+                    and abs(delta) <= MAX_AMOUNT and isinstance(reason, str)):
+                raise ValueError(f"malformed stake change {change!r}")
+            checked.append((nid, delta))
+        for nid, delta in checked:
+            if delta > 0:
+                self._accounts.setdefault(nid, Account()).reward(delta)
+            elif delta < 0 and nid in self._accounts:
+                self._accounts[nid].penalize(-delta)
+
+    def end_block(self) -> bool:
+        """Reward the producer, release matured unbonding, advance the height; at an epoch
+        boundary hold the election. Returns True if the delegate set changed."""
+        blk = self._block
+        if blk is None:
+            raise RuntimeError("end_block without begin_block")
+        g = self.genesis
+        if g.block_reward:
+            self._accounts[blk.producer].reward(g.block_reward)
+        for acc in self._accounts.values():
+            acc.release_unbonded(blk.height)
+        # Evidence for these heights is now too old to be accepted, so its record can go.
+        self._punished = {h: v for h, v in self._punished.items() if v[1] + g.unbonding_blocks > blk.height}
+        self._height, self._last_hash, self._block = blk.height, blk.block_hash, None
+        if self._height % g.epoch_length:
+            return False
+        self._epoch += 1
+        new = elect(self._accounts, self._height, g.max_delegates, g.min_candidate_stake)
+        if len(new) < g.min_delegates or new == self._delegates:
+            return False  # too few candidates for BFT: the current set stays
+        self._delegates = new
+        return True
+
+    # -- snapshot and root -------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """Canonical msgpack snapshot (sorted fixed-order arrays); the root hashes exactly this."""
+        if self._block is not None:
+            raise RuntimeError(f"cannot snapshot while block {self._block.height} is open")
+        return pack([
+            STATE_FORMAT, self._genesis_hash, self._height, self._epoch, self._last_hash,
+            [self._accounts[nid].to_wire(nid) for nid in sorted(self._accounts)],
+            sorted(self._members),
+            list(self._delegates),
+            [[h, off, ht] for h, (off, ht) in sorted(self._punished.items())],
+        ])
+
+    def root(self) -> bytes:
+        """SHA-256 of :meth:`to_bytes`: equal states give equal roots on every machine."""
+        return sha256(self.to_bytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, genesis: Genesis) -> "ChainState":
+        """Decode and check a snapshot of a chain started from ``genesis``; :class:`StateError`
+        names what is wrong with a corrupt one."""
+        def fail(what: str) -> StateError:
+            return StateError(f"chain state snapshot is corrupt: {what}")
+
+        try:
+            obj = unpack(data, MAX_STATE_BYTES)
+        except DecodeError as exc:
+            raise fail(str(exc)) from exc
+        if not (isinstance(obj, list) and len(obj) == 9):
+            raise fail("not a 9-element array")
+        fmt, ghash, height, epoch, last_hash, accounts, members, delegates, punished = obj
+        if fmt != STATE_FORMAT:
+            raise fail(f"unsupported format {fmt!r} (expected {STATE_FORMAT})")
+        state = cls(genesis)
+        if ghash != state._genesis_hash:
+            raise StateError("chain state snapshot belongs to a different genesis")
+        if not (is_amount(height) and is_amount(epoch) and isinstance(last_hash, bytes) and len(last_hash) == 32):
+            raise fail("bad height, epoch or last block hash")
+        if not (isinstance(accounts, list) and isinstance(members, list)
+                and isinstance(delegates, list) and isinstance(punished, list)):
+            raise fail("accounts, members, delegates and punished must be arrays")
+        try:
+            state._accounts = dict(Account.from_wire(a) for a in accounts)
+        except AccountDecodeError as exc:
+            raise fail(str(exc)) from exc
+        if not all(is_node_id(m) for m in members):
+            raise fail("members must be node ids")
+        if not all(d in state._accounts for d in delegates):
+            raise fail("a delegate has no account")
+        for entry in punished:
+            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], bytes)
+                    and len(entry[0]) == 32 and is_node_id(entry[1]) and is_amount(entry[2])):
+                raise fail("punished entries must be [hash, offender, height]")
+            state._punished[entry[0]] = (entry[1], entry[2])
+        state._members, state._delegates = set(members), list(delegates)
+        state._height, state._epoch, state._last_hash = height, epoch, last_hash
+        if state.to_bytes() != bytes(data):
+            raise fail("not in canonical form (unsorted or duplicate entries)")
+        return state
+
+    # -- JSON views for the HTTP API ---------------------------------------------------------------
+
+    def account_json(self, node_id: str) -> dict | None:
+        """The account with its trust, membership and delegate flags; jailed as of the next block."""
+        acc = self._accounts.get(node_id)
+        if acc is None:
+            return None
+        view = acc.to_json(node_id, self._height + 1)
+        view.update(trust=self.trust(node_id), member=node_id in self._members,
+                    delegate=node_id in self._delegates)
+        return view
+
+    def delegates_json(self) -> list[dict]:
+        """Each delegate with stake, trust, approval score and its production record."""
+        score = self.candidate_scores()
+        return [{"id": d, "name": a.name, "stake": a.stake, "trust": self.trust(d), "score": score.get(d, 0),
+                 "jailed": a.is_jailed(self._height + 1), "produced": a.produced, "missed_total": a.missed_total,
+                 "missed_in_row": a.missed_in_row}
+                for d in self._delegates for a in (self._accounts[d],)]
+
+    def status_json(self) -> dict:
+        return {"chain_id": self.chain_id, "height": self._height, "epoch": self._epoch,
+                "last_block_hash": self._last_hash.hex(), "accounts": len(self._accounts),
+                "members": len(self._members), "delegates": list(self._delegates),
+                "total_stake": self.total_stake, "total_supply": self.total_supply}

@@ -1,0 +1,284 @@
+"""Persistence of the chain in one SQLite database (WAL): blocks, commits, tx index, the state
+snapshot, the last-signed record and the application's small records.
+
+Crash safety rests on two rules. A final block, its commit, its tx index, the state it produces
+and the application's writes go to disk in ONE transaction, so after a crash the block and the
+state never disagree. The last-signed record is written and synced BEFORE the caller signs, so a
+restarted delegate cannot sign a second, different block or precommit at a height it already
+signed (the double sign that evidence would slash). ``synchronous=FULL`` holds for every write:
+at one block per slot its cost is a few milliseconds (see docs/chain-state.md).
+
+The database is opened with ``locking_mode=EXCLUSIVE``: a second daemon pointed at the same data
+dir is refused instead of sharing a signing record with the first. A store object belongs to the
+thread that opened it (the asyncio event loop thread); every query is by primary or unique key.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from consensus.genesis import Genesis
+from consensus.state import ChainState, StateError
+from consensus.types import Block, Commit, Tx
+from gossip.codec import DEFAULT_MAX_MESSAGE, DecodeError, pack, unpack
+from gossip.crypto import is_node_id
+
+SCHEMA_VERSION = 1
+SIGNING_KINDS = ("proposal", "prevote", "precommit")
+
+AppWrites = Callable[[sqlite3.Connection], None]
+
+_TABLES = {
+    "meta": "CREATE TABLE meta(key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    "blocks": "CREATE TABLE blocks(height INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, data BLOB NOT NULL)",
+    "commits": "CREATE TABLE commits(height INTEGER PRIMARY KEY, data BLOB NOT NULL, voters BLOB NOT NULL)",
+    "txs": "CREATE TABLE txs(hash BLOB PRIMARY KEY, height INTEGER NOT NULL, idx INTEGER NOT NULL) WITHOUT ROWID",
+    "state": "CREATE TABLE state(id INTEGER PRIMARY KEY CHECK (id = 1), height INTEGER NOT NULL, data BLOB NOT NULL)",
+    "signing": ("CREATE TABLE signing(kind TEXT PRIMARY KEY, height INTEGER NOT NULL, slot INTEGER NOT NULL, "
+                "hash BLOB NOT NULL)"),
+    "app_kv": "CREATE TABLE app_kv(key BLOB PRIMARY KEY, value BLOB NOT NULL)",
+}
+
+
+class StoreError(RuntimeError):
+    """The data dir cannot be used as it is: corrupt, in use, or from another chain."""
+
+
+class ChainStore:
+    """The chain database at ``path`` (a file), checked against the expected ``genesis``."""
+
+    def __init__(self, path: str | os.PathLike, genesis: Genesis) -> None:
+        self.path = Path(path)
+        self.genesis = genesis
+        self._genesis_hash = genesis.hash
+        self._cap = max(DEFAULT_MAX_MESSAGE, 2 * genesis.max_block_bytes)
+        self._conn = self._connect()
+        try:
+            self._check_or_init()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _corrupt(self, detail: str) -> StoreError:
+        return StoreError(f"chain database {self.path}: data dir is corrupt: {detail} "
+                          "(move it away to resync from peers)")
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory; the chain store needs a database file path")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Explicit BEGIN/COMMIT below; a short busy timeout because the only contender for this
+        # file is another daemon holding it exclusively, which waiting will not resolve.
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=0.5)
+        try:
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "locked" in str(exc):
+                raise StoreError(f"chain database {self.path} is in use (is another fedchain daemon running "
+                                 "on this data dir?)") from exc
+            raise self._corrupt(str(exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise self._corrupt(str(exc)) from exc
+        if verdict != "ok":
+            conn.close()
+            raise self._corrupt(f"quick_check: {verdict}")
+        return conn
+
+    def _check_or_init(self) -> None:
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            with self._transaction() as c:
+                for ddl in _TABLES.values():
+                    c.execute(ddl)
+                c.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [
+                    ("schema_version", SCHEMA_VERSION), ("chain_id", self.genesis.chain_id),
+                    ("genesis_hash", self._genesis_hash)])
+            return
+        if "meta" not in tables:
+            raise StoreError(f"{self.path} is an SQLite database but not a fedchain chain store")
+        meta = dict(self._conn.execute("SELECT key, value FROM meta"))
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(f"chain database {self.path} has schema version {meta.get('schema_version')!r}; "
+                             f"this version of fedchain reads version {SCHEMA_VERSION}")
+        if meta.get("chain_id") != self.genesis.chain_id:
+            raise StoreError(f"chain database {self.path} belongs to chain {meta.get('chain_id')!r}, "
+                             f"not {self.genesis.chain_id!r}")
+        stored = meta.get("genesis_hash")
+        if stored != self._genesis_hash:
+            shown = stored.hex()[:16] if isinstance(stored, bytes) else repr(stored)
+            raise StoreError(f"chain database {self.path} was created from a different genesis "
+                             f"({shown}... != {self._genesis_hash.hex()[:16]}...) of chain {self.genesis.chain_id!r}")
+        if missing := sorted(set(_TABLES) - tables):
+            raise self._corrupt(f"missing table(s) {', '.join(missing)}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception (then re-raised)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "ChainStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def commit_block(self, block: Block, commit: Commit, state: ChainState,
+                     app_writes: AppWrites | None = None, *, voters: list[str] | None = None) -> None:
+        """Persist a final block with its commit, tx index, resulting state and the application's
+        writes, all or nothing. ``voters`` (the delegates that could sign ``commit``) is kept so a
+        restarted node can check the next block's last commit."""
+        if commit.height != block.height or commit.block_hash != block.hash:
+            raise ValueError("the commit is not for this block")
+        if state.height != block.height or state.last_block_hash != block.hash:
+            raise ValueError("the state is not the result of this block")
+        if app_writes is not None and not callable(app_writes):
+            raise TypeError("app_writes must be a callable taking the connection (pass voters= by keyword)")
+        if voters is not None and not all(is_node_id(v) for v in voters):
+            raise ValueError("voters must be node ids")
+        expected = self.latest_height() + 1
+        if block.height != expected:
+            raise StoreError(f"block {block.height} does not follow the stored chain (next height is {expected})")
+        rows = [(tx.hash, block.height, i) for i, tx in enumerate(block.txs)]
+        snapshot = state.to_bytes()
+        try:
+            with self._transaction() as c:
+                c.execute("INSERT INTO blocks(height, hash, data) VALUES (?, ?, ?)",
+                          (block.height, block.hash, block.encode()))
+                c.execute("INSERT INTO commits(height, data, voters) VALUES (?, ?, ?)",
+                          (block.height, pack(commit.to_wire()), pack(list(voters or []))))
+                c.executemany("INSERT INTO txs(hash, height, idx) VALUES (?, ?, ?)", rows)
+                c.execute("INSERT OR REPLACE INTO state(id, height, data) VALUES (1, ?, ?)", (block.height, snapshot))
+                if app_writes is not None:
+                    app_writes(c)
+                    if not c.in_transaction:
+                        raise StoreError("app_writes ended the block's transaction")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot store block {block.height}: {exc}") from exc
+
+    def record_signing(self, kind: str, height: int, slot: int, block_hash: bytes) -> None:
+        """Durably record what this node is about to sign; call BEFORE signing."""
+        if kind not in SIGNING_KINDS:
+            raise ValueError(f"signing kind must be one of {', '.join(SIGNING_KINDS)}")
+        self._conn.execute(
+            "INSERT INTO signing(kind, height, slot, hash) VALUES (?, ?, ?, ?) ON CONFLICT(kind) DO UPDATE "
+            "SET height = excluded.height, slot = excluded.slot, hash = excluded.hash",
+            (kind, height, slot, bytes(block_hash)))
+
+    def app_put(self, key: bytes, value: bytes, conn: sqlite3.Connection | None = None) -> None:
+        """Write an application record; pass ``conn`` inside ``app_writes`` to join the block's
+        transaction, or none to write it on its own."""
+        (conn or self._conn).execute("INSERT OR REPLACE INTO app_kv(key, value) VALUES (?, ?)",
+                                     (bytes(key), bytes(value)))
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def last_signed(self, kind: str) -> tuple[int, int, bytes] | None:
+        row = self._conn.execute("SELECT height, slot, hash FROM signing WHERE kind = ?", (kind,)).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def latest_height(self) -> int:
+        """Height of the newest stored block (0: only genesis)."""
+        row = self._conn.execute("SELECT MAX(height) FROM blocks").fetchone()
+        return row[0] or 0
+
+    def _decode(self, what: str, data: bytes) -> Any:
+        try:
+            return unpack(data, self._cap)
+        except DecodeError as exc:
+            raise self._corrupt(f"{what} cannot be decoded: {exc}") from exc
+
+    def _block(self, row: tuple | None) -> Block | None:
+        if row is None:
+            return None
+        try:
+            return Block.from_wire(self._decode(f"block {row[0]}", row[1]))
+        except DecodeError as exc:
+            raise self._corrupt(f"block {row[0]} is malformed: {exc}") from exc
+
+    def block(self, height: int) -> Block | None:
+        return self._block(self._conn.execute("SELECT height, data FROM blocks WHERE height = ?", (height,)).fetchone())
+
+    def block_by_hash(self, block_hash: bytes) -> Block | None:
+        return self._block(self._conn.execute("SELECT height, data FROM blocks WHERE hash = ?",
+                                              (bytes(block_hash),)).fetchone())
+
+    def blocks(self, from_height: int, limit: int) -> list[Block]:
+        """Up to ``limit`` consecutive blocks from ``from_height`` upwards."""
+        rows = self._conn.execute("SELECT height, data FROM blocks WHERE height >= ? ORDER BY height LIMIT ?",
+                                  (from_height, max(0, limit))).fetchall()
+        return [self._block(r) for r in rows]
+
+    def commit(self, height: int) -> Commit | None:
+        """The commit that made block ``height`` final."""
+        row = self._conn.execute("SELECT data FROM commits WHERE height = ?", (height,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return Commit.from_wire(self._decode(f"commit {height}", row[0]))
+        except DecodeError as exc:
+            raise self._corrupt(f"commit {height} is malformed: {exc}") from exc
+
+    def voters(self, height: int) -> list[str]:
+        """The delegates that could sign block ``height``'s commit ([] if unknown)."""
+        row = self._conn.execute("SELECT voters FROM commits WHERE height = ?", (height,)).fetchone()
+        if row is None:
+            return []
+        voters = self._decode(f"voters of block {height}", row[0])
+        if not (isinstance(voters, list) and all(is_node_id(v) for v in voters)):
+            raise self._corrupt(f"voters of block {height} are malformed")
+        return voters
+
+    def tx(self, tx_hash: bytes) -> tuple[int, int, Tx] | None:
+        """(height, index in block, tx) of a committed transaction."""
+        row = self._conn.execute("SELECT height, idx FROM txs WHERE hash = ?", (bytes(tx_hash),)).fetchone()
+        if row is None:
+            return None
+        height, idx = row
+        block = self.block(height)
+        if block is None or idx >= len(block.txs) or block.txs[idx].hash != tx_hash:
+            raise self._corrupt(f"tx index points at a missing transaction (block {height}, index {idx})")
+        return height, idx, block.txs[idx]
+
+    def load_state(self) -> ChainState | None:
+        """The state after the newest stored block, or None for a fresh store."""
+        row = self._conn.execute("SELECT height, data FROM state WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        try:
+            state = ChainState.from_bytes(row[1], self.genesis)
+        except StateError as exc:
+            raise self._corrupt(str(exc)) from exc
+        if state.height != row[0] or state.height != self.latest_height():
+            raise self._corrupt(f"state at height {state.height} does not match the newest block "
+                                f"{self.latest_height()}")
+        return state
+
+    def app_get(self, key: bytes) -> bytes | None:
+        row = self._conn.execute("SELECT value FROM app_kv WHERE key = ?", (bytes(key),)).fetchone()
+        return row[0] if row else None
+
+    def app_kv_items(self) -> dict[bytes, bytes]:
+        """Every application record (the application restores itself from them on restart)."""
+        return {bytes(k): bytes(v) for k, v in self._conn.execute("SELECT key, value FROM app_kv")}
