@@ -1,0 +1,132 @@
+"""Full validation of a block against the final chain below it.
+
+Used for live proposals and for blocks fetched during sync alike, so a syncing node checks
+exactly what a voting delegate checks: chain id, height, parent, slot and producer, timestamp
+bounds, signature, body hashes, state and app hashes, the parent's commit, evidence, transactions
+(applied to a copy of the state) and the application payload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from consensus.app import Application, BlockContext
+from consensus.schedule import Schedule, slot_start_ms
+from consensus.types import Block, Commit
+
+
+@dataclass
+class Tip:
+    """What the next block must extend: the state after the last final block, and its context."""
+
+    genesis: Any
+    state: Any  # ChainState after the last final block
+    app: Application
+    schedule: Schedule
+    parent: Block | None  # None before the first block
+    parent_voters: list[str]  # who could sign the parent's commit
+    parent_quorum: int
+
+    @property
+    def height(self) -> int:
+        return self.state.height + 1
+
+    @property
+    def parent_slot(self) -> int:
+        return self.parent.header.slot if self.parent is not None else -1
+
+    def context(self, block: Block) -> BlockContext:
+        h = block.header
+        return BlockContext(h.height, h.slot, h.producer, h.parent_hash, h.timestamp_ms, self.state)
+
+    def missed(self, slot: int) -> list[str]:
+        """Delegates whose turns passed between the parent's slot and ``slot`` with no block.
+
+        Bounded to one cycle, so a chain that was halted for long does not jail everyone.
+        """
+        n = len(self.schedule.active)
+        return [self.schedule.proposer(s) for s in range(max(self.parent_slot + 1, slot - n), slot)]
+
+
+def check_header(block: Block, tip: Tip, now_ms: int) -> str | None:
+    """Cheap checks that need no state copy: who, when, where. None if fine, else why not."""
+    g = tip.genesis
+    h = block.header
+    if h.chain_id != g.chain_id:
+        return "wrong chain id"
+    if h.height != tip.height:
+        return f"height {h.height} is not the next height {tip.height}"
+    if h.parent_hash != tip.state.last_block_hash:
+        return "parent hash is not the last final block"
+    if h.slot <= tip.parent_slot:
+        return "slot does not advance past the parent's"
+    if h.producer != tip.schedule.proposer(h.slot):
+        return f"{h.producer[:12]} is not the proposer of slot {h.slot}"
+    start = slot_start_ms(h.slot, g.genesis_time_ms, g.slot_ms)
+    drift = g.max_clock_drift_ms
+    if not (start - drift <= h.timestamp_ms < start + g.slot_ms + drift):
+        return "timestamp outside its slot"
+    if h.timestamp_ms > now_ms + drift:
+        return "timestamp too far in the future"
+    if tip.parent is not None and h.timestamp_ms <= tip.parent.header.timestamp_ms:
+        return "timestamp not after the parent's"
+    if not block.verify_signature():
+        return "bad producer signature"
+    return None
+
+
+def check_commit(commit: Commit | None, block_hash: bytes, height: int, chain_id: str,
+                 voters: list[str], quorum: int) -> str | None:
+    if commit is None:
+        return f"missing commit for height {height}"
+    if commit.height != height or commit.block_hash != block_hash:
+        return "commit is for another block"
+    return commit.verify(chain_id, voters, quorum)
+
+
+async def validate_block(block: Block, tip: Tip, now_ms: int, *, own: bool = False) -> str | None:
+    """None if ``block`` may become the next final block, else the reason it may not.
+
+    ``own`` skips re-verifying the payload of a block this node built itself.
+    """
+    g = tip.genesis
+    reason = check_header(block, tip, now_ms)
+    if reason:
+        return reason
+    h = block.header
+    if len(block.encode()) > g.max_block_bytes:
+        return "block too large"
+    if len(block.txs) > g.max_block_txs:
+        return "too many transactions"
+    reason = block.body_hashes_ok()
+    if reason:
+        return reason
+    if h.state_root != tip.state.root():
+        return "state root mismatch"
+    if h.app_hash != tip.app.app_hash():
+        return "app hash mismatch"
+    if tip.parent is None:
+        if block.last_commit is not None:
+            return "first block carries a commit"
+    else:
+        reason = check_commit(block.last_commit, tip.parent.hash, tip.parent.height, g.chain_id,
+                              tip.parent_voters, tip.parent_quorum)
+        if reason:
+            return f"last commit: {reason}"
+    trial = tip.state.copy()
+    trial.begin_block(h.height, block.hash, h.producer, tip.missed(h.slot))
+    for ev in block.evidence:
+        reason = trial.apply_evidence(ev)
+        if reason:
+            return f"evidence: {reason}"
+    for tx in block.txs:
+        reason = trial.check_tx(tx)
+        if reason:
+            return f"tx {tx.hash.hex()[:12]}: {reason}"
+        trial.apply_tx(tx)
+    if not own:
+        verdict = await tip.app.verify_payload(tip.context(block), block.payload)
+        if not verdict.ok:
+            return f"payload: {verdict.reason}"
+    return None
