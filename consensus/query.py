@@ -50,18 +50,6 @@ class ChainQueries:
 
     def delegates_view(self) -> dict:
         st = self.state
-        rows = []
-        for node_id in st.delegates:
-            acct = st.account(node_id)
-            rows.append({
-                "id": node_id,
-                "stake": acct.stake if acct else 0,
-                "trust": st.trust(node_id),
-                "jailed": node_id not in self.voters,
-                "jailed_until": acct.jailed_until if acct else 0,
-                "produced": acct.produced if acct else 0,
-                "missed_total": acct.missed_total if acct else 0,
-            })
         epoch_len = self.genesis.epoch_length
         return {
             "height": st.height,
@@ -69,7 +57,7 @@ class ChainQueries:
             "next_election_height": (st.height // epoch_len + 1) * epoch_len,
             "quorum": self.votes.quorum,
             "active": len(self.voters),
-            "delegates": rows,
+            "delegates": st.delegates_json(),
         }
 
     def schedule_view(self, count: int) -> dict:

@@ -1,0 +1,69 @@
+"""DPoS behaviour of real daemons: elections driven by transactions, and double-sign slashing."""
+
+import pytest
+
+from tests.integration.harness import cli, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def delegate_ids(net, i=0):
+    return {d["id"] for d in net.get(i, "/delegates")["delegates"]}
+
+
+@pytest.mark.timeout(150)
+def test_stake_and_vote_change_the_delegates_at_the_next_epoch(make_testnet):
+    net = make_testnet(5, slot_ms=1000, genesis={"max_delegates": 4, "epoch_length": 6})
+    net.start_all()
+    ids = [net.node_id(i) for i in range(5)]
+    outsider = max(ids)  # equal stakes: ties broken by id, so the largest id starts outside
+    leaver = sorted(set(ids) - {outsider})[0]
+    net.wait_height(1, timeout=30)
+    assert delegate_ids(net) == set(ids) - {outsider}
+    o, lv = ids.index(outsider), ids.index(leaver)
+    res = cli("tx", "stake", "50", "--home", str(net.home(o)), "--node", net.url(o), "--wait", "--timeout", "30")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = cli("tx", "vote", outsider, "--home", str(net.home(lv)), "--node", net.url(lv), "--wait", "--timeout", "30")
+    assert res.returncode == 0, res.stdout + res.stderr
+    included_at = max(net.heights())
+    # the set changes only at the next epoch boundary, and then everywhere
+    boundary = (included_at // 6 + 1) * 6
+    assert delegate_ids(net) == set(ids) - {outsider} or net.heights()[0] >= boundary
+    net.wait_height(boundary, timeout=40)
+    wait_for(lambda: all(delegate_ids(net, i) == set(ids) - {leaver} for i in range(5)), 20,
+             "the new delegate set on every node")
+    # and the chain keeps finalizing with the new set
+    h = max(net.heights())
+    net.wait_height(h + 3, timeout=30)
+    assert net.get(o, "/status")["is_delegate"] is True
+    assert net.get(lv, "/status")["is_delegate"] is False
+
+
+@pytest.mark.timeout(150)
+def test_double_signing_delegate_is_slashed_and_jailed(make_testnet):
+    net = make_testnet(4, slot_ms=1000)
+    cfg = net.home(3) / "config.toml"
+    cfg.write_text(cfg.read_text().replace("double_sign = false", "double_sign = true"))
+    net.start_all()
+    offender = net.node_id(3)
+    net.wait_height(1, timeout=30)
+
+    def evidence_block():
+        height = net.heights([0])[0]
+        for page_start in range(1, height + 1, 100):
+            for b in net.get(0, f"/blocks?from={page_start}&limit=100")["blocks"]:
+                if any(ev["offender"] == offender for ev in b["evidence"]):
+                    return b
+        return None
+
+    block = wait_for(evidence_block, 60, "evidence against the double signer in a block")
+    assert block["evidence"][0]["kind"] == "double_block"
+    after = wait_for(lambda: (a := net.get(0, f"/accounts/{offender}")) and a["slashed_total"] > 0 and a, 10,
+                     "the slash to show in the account")
+    stake_at_slash = after["stake"] + after["slashed_total"]
+    assert after["slashed_total"] == stake_at_slash // 10
+    assert after["jailed"] is True
+    # the other three keep finalizing without the jailed delegate
+    h = max(net.heights([0, 1, 2]))
+    net.wait_height(h + 3, nodes=[0, 1, 2], timeout=30)
+    assert all(net.get(i, f"/accounts/{offender}")["slashed_total"] == after["slashed_total"] for i in range(3))
