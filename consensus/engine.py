@@ -111,7 +111,8 @@ class Engine(ChainQueries):
         self.voters = sorted(self.state.active_delegates(h))
         self.proposers = Schedule(self.voters, self._anchor_for)
         self.tip = Tip(self.genesis, self.state, self.app, self.proposers, self.parent, self.parent_voters,
-                       quorum(len(self.parent_voters)) if self.parent_voters else 0)
+                       quorum(len(self.parent_voters)) if self.parent_voters else 0,
+                       self.mempool.is_verified)
         self.votes = HeightVotes(h, self.voters, quorum(len(self.voters)))
         self.candidates: dict[bytes, Block] = {}
         self.invalid: set[bytes] = set()
@@ -434,8 +435,8 @@ class Engine(ChainQueries):
         if reason is None:
             return Verdict.ACCEPT
         self.metrics[f"tx_rejected:{reason.split(':')[0]}"] += 1
-        stateless = self.state.check_tx_stateless(tx)
-        return Verdict.REJECT if stateless else Verdict.IGNORE
+        # a forger or a malformed tx costs the forwarding peer; a tx merely stale for our state does not
+        return Verdict.IGNORE if self.mempool.is_verified(tx.hash) else Verdict.REJECT
 
     async def _validate_evidence_msg(self, env: Any) -> Verdict:
         try:

@@ -9,7 +9,7 @@ bounds, signature, body hashes, state and app hashes, the parent's commit, evide
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from consensus.app import Application, BlockContext
 from consensus.schedule import Schedule, slot_start_ms
@@ -27,6 +27,7 @@ class Tip:
     parent: Block | None  # None before the first block
     parent_voters: list[str]  # who could sign the parent's commit
     parent_quorum: int
+    is_verified: Callable[[bytes], bool] = lambda tx_hash: False  # signature already checked (mempool)
 
     @property
     def height(self) -> int:
@@ -121,7 +122,7 @@ async def validate_block(block: Block, tip: Tip, now_ms: int, *, own: bool = Fal
         if reason:
             return f"evidence: {reason}"
     for tx in block.txs:
-        reason = trial.check_tx(tx)
+        reason = trial.check_tx(tx, verify_signature=not tip.is_verified(tx.hash))
         if reason:
             return f"tx {tx.hash.hex()[:12]}: {reason}"
         trial.apply_tx(tx)

@@ -1,0 +1,116 @@
+"""Commands that work on a node home: ``keys``, ``init``, ``join`` and ``node start``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import typer
+
+from cli.client import NodeClient
+from cli.common import CliError, HomeOpt, console, handles_errors
+from consensus.genesis import Genesis, GenesisError, make_genesis
+from gossip.crypto import KeyPair
+from node.config import DEFAULT_HOST, DEFAULT_PORT, check_base_url
+from node.home import HomePaths, init_home, load_genesis, load_home, load_key
+
+keys_app = typer.Typer(help="Manage a node's Ed25519 key.", no_args_is_help=True)
+node_app = typer.Typer(help="Run a node daemon.", no_args_is_help=True)
+
+PortOpt = typer.Option(DEFAULT_PORT, "--port", min=1, max=65535, help="HTTP and gossip port.")
+HostOpt = typer.Option(DEFAULT_HOST, "--host", help="Address to listen on.")
+AdvertiseOpt = typer.Option("", "--advertise", help="Base URL peers reach this node at (default http://HOST:PORT).")
+MonikerOpt = typer.Option(None, "--moniker", help="Human-readable node name (default: the home folder's name).")
+
+
+@keys_app.command("new")
+@handles_errors
+def keys_new(home: Path = HomeOpt,
+             force: bool = typer.Option(False, "--force", help="Replace an existing key (its identity is lost).")
+             ) -> None:
+    """Create a new key in HOME/node_key.json (mode 0600) and print its node id."""
+    path = HomePaths(home).node_key
+    if path.exists() and not force:
+        raise CliError(f"{path} already exists (node id {load_key(path).node_id}); use --force to replace it")
+    keypair = KeyPair.generate()
+    keypair.save(path)
+    console.print(keypair.node_id, highlight=False)
+
+
+@keys_app.command("show")
+@handles_errors
+def keys_show(home: Path = HomeOpt) -> None:
+    """Print the node id (hex public key) of the key in HOME."""
+    console.print(load_key(HomePaths(home).node_key).node_id, highlight=False)
+
+
+@handles_errors
+def init(home: Path = HomeOpt,
+         chain_id: str = typer.Option("fedchain-local", "--chain-id", help="Chain id of the new one-node chain."),
+         port: int = PortOpt, host: str = HostOpt, advertise: str = AdvertiseOpt,
+         moniker: str = MonikerOpt,
+         slot_ms: int = typer.Option(2000, "--slot-ms", min=10, help="Slot time in milliseconds.")) -> None:
+    """Create a home with config, key and a one-node genesis (this node the only delegate)."""
+    paths = HomePaths(home)
+    keypair = load_key(paths.node_key) if paths.node_key.exists() else KeyPair.generate()
+    try:
+        genesis = make_genesis(chain_id, [keypair.node_id], slot_ms=slot_ms,
+                               genesis_time_ms=int(time.time() * 1000))
+    except GenesisError as exc:
+        raise CliError(str(exc)) from None
+    created = init_home(home, genesis, port=port, host=host, advertised_url=advertise, keypair=keypair,
+                        moniker=moniker)
+    console.print(f"initialised {home} for chain [bold]{chain_id}[/]\n"
+                  f"node id  {keypair.node_id}\nlisten   {created.config.network.url}", highlight=False)
+
+
+def fetch_genesis(url: str) -> Genesis:
+    """The genesis a running node serves, validated."""
+    data = NodeClient(url).get_json("/genesis")
+    try:
+        return Genesis.from_dict(data)
+    except GenesisError as exc:
+        raise CliError(f"{url} served an invalid genesis: {exc}") from None
+
+
+@handles_errors
+def join(url: str = typer.Argument(..., help="Base URL of any node of the chain, e.g. http://127.0.0.1:26657."),
+         home: Path = HomeOpt, port: int = PortOpt, host: str = HostOpt, advertise: str = AdvertiseOpt,
+         moniker: str = MonikerOpt,
+         no_start: bool = typer.Option(False, "--no-start", help="Only create the home; do not start the node.")
+         ) -> None:
+    """Make a home for the chain served at URL (bootstrapped to it), then start the node; it syncs from peers."""
+    base = check_base_url(url, "URL")
+    genesis = fetch_genesis(base)
+    paths = HomePaths(home)
+    if paths.genesis.exists():
+        mine = load_genesis(paths.genesis)
+        if mine.hash != genesis.hash:
+            raise CliError(f"{home} already belongs to chain {mine.chain_id} with a different genesis than {base}")
+        console.print(f"{home} already joined {genesis.chain_id}", highlight=False)
+    else:
+        created = init_home(home, genesis, port=port, host=host, advertised_url=advertise, bootstrap=[base],
+                            moniker=moniker)
+        console.print(f"joined chain [bold]{genesis.chain_id}[/] via {base}\nnode id  {created.keypair.node_id}\n"
+                      f"listen   {created.config.network.url}", highlight=False)
+    if not no_start:
+        start_daemon(home)
+
+
+def start_daemon(home: Path) -> None:
+    """Run the daemon in this process until SIGTERM/SIGINT, on uvloop."""
+    import uvloop
+
+    from node.daemon import run
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    run(home)
+
+
+@node_app.command("start")
+@handles_errors
+def node_start(home: Path = HomeOpt) -> None:
+    """Start the node daemon of HOME and serve until SIGTERM or Ctrl-C."""
+    load_home(home)  # every home problem is reported here, before the daemon's heavier imports
+    start_daemon(home)

@@ -1,0 +1,143 @@
+"""Read-only commands against any node's HTTP API: status, block, delegates, peers, account, mempool.
+
+Each prints a compact rich rendering by default and the node's JSON answer with ``--json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable, Optional
+
+import typer
+from rich.table import Table
+
+from cli.client import NodeClient
+from cli.common import CliError, JsonOpt, NodeOpt, console, handles_errors, print_json, short
+from gossip.crypto import is_node_id
+
+
+def _age(time_ms: int | None) -> str:
+    """How long ago a millisecond timestamp was, for humans."""
+    if not time_ms:
+        return "-"
+    seconds = max(0.0, time.time() - time_ms / 1000)
+    if seconds < 120:
+        return f"{seconds:.1f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _fields(title: str, rows: list[tuple[str, Any]]) -> Table:
+    table = Table(title=title, show_header=False, box=None, title_justify="left", title_style="bold")
+    table.add_column(style="cyan")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table
+
+
+def status(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
+    """Show a node's identity, heights and sync state."""
+    s = NodeClient(node).get_json("/status")
+    if as_json:
+        return print_json(s)
+    console.print(_fields(f"{s.get('moniker', '')} @ {s.get('url', node)}", [
+        ("chain", s["chain_id"]), ("node id", s["node_id"]), ("height", s["height"]),
+        ("final height", s["final_height"]), ("latest block", f"{s['latest_block_hash']} ({_age(s['latest_block_time_ms'])})"),
+        ("epoch", s["epoch"]), ("delegate", "yes" if s["is_delegate"] else "no"),
+        ("syncing", "yes" if s["syncing"] else "no"), ("peers", s["peers"]), ("mempool", s["mempool_size"]),
+    ]))
+
+
+def block(height: Optional[int] = typer.Argument(None, min=1, help="Height (default: the latest)."),
+          node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
+    """Show a final block (the latest without HEIGHT)."""
+    b = NodeClient(node).get_json(f"/blocks/{height}" if height is not None else "/blocks/latest")
+    if as_json:
+        return print_json(b)
+    commit = b.get("last_commit") or {}
+    console.print(_fields(f"block {b['height']}", [
+        ("hash", b["hash"]), ("time", f"{b['time_ms']} ({_age(b['time_ms'])})"), ("slot", b["slot"]),
+        ("producer", b["producer"]), ("parent", b["parent_hash"]), ("state root", b["state_root"]),
+        ("app hash", b["app_hash"]), ("payload", f"{b['payload_size']} bytes"),
+        ("last commit", f"{len(commit.get('signatures', []))} signatures for {commit.get('height', '-')}"),
+    ]))
+    if b["txs"]:
+        table = Table("hash", "kind", "sender", "nonce", "args", title="transactions", title_justify="left")
+        for t in b["txs"]:
+            table.add_row(short(t["hash"]), t["kind"], short(t["sender"]), str(t["nonce"]), str(t["args"]))
+        console.print(table)
+    for ev in b["evidence"]:
+        console.print(f"[red]evidence[/] {ev['kind']} by {ev['offender']} at height {ev['height']}")
+
+
+def delegates(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
+    """List the current delegates with stake, trust and jail status."""
+    d = NodeClient(node).get_json("/delegates")
+    if as_json:
+        return print_json(d)
+    table = Table("id", "stake", "trust", "produced", "missed", "status",
+                  title=f"delegates at height {d['height']} (epoch {d['epoch']}, quorum {d['quorum']}, "
+                        f"next election at {d['next_election_height']})", title_justify="left")
+    for row in d["delegates"]:
+        state = f"[red]jailed until {row['jailed_until']}[/]" if row["jailed"] else "[green]active[/]"
+        table.add_row(row["id"], str(row["stake"]), f"{row['trust']:.4f}", str(row["produced"]),
+                      str(row["missed_total"]), state)
+    console.print(table)
+
+
+def peers(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
+    """List a node's connected gossip peers."""
+    info = NodeClient(node).get_json("/net_info")
+    if as_json:
+        return print_json(info)
+    table = Table("node id", "url", "direction", "score", "connected", title=f"{info['n_peers']} peers of {info['url']}",
+                  title_justify="left")
+    for peer in info["peers"]:
+        table.add_row(peer["node_id"], peer["url"], peer["direction"], f"{peer['score']:.2f}",
+                      _age(int(peer["connected_since"] * 1000)))
+    console.print(table)
+
+
+def account(node_id: str = typer.Argument(..., help="Account (node id)."), node: str = NodeOpt,
+            as_json: bool = JsonOpt) -> None:
+    """Show an account: balance, stake, nonce, trust, votes."""
+    if not is_node_id(node_id.lower()):
+        raise CliError(f"not a node id (64 hex characters): {node_id[:80]!r}")
+    acct = NodeClient(node).get_json(f"/accounts/{node_id.lower()}")
+    if as_json:
+        return print_json(acct)
+    console.print(_fields(f"account {node_id.lower()}", sorted((k, v) for k, v in acct.items() if k != "id")))
+
+
+def mempool(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
+    """List the transactions waiting in a node's mempool."""
+    pool = NodeClient(node).get_json("/mempool")
+    if as_json:
+        return print_json(pool)
+    table = Table("hash", "kind", "sender", "nonce", "args", title=f"{pool['size']} pending transactions",
+                  title_justify="left")
+    for t in pool["txs"]:
+        table.add_row(short(t["hash"]), t["kind"], short(t["sender"]), str(t["nonce"]), str(t["args"]))
+    console.print(table)
+
+
+def _guard(command: Callable[..., None]) -> Callable[..., None]:
+    """A node answering with an unexpected shape (another version?) is an error line, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise CliError(f"unexpected answer from the node ({type(exc).__name__}: {exc}); try --json") from None
+
+    return wrapper
+
+
+def register(app: typer.Typer) -> None:
+    """Add the query commands to the top-level app."""
+    for command in (status, block, delegates, peers, account, mempool):
+        app.command()(handles_errors(_guard(command)))

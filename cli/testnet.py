@@ -1,0 +1,106 @@
+"""``fedchain testnet create|up``: a local chain of N nodes in one folder.
+
+``create`` writes one genesis in which every node has an account with stake and is a registered
+member, and N homes ``node0 .. node{N-1}``, each listening on its own port and bootstrapped to
+every other node. ``up`` starts one daemon process per home (see ``cli/supervisor.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from cli.common import CliError, console, handles_errors
+from consensus.genesis import GenesisError, make_genesis
+from gossip.crypto import KeyPair
+from node.config import DEFAULT_HOST, DEFAULT_PORT, check_base_url
+from node.home import Home, HomePaths, init_home
+
+testnet_app = typer.Typer(help="Create and run a local multi-node testnet.", no_args_is_help=True)
+
+MAX_NODES = 64
+DirOpt = typer.Option(Path("testnet"), "--dir", help="Folder holding the node homes.", file_okay=False,
+                      resolve_path=True)
+BasePortOpt = typer.Option(DEFAULT_PORT, "--base-port", min=1, max=65535, help="Port of node0; node i uses base+i.")
+CountArg = typer.Argument(..., min=1, max=MAX_NODES, help="Number of nodes.")
+
+
+def node_homes(folder: Path) -> list[Path]:
+    """The homes of a testnet folder, in node order (node0, node1, ...)."""
+    homes = [p for p in folder.glob("node*") if p.is_dir() and p.name[4:].isdigit()]
+    return sorted(homes, key=lambda p: int(p.name[4:]))
+
+
+def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain_id: str = "fedchain-local",
+                   slot_ms: int = 2000, host: str = DEFAULT_HOST, advertise_host: str = DEFAULT_HOST,
+                   genesis_time_ms: int | None = None) -> list[Home]:
+    """Write the genesis and N homes; refuses a folder that already holds a testnet.
+
+    ``advertise_host`` is a template formatted with ``i`` (e.g. ``node{i}`` for containers that
+    reach each other by service name); by default every node is on 127.0.0.1.
+    """
+    if base_port + n - 1 > 65535:
+        raise CliError(f"ports {base_port}..{base_port + n - 1} do not fit below 65536")
+    if node_homes(folder):
+        raise CliError(f"{folder} already holds a testnet; remove it or choose another --dir")
+    urls = [check_base_url(f"http://{advertise_host.format(i=i)}:{base_port + i}", "node URL") for i in range(n)]
+    keys = [KeyPair.generate() for _ in range(n)]
+    try:
+        genesis = make_genesis(chain_id, [k.node_id for k in keys], slot_ms=slot_ms,
+                               genesis_time_ms=int(time.time() * 1000) if genesis_time_ms is None else genesis_time_ms)
+    except GenesisError as exc:
+        raise CliError(str(exc)) from None
+    homes = []
+    for i, key in enumerate(keys):
+        advertised = urls[i] if advertise_host != host else ""
+        homes.append(init_home(folder / f"node{i}", genesis, port=base_port + i, host=host, keypair=key,
+                               bootstrap=[u for j, u in enumerate(urls) if j != i], moniker=f"node{i}",
+                               advertised_url=advertised))
+    return homes
+
+
+@testnet_app.command("create")
+@handles_errors
+def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOpt,
+           chain_id: str = typer.Option("fedchain-local", "--chain-id", help="Chain id."),
+           slot_ms: int = typer.Option(2000, "--slot-ms", min=10, help="Slot time in milliseconds."),
+           host: str = typer.Option(DEFAULT_HOST, "--host", help="Address every node listens on."),
+           advertise_host: str = typer.Option(DEFAULT_HOST, "--advertise-host",
+                                              help="Host peers dial, a template with {i} (e.g. node{i})."),
+           exist_ok: bool = typer.Option(False, "--exist-ok",
+                                         help="Succeed without changes if DIR already holds an N-node testnet."),
+           ) -> None:
+    """Create a genesis with N staked members and N node homes in DIR."""
+    existing = node_homes(folder)
+    if exist_ok and existing:
+        if len(existing) != n:
+            raise CliError(f"{folder} holds a {len(existing)}-node testnet, not {n}")
+        console.print(f"{folder} already holds a {n}-node testnet; nothing to do", highlight=False)
+        return
+    homes = create_testnet(folder, n, base_port=base_port, chain_id=chain_id, slot_ms=slot_ms, host=host,
+                           advertise_host=advertise_host)
+    console.print(f"created {n}-node testnet [bold]{chain_id}[/] in {folder}", highlight=False)
+    for home in homes:
+        console.print(f"  {home.paths.root.name:>7}  {home.config.network.url}  {home.keypair.node_id}", highlight=False)
+
+
+@testnet_app.command("up")
+@handles_errors
+def up(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOpt,
+       slot_ms: int = typer.Option(2000, "--slot-ms", min=10, help="Slot time if the testnet is created now."),
+       duration: float = typer.Option(0.0, "--duration", min=0.0,
+                                      help="Stop after this many seconds (0: run until Ctrl-C or SIGTERM)."),
+       ) -> None:
+    """Start N daemons (creating the testnet first if DIR has none) and show their progress live."""
+    from cli.supervisor import Supervisor
+
+    homes = node_homes(folder)
+    if not homes:
+        create_testnet(folder, n, base_port=base_port, slot_ms=slot_ms)
+        homes = node_homes(folder)
+        console.print(f"created {n}-node testnet in {folder}", highlight=False)
+    elif len(homes) != n:
+        raise CliError(f"{folder} holds a {len(homes)}-node testnet, not {n}; use N={len(homes)} or another --dir")
+    Supervisor([HomePaths(h) for h in homes]).run(duration or None)

@@ -1,0 +1,58 @@
+"""The node's HTTP API (aiohttp), modelled on CometBFT's RPC; see ``docs/node.md``.
+
+:func:`build_api` registers every route of the route tables in ``api_node.py`` and
+``api_chain.py`` on the daemon's application (which also carries the gossip ``/p2p`` endpoint:
+one port per node), adds the JSON error middleware, and serves the OpenAPI document generated
+from the same tables.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from consensus.genesis import Genesis
+from node.api_base import Route, bind, error_middleware
+from node.api_chain import CHAIN_ROUTES
+from node.api_node import NODE_ROUTES, VERSION
+from node.config import NodeConfig
+from node.openapi import build_openapi
+
+ROUTES: tuple[Route, ...] = NODE_ROUTES + CHAIN_ROUTES
+"""Every API route; ``/blocks/latest`` precedes ``/blocks/{height}`` so it is matched first."""
+
+@dataclass
+class ApiContext:
+    """What the handlers see: the engine's read side and submit, gossip's peers and counters."""
+
+    engine: Any
+    gossip: Any
+    config: NodeConfig
+    genesis: Genesis
+    genesis_text: str = ""
+    openapi: dict = field(default_factory=dict)
+    subscribers: int = 0
+
+
+def genesis_text(genesis: Genesis) -> str:
+    """The genesis JSON with the exact formatting of ``Genesis.save`` (sorted keys, indent 2)."""
+    return json.dumps(genesis.to_dict(), sort_keys=True, indent=2) + "\n"
+
+
+def openapi_document(routes: tuple[Route, ...] = ROUTES) -> dict:
+    return build_openapi(
+        routes, title="fedchain node API", version=VERSION,
+        description="HTTP API of one fedchain node. Errors are JSON: {\"error\": {\"code\": status, "
+                    "\"message\": text}}. The gossip WebSocket /p2p shares this port and is not part of this API.")
+
+
+def build_api(app: web.Application, engine: Any, gossip: Any, config: NodeConfig, genesis: Genesis) -> ApiContext:
+    """Register the API on ``app`` (before it starts) and return the handlers' shared context."""
+    ctx = ApiContext(engine, gossip, config, genesis, genesis_text(genesis), openapi_document())
+    app.middlewares.append(error_middleware)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, bind(route, ctx))
+    return ctx

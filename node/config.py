@@ -1,0 +1,234 @@
+"""The node's own settings: ``config.toml`` in its home folder.
+
+Protocol numbers (slot time, delegates, FL rules) live in the genesis file, which every node of a
+chain shares; this file holds what one operator may choose alone: where the node listens, whom it
+dials first, its resource limits and its logging. It is read with :mod:`tomllib` and checked
+strictly (unknown keys and wrong types are errors, not silently ignored) because a misspelt key
+that falls back to a default is the kind of mistake an operator only finds in production.
+
+Layout::
+
+    moniker = "node0"
+    log_level = "info"
+
+    [network]
+    host = "127.0.0.1"          # listen address
+    port = 26657                # one port: HTTP API and the /p2p gossip endpoint
+    advertised_url = ""         # empty: http://HOST:PORT
+    bootstrap = ["http://127.0.0.1:26658"]
+    max_message = 8388608
+    max_peers = 32
+
+    [api]
+    max_blocks_per_page = 100
+    max_body = 1048576
+    max_subscribers = 64
+
+    [fault]                     # test-only fault injection; never enable on a real chain
+    double_sign = false
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from gossip.codec import DEFAULT_MAX_MESSAGE
+from gossip.config import GossipConfig, normalize_url
+
+DEFAULT_PORT = 26657
+DEFAULT_HOST = "127.0.0.1"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(Exception):
+    """A home folder, config, genesis or key that the node cannot use; the message says how to fix it."""
+
+
+def check_base_url(url: str, what: str = "URL") -> str:
+    """``url`` in the canonical base-URL form peers are keyed by, or :class:`ConfigError`."""
+    try:
+        return normalize_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
+def _check_port(value: int, what: str) -> None:
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{what} must be between 1 and 65535, got {value}")
+
+
+def _check_positive(value: int, what: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"{what} must be positive, got {value}")
+
+
+@dataclass
+class NetworkConfig:
+    """Listening address, peers to dial first, and transport limits (handed to the gossip layer)."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    advertised_url: str = ""
+    bootstrap: list[str] = field(default_factory=list)
+    max_message: int = DEFAULT_MAX_MESSAGE
+    max_peers: int = 32
+
+    def validate(self) -> None:
+        if not self.host:
+            raise ConfigError("network.host must not be empty")
+        _check_port(self.port, "network.port")
+        if self.advertised_url:
+            self.advertised_url = check_base_url(self.advertised_url, "network.advertised_url")
+        self.bootstrap = [check_base_url(u, "network.bootstrap entry") for u in self.bootstrap]
+        if self.max_message < 1024:
+            raise ConfigError(f"network.max_message must be at least 1024 bytes, got {self.max_message}")
+        _check_positive(self.max_peers, "network.max_peers")
+
+    @property
+    def url(self) -> str:
+        """The base URL peers and clients use to reach this node."""
+        return self.advertised_url or f"http://{self.host}:{self.port}"
+
+    def gossip_config(self, chain_id: str) -> GossipConfig:
+        """The gossip layer's settings for this node (its other knobs keep their defaults)."""
+        return GossipConfig(chain_id=chain_id, listen_url=self.url, bootstrap=list(self.bootstrap),
+                            max_message=self.max_message, max_peers=self.max_peers)
+
+
+@dataclass
+class ApiConfig:
+    """Limits of the HTTP API, so that one client cannot make the node do unbounded work."""
+
+    max_blocks_per_page: int = 100
+    max_body: int = 1024 * 1024
+    max_subscribers: int = 64
+
+    def validate(self) -> None:
+        if not 1 <= self.max_blocks_per_page <= 100:
+            raise ConfigError(f"api.max_blocks_per_page must be between 1 and 100, got {self.max_blocks_per_page}")
+        if self.max_body < 1024:
+            raise ConfigError(f"api.max_body must be at least 1024 bytes, got {self.max_body}")
+        _check_positive(self.max_subscribers, "api.max_subscribers")
+
+
+@dataclass
+class FaultConfig:
+    """Test-only fault injection, used by the tests that prove misbehaviour is caught and punished."""
+
+    double_sign: bool = False
+
+    def validate(self) -> None:
+        """Nothing to range-check: every fault is a plain switch."""
+
+    @property
+    def any_enabled(self) -> bool:
+        return any(getattr(self, f.name) for f in dataclasses.fields(self))
+
+
+@dataclass
+class NodeConfig:
+    """Everything in ``config.toml``. Build with :func:`load_config` or the defaults, then ``validate()``."""
+
+    moniker: str = "node"
+    log_level: str = "info"
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
+
+    def validate(self) -> "NodeConfig":
+        if not self.moniker or len(self.moniker) > 64:
+            raise ConfigError("moniker must be 1 to 64 characters")
+        self.log_level = self.log_level.lower()
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        for section in (self.network, self.api, self.fault):
+            section.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Does a TOML value match a field's type hint? Only the few types config fields use."""
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    raise TypeError(f"unsupported config field type {hint!r}")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return "a list of " + {bool: "booleans", int: "integers", str: "strings"}.get(item, str(item))
+    return {bool: "true or false", int: "an integer", str: "a string"}.get(hint, str(hint))
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a TOML table, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"[{where}] " if where else ""
+        raise ConfigError(f"unknown key {prefix}{unknown[0]!r} (known: {', '.join(sorted(names))})")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        hint = hints[key]
+        dotted = f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, dotted)
+        elif not _type_ok(value, hint):
+            raise ConfigError(f"{dotted} must be {_type_name(hint)}, got {value!r}")
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def parse_config(text: str, source: str = "config.toml") -> NodeConfig:
+    """Parse and validate TOML text; every problem is a :class:`ConfigError` naming ``source``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+    try:
+        return _build(NodeConfig, data, "").validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read ``path``; a missing or unreadable file is a :class:`ConfigError`, not an OSError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found; create it with `fedchain init --home {path.parent}`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    return parse_config(text, str(path))
+
+
+def save_config(config: NodeConfig, path: Path) -> None:
+    """Write ``config`` as TOML (atomically, so a crash never leaves half a file)."""
+    config.validate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
+    tmp.replace(path)
+
