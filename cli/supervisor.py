@@ -43,6 +43,7 @@ class NodeProc:
     url: str
     proc: subprocess.Popen | None = None
     status: dict[str, Any] | None = None
+    model: dict[str, Any] | None = None  # /fl/model on a federated-learning chain
     error: str = ""
 
     @property
@@ -79,10 +80,12 @@ class Supervisor:
     def __init__(self, homes: list[HomePaths], grace: float = 10.0) -> None:
         self.grace = grace
         self.nodes: list[NodeProc] = []
+        self.fl = False
         for paths in homes:
             home = load_home(paths.root)
             net = home.config.network
             self.nodes.append(NodeProc(paths, net.host, net.port, net.url))
+            self.fl = home.genesis.app.get("kind") == "fl"
 
     # --- processes ----------------------------------------------------------------------------
 
@@ -127,25 +130,35 @@ class Supervisor:
                 node.error = f"exited ({node.proc.returncode})" if node.proc else "not started"
                 return
             try:
-                node.status = NodeClient(node.url, timeout=STATUS_TIMEOUT).get_json("/status")
+                client = NodeClient(node.url, timeout=STATUS_TIMEOUT)
+                node.status = client.get_json("/status")
                 node.error = ""
+                if self.fl:
+                    node.model = client.get_json("/fl/model")
             except NodeError as exc:
                 node.error = "starting" if node.status is None else f"no answer: {exc}"
 
         list(pool.map(fetch, self.nodes))
 
     def table(self, elapsed: float) -> Table:
-        table = Table("node", "pid", "state", "height", "final", "peers", "last block", "url",
-                      title=f"fedchain testnet, {len(self.nodes)} nodes, {elapsed:.0f} s", title_justify="left")
+        columns = ["node", "pid", "state", "height", "final", "peers", "last block"]
+        if self.fl:
+            columns += ["model height", "test accuracy"]
+        table = Table(*columns, "url", title=f"fedchain testnet, {len(self.nodes)} nodes, {elapsed:.0f} s",
+                      title_justify="left")
         now_ms = time.time() * 1000
         for node in self.nodes:
             s = node.status or {}
             last = s.get("latest_block_time_ms")
             age = f"{(now_ms - last) / 1000:.1f} s ago" if s.get("final_height") and last else "-"
             state = f"[red]{node.error}[/]" if node.error else "[green]running[/]"
-            table.add_row(node.paths.root.name, str(node.proc.pid if node.proc else "-"), state,
-                          str(s.get("height", "-")), str(s.get("final_height", "-")), str(s.get("peers", "-")),
-                          age, node.url)
+            cells = [node.paths.root.name, str(node.proc.pid if node.proc else "-"), state,
+                     str(s.get("height", "-")), str(s.get("final_height", "-")), str(s.get("peers", "-")), age]
+            if self.fl:
+                m = node.model or {}
+                acc = m.get("test_accuracy")
+                cells += [str(m.get("height", "-")), f"{acc:.1%}" if isinstance(acc, float) else "-"]
+            table.add_row(*cells, node.url)
         return table
 
     def run(self, duration: float | None = None) -> None:

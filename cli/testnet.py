@@ -21,6 +21,17 @@ from node.home import Home, HomePaths, init_home
 testnet_app = typer.Typer(help="Create and run a local multi-node testnet.", no_args_is_help=True)
 
 MAX_NODES = 64
+APPS = ("fl", "counter")
+AppOpt = typer.Option("fl", "--app", help="Application: fl (federated learning on digits) or counter.")
+
+
+def app_state(app: str) -> dict:
+    """The genesis ``app`` section for an application name."""
+    if app == "counter":
+        return {"kind": "counter"}
+    from node.fl.settings import FLSettings
+
+    return FLSettings().to_app_state()
 DirOpt = typer.Option(Path("testnet"), "--dir", help="Folder holding the node homes.", file_okay=False,
                       resolve_path=True)
 BasePortOpt = typer.Option(DEFAULT_PORT, "--base-port", min=1, max=65535, help="Port of node0; node i uses base+i.")
@@ -35,12 +46,16 @@ def node_homes(folder: Path) -> list[Path]:
 
 def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain_id: str = "fedchain-local",
                    slot_ms: int = 2000, host: str = DEFAULT_HOST, advertise_host: str = DEFAULT_HOST,
-                   genesis_time_ms: int | None = None) -> list[Home]:
+                   genesis_time_ms: int | None = None, app: str = "fl") -> list[Home]:
     """Write the genesis and N homes; refuses a folder that already holds a testnet.
 
     ``advertise_host`` is a template formatted with ``i`` (e.g. ``node{i}`` for containers that
-    reach each other by service name); by default every node is on 127.0.0.1.
+    reach each other by service name); by default every node is on 127.0.0.1. ``app`` is ``fl``
+    (federated learning on the embedded digits set, with the default FL settings) or ``counter``
+    (the built-in minimal application, for exercising the chain alone).
     """
+    if app not in APPS:
+        raise CliError(f"--app must be one of {', '.join(APPS)}, got {app!r}")
     if base_port + n - 1 > 65535:
         raise CliError(f"ports {base_port}..{base_port + n - 1} do not fit below 65536")
     if node_homes(folder):
@@ -48,7 +63,7 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
     urls = [check_base_url(f"http://{advertise_host.format(i=i)}:{base_port + i}", "node URL") for i in range(n)]
     keys = [KeyPair.generate() for _ in range(n)]
     try:
-        genesis = make_genesis(chain_id, [k.node_id for k in keys], slot_ms=slot_ms,
+        genesis = make_genesis(chain_id, [k.node_id for k in keys], slot_ms=slot_ms, app=app_state(app),
                                genesis_time_ms=int(time.time() * 1000) if genesis_time_ms is None else genesis_time_ms)
     except GenesisError as exc:
         raise CliError(str(exc)) from None
@@ -71,6 +86,7 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
                                               help="Host peers dial, a template with {i} (e.g. node{i})."),
            exist_ok: bool = typer.Option(False, "--exist-ok",
                                          help="Succeed without changes if DIR already holds an N-node testnet."),
+           app: str = AppOpt,
            ) -> None:
     """Create a genesis with N staked members and N node homes in DIR."""
     existing = node_homes(folder)
@@ -80,7 +96,7 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
         console.print(f"{folder} already holds a {n}-node testnet; nothing to do", highlight=False)
         return
     homes = create_testnet(folder, n, base_port=base_port, chain_id=chain_id, slot_ms=slot_ms, host=host,
-                           advertise_host=advertise_host)
+                           advertise_host=advertise_host, app=app)
     console.print(f"created {n}-node testnet [bold]{chain_id}[/] in {folder}", highlight=False)
     for home in homes:
         console.print(f"  {home.paths.root.name:>7}  {home.config.network.url}  {home.keypair.node_id}", highlight=False)
@@ -92,13 +108,14 @@ def up(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOpt,
        slot_ms: int = typer.Option(2000, "--slot-ms", min=10, help="Slot time if the testnet is created now."),
        duration: float = typer.Option(0.0, "--duration", min=0.0,
                                       help="Stop after this many seconds (0: run until Ctrl-C or SIGTERM)."),
+       app: str = AppOpt,
        ) -> None:
     """Start N daemons (creating the testnet first if DIR has none) and show their progress live."""
     from cli.supervisor import Supervisor
 
     homes = node_homes(folder)
     if not homes:
-        create_testnet(folder, n, base_port=base_port, slot_ms=slot_ms)
+        create_testnet(folder, n, base_port=base_port, slot_ms=slot_ms, app=app)
         homes = node_homes(folder)
         console.print(f"created {n}-node testnet in {folder}", highlight=False)
     elif len(homes) != n:

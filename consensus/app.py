@@ -36,6 +36,7 @@ class BlockContext:
     parent_hash: bytes
     timestamp_ms: int
     state: Any
+    signed_header: Any = None  # SignedHeader of a proposal being verified (evidence of a bad payload)
 
 
 @dataclass(frozen=True)

@@ -282,3 +282,15 @@ class ChainStore:
     def app_kv_items(self) -> dict[bytes, bytes]:
         """Every application record (the application restores itself from them on restart)."""
         return {bytes(k): bytes(v) for k, v in self._conn.execute("SELECT key, value FROM app_kv")}
+
+    def app_query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """A read-only query on the application's own tables (the database is exclusively locked,
+        so the application reads through the store's connection). Only SELECT is allowed."""
+        if not sql.lstrip().upper().startswith("SELECT"):
+            raise ValueError("app_query runs SELECT statements only")
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []  # the application has not written that table yet
+            raise

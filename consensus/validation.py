@@ -39,7 +39,8 @@ class Tip:
 
     def context(self, block: Block) -> BlockContext:
         h = block.header
-        return BlockContext(h.height, h.slot, h.producer, h.parent_hash, h.timestamp_ms, self.state)
+        return BlockContext(h.height, h.slot, h.producer, h.parent_hash, h.timestamp_ms, self.state,
+                            block.signed_header())
 
     def missed(self, slot: int) -> list[str]:
         """Delegates whose turns passed between the parent's slot and ``slot`` with no block.

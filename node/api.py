@@ -19,9 +19,10 @@ from node.api_base import Route, bind, error_middleware
 from node.api_chain import CHAIN_ROUTES
 from node.api_node import NODE_ROUTES, VERSION
 from node.config import NodeConfig
+from node.fl.api import FL_ROUTES
 from node.openapi import build_openapi
 
-ROUTES: tuple[Route, ...] = NODE_ROUTES + CHAIN_ROUTES
+ROUTES: tuple[Route, ...] = NODE_ROUTES + CHAIN_ROUTES + FL_ROUTES
 """Every API route; ``/blocks/latest`` precedes ``/blocks/{height}`` so it is matched first."""
 
 @dataclass
@@ -35,6 +36,8 @@ class ApiContext:
     genesis_text: str = ""
     openapi: dict = field(default_factory=dict)
     subscribers: int = 0
+    fl: Any = None  # node.fl.service.FLService on a federated-learning chain
+    loop_lag: Any = None  # node.looplag.LoopLag
 
 
 def genesis_text(genesis: Genesis) -> str:
@@ -49,9 +52,11 @@ def openapi_document(routes: tuple[Route, ...] = ROUTES) -> dict:
                     "\"message\": text}}. The gossip WebSocket /p2p shares this port and is not part of this API.")
 
 
-def build_api(app: web.Application, engine: Any, gossip: Any, config: NodeConfig, genesis: Genesis) -> ApiContext:
+def build_api(app: web.Application, engine: Any, gossip: Any, config: NodeConfig, genesis: Genesis,
+              fl: Any = None, loop_lag: Any = None) -> ApiContext:
     """Register the API on ``app`` (before it starts) and return the handlers' shared context."""
-    ctx = ApiContext(engine, gossip, config, genesis, genesis_text(genesis), openapi_document())
+    ctx = ApiContext(engine, gossip, config, genesis, genesis_text(genesis), openapi_document(), fl=fl,
+                     loop_lag=loop_lag)
     app.middlewares.append(error_middleware)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, bind(route, ctx))

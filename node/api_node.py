@@ -68,7 +68,7 @@ async def get_genesis(ctx: Any, request: web.Request) -> web.Response:
 
 
 async def get_metrics(ctx: Any, request: web.Request) -> web.Response:
-    body = node_metrics(ctx.engine, ctx.gossip).render()
+    body = node_metrics(ctx.engine, ctx.gossip, ctx.fl, ctx.loop_lag).render()
     return web.Response(body=body.encode(), headers={"Content-Type": PROMETHEUS_TYPE})
 
 

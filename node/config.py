@@ -24,8 +24,14 @@ Layout::
     max_body = 1048576
     max_subscribers = 64
 
-    [fault]                     # test-only fault injection; never enable on a real chain
+    [storage]
+    model_retention = 64        # heights of past global models kept
+    update_retention = 0        # heights of updates kept (0 = all: lets new nodes verify history)
+
+    [fault]                     # evaluation-only misbehaviour; never enable on a real chain
     double_sign = false
+    wrong_model = false
+    attack = ""                 # sign_flip | gaussian | alie | ipm | minmax | scale | label_flip | backdoor
 """
 
 from __future__ import annotations
@@ -119,13 +125,36 @@ class ApiConfig:
 
 
 @dataclass
-class FaultConfig:
-    """Test-only fault injection, used by the tests that prove misbehaviour is caught and punished."""
+class StorageConfig:
+    """How much history this node keeps in its blob store (a local choice, not a protocol rule)."""
 
-    double_sign: bool = False
+    model_retention: int = 64  # heights of past global models kept
+    update_retention: int = 0  # heights of model updates kept; 0 keeps all, so new nodes can verify history
 
     def validate(self) -> None:
-        """Nothing to range-check: every fault is a plain switch."""
+        _check_positive(self.model_retention, "storage.model_retention")
+        if self.update_retention < 0:
+            raise ConfigError(f"storage.update_retention must be >= 0, got {self.update_retention}")
+
+
+@dataclass
+class FaultConfig:
+    """Evaluation-only misbehaviour, used to prove that misbehaviour is caught and punished.
+
+    ``double_sign`` signs two blocks per own slot; ``wrong_model`` proposes blocks with a wrong
+    model hash; ``attack`` makes the node send poisoned updates (see ``learning.attacks``).
+    """
+
+    double_sign: bool = False
+    wrong_model: bool = False
+    attack: str = ""
+
+    def validate(self) -> None:
+        from learning.attacks import DATA_ATTACKS, MODEL_ATTACKS
+
+        if self.attack and self.attack not in MODEL_ATTACKS + DATA_ATTACKS:
+            raise ConfigError(f"fault.attack must be one of {', '.join(MODEL_ATTACKS + DATA_ATTACKS)}, "
+                              f"got {self.attack!r}")
 
     @property
     def any_enabled(self) -> bool:
@@ -140,6 +169,7 @@ class NodeConfig:
     log_level: str = "info"
     network: NetworkConfig = field(default_factory=NetworkConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
 
     def validate(self) -> "NodeConfig":
@@ -148,7 +178,7 @@ class NodeConfig:
         self.log_level = self.log_level.lower()
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        for section in (self.network, self.api, self.fault):
+        for section in (self.network, self.api, self.storage, self.fault):
             section.validate()
         return self
 

@@ -23,6 +23,7 @@ from gossip import Gossip
 from node.api import build_api
 from node.fetcher import HttpBlockFetcher
 from node.home import Home, load_home
+from node.looplag import LoopLag
 
 log = logging.getLogger("fedchain.node")
 
@@ -47,13 +48,22 @@ class Daemon:
         if cfg.fault.any_enabled:
             log.warning("FAULT INJECTION ENABLED (%s): this node misbehaves on purpose", cfg.fault)
         self.store = ChainStore(home.paths.chain_db, home.genesis)
-        self.app = CounterApp()
         self.gossip = Gossip(home.keypair, cfg.network.gossip_config(home.genesis.chain_id))
+        self.fl = None
+        if home.genesis.app.get("kind") == "fl":
+            from node.fl.service import FLService  # torch is only loaded on federated-learning chains
+
+            self.fl = FLService(home, self.gossip)
+            self.app = self.fl.app
+        else:
+            self.app = CounterApp()
+        self.loop_lag = LoopLag()
         self.web = web.Application(client_max_size=cfg.api.max_body)
         self.gossip.attach(self.web)
         self.session: aiohttp.ClientSession | None = None
         self.engine: Engine | None = None
         self.runner: web.AppRunner | None = None
+        self._lag_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         cfg = self.home.config
@@ -61,15 +71,22 @@ class Daemon:
         self.engine = Engine(self.home.keypair, self.home.genesis, self.store, self.app, self.gossip,
                              HttpBlockFetcher(self.session),
                              EngineConfig(double_sign=cfg.fault.double_sign, max_message=cfg.network.max_message))
-        build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis)
+        build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.fl, self.loop_lag)
+        self._lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         self.runner = web.AppRunner(self.web, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.network.host, cfg.network.port).start()
         await self.gossip.start()
         await self.engine.start()
+        if self.fl is not None:
+            await self.fl.start(self.engine, self.session)
         log.info("node %s serving %s", self.home.keypair.node_id[:12], cfg.network.url)
 
     async def stop(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+        if self.fl is not None:
+            await self.fl.stop()
         if self.engine is not None:
             await self.engine.stop()
         await self.gossip.stop()

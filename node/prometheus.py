@@ -114,8 +114,9 @@ def _split_counters(counters: dict[str, int]) -> dict[str, dict[str, int]]:
     return groups
 
 
-def node_metrics(engine: Any, gossip: Any) -> Registry:
-    """The node's metrics page: chain heights, peers, mempool, gossip traffic and every drop reason."""
+def node_metrics(engine: Any, gossip: Any, fl: Any = None, loop_lag: Any = None) -> Registry:
+    """The node's metrics page: chain heights, peers, mempool, gossip traffic and every drop reason,
+    plus federated learning (accuracy, updates, bytes, epsilon) and event-loop lag when given."""
     reg = Registry("fedchain_")
     status = engine.status()
     reg.gauge("height", "Height of the newest block this node holds.", status["height"])
@@ -149,4 +150,29 @@ def node_metrics(engine: Any, gossip: Any) -> Registry:
     for group, counts in groups.items():
         for name, count in counts.items():
             events.add(count, event=f"{group}:{name}" if group else name)
+    if loop_lag is not None:
+        lag = reg.gauge("event_loop_lag_ms", "How late a 50 ms timer fires, over the recent window.")
+        for q, value in loop_lag.summary().items():
+            lag.add(value, quantile=q.removesuffix("_ms"))
+    if fl is not None:
+        _fl_metrics(reg, fl)
     return reg
+
+
+def _fl_metrics(reg: Registry, fl: Any) -> None:
+    values = fl.metrics()
+    for key, help_text in (("val_accuracy", "Global model accuracy on this node's validation split."),
+                           ("val_loss", "Global model loss on this node's validation split."),
+                           ("test_accuracy", "Global model accuracy on the common test set."),
+                           ("epsilon", "Differential privacy epsilon spent by this node.")):
+        if key in values:
+            reg.gauge(f"fl_{key}", help_text, values.pop(key))
+    reg.gauge("fl_model_height", "Height of the newest final global model.", fl.app.model_height)
+    rejected = reg.counter("fl_updates_rejected_total", "Gossiped updates refused at admission, by reason.")
+    events = reg.counter("fl_events_total", "Federated-learning counters (updates sent, accepted, bytes...).")
+    for key, value in sorted(values.items()):
+        group, _, name = key.partition(":")
+        if name.startswith("update_rejected:"):
+            rejected.add(value, reason=name.split(":", 1)[1])
+        else:
+            events.add(value, event=name)

@@ -1,0 +1,79 @@
+"""The ``/fl`` routes of the node API: the global model, its weights, the updates each block
+considered (with reasons), and this node's privacy spending."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from node.api_base import ApiError, Param, Route
+
+UPDATE_ID = Param("id", "path", "hash", "Update id: SHA-256 of the encoded update (hex).")
+MODEL_HASH = Param("hash", "path", "hash", "Model hash: SHA-256 of the model's canonical msgpack (hex).")
+ROUND_HEIGHT = Param("height", "query", "uint", "Height of a final block (default: the newest).", minimum=1)
+RAW = Param("raw", "query", "flag", "1: the exact msgpack bytes of the update as hex.", default=False)
+
+
+def _fl(ctx: Any) -> Any:
+    if getattr(ctx, "fl", None) is None:
+        raise ApiError(404, "this chain runs no federated-learning application")
+    return ctx.fl
+
+
+async def get_model(ctx: Any, request: web.Request) -> dict:
+    fl = _fl(ctx)
+    app = fl.app
+    metrics = fl.model_metrics if fl.model_metrics.get("hash") == app.model_hash.hex() else {}
+    return {**metrics, "hash": app.model_hash.hex(), "height": app.model_height, "params": app.dim,
+            "model": fl.settings.model, "dataset": fl.settings.dataset, "rule": fl.settings.rule,
+            "blob": f"/fl/model/{app.model_hash.hex()}"}
+
+
+async def get_model_blob(ctx: Any, request: web.Request, hash: str) -> web.Response:
+    blob = _fl(ctx).blobs.get(bytes.fromhex(hash))
+    if blob is None:
+        raise ApiError(404, f"no model {hash[:12]} here (pruned, or never final)")
+    return web.Response(body=blob, content_type="application/msgpack")
+
+
+async def get_updates(ctx: Any, request: web.Request, height: int | None) -> dict:
+    fl = _fl(ctx)
+    final = ctx.engine.state.height
+    h = final if height is None else height
+    if h > final:
+        raise ApiError(404, f"height {h} is not final yet (final height {final})")
+    records = fl.round_records(ctx.engine.store, h)
+    return {"height": h, "considered": len(records), "accepted": sum(r["accepted"] for r in records),
+            "updates": records, "pending": len(fl.app.pool)}
+
+
+async def get_update(ctx: Any, request: web.Request, id: str, raw: bool) -> dict:
+    fl = _fl(ctx)
+    blob = fl.app.update_blob(bytes.fromhex(id))
+    if blob is None:
+        raise ApiError(404, f"no update {id[:12]} here")
+    if raw:
+        return {"id": id, "raw": blob.hex()}
+    return fl.app.decode_update(blob).summary()
+
+
+async def get_privacy(ctx: Any, request: web.Request) -> dict:
+    fl = _fl(ctx)
+    if fl.trainer is None:
+        raise ApiError(503, "the trainer has not started yet")
+    return fl.trainer.privacy_view()
+
+
+FL_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/fl/model", get_model, "The newest final global model: hash, height and accuracy.", "fl"),
+    Route("GET", "/fl/model/{hash}", get_model_blob, "Weights of a global model (canonical msgpack).", "fl",
+          (MODEL_HASH,), response={"type": "string", "format": "binary"}, errors=(400, 404),
+          content_type="application/msgpack"),
+    Route("GET", "/fl/updates", get_updates, "The updates a final block considered, accepted or rejected and why.",
+          "fl", (ROUND_HEIGHT,), errors=(400, 404)),
+    Route("GET", "/fl/updates/{id}", get_update, "One model update by id (summary, or raw bytes).", "fl",
+          (UPDATE_ID, RAW), errors=(400, 404)),
+    Route("GET", "/fl/privacy", get_privacy, "Differential-privacy budget spent by this node.", "fl",
+          errors=(404, 503)),
+)

@@ -1,0 +1,113 @@
+"""The FL side of a daemon: the application, the trainer, the blob store and their wiring.
+
+It subscribes the updates topic on gossip, fetches updates a proposal names but this node lacks
+(from the proposer first, then any peer), keeps the accuracy of every new global model on the
+node's validation split and on the common test set, and answers the ``/fl`` API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+
+from consensus.genesis import Genesis
+from node.fl.app import TOPIC_UPDATE, FLApp
+from node.fl.blobs import BlobStore
+from node.fl.data import load_node_data
+from node.fl.settings import FLSettings
+from node.fl.trainer import Trainer
+from node.home import Home
+
+log = logging.getLogger("fedchain.fl")
+
+
+def is_fl(genesis: Genesis) -> bool:
+    return genesis.app.get("kind") == "fl"
+
+
+class FLService:
+    def __init__(self, home: Home, gossip: Any) -> None:
+        g = home.genesis
+        self.home = home
+        self.gossip = gossip
+        self.settings = FLSettings.from_app_state(g.app)
+        data = load_node_data(self.settings, home.keypair.node_id, [a["id"] for a in g.accounts])
+        self.blobs = BlobStore(home.paths.data / "blobs.sqlite")
+        fault = home.config.fault
+        self.app = FLApp(self.settings, g.chain_id, data, self.blobs, fetch=self.fetch_update,
+                         wrong_model=fault.wrong_model, max_message=home.config.network.max_message,
+                         model_retention=home.config.storage.model_retention,
+                         update_retention=home.config.storage.update_retention)
+        self.trainer: Trainer | None = None
+        self.attack = fault.attack
+        self.session: aiohttp.ClientSession | None = None
+        self.model_metrics: dict[str, Any] = {}
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self, engine: Any, session: aiohttp.ClientSession) -> None:
+        """After the engine restored the model: subscribe updates, start training and evaluation."""
+        self.session = session
+        self.app.state_view = lambda: engine.state
+        self.gossip.subscribe(TOPIC_UPDATE, self.app.validate_update_msg, self.app.deliver_update)
+        self.trainer = Trainer(self.app, self.home.keypair, self.gossip.publish,
+                               self.home.paths.data / "trainer.json", self.attack)
+        self.app.listeners.append(self._schedule_evaluation)
+        self._tasks = [asyncio.create_task(self.trainer.run(), name="trainer")]
+        self._schedule_evaluation()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.blobs.close()
+
+    def _schedule_evaluation(self) -> None:
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.get_running_loop().create_task(self._evaluate()))
+
+    async def _evaluate(self) -> None:
+        app = self.app
+        vector, mhash, height = app.model, app.model_hash, app.model_height
+        val_acc, val_loss = await asyncio.to_thread(app.accuracy, vector, "val")
+        test_acc, test_loss = await asyncio.to_thread(app.accuracy, vector, "test")
+        if height >= self.model_metrics.get("height", -1):
+            self.model_metrics = {"hash": mhash.hex(), "height": height, "params": app.dim,
+                                  "val_accuracy": val_acc, "val_loss": val_loss,
+                                  "test_accuracy": test_acc, "test_loss": test_loss}
+
+    async def fetch_update(self, update_id: bytes, producer: str) -> bytes | None:
+        """The raw update ``update_id`` from the proposer, else from any peer."""
+        peers = sorted(self.gossip.peers(), key=lambda p: p.node_id != producer)
+        for peer in peers:
+            if not peer.url or self.session is None:
+                continue
+            try:
+                async with self.session.get(f"{peer.url}/fl/updates/{update_id.hex()}", params={"raw": "1"},
+                                            timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                    if resp.status == 200:
+                        return bytes.fromhex((await resp.json())["raw"])
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
+                log.debug("fetching update from %s failed: %s", peer.url, exc)
+        return None
+
+    def round_records(self, store: Any, height: int) -> list[dict]:
+        """The updates a final block considered (from the chain database)."""
+        rows = store.app_query("SELECT id, sender, weight, accepted, reason, score FROM fl_updates "
+                               "WHERE height = ? ORDER BY idx", (height,))
+        return [{"id": r[0].hex(), "sender": r[1], "weight": r[2], "accepted": bool(r[3]), "reason": r[4],
+                 "score": r[5]} for r in rows]
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"app:{k}": float(v) for k, v in self.app.metrics.items()}
+        if self.trainer is not None:
+            out.update({f"trainer:{k}": float(v) for k, v in self.trainer.metrics.items()})
+            eps = self.trainer.privacy_view()["epsilon"]
+            if eps is not None:
+                out["epsilon"] = float(eps)
+        for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss"):
+            if key in self.model_metrics:
+                out[key] = float(self.model_metrics[key])
+        return out
