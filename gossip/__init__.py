@@ -5,3 +5,11 @@ signed envelopes, topics and validators, and nothing of blocks or models. It als
 primitives every layer above signs and encodes with: :mod:`gossip.codec` (canonical, bounded
 msgpack) and :mod:`gossip.crypto` (Ed25519 identities and SHA-256).
 """
+
+from gossip.config import GossipConfig
+from gossip.envelope import Envelope, Verdict
+from gossip.metrics import GossipMetrics
+from gossip.peer import PeerInfo
+from gossip.service import Gossip
+
+__all__ = ["Envelope", "Gossip", "GossipConfig", "GossipMetrics", "PeerInfo", "Verdict"]
