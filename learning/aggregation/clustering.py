@@ -1,0 +1,171 @@
+"""Two-phase clustering defence in the manner of Secured-FL.
+
+Phase 1 removes whole groups, phase 2 single updates; the aggregate is the sample-weighted average
+(FedAvg) of what remains.
+
+Phase 1a, near copies. Honest clients train on different data and never send (nearly) the same
+update, while ALIE, IPM and min-max attackers all send one crafted vector that sits close to the
+honest mean, where no distance test can see it. Updates whose nearest neighbour is closer than
+``collusion`` times the median pairwise distance are dropped as a colluding group.
+
+Phase 1b, outlier clusters. Restricted k-means (:mod:`.kmeans`; every cluster holds at least
+``min_cluster_size`` updates) partitions the rest. The reference is the largest cluster (the
+honest majority; ties: centre nearest the geometric median). Another cluster is an outlier when
+the median distance between its members and the reference's exceeds the adaptive radius of the
+reference's own pairwise distances: a group pushed one way (sign flip, scaling, noise) is far
+from the majority as a group even when each of its updates alone looks ordinary.
+
+Phase 1 never drops the reference or more than half of all updates (farthest groups go first).
+
+Phase 2. The robust centre, the geometric median of the survivors (dropped groups no longer pull
+it), is computed and every survivor farther from it than the adaptive radius is rejected.
+
+Adaptive radius: ``median + radius * sigma`` of the distances in question, sigma from the MAD
+(:func:`robust_threshold`), so it follows each round's spread. With an ``evaluate`` callback
+(validation accuracy of a candidate aggregate) each multiplier of ``radius_candidates`` is tried
+and the best-scoring aggregate kept (ties: earliest candidate).
+
+Score of an update: the largest of its distance to the robust centre over the phase-2 radius, its
+cluster's between-group distance over the phase-1 radius, and, for a near copy, a value in (1, 2]
+growing as the copy gets closer; above 1 means the update fell outside some radius.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._core import AggregationResult, Inputs, gram_dists_to_combination, result, robust_threshold, weighted_mean
+from .geomed import weiszfeld_coefficients
+from .kmeans import membership, restricted_kmeans
+
+DEFAULT_RADIUS = 3.0
+RADIUS_CANDIDATES = (3.0, 2.0, 4.0, 1.5, 6.0)
+DEFAULT_COLLUSION = 0.1
+GROUP_FLOOR = 0.05      # phase-1 radius is at least 5% of the typical distance: tolerates non-IID groups
+
+
+def _pairs(dist: np.ndarray, a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """Distances between members of ``a`` and ``b``, or among the distinct pairs of ``a``."""
+    if b is not None:
+        return dist[np.ix_(a, b)].ravel()
+    return dist[np.ix_(a, a)][np.triu_indices(a.size, 1)]
+
+
+def _near_copies(dist: np.ndarray, collusion: float) -> np.ndarray:
+    """Score per update: in (1, 2] for near copies (nearest neighbour within the collusion
+    distance), 0 otherwise."""
+    n = dist.shape[0]
+    if collusion <= 0 or n < 3:
+        return np.zeros(n)
+    limit = collusion * float(np.median(_pairs(dist, np.arange(n))))
+    nearest = np.where(np.eye(n, dtype=bool), np.inf, dist).min(axis=1)
+    return np.where(nearest < limit, 2.0 - nearest / max(limit, 1e-300), 0.0)
+
+
+def _cluster_scores(dist: np.ndarray, labels: np.ndarray, k: int, ref: int, radius: float) -> np.ndarray:
+    """Between-group distance of each cluster to the reference over the reference's radius."""
+    groups = [np.flatnonzero(labels == h) for h in range(k)]
+    within = _pairs(dist, groups[ref])
+    if within.size == 0:
+        return np.zeros(k)
+    thr = max(robust_threshold(within, radius, floor=GROUP_FLOOR), 1e-300)
+    return np.array([0.0 if h == ref else float(np.median(_pairs(dist, groups[h], groups[ref]))) / thr
+                     for h in range(k)])
+
+
+def _drop_groups(group_score: np.ndarray, group_of: np.ndarray, protected: int, budget: int) -> np.ndarray:
+    """Groups to drop: score above 1, highest first, never ``protected``, at most ``budget`` rows."""
+    sizes = np.bincount(group_of, minlength=group_score.size)
+    dropped = np.zeros(group_score.size, dtype=bool)
+    for h in np.argsort(-group_score, kind="stable"):
+        if group_score[h] > 1.0 and h != protected and sizes[h] <= budget:
+            dropped[h] = True
+            budget -= sizes[h]
+    return dropped
+
+
+def _phase2(g: np.ndarray, survivors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Survivors within the radius of their geometric median, and distance/radius for all."""
+    sub = np.flatnonzero(survivors)
+    coef_sub, _ = weiszfeld_coefficients(g[np.ix_(sub, sub)], np.ones(sub.size))
+    coef = np.zeros(g.shape[0])
+    coef[sub] = coef_sub
+    d = gram_dists_to_combination(g, coef)
+    ratio = d / max(robust_threshold(d[sub], radius), 1e-300)
+    return survivors & (ratio <= 1.0), ratio
+
+
+def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None = None,
+               radius: float = DEFAULT_RADIUS, radius_candidates: tuple[float, ...] = RADIUS_CANDIDATES,
+               collusion: float = DEFAULT_COLLUSION, n_init: int = 3, max_iter: int = 50) -> AggregationResult:
+    """Secured-FL two-phase filter, then FedAvg of the accepted updates.
+
+    ``min_cluster_size`` defaults to ``max(2, ceil(n / 10))``; ``n_clusters`` is lowered when the
+    updates cannot fill that many clusters. ``radius`` is the MAD multiplier used without an
+    ``evaluate`` callback; with one, ``radius_candidates`` are tried. ``collusion = 0`` turns the
+    near-copy test off.
+    """
+    n = inp.n
+    min_size = max(2, math.ceil(n / 10)) if min_cluster_size is None else int(min_cluster_size)
+    if n_clusters < 1 or min_size < 1 or n_init < 1 or max_iter < 1:
+        raise ValueError("clustering: n_clusters, min_cluster_size, n_init and max_iter must be >= 1")
+    if not 0.0 <= collusion < 1.0:
+        raise ValueError(f"clustering: collusion must be in [0, 1), got {collusion}")
+    candidates = (float(radius),) if inp.evaluate is None else tuple(float(r) for r in radius_candidates)
+    if not candidates or min(candidates) <= 0:
+        raise ValueError("clustering: radius multipliers must be positive")
+    g, dist = inp.gram, np.sqrt(inp.sq_dists)
+    budget = n // 2                          # phase 1 never drops more than half of the updates
+
+    copy_score = _near_copies(dist, collusion)
+    copies = copy_score > 1.0
+    if copies.sum() > budget:
+        copies[:] = False
+    budget -= int(copies.sum())
+    rest = np.flatnonzero(~copies)
+    k = max(1, min(n_clusters, rest.size // min_size))
+    labels = np.full(n, -1)
+    labels[rest] = restricted_kmeans(g[np.ix_(rest, rest)], inp.sq_dists[np.ix_(rest, rest)], k,
+                                     min(min_size, rest.size), np.random.default_rng(inp.seed),
+                                     n_init=n_init, max_iter=max_iter)
+    sub_labels = labels[rest]
+    r0, _ = weiszfeld_coefficients(g, np.ones(n))
+    offset = np.zeros((n, k))
+    offset[rest] = membership(sub_labels, k)
+    offset -= r0[:, None]
+    centre_r0 = np.einsum("ik,ik->k", offset, g @ offset)     # squared centre-to-R0 distances
+    sizes = np.bincount(sub_labels, minlength=k)
+    ref = min(range(k), key=lambda h: (-sizes[h], centre_r0[h], h))
+
+    best: tuple[float, float, np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None
+    tried: set[bytes] = set()
+    for multiplier in candidates:
+        cluster_score = _cluster_scores(dist[np.ix_(rest, rest)], sub_labels, k, ref, multiplier)
+        dropped = _drop_groups(cluster_score, sub_labels, ref, budget)
+        survivors = ~copies
+        survivors[rest] = ~dropped[sub_labels]
+        accepted, ratio = _phase2(g, survivors, multiplier)
+        key = accepted.tobytes()
+        if key in tried:
+            continue
+        tried.add(key)
+        vector = weighted_mean(inp.updates, inp.weights, np.flatnonzero(accepted))
+        quality = 0.0 if inp.evaluate is None else float(inp.evaluate(vector.copy()))
+        if not math.isfinite(quality):
+            raise ValueError(f"clustering: evaluate returned a non-finite value {quality!r}")
+        if best is None or quality > best[0]:
+            scores = np.maximum(ratio, copy_score)
+            scores[rest] = np.maximum(scores[rest], cluster_score[sub_labels])
+            reasons = ["clustering: colluding group" if c else "" if a else
+                       "clustering: cluster outlier" if not s else "clustering: outlier in cluster"
+                       for c, a, s in zip(copies.tolist(), accepted.tolist(), survivors.tolist())]
+            best = (quality, multiplier, vector, accepted, scores, reasons)
+    if best is None:
+        raise ValueError("clustering: no radius candidate produced an aggregate")
+    quality, multiplier, vector, accepted, scores, reasons = best
+    info = {"clusters": int(k), "labels": labels.tolist(), "radius": multiplier, "near_copies": int(copies.sum())}
+    if inp.evaluate is not None:
+        info["validation"] = quality
+    return result(vector, accepted, scores, reasons, **info)
