@@ -34,7 +34,7 @@ class FLSettings:
     alpha: float = 0.5
     clients: int = 0                   # shards; 0 = one per genesis account
     val_fraction: float = 0.1
-    model: str = "mlp"
+    model: str = "tabular_mlp"           # 64-unit MLP: small enough for devices and for DP noise
     seed: int = 0
     rule: str = "clustering"
     rule_params: dict = field(default_factory=dict)
@@ -42,7 +42,7 @@ class FLSettings:
     topk: float = 0.1
     encoding: str = "float16"
     error_feedback: bool = True
-    clip: float = 5.0
+    clip: float = 1.0
     noise_multiplier: float = 0.01
     epsilon_budget: float = 1e9
     delta: float = 1e-5
@@ -50,9 +50,9 @@ class FLSettings:
     staleness_a: float = 0.5
     selection: str = "all"
     max_updates: int = 64
-    local_epochs: int = 3
+    local_epochs: int = 4
     batch_size: int = 32
-    lr: float = 0.2
+    lr: float = 0.3
     lr_schedule: str = "inv_sqrt"
     lr_beta: float = 1.0
     optimizer: str = "sgd"

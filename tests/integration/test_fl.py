@@ -1,0 +1,122 @@
+"""Federated learning on the chain with real daemons: learning, Byzantine nodes, faulty delegates,
+crash recovery. Accuracy is checked independently: the test fetches the final model's weights
+over HTTP and evaluates them itself on the digits test split."""
+
+import signal
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+from gossip.codec import decode_array, unpack
+from learning.data import load_digits
+from learning.models import build_model, set_flat
+from learning.train import evaluate
+from tests.integration.harness import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_accuracy(net, i: int = 0) -> tuple[float, str, int]:
+    """Accuracy of node i's newest final model on the digits test split, evaluated here."""
+    model = net.get(i, "/fl/model")
+    raw = urllib.request.urlopen(net.url(i) + model["blob"], timeout=5).read()
+    vector = decode_array(unpack(raw, 1 << 26))
+    _, test = load_digits(seed=0)
+    torch.set_num_threads(1)
+    mlp = build_model(model["model"], test.input_shape, test.num_classes, 0)
+    set_flat(mlp, vector)
+    return evaluate(mlp, test.x, test.y)[0], model["hash"], model["height"]
+
+
+test_accuracy.__test__ = False  # a helper, not a test
+
+
+def rounds(net, i: int, heights) -> list[dict]:
+    return [net.get(i, f"/fl/updates?height={h}") for h in heights]
+
+
+@pytest.mark.timeout(240)
+def test_four_daemons_train_digits_to_90_percent(make_testnet):
+    net = make_testnet(4, slot_ms=2000, app="fl")
+    net.start_all()
+    net.wait_height(1, timeout=40)
+    acc = wait_for(lambda: (a := test_accuracy(net)[0]) >= 0.90 and a, 180, "90% test accuracy")
+    assert acc >= 0.90
+    # every node serves the same model hash at the same final height
+    def same_model():
+        models = [net.get(i, "/fl/model") for i in range(4)]
+        return len({(m["height"], m["hash"]) for m in models}) == 1 and models[0]
+    model = wait_for(same_model, 20, "all nodes to serve one model at one height")
+    # a block's header carries the app hash after its parent, so the next block commits to this model
+    wait_for(lambda: min(net.heights()) > model["height"], 20, "the next block")
+    assert {net.get(i, f"/blocks/{model['height'] + 1}")["app_hash"] for i in range(4)} == {model["hash"]}
+    # blocks really aggregate updates from the nodes
+    h = model["height"]
+    recs = rounds(net, 0, range(max(2, h - 5), h + 1))
+    assert all(r["accepted"] >= 3 for r in recs)
+    text = urllib.request.urlopen(net.url(0) + "/metrics", timeout=3).read().decode()
+    assert "fedchain_fl_test_accuracy" in text and "fedchain_event_loop_lag_ms" in text
+
+
+@pytest.mark.timeout(300)
+def test_attackers_are_rejected_and_lose_trust(make_testnet):
+    net = make_testnet(6, slot_ms=2000, app="fl")
+    for i, attack in ((4, "sign_flip"), (5, "gaussian")):
+        cfg = net.home(i) / "config.toml"
+        cfg.write_text(cfg.read_text().replace('attack = ""', f'attack = "{attack}"'))
+    net.start_all()
+    attackers = {net.node_id(4), net.node_id(5)}
+    net.wait_height(25, timeout=150)
+    considered = rejected = 0
+    for rec in rounds(net, 0, range(2, 26)):
+        for u in rec["updates"]:
+            if u["sender"] in attackers:
+                considered += 1
+                rejected += not u["accepted"]
+    assert considered >= 10
+    assert rejected / considered >= 0.9, (rejected, considered)
+    trust = {i: net.get(0, f"/accounts/{net.node_id(i)}")["trust"] for i in range(6)}
+    assert max(trust[4], trust[5]) < min(trust[i] for i in range(4))
+    assert max(trust[4], trust[5]) < 1 / 6
+    acc = wait_for(lambda: (a := test_accuracy(net)[0]) >= 0.85 and a, 90, "85% accuracy under attack")
+    assert acc >= 0.85
+
+
+@pytest.mark.timeout(200)
+def test_wrong_model_hash_is_never_final_and_costs_the_producer(make_testnet):
+    net = make_testnet(4, slot_ms=1000, app="fl")
+    cfg = net.home(3) / "config.toml"
+    cfg.write_text(cfg.read_text().replace("wrong_model = false", "wrong_model = true"))
+    net.start_all()
+    liar = net.node_id(3)
+    net.wait_height(12, timeout=90)
+    producers = [net.get(0, f"/blocks/{h}")["producer"] for h in range(1, 13)]
+    assert liar not in producers
+    account = wait_for(lambda: (a := net.get(0, f"/accounts/{liar}"))["penalties_total"] >= 20 and a, 30,
+                       "the liar's penalty")
+    honest = net.get(0, f"/accounts/{net.node_id(0)}")
+    assert account["stake"] < honest["stake"]
+    h = max(net.heights())
+    net.wait_height(h + 3, timeout=20)
+
+
+@pytest.mark.timeout(200)
+def test_daemon_killed_mid_training_resumes_from_disk(make_testnet):
+    net = make_testnet(4, slot_ms=1000, app="fl")
+    net.start_all()
+    net.wait_height(6, timeout=60)
+    before = net.get(2, "/fl/privacy")["releases"]
+    net.kill(2, signal.SIGKILL)
+    h = max(net.heights([0, 1, 3]))
+    net.wait_height(h + 3, nodes=[0, 1, 3], timeout=30)
+    net.start(2)
+    wait_for(lambda: net.get(2, "/fl/model")["height"] >= max(net.heights([0, 1, 3])), 60, "node 2 to catch up")
+    target = net.get(2, "/fl/model")["height"]
+    wait_for(lambda: net.get(0, "/fl/model")["height"] >= target, 20, "node 0 at the same model height")
+    assert net.get(2, f"/blocks/{target}")["app_hash"] == net.get(0, f"/blocks/{target}")["app_hash"]
+    after = wait_for(lambda: (r := net.get(2, "/fl/privacy")["releases"]) > before and r, 30,
+                     "node 2 to train again")
+    assert after > before  # its accountant resumed from disk instead of starting over
+    assert np.isfinite(test_accuracy(net, 2)[0])
