@@ -120,3 +120,72 @@ def test_daemon_killed_mid_training_resumes_from_disk(make_testnet):
                      "node 2 to train again")
     assert after > before  # its accountant resumed from disk instead of starting over
     assert np.isfinite(test_accuracy(net, 2)[0])
+
+
+@pytest.mark.timeout(150)
+def test_hostile_updates_are_rejected_with_reasons_and_disturb_nothing(make_testnet):
+    import asyncio
+
+    from gossip.crypto import KeyPair
+    from learning.compression import sparsify, to_wire
+    from node.fl.update import ModelUpdate
+    from tests.gossip.rawpeer import RawPeer
+    from tests.integration.test_hostile import metric
+
+    net = make_testnet(4, slot_ms=2000, app="fl")
+    net.start_all()
+    net.wait_height(7, timeout=60)
+    chain_id = net.get(0, "/genesis")["chain_id"]
+    member = KeyPair.load(net.home(1) / "node_key.json")
+    outsider = KeyPair.generate()
+
+    def update(signer, *, base=None, height=None, dim=None, nan=False, bad_sig=False, seq=1):
+        model = net.get(0, "/fl/model")
+        d = dim or model["params"]
+        vec = np.random.default_rng(seq).normal(size=d).astype(np.float32)
+        sparse = sparsify(vec, 10, "float32")
+        wire = to_wire(sparse)
+        if nan:
+            wire[4] = np.full(10, np.nan, dtype="<f4").tobytes()
+        u = ModelUpdate(chain_id, signer.node_id, seq, bytes.fromhex(model["hash"]) if base is None else base,
+                        model["height"] if height is None else height, 100, 1.0, sparse).signed(signer)
+        raw = u.to_wire()
+        raw[7] = wire
+        if bad_sig:
+            raw[8] = bytes(64)
+        return raw
+
+    cases = {
+        "unregistered": update(outsider),
+        "unknown_base": update(member, base=bytes(32)),
+        "stale_base": update(member, height=1),
+        "wrong_shape": update(member, dim=50),
+        "non_finite": update(member, nan=True),
+        "bad_signature": update(member, bad_sig=True),
+    }
+
+    async def attack() -> None:
+        from gossip.codec import pack
+
+        for reason, wire in cases.items():  # a fresh peer each, so no ban hides a later case
+            peer = RawPeer(chain_id)
+            await peer.connect_and_handshake(net.url(0))
+            await peer.send(peer.envelope("fl/update", pack(wire)))
+            await asyncio.sleep(0.2)
+            await peer.close()
+        peer = RawPeer(chain_id)
+        await peer.connect_and_handshake(net.url(0))
+        await peer.send(peer.envelope("fl/update", b"\x00" * (5 << 20)))                  # oversized
+        for seq in (11, 12):                                                              # two for one base
+            await peer.send(peer.envelope("fl/update", pack(update(member, seq=seq))))
+        await asyncio.sleep(0.5)
+        await peer.close()
+
+    asyncio.run(attack())
+    reasons = [*cases, "oversized", "duplicate_for_base"]
+    wait_for(lambda: all(metric(net, 0, "fedchain_fl_updates_rejected_total", reason=r) >= 1 for r in reasons),
+             15, "every hostile update counted by its reason")
+    # nothing else disturbed: the honest nodes' updates keep being accepted block after block
+    h = max(net.heights())
+    net.wait_height(h + 3, timeout=30)
+    assert all(net.get(0, f"/fl/updates?height={k}")["accepted"] >= 3 for k in range(h + 1, h + 4))
