@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "chain": "bench.chain",
+    "fl_chain": "bench.fl_chain",
 }
 
 

@@ -85,6 +85,6 @@ class ModelUpdate:
         return cls(chain_id, sender, seq, base_hash, base_height, samples, float(loss), parsed, sig)
 
     def summary(self) -> dict:
-        return {"id": self.id.hex(), "sender": self.sender, "base_hash": self.base_hash.hex(),
+        return {"id": self.id.hex(), "sender": self.sender, "seq": self.seq, "base_hash": self.base_hash.hex(),
                 "base_height": self.base_height, "num_samples": self.num_samples, "loss": self.loss,
                 "k": int(self.sparse.indices.size), "dtype": self.sparse.dtype}

@@ -1,0 +1,127 @@
+"""Federated learning on real daemons: update latency, bytes on the wire, event-loop lag.
+
+N daemons (separate processes on 127.0.0.1, default FL genesis on digits, 2 s slots) train and
+aggregate for a while. Then, from their HTTP APIs:
+
+* update-to-final latency: for every update a final block accepted or rejected, the time from
+  its creation (its sequence number is its creation time in microseconds, and it is gossiped
+  right after) to the moment node 0 learned the block was final (``/subscribe``);
+* bytes: the encoded update size against a dense float32 update of the same model, and every
+  byte each node gossiped on ``fl/update`` (its own updates plus forwarding) per block;
+* event-loop lag p99 of every daemon while it trains (``/metrics``).
+
+Run: ``python -m bench fl_chain [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+from bench.common import percentiles, write_result
+from learning.compression import dense_bytes
+from tests.integration.harness import Testnet
+
+
+def scrape(url: str) -> dict[str, float]:
+    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^(\w+(?:\{.*\})?) (\S+)$", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+async def final_times(url: str, seconds: float) -> dict[int, float]:
+    """Height -> wall time (ms) at which the node announced the block final."""
+    seen: dict[int, float] = {}
+    deadline = time.time() + seconds
+    async with aiohttp.ClientSession() as session, session.ws_connect(url + "/subscribe") as ws:
+        while time.time() < deadline:
+            try:
+                msg = await ws.receive(timeout=max(0.1, deadline - time.time()))
+            except asyncio.TimeoutError:
+                break
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            event = json.loads(msg.data)
+            if event.get("type") == "final_block":
+                seen[event["height"]] = time.time() * 1000
+    return seen
+
+
+def measure(n: int, seconds: float, root: Path) -> dict:
+    net = Testnet(root, n, slot_ms=2000, app="fl")
+    net.start_all()
+    try:
+        net.wait_height(2, timeout=90)
+        start = {i: scrape(net.url(i)) for i in range(n)}
+        first = net.heights([0])[0]
+        finals = asyncio.run(final_times(net.url(0), seconds))
+        end = {i: scrape(net.url(i)) for i in range(n)}
+        last = net.heights([0])[0]
+        latency, considered = [], 0
+        for h in sorted(finals):
+            for u in net.get(0, f"/fl/updates?height={h}")["updates"]:
+                summary = net.get(0, f"/fl/updates/{u['id']}")
+                latency.append(finals[h] - summary["seq"] / 1000)
+                considered += 1
+        params = net.get(0, "/fl/model")["params"]
+        accuracy = net.get(0, "/fl/model").get("test_accuracy")
+    finally:
+        net.stop_all()
+    blocks = max(1, last - first)
+
+    def delta(i: int, key: str) -> float:
+        return end[i].get(key, 0.0) - start[i].get(key, 0.0)
+
+    sent = [delta(i, 'fedchain_fl_events_total{event="update_bytes_sent"}') for i in range(n)]
+    updates = [delta(i, 'fedchain_fl_events_total{event="updates_sent"}') for i in range(n)]
+    gossip_out = [delta(i, 'fedchain_gossip_bytes_total{direction="out",topic="fl/update"}') for i in range(n)]
+    lag = [end[i].get('fedchain_event_loop_lag_ms{quantile="p99"}', 0.0) for i in range(n)]
+    per_update = sum(sent) / max(1.0, sum(updates))
+    return {
+        "nodes": n, "blocks": blocks, "updates_considered": considered, "params": params,
+        "test_accuracy_end": accuracy,
+        "update_to_final_ms": percentiles(latency),
+        "update_bytes": per_update, "dense_float32_bytes": dense_bytes(params),
+        "update_compression_vs_dense": dense_bytes(params) / per_update if per_update else None,
+        "gossip_fl_bytes_out_per_node_per_block": sum(gossip_out) / n / blocks,
+        # the same dissemination (own updates plus forwarding) if every update were dense float32
+        "dense_gossip_bytes_per_node_per_block": (sum(gossip_out) / n / blocks * dense_bytes(params) / per_update
+                                                  if per_update else None),
+        "event_loop_lag_p99_ms": {"max_over_nodes": max(lag), "per_node": lag},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench fl_chain", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 daemons, a short window")
+    args = parser.parse_args(argv)
+    sizes, seconds = ((4,), 20.0) if args.quick else ((4, 8), 60.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [measure(n, seconds, Path(tmp) / f"net{n}") for n in sizes]
+    path = write_result("fl_chain", {"runs": runs, "window_s": seconds})
+    print(f"{'daemons':>7} {'blocks':>6} {'upd->final p50':>14} {'p95':>7} {'B/update':>9} {'dense B':>8} "
+          f"{'gossip B/node/blk':>17} {'dense eq.':>10} {'loop lag p99':>12}")
+    for r in runs:
+        lat = r["update_to_final_ms"]
+        print(f"{r['nodes']:>7} {r['blocks']:>6} {lat.get('p50', 0):>12.0f}ms {lat.get('p95', 0):>5.0f}ms "
+              f"{r['update_bytes']:>9.0f} {r['dense_float32_bytes']:>8} {r['gossip_fl_bytes_out_per_node_per_block']:>17.0f} "
+              f"{r['dense_gossip_bytes_per_node_per_block'] or 0:>10.0f} "
+              f"{r['event_loop_lag_p99_ms']['max_over_nodes']:>10.1f}ms")
+    print(f"wrote {path}")
+    return {"runs": runs}
+
+
+if __name__ == "__main__":
+    main()
