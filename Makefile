@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -19,7 +19,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
+# Benchmarks also need Flower (an optional extra) and Fashion-MNIST from Debian's package.
 bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	test -d /usr/share/datasets/fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
 	$(PY) -m bench all
 
 clean:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -33,20 +32,19 @@ QUICK_SIZES = [(20, 10_000), (50, 20_000)]
 MEMORY_BUDGET = 12 << 30
 
 
-def _parse() -> argparse.Namespace:
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes only (seconds)")
     p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads for ours and baselines")
     p.add_argument("--robustness", action="store_true", help="also tabulate error under attacks")
     p.add_argument("--out", default=str(Path(__file__).with_name("results") / "aggregation_speed.json"))
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
-ARGS = _parse() if __name__ == "__main__" else None
-if ARGS is not None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(ARGS.threads)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# One BLAS thread unless told otherwise, set before numpy loads (when this module loads it first);
+# main() also limits the pools at run time, so the setting holds under `python -m bench` too.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import numpy as np
 import scipy.stats
@@ -208,17 +206,21 @@ def robustness_table(seeds: int = 3, n: int = 30, d: int = 2000) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    assert ARGS is not None
-    sizes = QUICK_SIZES if ARGS.quick else FULL_SIZES
-    report = {"threads": ARGS.threads, "numpy": np.__version__,
-              "speed": speed_table(sizes, repeats=5 if ARGS.quick else 3)}
-    if ARGS.robustness:
-        report["robustness"] = robustness_table(seeds=2 if ARGS.quick else 3)
-    out = Path(ARGS.out)
+def main(argv: list[str] | None = None) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    args = _parse(argv)
+    with threadpool_limits(limits=args.threads):
+        sizes = QUICK_SIZES if args.quick else FULL_SIZES
+        report = {"threads": args.threads, "numpy": np.__version__,
+                  "speed": speed_table(sizes, repeats=5 if args.quick else 3)}
+        if args.robustness:
+            report["robustness"] = robustness_table(seeds=2 if args.quick else 3)
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f"wrote {out}")
+    return report
 
 
 if __name__ == "__main__":
