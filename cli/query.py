@@ -1,4 +1,5 @@
-"""Read-only commands against any node's HTTP API: status, block, delegates, peers, account, mempool.
+"""Read-only commands against any node's HTTP API: status, block, delegates, peers, account, mempool,
+model.
 
 Each prints a compact rich rendering by default and the node's JSON answer with ``--json``.
 """
@@ -124,6 +125,34 @@ def mempool(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
     console.print(table)
 
 
+def model(height: Optional[int] = typer.Option(None, "--updates", min=1,
+                                              help="Also list the updates the block at this height considered."),
+          node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
+    """Show the newest final global model: hash, height, accuracy; with --updates H, a round's updates."""
+    client = NodeClient(node)
+    m = client.get_json("/fl/model")
+    rounds = client.get_json("/fl/updates", height=height) if height is not None else None
+    if as_json:
+        return print_json({"model": m, "updates": rounds} if rounds is not None else m)
+
+    def pct(key: str) -> str:
+        return f"{m[key]:.2%}" if isinstance(m.get(key), float) else "-"
+
+    console.print(_fields(f"global model @ {node}", [
+        ("hash", m["hash"]), ("height", m["height"]), ("model", f"{m['model']} ({m['params']} parameters)"),
+        ("dataset", m["dataset"]), ("rule", m["rule"]), ("test accuracy", pct("test_accuracy")),
+        ("validation accuracy (this node)", pct("val_accuracy")), ("weights", node.rstrip("/") + m["blob"]),
+    ]))
+    if rounds is not None:
+        table = Table("update", "sender", "weight", "accepted", "reason",
+                      title=f"height {rounds['height']}: {rounds['accepted']} of {rounds['considered']} accepted",
+                      title_justify="left")
+        for u in rounds["updates"]:
+            table.add_row(short(u["id"]), short(u["sender"]), f"{u['weight']:.1f}",
+                          "[green]yes[/]" if u["accepted"] else "[red]no[/]", u["reason"])
+        console.print(table)
+
+
 def _guard(command: Callable[..., None]) -> Callable[..., None]:
     """A node answering with an unexpected shape (another version?) is an error line, not a traceback."""
 
@@ -139,5 +168,5 @@ def _guard(command: Callable[..., None]) -> Callable[..., None]:
 
 def register(app: typer.Typer) -> None:
     """Add the query commands to the top-level app."""
-    for command in (status, block, delegates, peers, account, mempool):
+    for command in (status, block, delegates, peers, account, mempool, model):
         app.command()(handles_errors(_guard(command)))

@@ -96,10 +96,22 @@ class Trainer:
         os.replace(tmp, self.state_path)
 
     # ----- the loop -----------------------------------------------------------------------
+    def _is_member(self) -> bool:
+        """Only registered members may submit (Secured-FL admission): others wait, and send nothing
+        their peers would reject and penalize them for."""
+        state = self.app.state_view() if self.app.state_view is not None else None
+        member = state is not None and state.is_member(self.keypair.node_id)
+        if not member and not self.metrics["waiting_for_registration"]:
+            log.warning("this node is not a registered member; it trains once registered "
+                        "(fedchain tx register %s, signed by the admin)", self.keypair.node_id)
+        self.metrics["waiting_for_registration"] = 0 if member else 1
+        return member
+
     async def run(self) -> None:
         while True:
             self._wake.clear()
-            if self.app.model_hash and self.app.model_hash != self.last_base and not self.exhausted:
+            if (self.app.model_hash and self.app.model_hash != self.last_base and not self.exhausted
+                    and self._is_member()):
                 try:
                     await self.train_once()
                 except Exception:  # a failed round must not end training for good

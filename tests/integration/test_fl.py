@@ -189,3 +189,38 @@ def test_hostile_updates_are_rejected_with_reasons_and_disturb_nothing(make_test
     h = max(net.heights())
     net.wait_height(h + 3, timeout=30)
     assert all(net.get(0, f"/fl/updates?height={k}")["accepted"] >= 3 for k in range(h + 1, h + 4))
+
+
+@pytest.mark.timeout(200)
+def test_a_joining_device_contributes_only_once_registered(make_testnet, tmp_path):
+    import subprocess
+
+    from tests.integration.harness import CLI, REPO, cli
+
+    net = make_testnet(4, slot_ms=2000, app="fl")
+    net.start_all()
+    net.wait_height(3, timeout=60)
+    home, port = tmp_path / "device", net.base_port + 4
+    log = open(tmp_path / "device.out", "wb")
+    net.procs[4] = subprocess.Popen([*CLI, "join", net.url(0), "--home", str(home), "--port", str(port)],
+                                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for(lambda: net.get(4, "/status")["final_height"] >= net.heights([0])[0] - 1, 60,
+             "the device to sync (verifying every FL round by re-running it)")
+    device = net.get(4, "/status")["node_id"]
+    assert net.get(4, "/fl/privacy")["releases"] == 0  # not a member: it has sent nothing
+    res = cli("tx", "register", device, "--home", str(net.home(0)), "--node", net.url(0), "--wait",
+              "--timeout", "30", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    registered_at = max(net.heights())
+
+    def device_accepted():
+        top = net.heights([0])[0]
+        for h in range(registered_at + 1, top + 1):
+            for u in net.get(0, f"/fl/updates?height={h}")["updates"]:
+                if u["sender"] == device and u["accepted"]:
+                    return h
+        return None
+
+    wait_for(device_accepted, 60, "an accepted update from the newly registered device")
+    res = cli("model", "--updates", str(net.heights([0])[0]), "--node", net.url(4))
+    assert res.returncode == 0 and "global model" in res.stdout, res.stdout + res.stderr
