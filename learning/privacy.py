@@ -1,0 +1,162 @@
+"""Differential privacy for released updates: Gaussian mechanism plus a per-node RDP accountant.
+
+Privacy model. Each released update is one Gaussian mechanism over the node's *whole* local
+data set (user-level DP, as in DP-FedAvg, McMahan et al. 2018): the delta is clipped to L2 norm
+``C``, so replacing the node's data moves it by at most ``C`` in the add/remove sense, and
+noise ``N(0, (z C)^2)`` per coordinate makes it ``z``-noise-multiplier Gaussian. Record-level
+privacy is at least as strong. ``sample_rate`` is the probability that the node releases in a
+given round, drawn independently of everything an adversary sees (Poisson participation);
+it enables privacy amplification by subsampling. A node that releases every round must use
+``sample_rate = 1.0``. Composition over releases uses Renyi DP (Mironov 2017) through Opacus'
+``RDPAccountant``, so our epsilon is exactly Opacus' for the same history. Opacus recomputes
+the RDP curve of every history entry on each query (tens of milliseconds for q < 1); since the
+curve of ``n`` releases is ``n`` times that of one, we cache the one-release curve per
+``(z, q)`` and combine it with Opacus' own arithmetic and conversion, which gives bit-identical
+epsilons at a fraction of the cost - it matters when a simulator accounts for hundreds of nodes.
+
+Everything after the noise (top-k, quantisation, aggregation) is post-processing and costs no
+further privacy - hence the order clip -> noise -> compress on the node.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from opacus.accountants import RDPAccountant
+from opacus.accountants.analysis import rdp as rdp_analysis
+
+
+class PrivacyBudgetExhausted(RuntimeError):
+    """Releasing one more update would push epsilon past the node's budget."""
+
+
+def clip_and_noise(delta: np.ndarray, clip_norm: float, noise_multiplier: float,
+                   rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Clip ``delta`` to L2 norm ``clip_norm`` and add N(0, (z * C)^2) noise to every coordinate.
+
+    Returns the noised float32 vector and the norm *before* clipping (for diagnostics: a
+    clipping bound far below typical norms biases training). ``noise_multiplier=0`` clips only.
+    """
+    if not clip_norm > 0:
+        raise ValueError(f"clip_norm must be > 0, got {clip_norm}")
+    if not noise_multiplier >= 0:
+        raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
+    d = np.asarray(delta, dtype=np.float32)
+    norm = float(np.linalg.norm(d.astype(np.float64)))
+    if not math.isfinite(norm):
+        raise ValueError("update holds NaN or infinity")
+    factor = min(1.0, clip_norm / norm) if norm > 0 else 1.0
+    out = d * np.float32(factor)
+    if noise_multiplier > 0:
+        out = out + rng.normal(0.0, noise_multiplier * clip_norm, d.shape).astype(np.float32)
+    return out.astype(np.float32, copy=False), norm
+
+
+class PrivacyAccountant:
+    """Epsilon spent by one node, with a budget checked *before* each release.
+
+    ``noise_multiplier`` and ``sample_rate`` are the node's configured defaults; calls may
+    override them per release. ``epsilon_budget = inf`` tracks spending without a cap.
+    """
+
+    def __init__(self, epsilon_budget: float, delta: float = 1e-5, noise_multiplier: float = 1.0,
+                 sample_rate: float = 1.0) -> None:
+        if not epsilon_budget > 0:
+            raise ValueError(f"epsilon_budget must be > 0, got {epsilon_budget}")
+        if not 0 < delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {delta}")
+        _check_step(noise_multiplier, sample_rate)
+        self.epsilon_budget = float(epsilon_budget)
+        self.delta = float(delta)
+        self.noise_multiplier = float(noise_multiplier)
+        self.sample_rate = float(sample_rate)
+        self._acc = RDPAccountant()
+
+    @property
+    def history(self) -> list[tuple[float, float, int]]:
+        """``(noise_multiplier, sample_rate, releases)`` runs, oldest first (Opacus' format)."""
+        return list(self._acc.history)
+
+    @property
+    def releases(self) -> int:
+        return sum(steps for _, _, steps in self._acc.history)
+
+    def epsilon(self, delta: float | None = None) -> float:
+        """Epsilon spent so far at ``delta`` (the accountant's default when None)."""
+        return _epsilon(self._acc.history, self.delta if delta is None else delta)
+
+    def epsilon_after(self, noise_multiplier: float | None = None, sample_rate: float | None = None) -> float:
+        """Epsilon the node would have spent after one more release with these parameters."""
+        z, q = self._params(noise_multiplier, sample_rate)
+        trial = RDPAccountant()
+        trial.history = list(self._acc.history)
+        trial.step(noise_multiplier=z, sample_rate=q)
+        return _epsilon(trial.history, self.delta)
+
+    def can_release(self, noise_multiplier: float | None = None, sample_rate: float | None = None) -> bool:
+        """True when one more release stays within the budget."""
+        return self.epsilon_after(noise_multiplier, sample_rate) <= self.epsilon_budget
+
+    def release(self, noise_multiplier: float | None = None, sample_rate: float | None = None) -> float:
+        """Record one release and return the new epsilon; refuse if it would exceed the budget."""
+        z, q = self._params(noise_multiplier, sample_rate)
+        after = self.epsilon_after(z, q)
+        if after > self.epsilon_budget:
+            raise PrivacyBudgetExhausted(
+                f"release would raise epsilon to {after:.3f}, above the budget {self.epsilon_budget:.3f}")
+        self._acc.step(noise_multiplier=z, sample_rate=q)
+        return after
+
+    def _params(self, z: float | None, q: float | None) -> tuple[float, float]:
+        z = self.noise_multiplier if z is None else float(z)
+        q = self.sample_rate if q is None else float(q)
+        _check_step(z, q)
+        return z, q
+
+    def to_dict(self) -> dict:
+        """JSON-ready state, so a daemon can persist spending across restarts."""
+        return {"epsilon_budget": self.epsilon_budget, "delta": self.delta,
+                "noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate,
+                "history": [[z, q, n] for z, q, n in self._acc.history]}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> PrivacyAccountant:
+        """Inverse of :meth:`to_dict`; validates every history entry."""
+        try:
+            acc = cls(state["epsilon_budget"], state["delta"], state["noise_multiplier"], state["sample_rate"])
+            history = [(float(z), float(q), int(n)) for z, q, n in state["history"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"invalid privacy accountant state: {exc}") from exc
+        for z, q, n in history:
+            _check_step(z, q)
+            if n < 1:
+                raise ValueError(f"invalid privacy accountant state: {n} releases in a history entry")
+        acc._acc.history = history
+        return acc
+
+
+@lru_cache(maxsize=256)
+def _unit_rdp(noise_multiplier: float, sample_rate: float) -> np.ndarray:
+    """RDP curve (over Opacus' default orders) of a single release."""
+    curve = rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1,
+                                     orders=RDPAccountant.DEFAULT_ALPHAS)
+    curve.flags.writeable = False
+    return curve
+
+
+def _epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
+    """What ``RDPAccountant.get_epsilon`` returns for ``history``, with cached curves."""
+    if not history:
+        return 0.0
+    total = sum([_unit_rdp(z, q) * n for z, q, n in history])
+    eps, _ = rdp_analysis.get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=total, delta=delta)
+    return float(eps)
+
+
+def _check_step(noise_multiplier: float, sample_rate: float) -> None:
+    if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
+        raise ValueError(f"noise_multiplier must be finite and >= 0, got {noise_multiplier}")
+    if not 0 < sample_rate <= 1:
+        raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")

@@ -1,0 +1,140 @@
+"""Top-k with error feedback, quantisation, wire validation, exact byte counts."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from learning.compression import (
+    DTYPES,
+    ErrorFeedback,
+    SparseUpdate,
+    dense_bytes,
+    densify,
+    from_wire,
+    k_for,
+    sparsify,
+    to_wire,
+    wire_size,
+)
+
+
+def test_k_for() -> None:
+    assert k_for(1000, 0.01) == 10
+    assert k_for(10, 0.01) == 1
+    assert k_for(10, 1.0) == 10
+    with pytest.raises(ValueError):
+        k_for(10, 0.0)
+
+
+def test_sparsify_keeps_largest_magnitudes() -> None:
+    v = np.array([0.1, -5.0, 0.3, 4.0, -0.2, 0.0], np.float32)
+    u = sparsify(v, 2, "float32")
+    assert u.indices.tolist() == [1, 3] and u.indices.dtype == np.int32
+    assert densify(u).tolist() == [0, -5.0, 0, 4.0, 0, 0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 1.0])
+def test_error_feedback_conserves_the_sum(dtype: str, fraction: float) -> None:
+    """sum(transmitted) + residual == sum(dense updates): nothing is lost, only delayed."""
+    rng = np.random.default_rng(0)
+    dim = 2000
+    ef = ErrorFeedback(dim, fraction, dtype)
+    dense_sum = np.zeros(dim, np.float64)
+    sent_sum = np.zeros(dim, np.float64)
+    for _ in range(30):
+        delta = (rng.standard_normal(dim) * rng.exponential(1.0, dim)).astype(np.float32)
+        update = ef.compress(delta)
+        assert len(update.indices) == k_for(dim, fraction)
+        dense_sum += delta
+        sent_sum += densify(update)
+    np.testing.assert_allclose(sent_sum + ef.residual, dense_sum, rtol=0, atol=1e-3)
+    if fraction < 1.0:
+        assert np.abs(ef.residual).max() > 0
+
+
+def test_quantisation_error_is_fed_back() -> None:
+    ef = ErrorFeedback(4, 1.0, "int8")
+    update = ef.compress(np.array([1.0, 0.5, 0.333, -0.01], np.float32))
+    assert update.scale == pytest.approx(1.0 / 127)
+    np.testing.assert_allclose(densify(update) + ef.residual, [1.0, 0.5, 0.333, -0.01], atol=1e-7)
+    assert np.abs(ef.residual).max() > 0          # rounding to int8 left something behind
+    assert np.abs(ef.residual).max() <= 0.5 / 127 + 1e-7
+
+
+def test_without_error_feedback_the_rest_is_dropped() -> None:
+    ef = ErrorFeedback(100, 0.1, "float32", enabled=False)
+    ef.compress(np.ones(100, np.float32))
+    assert not ef.residual.any()
+
+
+def test_float16_scales_values_beyond_its_range() -> None:
+    u = sparsify(np.array([1e6, -2e5, 1.0], np.float32), 3, "float16")
+    assert u.scale > 1.0 and np.isfinite(u.values.astype(np.float32)).all()
+    np.testing.assert_allclose(densify(u), [1e6, -2e5, 1.0], rtol=1e-3, atol=u.scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_wire_round_trip_and_exact_size(dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    for dim, k in ((50, 3), (300, 100), (70_000, 700), (200_000, 20_000)):
+        u = sparsify(rng.standard_normal(dim).astype(np.float32), k, dtype)
+        wire = to_wire(u)
+        assert all(isinstance(x, (int, str, float, bytes)) for x in wire)
+        packed = msgpack.packb(wire, use_bin_type=True, use_single_float=False)
+        assert wire_size(u) == len(packed)
+        back = from_wire(msgpack.unpackb(packed, raw=False), max_dim=dim)
+        assert back.dim == dim and back.dtype == dtype and back.scale == u.scale
+        assert np.array_equal(back.indices, u.indices) and np.array_equal(back.values, u.values)
+        assert np.array_equal(densify(back), densify(u))
+    assert dense_bytes(1000) == 4000
+
+
+def _valid_wire() -> list:
+    return to_wire(sparsify(np.arange(1, 11, dtype=np.float32), 4, "float16"))
+
+
+@pytest.mark.parametrize("mutate,reason", [
+    (lambda w: w[:4], "expected a list"),
+    (lambda w: [11] + w[1:], "dim must be"),
+    (lambda w: [True] + w[1:], "dim must be"),
+    (lambda w: w[:1] + ["float64"] + w[2:], "dtype must be"),
+    (lambda w: w[:2] + [float("nan")] + w[3:], "scale"),
+    (lambda w: w[:2] + [0.0] + w[3:], "scale"),
+    (lambda w: w[:2] + [1] + w[3:], "scale"),
+    (lambda w: w[:3] + [w[3][:-1]] + w[4:], "multiple of 4"),
+    (lambda w: w[:3] + [b""] + [b""], "holds 0 indices"),
+    (lambda w: w[:4] + [w[4] + b"\x00\x00"], "value bytes"),
+    (lambda w: w[:3] + [np.array([6, 7, 8, 10], "<i4").tobytes()] + w[4:], "within"),
+    (lambda w: w[:3] + [np.array([-1, 7, 8, 9], "<i4").tobytes()] + w[4:], "within"),
+    (lambda w: w[:3] + [np.array([6, 8, 7, 9], "<i4").tobytes()] + w[4:], "strictly increasing"),
+    (lambda w: w[:3] + [np.array([6, 7, 7, 9], "<i4").tobytes()] + w[4:], "strictly increasing"),
+    (lambda w: w[:4] + [np.array([1, np.nan, 2, 3], "<f2").tobytes()], "finite"),
+    (lambda w: w[:4] + [np.array([1, np.inf, 2, 3], "<f2").tobytes()], "finite"),
+    (lambda w: w[:3] + ["text"] + w[4:], "must be bytes"),
+])
+def test_from_wire_rejects(mutate, reason: str) -> None:
+    assert from_wire(_valid_wire(), max_dim=10).dim == 10
+    with pytest.raises(ValueError, match=reason):
+        from_wire(mutate(_valid_wire()), max_dim=10)
+
+
+def test_from_wire_rejects_oversize_and_overflowing_scale() -> None:
+    wire = _valid_wire()
+    with pytest.raises(ValueError, match="dim must be"):
+        from_wire(wire, max_dim=9)
+    int8 = to_wire(SparseUpdate(np.array([0], np.int32), np.array([127], np.int8), 1e37, "int8", 3))
+    with pytest.raises(ValueError, match="finite"):
+        from_wire(int8, max_dim=3)
+
+
+def test_compress_rejects_bad_input() -> None:
+    ef = ErrorFeedback(5, 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        ef.compress(np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        ef.compress(np.array([0, 1, np.nan, 0, 0], np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        ErrorFeedback(5, 0.5, "bfloat16")

@@ -1,0 +1,128 @@
+"""The simulator end to end on digits and synthetic data (small, bounded runs)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from learning.sim import SimConfig, Simulator, run_simulation
+
+BASE = {"dataset": "digits", "model": "logreg", "num_nodes": 20, "rounds": 20, "lr": 0.1, "local_epochs": 2,
+        "batch_size": 16}
+# Sign flip scaled by 4: the reversed updates outweigh the honest ones, so plain FedAvg diverges.
+SIGN_FLIP = {"attack": "sign_flip", "byzantine_fraction": 0.2, "attack_params": {"scale": 4.0}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models train fastest on one thread (and do not contend with parallel test runs)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def clean_fedavg() -> float:
+    return run_simulation(SimConfig(**BASE)).final_accuracy()
+
+
+def test_clean_fedavg_learns(clean_fedavg: float) -> None:
+    assert clean_fedavg > 0.85
+
+
+@pytest.mark.parametrize("rule", ["multikrum", "clustering"])
+def test_robust_rule_survives_sign_flip_where_fedavg_collapses(clean_fedavg: float, rule: str) -> None:
+    attacked = run_simulation(SimConfig(**BASE, **SIGN_FLIP))
+    defended = run_simulation(SimConfig(**BASE, **SIGN_FLIP, rule=rule))
+    assert attacked.final_accuracy() < 0.5
+    assert defended.final_accuracy() > clean_fedavg - 0.05
+    total = defended.summary()
+    assert total["detection_recall"] > 0.9 and total["detection_precision"] > 0.9
+    assert len(defended.byzantine) == 4
+    for r in defended.rounds:
+        assert r.true_pos + r.false_neg == r.num_byzantine == 4
+        assert r.true_pos + r.false_pos + r.false_neg + r.true_neg == r.num_updates == 20
+        assert r.num_accepted == r.false_neg + r.true_neg
+
+
+def test_deterministic_and_json_ready() -> None:
+    cfg = SimConfig(**{**BASE, "rounds": 4}, clients_per_round=8, topk_fraction=0.1)
+    a, b = run_simulation(cfg), run_simulation(cfg)
+    assert [r.accuracy for r in a.rounds] == [r.accuracy for r in b.rounds]
+    assert [r.bytes_sent for r in a.rounds] == [r.bytes_sent for r in b.rounds]
+    doc = json.loads(json.dumps(a.to_dict(), allow_nan=False))
+    assert doc["config"]["topk_fraction"] == 0.1 and len(doc["rounds"]) == 4
+
+
+def test_compression_counts_exact_bytes() -> None:
+    sim = Simulator(SimConfig(**{**BASE, "rounds": 3}, topk_fraction=0.01, compress_dtype="int8"))
+    result = sim.run()
+    k = max(1, round(0.01 * sim.dim))
+    assert 256 <= sim.dim < 65536 and k < 64
+    per_update = 1 + 3 + 5 + 9 + (2 + 4 * k) + (2 + k)     # array, dim, "int8", scale, two bins
+    for r in result.rounds:
+        assert r.bytes_sent == 20 * per_update
+        assert r.dense_bytes == 20 * 4 * sim.dim
+    assert result.summary()["compression_ratio"] > 30
+    assert all(np.abs(n.compressor.residual).max() > 0 for n in sim.nodes)
+
+
+def test_privacy_budget_stops_nodes() -> None:
+    cfg = SimConfig(**{**BASE, "rounds": 50}, clip_norm=1.0, noise_multiplier=3.0, epsilon_budget=5.0)
+    sim = Simulator(cfg)
+    result = sim.run()
+    assert len(result.rounds) < 50                         # every node ran out of budget
+    assert all(not n.accountant.can_release() for n in sim.nodes)
+    assert 0 < result.rounds[-1].max_epsilon <= 5.0
+
+
+def test_async_mode_reports_staleness() -> None:
+    cfg = SimConfig(**{**BASE, "rounds": 30}, mode="async", clients_per_round=5, max_staleness=2,
+                    speed_sigma=1.0, rule="multikrum", **SIGN_FLIP)
+    result = run_simulation(cfg)
+    assert len(result.rounds) == 30
+    assert all(r.num_updates == 5 for r in result.rounds)
+    assert max(r.mean_staleness for r in result.rounds) > 0
+    assert sum(r.dropped_stale for r in result.rounds) > 0
+    times = [r.sim_time for r in result.rounds]
+    assert times == sorted(times)
+    assert result.final_accuracy() > 0.7
+
+
+def test_data_attack_and_partition_options() -> None:
+    cfg = SimConfig(**{**BASE, "rounds": 5}, partition="dirichlet", dirichlet_alpha=0.3,
+                    attack="label_flip", byzantine_fraction=0.3, attack_params={"fraction": 1.0})
+    sim = Simulator(cfg)
+    flipped = [n for n in sim.nodes if n.byzantine]
+    assert len(flipped) == 6
+    idx = sim.fed.partition.train[flipped[0].node_id]
+    assert np.array_equal(flipped[0].y, 9 - sim.fed.train.y[idx])
+    assert sim.run().rounds[-1].accuracy is not None
+
+
+def test_five_hundred_nodes() -> None:
+    cfg = SimConfig(dataset="synthetic", synthetic_alpha=0.0, synthetic_beta=0.0, partition="natural",
+                    model="logreg", num_nodes=500, rounds=3, lr=0.05, batch_size=32,
+                    topk_fraction=0.1, rule="multikrum", **SIGN_FLIP)
+    result = run_simulation(cfg)
+    assert [r.num_updates for r in result.rounds] == [500, 500, 500]
+    assert len(result.byzantine) == 100
+    assert result.rounds[-1].accuracy > result.rounds[0].accuracy
+
+
+@pytest.mark.parametrize("change,reason", [
+    ({"dataset": "mnist"}, "dataset"),
+    ({"partition": "natural"}, "natural partition"),
+    ({"clients_per_round": 21}, "clients_per_round"),
+    ({"byzantine_fraction": 0.2}, "needs an attack"),
+    ({"noise_multiplier": 1.0}, "clip_norm"),
+    ({"rule": "average"}, "aggregation rule"),
+    ({"attack": "teleport", "byzantine_fraction": 0.1}, "unknown attack"),
+])
+def test_config_errors(change: dict, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        Simulator(SimConfig(**{**BASE, **change}))
