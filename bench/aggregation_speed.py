@@ -225,3 +225,20 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+
+
+def report(result: dict) -> str:
+    from bench.common import md_table
+
+    sizes = sorted({(r["n"], r["d"]) for r in result["speed"]})
+    rules = list(dict.fromkeys(r["rule"] for r in result["speed"]))
+    ratio = {(r["rule"], r["n"], r["d"]): r["ratio"] for r in result["speed"]}
+    rows = [[rule, *[ratio.get((rule, n, d)) for n, d in sizes]] for rule in rules]
+    return f"""## Aggregation speed against the plainest numpy expression of the same math
+
+Ratio = our rule's time / the baseline's (see the module docstring for each baseline), same
+updates, same process, {result['threads']} BLAS thread(s). Goal <= 1.3. Command:
+`python -m bench aggregation_speed`.
+
+{md_table(["rule", *[f"n={n}, d={d:,}" for n, d in sizes]], rows)}
+"""

@@ -146,3 +146,25 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+
+
+def report(result: dict) -> str:
+    from bench.common import md_table
+
+    rows = [[r["nodes"], r["blocks"], r["block_time_ms"].get("p50"), r["block_time_ms"].get("p95"),
+             r["finality_latency_ms"].get("p50"), r["finality_latency_ms"].get("p95")] for r in result["testnets"]]
+    tv = result["tx_validation"]
+    return f"""## Chain: block time, finality latency, transaction validation
+
+Real daemons as separate processes on 127.0.0.1 (counter application, default 2 s slots). Finality
+latency is the time from a block's proposal timestamp until each node announces it final on
+`/subscribe`. Command: `python -m bench chain` (measured {result['measured_at']}).
+
+{md_table(["daemons", "blocks", "block time p50 (ms)", "p95", "finality p50 (ms)", "p95"], rows)}
+
+Transaction validation (decode, signature, state checks, mempool admission) against raw PyNaCl
+`verify` of the same signed bytes in the same process: {tv['node_admission_per_s']:.0f}/s vs
+{tv['raw_verify_per_s']:.0f}/s, ratio **{tv['ratio_to_raw']:.2f}** (goal >= {tv['goal_ratio']}).
+
+![chain](results/chain.png)
+"""

@@ -188,3 +188,31 @@ def _print(p: dict, rounds: int) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def report(result: dict) -> str:
+    from bench.common import md_table
+
+    fed = result["federated"]
+    rows = [[name, run["summary"]["rounds"], run["final_accuracy"], run.get("rounds_to_target"),
+             run["summary"]["bytes_sent"] / 1e6, run["summary"]["compression_ratio"]] for name, run in fed.items()]
+    rows += [[f"central {name} ({c['epochs']} epochs)", None, c["final_accuracy"], None, None, None]
+             for name, c in result["central"].items()]
+    b = result["b"]
+    return f"""## Learning: Fashion-MNIST FedAvg and top-1% compression
+
+20 nodes, Dirichlet(0.5) label skew, the FedAvg paper's MLP, in the simulator; the central models
+are trained in the same run. Command: `python -m bench learning_accuracy` (measured
+{result['measured_at']}).
+
+{md_table(["run", "rounds", "final accuracy", f"rounds to {result['target']:.0%}", "upload MB", "bytes ratio"], rows)}
+
+Goal (a) >= 85% within 30 rounds: {"met" if result["a"]["goal_met"] else "**not met**"} (round
+{result["a"]["rounds_to_target"]}). Goal (b) <= 1 point loss at >= 30x fewer bytes: at equal rounds
+top-1% + error feedback loses {b["equal_rounds"]["drop_points"]:.2f} points at
+{b["equal_rounds"]["bytes_ratio"]:.0f}x fewer bytes (**not met at equal rounds**); with 1/30 of the
+dense run's total bytes it runs {b["budget_1_30"]["round"]} rounds and ends
+{-b["budget_1_30"]["drop_points"]:+.2f} points from dense (met at equal bytes).
+
+![learning accuracy](results/learning_accuracy.png)
+"""

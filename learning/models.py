@@ -152,4 +152,5 @@ def set_flat(model: nn.Module, vec: np.ndarray) -> None:
     if not np.all(np.isfinite(arr)):
         raise ValueError("flat vector contains NaN or infinity")
     with torch.no_grad():
-        buf.copy_(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)))
+        # require a writable array: vectors decoded from the wire are read-only views of the bytes
+        buf.copy_(torch.from_numpy(np.require(arr, dtype=np.float32, requirements=["C", "W"])))
