@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 from nacl.signing import VerifyKey
 
-from bench.common import percentiles, write_result
+from bench.common import final_blocks, percentiles, write_result
 from consensus.genesis import make_genesis
 from consensus.mempool import Mempool
 from consensus.state import ChainState
@@ -32,36 +30,18 @@ from gossip.crypto import KeyPair
 from tests.integration.harness import Testnet
 
 
-async def _watch(url: str, node: int, blocks: int, seen: list[dict], deadline: float) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(url + "/subscribe") as ws:
-            count = 0
-            while count < blocks and time.time() < deadline:
-                try:
-                    msg = await ws.receive(timeout=max(0.1, deadline - time.time()))
-                except asyncio.TimeoutError:
-                    break
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    break
-                event = json.loads(msg.data)
-                if event.get("type") == "final_block":
-                    seen.append({"node": node, "height": event["height"], "time_ms": event["time_ms"],
-                                 "final_at_ms": time.time() * 1000})
-                    count += 1
-
-
 def measure_testnet(n: int, blocks: int, slot_ms: int, root: Path) -> dict:
     net = Testnet(root, n, slot_ms=slot_ms)
     net.start_all()
     try:
         net.wait_height(1, timeout=60)
-        seen: list[dict] = []
-        deadline = time.time() + blocks * slot_ms / 1000 * 3 + 30
+        seconds = blocks * slot_ms / 1000 * 3 + 30
 
-        async def watch_all() -> None:
-            await asyncio.gather(*(_watch(net.url(i), i, blocks, seen, deadline) for i in range(n)))
+        async def watch_all() -> list[list[tuple[dict, float]]]:
+            return await asyncio.gather(*(final_blocks(net.url(i), seconds, blocks) for i in range(n)))
 
-        asyncio.run(watch_all())
+        seen = [{"node": i, "height": e["height"], "time_ms": e["time_ms"], "final_at_ms": at}
+                for i, events in enumerate(asyncio.run(watch_all())) for e, at in events]
     finally:
         net.stop_all()
     latency = [e["final_at_ms"] - e["time_ms"] for e in seen]

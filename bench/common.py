@@ -42,3 +42,27 @@ def md_table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+async def final_blocks(url: str, seconds: float, max_blocks: int | None = None) -> list[tuple[dict, float]]:
+    """``final_block`` events from a node's ``/subscribe`` stream, each with the wall time (ms) it
+    arrived, for at most ``seconds`` or ``max_blocks`` events."""
+    import asyncio
+    import json as _json
+
+    import aiohttp
+
+    events: list[tuple[dict, float]] = []
+    deadline = time.time() + seconds
+    async with aiohttp.ClientSession() as session, session.ws_connect(url + "/subscribe") as ws:
+        while time.time() < deadline and (max_blocks is None or len(events) < max_blocks):
+            try:
+                msg = await ws.receive(timeout=max(0.1, deadline - time.time()))
+            except asyncio.TimeoutError:
+                break
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            event = _json.loads(msg.data)
+            if event.get("type") == "final_block":
+                events.append((event, time.time() * 1000))
+    return events

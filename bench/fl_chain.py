@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-import aiohttp
 
-from bench.common import percentiles, write_result
+from bench.common import final_blocks, percentiles, write_result
 from learning.compression import dense_bytes
 from tests.integration.harness import Testnet
 
@@ -41,24 +38,6 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-async def final_times(url: str, seconds: float) -> dict[int, float]:
-    """Height -> wall time (ms) at which the node announced the block final."""
-    seen: dict[int, float] = {}
-    deadline = time.time() + seconds
-    async with aiohttp.ClientSession() as session, session.ws_connect(url + "/subscribe") as ws:
-        while time.time() < deadline:
-            try:
-                msg = await ws.receive(timeout=max(0.1, deadline - time.time()))
-            except asyncio.TimeoutError:
-                break
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                break
-            event = json.loads(msg.data)
-            if event.get("type") == "final_block":
-                seen[event["height"]] = time.time() * 1000
-    return seen
-
-
 def measure(n: int, seconds: float, root: Path) -> dict:
     net = Testnet(root, n, slot_ms=2000, app="fl")
     net.start_all()
@@ -66,7 +45,7 @@ def measure(n: int, seconds: float, root: Path) -> dict:
         net.wait_height(2, timeout=90)
         start = {i: scrape(net.url(i)) for i in range(n)}
         first = net.heights([0])[0]
-        finals = asyncio.run(final_times(net.url(0), seconds))
+        finals = {e["height"]: at for e, at in asyncio.run(final_blocks(net.url(0), seconds))}
         end = {i: scrape(net.url(i)) for i in range(n)}
         last = net.heights([0])[0]
         latency, considered = [], 0

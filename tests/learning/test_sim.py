@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from learning.sim import SimConfig, Simulator, run_simulation
 
@@ -16,13 +15,7 @@ BASE = {"dataset": "digits", "model": "logreg", "num_nodes": 20, "rounds": 20, "
 SIGN_FLIP = {"attack": "sign_flip", "byzantine_fraction": 0.2, "attack_params": {"scale": 4.0}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train fastest on one thread (and do not contend with parallel test runs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,7 @@ from learning.models import build_model, get_flat, set_flat
 from learning.train import evaluate, fedsgd_step, local_train, lr_at
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train fastest on one thread (and do not contend with parallel test runs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
