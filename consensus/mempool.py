@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from consensus.state import ChainState
 from consensus.types import Tx
-from gossip.codec import pack
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ class Mempool:
         """Admit ``tx`` on top of ``state`` (the last final state); returns why not, or None."""
         try:
             tx_hash = tx.hash
-            size = len(pack(tx.to_wire()))
+            size = len(tx.encoded)
         except (AttributeError, ValueError) as exc:
             return f"invalid: transaction cannot be encoded: {exc}"
         if tx_hash in self._pending:
@@ -111,9 +110,9 @@ class Mempool:
         reason = self._stateless(tx, tx_hash, state)
         if reason is None:
             check = self._sync(state)
-            reason = check.check_tx(tx, verify_signature=False)
+            reason = check.check_tx_state(tx)
             if reason is None:
-                check.apply_tx(tx)
+                check.apply_tx(tx, stateless_checked=True)
                 self._pending[tx_hash] = _Entry(tx, size)
                 self._bytes += size
                 return None

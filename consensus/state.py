@@ -159,9 +159,10 @@ class ChainState:
 
     def check_tx(self, tx: Tx, verify_signature: bool = True) -> str | None:
         """None if ``tx`` can be applied to the current state, else a clear reason."""
-        return self.check_tx_stateless(tx, verify_signature) or self._check_tx_state(tx)
+        return self.check_tx_stateless(tx, verify_signature) or self.check_tx_state(tx)
 
-    def _check_tx_state(self, tx: Tx) -> str | None:
+    def check_tx_state(self, tx: Tx) -> str | None:
+        """The stateful half of :meth:`check_tx`, for a tx whose stateless checks already passed."""
         acc = self._accounts.get(tx.sender)
         if acc is None:
             return f"sender {tx.sender[:12]}... has no account"
@@ -188,9 +189,13 @@ class ChainState:
             return "with open admission a node registers itself"
         return None if acc.stake >= g.member_bond else f"stake {acc.stake} is below the member bond {g.member_bond}"
 
-    def apply_tx(self, tx: Tx) -> None:
-        """Apply ``tx`` (signature not re-checked), or raise :class:`InvalidTx` leaving no trace."""
-        if (reason := self.check_tx(tx, verify_signature=False)) is not None:
+    def apply_tx(self, tx: Tx, *, stateless_checked: bool = False) -> None:
+        """Apply ``tx`` (signature not re-checked), or raise :class:`InvalidTx` leaving no trace.
+
+        ``stateless_checked`` skips the shape checks a caller has just run on this very tx.
+        """
+        check = self.check_tx_state if stateless_checked else (lambda t: self.check_tx(t, verify_signature=False))
+        if (reason := check(tx)) is not None:
             raise InvalidTx(reason)
         acc = self._accounts[tx.sender]
         if tx.kind == "transfer":

@@ -83,8 +83,12 @@ class Tx:
         return cls(kind, chain_id, sender, nonce, args, sig)
 
     @cached_property
+    def encoded(self) -> bytes:
+        return pack(self.to_wire())
+
+    @cached_property
     def hash(self) -> bytes:
-        return sha256(pack(self.to_wire()))
+        return sha256(self.encoded)
 
     def to_json(self) -> dict:
         return {"hash": self.hash.hex(), "kind": self.kind, "sender": self.sender, "nonce": self.nonce,
