@@ -52,6 +52,13 @@ def _params_of(rule: Callable[..., AggregationResult]) -> set[str]:
     return {p.name for p in inspect.signature(rule).parameters.values() if p.kind is p.KEYWORD_ONLY}
 
 
+def rule_parameters(rule: str) -> set[str]:
+    """The rule-specific keyword parameters ``aggregate(rule, ..., **params)`` accepts."""
+    if rule not in RULES:
+        raise ValueError(f"unknown aggregation rule {rule!r}; choose one of {', '.join(RULE_NAMES)}")
+    return _params_of(RULES[rule])
+
+
 def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None, *,
               trust: np.ndarray | None = None, f: int | None = None, seed: int = 0,
               evaluate: Callable[[np.ndarray], float] | None = None, **params: Any) -> AggregationResult:

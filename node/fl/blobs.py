@@ -52,8 +52,11 @@ class BlobStore:
             raise BlobError(f"{path} is not a usable blob store ({exc}); move it away to refetch from peers") from exc
 
     def put(self, kind: str, data: bytes, height: int) -> bytes:
+        """Store ``data`` under its hash; storing it again at a later height keeps it that much
+        longer (an unchanged global model must not be pruned while it is still current)."""
         key = sha256(data)
-        self._db.execute("INSERT OR IGNORE INTO blobs(hash, kind, height, data) VALUES (?, ?, ?, ?)",
+        self._db.execute("INSERT INTO blobs(hash, kind, height, data) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT(hash) DO UPDATE SET height = MAX(height, excluded.height)",
                          (key, kind, height, data))
         return key
 

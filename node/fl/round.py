@@ -99,6 +99,11 @@ def run_round(settings: FLSettings, model: np.ndarray, model_height: int, base_h
     weights = np.array([u.num_samples for u in updates], dtype=np.float64) * staleness_weight(
         staleness, settings.staleness_a)
     trusts = np.array([trust.get(u.sender, 0.0) for u in updates], dtype=np.float64)
+    effective = weights * trusts if settings.rule == "trust" else weights
+    if not (effective > 0).any():  # nobody carries weight (e.g. every sender has zero stake): no step
+        considered = tuple(Considered(u.id, u.sender, float(w), False, "zero weight", math.inf)
+                           for u, w in zip(updates, weights))
+        return RoundResult(Payload(settings.rule, base_hash, base_hash, considered), model)
     result = aggregate(settings.rule, stacked, weights, trust=trusts if settings.rule == "trust" else None,
                        seed=seed, evaluate=evaluate, **settings.rule_params)
     new_model = (model + np.float32(settings.server_lr) * result.vector).astype(np.float32)

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from learning.aggregation import RULE_NAMES
+from learning.aggregation import RULE_NAMES, rule_parameters
 from learning.compression import DTYPES
 from learning.models import MODEL_NAMES
 from learning.partition import SCHEMES
@@ -48,7 +48,7 @@ class FLSettings:
     delta: float = 1e-5
     max_staleness: int = 4
     staleness_a: float = 0.5
-    selection: str = "all"
+    selection: str = "all"            # all: every eligible update (max_updates applies to the others)
     max_updates: int = 64
     local_epochs: int = 4
     batch_size: int = 32
@@ -104,6 +104,12 @@ class FLSettings:
             (0 <= self.val_fraction < 1 and self.alpha > 0, "val_fraction must be in [0, 1) and alpha > 0"),
         ]
         problems = [msg for ok, msg in checks if not ok]
+        if self.rule in RULE_NAMES:
+            allowed = rule_parameters(self.rule) | {"f"}  # f, the assumed Byzantine count, suits every rule
+            unknown = sorted(set(self.rule_params) - allowed)
+            if unknown:
+                problems.append(f"rule_params {unknown} are not parameters of rule {self.rule} "
+                                f"(it takes {sorted(allowed)})")
         if problems:
             raise SettingsError("; ".join(problems))
 

@@ -1,0 +1,118 @@
+"""BlobStore (content-addressed models and updates in SQLite) and the canonical model bytes."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gossip.codec import encode_array, pack
+from gossip.crypto import sha256
+from node.fl.blobs import BlobError, BlobStore, model_bytes, model_hash, parse_model
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = BlobStore(tmp_path / "blobs.sqlite")
+    yield s
+    s.close()
+
+
+def test_put_get_has(store: BlobStore) -> None:
+    key = store.put("model", b"weights", 3)
+    assert key == sha256(b"weights")
+    assert store.has(key) and store.get(key) == b"weights"
+    assert not store.has(sha256(b"other")) and store.get(sha256(b"other")) is None
+
+
+def test_put_is_idempotent(store: BlobStore) -> None:
+    assert store.put("update", b"u", 1) == store.put("update", b"u", 5)
+    assert store.count("update") == 1 and store.count("model") == 0
+
+
+def test_storing_a_blob_again_later_keeps_it_longer(store: BlobStore) -> None:
+    key = store.put("model", b"unchanged model", 0)
+    store.put("model", b"unchanged model", 6)
+    store.put("model", b"unchanged model", 2)  # an older height never shortens its life
+    assert store.prune("model", 5) == 0 and store.has(key)
+    assert store.prune("model", 7) == 1 and not store.has(key)
+
+
+def test_prune_by_kind_and_height(store: BlobStore) -> None:
+    models = [store.put("model", b"m%d" % h, h) for h in range(5)]
+    update = store.put("update", b"u0", 0)
+    assert store.prune("model", 3) == 3
+    assert [store.has(k) for k in models] == [False, False, False, True, True]
+    assert store.has(update)  # another kind is untouched
+    assert store.prune("model", 3) == 0
+    assert store.count("model") == 2 and store.count("update") == 1
+
+
+def test_blobs_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "blobs.sqlite"
+    first = BlobStore(path)
+    key = first.put("model", b"persisted", 1)
+    first.close()
+    again = BlobStore(path)
+    assert again.get(key) == b"persisted"
+    again.close()
+
+
+def test_a_file_that_is_not_a_database_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "blobs.sqlite"
+    path.write_bytes(b"this is not an SQLite database " * 200)
+    with pytest.raises(BlobError, match="is not a usable blob store .*move it away to refetch from peers"):
+        BlobStore(path)
+
+
+def test_a_blob_altered_on_disk_is_detected(tmp_path: Path, store: BlobStore) -> None:
+    key = store.put("model", b"original", 1)
+    with sqlite3.connect(tmp_path / "blobs.sqlite") as db:
+        db.execute("UPDATE blobs SET data = ? WHERE hash = ?", (b"tampered", key))
+    with pytest.raises(BlobError, match=f"blob {key.hex()[:12]} is corrupt on disk"):
+        store.get(key)
+
+
+def test_model_bytes_are_canonical() -> None:
+    vec = np.linspace(-1, 1, 33, dtype=np.float32)
+    assert model_hash(vec) == sha256(model_bytes(vec))
+    assert model_bytes(vec.astype(np.float64)) == model_bytes(vec)            # any input dtype -> float32
+    strided = np.repeat(vec, 2)[::2]
+    assert not strided.flags["C_CONTIGUOUS"] and model_bytes(strided) == model_bytes(vec)
+    assert model_hash(vec) != model_hash(vec + np.float32(1e-6))
+
+
+def test_parse_model_round_trip() -> None:
+    vec = np.random.default_rng(0).normal(size=257).astype(np.float32)
+    parsed = parse_model(model_bytes(vec), 1 << 20)
+    assert parsed.dtype == np.float32 and np.array_equal(parsed, vec)
+
+
+@pytest.mark.parametrize("array", [
+    np.zeros(4, dtype=np.float64),
+    np.zeros(4, dtype=np.int32),
+    np.zeros((2, 2), dtype=np.float32),
+    np.array([0.0, np.nan], dtype=np.float32),
+    np.array([np.inf, 0.0], dtype=np.float32),
+])
+def test_parse_model_rejects_anything_but_a_finite_flat_float32_vector(array: np.ndarray) -> None:
+    with pytest.raises(BlobError, match="finite 1-D float32 vector"):
+        parse_model(pack(encode_array(array)), 1 << 20)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"\xc1", "model blob malformed"),
+    (pack(["float32", [4]]), "model blob malformed: array must be"),
+    (pack(["float32", [4], b"\x00" * 15]), "model blob malformed: array byte length"),
+])
+def test_parse_model_rejects_malformed_bytes(data: bytes, message: str) -> None:
+    with pytest.raises(BlobError, match=message):
+        parse_model(data, 1 << 20)
+
+
+def test_parse_model_enforces_the_size_cap() -> None:
+    data = model_bytes(np.zeros(100, dtype=np.float32))
+    with pytest.raises(BlobError, match="exceeds the cap"):
+        parse_model(data, len(data) - 1)

@@ -1,0 +1,113 @@
+"""FLSettings: the FL section of the genesis file must be read identically by every node, so
+unknown keys, wrong types and out-of-range values are errors rather than silent defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from node.fl.settings import FLSettings, SettingsError
+
+
+def test_defaults_round_trip_through_the_app_state() -> None:
+    state = FLSettings().to_app_state()
+    assert state["kind"] == "fl"
+    assert FLSettings.from_app_state(state) == FLSettings()
+
+
+def test_non_default_settings_round_trip() -> None:
+    custom = FLSettings(dataset="synthetic", rule="krum", rule_params={"f": 1}, topk=0.5, encoding="int8",
+                        error_feedback=False, selection="pso", max_updates=8, lr=0.05, optimizer="adam")
+    assert FLSettings.from_app_state(custom.to_app_state()) == custom
+
+
+def test_missing_keys_take_defaults_and_kind_is_optional() -> None:
+    settings = FLSettings.from_app_state({"rule": "median"})
+    assert settings == dataclasses.replace(FLSettings(), rule="median")
+
+
+def test_from_app_state_does_not_modify_its_input() -> None:
+    state = {"kind": "fl", "seed": 3}
+    FLSettings.from_app_state(state)
+    assert state == {"kind": "fl", "seed": 3}
+
+
+def test_unknown_keys_are_named() -> None:
+    with pytest.raises(SettingsError, match="unknown FL setting\\(s\\): learning_rate, topK"):
+        FLSettings.from_app_state({"learning_rate": 0.1, "topK": 0.2, "seed": 1})
+
+
+def test_ints_are_accepted_for_floats() -> None:
+    settings = FLSettings.from_app_state({"lr": 1, "alpha": 2})
+    assert settings.lr == 1.0 and isinstance(settings.lr, float)
+    assert isinstance(settings.alpha, float)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("seed", "0"), ("seed", 1.5), ("seed", True), ("max_updates", None),
+    ("lr", "0.1"), ("lr", True), ("lr", [0.1]),
+    ("error_feedback", 1), ("error_feedback", "yes"),
+    ("rule", 3), ("dataset", None), ("rule_params", []), ("rule_params", "f=1"),
+])
+def test_wrong_types_are_refused(key: str, value: Any) -> None:
+    with pytest.raises(SettingsError, match=f"FL setting {key} must be"):
+        FLSettings.from_app_state({key: value})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"dataset": "imagenet"}, "dataset must be one of"),
+    ({"partition": "natural"}, "partition must be one of"),
+    ({"partition": "bogus"}, "partition must be one of"),
+    ({"model": "resnet50"}, "model must be one of"),
+    ({"rule": "average"}, "rule must be one of"),
+    ({"encoding": "int4"}, "encoding must be one of"),
+    ({"selection": "best"}, "selection must be one of"),
+    ({"optimizer": "lbfgs"}, "optimizer must be one of"),
+    ({"lr_schedule": "cosine"}, "lr_schedule must be one of"),
+    ({"topk": 0.0}, "topk must be in (0, 1]"),
+    ({"topk": 1.5}, "topk must be in (0, 1]"),
+    ({"clip": 0.0}, "clip must be > 0"),
+    ({"noise_multiplier": -0.1}, "noise_multiplier >= 0"),
+    ({"epsilon_budget": 0.0}, "epsilon_budget must be > 0"),
+    ({"delta": 0.0}, "delta in (0, 1)"),
+    ({"delta": 1.0}, "delta in (0, 1)"),
+    ({"max_staleness": -1}, "max_staleness and staleness_a must be >= 0"),
+    ({"staleness_a": -0.5}, "max_staleness and staleness_a must be >= 0"),
+    ({"max_updates": 0}, "max_updates, local_epochs and batch_size must be >= 1"),
+    ({"local_epochs": 0}, "max_updates, local_epochs and batch_size must be >= 1"),
+    ({"batch_size": 0}, "max_updates, local_epochs and batch_size must be >= 1"),
+    ({"lr": 0.0}, "lr and server_lr must be > 0"),
+    ({"server_lr": -1.0}, "lr and server_lr must be > 0"),
+    ({"reward_accepted": -1}, "rewards and penalties must be >= 0"),
+    ({"penalty_rejected": -1}, "rewards and penalties must be >= 0"),
+    ({"penalty_bad_block": -1}, "rewards and penalties must be >= 0"),
+    ({"clients": -1}, "clients and eval_samples must be >= 0"),
+    ({"eval_samples": -1}, "clients and eval_samples must be >= 0"),
+    ({"val_fraction": 1.0}, "val_fraction must be in [0, 1)"),
+    ({"val_fraction": -0.1}, "val_fraction must be in [0, 1)"),
+    ({"alpha": 0.0}, "alpha > 0"),
+])
+def test_each_invalid_range_is_refused(overrides: dict, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        FLSettings.from_app_state(overrides)
+    assert message in str(info.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as info:
+        FLSettings.from_app_state({"topk": 2.0, "lr": -1.0, "dataset": "x"})
+    text = str(info.value)
+    assert "topk" in text and "lr and server_lr" in text and "dataset" in text
+    assert text.count("; ") == 2
+
+
+def test_validate_catches_settings_built_in_code() -> None:
+    with pytest.raises(SettingsError, match="max_updates"):
+        FLSettings(max_updates=0).validate()
+
+
+def test_unknown_rule_params_are_refused() -> None:
+    with pytest.raises(SettingsError, match="radius_typo"):
+        FLSettings.from_app_state({"rule": "clustering", "rule_params": {"radius_typo": 2.0}})
