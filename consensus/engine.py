@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from consensus.app import Application
 from consensus.blocks import BlockBuilder
 from consensus.mempool import Mempool
+from consensus.messages import MessageHandlers
 from consensus.query import ChainQueries
 from consensus.state import ChainState, quorum
 from consensus.schedule import Schedule, slot_at, slot_start_ms
@@ -35,8 +36,8 @@ from consensus.types import Block, Commit, Evidence, SignedHeader, Tx, Vote
 from consensus.validation import Tip, validate_block
 from consensus.votes import HeightVotes
 from gossip import Verdict
-from gossip.codec import DecodeError, pack, unpack
-from gossip.crypto import KeyPair, sha256
+from gossip.codec import pack
+from gossip.crypto import KeyPair
 
 log = logging.getLogger("fedchain.consensus")
 
@@ -69,7 +70,7 @@ class EngineConfig:
     future_buffer: int = 2048
 
 
-class Engine(ChainQueries):
+class Engine(ChainQueries, MessageHandlers):
     def __init__(self, keypair: KeyPair, genesis: Any, store: Any, app: Application, network: Network,
                  fetcher: BlockFetcher, config: EngineConfig | None = None) -> None:
         self.keypair = keypair
@@ -359,98 +360,6 @@ class Engine(ChainQueries):
             raise TxRejected(reason)
         await self.network.publish(TOPIC_TX, pack(tx.to_wire()))
         return tx.hash.hex()
-
-    # ----- gossip validators and handlers -------------------------------------------------
-    def _decode(self, env: Any, parse: Callable[[Any], Any]) -> Any:
-        obj = parse(unpack(env.body, self.config.max_message))
-        self._decoded[sha256(env.body)] = obj
-        if len(self._decoded) > 4096:
-            self._decoded.pop(next(iter(self._decoded)))
-        return obj
-
-    def _take_decoded(self, env: Any) -> Any:
-        return self._decoded.pop(sha256(env.body), None)
-
-    async def _validate_block_msg(self, env: Any) -> Verdict:
-        try:
-            block = self._decode(env, Block.from_wire)
-        except DecodeError:
-            self.metrics["rejected:block_malformed"] += 1
-            return Verdict.REJECT
-        if block.header.chain_id != self.genesis.chain_id:
-            self.metrics["rejected:wrong_chain"] += 1
-            return Verdict.REJECT
-        if not block.verify_signature():
-            self.metrics["rejected:bad_signature"] += 1
-            return Verdict.REJECT
-        if block.height > self.height + 1:
-            self.syncer.poke()
-            return Verdict.IGNORE
-        if block.height < self.height:
-            return Verdict.IGNORE
-        if block.height == self.height and block.header.producer != self.proposers.proposer(block.header.slot):
-            self.metrics["rejected:wrong_producer"] += 1
-            return Verdict.REJECT
-        if block.header.timestamp_ms > self.now_ms() + self.genesis.max_clock_drift_ms:
-            self.metrics["rejected:future_timestamp"] += 1
-            return Verdict.REJECT
-        return Verdict.ACCEPT
-
-    async def _deliver_block(self, env: Any) -> None:
-        block = self._take_decoded(env)
-        if block is not None:
-            await self._take_block(block)
-
-    async def _validate_vote_msg(self, env: Any) -> Verdict:
-        try:
-            vote = self._decode(env, Vote.from_wire)
-        except DecodeError:
-            self.metrics["rejected:vote_malformed"] += 1
-            return Verdict.REJECT
-        if vote.chain_id != self.genesis.chain_id or not vote.verify_signature():
-            self.metrics["rejected:vote_bad_signature"] += 1
-            return Verdict.REJECT
-        if vote.height > self.height + 1:
-            self.syncer.poke()
-            return Verdict.IGNORE
-        if vote.height < self.height:
-            return Verdict.IGNORE
-        if vote.height == self.height and vote.voter not in self.votes.voters:
-            self.metrics["rejected:vote_not_delegate"] += 1
-            return Verdict.REJECT
-        return Verdict.ACCEPT
-
-    async def _deliver_vote(self, env: Any) -> None:
-        vote = self._take_decoded(env)
-        if vote is not None:
-            await self._take_vote(vote)
-
-    async def _validate_tx_msg(self, env: Any) -> Verdict:
-        try:
-            tx = Tx.from_wire(unpack(env.body, self.genesis.max_tx_bytes))
-        except DecodeError:
-            self.metrics["rejected:tx_malformed"] += 1
-            return Verdict.REJECT
-        reason = self.mempool.add(tx, self.state)
-        if reason is None:
-            return Verdict.ACCEPT
-        self.metrics[f"tx_rejected:{reason.split(':')[0]}"] += 1
-        # a forger or a malformed tx costs the forwarding peer; a tx merely stale for our state does not
-        return Verdict.IGNORE if self.mempool.is_verified(tx.hash) else Verdict.REJECT
-
-    async def _validate_evidence_msg(self, env: Any) -> Verdict:
-        try:
-            ev = Evidence.from_wire(unpack(env.body, self.config.max_message))
-        except DecodeError:
-            self.metrics["rejected:evidence_malformed"] += 1
-            return Verdict.REJECT
-        if ev.check(self.genesis.chain_id) is not None:
-            self.metrics["rejected:evidence_invalid"] += 1
-            return Verdict.REJECT
-        return Verdict.ACCEPT if await self.add_evidence(ev, gossip=False) else Verdict.IGNORE
-
-    async def _deliver_noop(self, env: Any) -> None:
-        """Transactions and evidence are taken into the pools during validation."""
 
     # ----- read side for the HTTP API -----------------------------------------------------
     def subscribe(self) -> asyncio.Queue:
