@@ -1,95 +1,25 @@
 """The HTTP API against a real node: a one-delegate chain run in-process by the real daemon wiring.
 
 One node per module (it produces a block every slot on its own), queried over real HTTP on
-127.0.0.1 with aiohttp's client. ``test_api_errors.py`` and ``test_api_tx.py`` reuse the fixture.
+127.0.0.1 with aiohttp's client; the ``node`` fixture is in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import time
-from pathlib import Path
-from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
-from consensus.genesis import Genesis, make_genesis
 from consensus.types import Block, Commit
 from gossip.codec import unpack
 from gossip.crypto import KeyPair
 from node.api import ROUTES
-from node.daemon import Daemon
-from node.home import Home, init_home, load_home
+from tests.apinode import SLOT_MS, Node, chain_genesis, free_port, start_node
 
-SLOT_MS = 100
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Node:
-    """A started daemon and an HTTP session to its API."""
-
-    def __init__(self, home: Home, daemon: Daemon, session: aiohttp.ClientSession) -> None:
-        self.home = home
-        self.daemon = daemon
-        self.session = session
-        self.url = home.config.network.url
-
-    async def get(self, path: str, **params: Any) -> tuple[int, Any]:
-        async with self.session.get(self.url + path, params=params or None) as resp:
-            body = await resp.json(content_type=None) if resp.content_type == "application/json" else await resp.text()
-            return resp.status, body
-
-    async def ok(self, path: str, **params: Any) -> Any:
-        status, body = await self.get(path, **params)
-        assert status == 200, (path, body)
-        return body
-
-    async def wait_height(self, height: int, timeout: float = 20.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            final = (await self.ok("/status"))["final_height"]
-            if final >= height:
-                return final
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"node did not reach height {height} in {timeout} s")
-
-
-def chain_genesis(keys: list[KeyPair]) -> Genesis:
-    return make_genesis("api-test", [k.node_id for k in keys], slot_ms=SLOT_MS,
-                        genesis_time_ms=int(time.time() * 1000))
-
-
-async def start_node(folder: Path, genesis: Genesis, keys: list[KeyPair], index: int, ports: list[int],
-                     session: aiohttp.ClientSession) -> Node:
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
-    init_home(folder / f"node{index}", genesis, port=ports[index], keypair=keys[index],
-              bootstrap=[u for i, u in enumerate(urls) if i != index])
-    home = load_home(folder / f"node{index}")
-    daemon = Daemon(home)
-    await daemon.start()
-    return Node(home, daemon, session)
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def node(tmp_path_factory) -> AsyncIterator[Node]:
-    """A one-node chain that has produced a few final blocks."""
-    async with aiohttp.ClientSession() as session:
-        keys = [KeyPair.generate()]
-        n = await start_node(tmp_path_factory.mktemp("api"), chain_genesis(keys), keys, 0, [free_port()], session)
-        try:
-            await n.wait_height(4)
-            yield n
-        finally:
-            await n.daemon.stop()
 
 
 async def test_health_and_status(node: Node):

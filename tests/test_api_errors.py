@@ -9,20 +9,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from node.api_base import ApiError, Param, Route, bind, error_middleware
-from tests.test_api_chain import Node, node  # noqa: F401  (the module-scoped running node)
+from tests.apinode import Node, expect_error
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-async def expect_error(node: Node, method: str, path: str, status: int, fragment: str = "", **kwargs) -> dict:
-    async with node.session.request(method, node.url + path, **kwargs) as resp:
-        assert resp.status == status, (path, await resp.text())
-        assert resp.content_type == "application/json"
-        body = await resp.json()
-    assert set(body) == {"error"} and body["error"]["code"] == status
-    assert fragment.lower() in body["error"]["message"].lower(), body
-    assert "Traceback" not in body["error"]["message"]
-    return body
 
 
 async def test_unknown_route(node: Node):

@@ -11,8 +11,7 @@ import pytest
 from consensus.types import Tx
 from gossip.codec import pack
 from gossip.crypto import KeyPair
-from tests.test_api_chain import Node, node  # noqa: F401  (the module-scoped running node)
-from tests.test_api_errors import expect_error
+from tests.apinode import Node, expect_error
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
