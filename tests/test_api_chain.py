@@ -15,7 +15,7 @@ from consensus.types import Block, Commit
 from gossip.codec import unpack
 from gossip.crypto import KeyPair
 from node.api import ROUTES
-from tests.apinode import SLOT_MS, Node, chain_genesis, free_port, start_node
+from tests.apinode import Node, chain_genesis, free_port, start_node
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -28,7 +28,7 @@ from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import sha256
 from learning.models import build_model, get_flat, set_flat
 from learning.train import evaluate
-from node.fl.blobs import BlobStore, model_bytes, model_hash, parse_model
+from node.fl.blobs import BlobStore, model_bytes, parse_model
 from node.fl.data import NodeData
 from node.fl.pool import UpdatePool
 from node.fl.round import Payload, RoundResult, run_round
