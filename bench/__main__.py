@@ -16,6 +16,15 @@ BENCHMARKS = {
     "fl_chain": "bench.fl_chain",
     "learning_accuracy": "bench.learning_accuracy",
     "aggregation_speed": "bench.aggregation_speed",
+    "accuracy": "bench.accuracy",
+    "convergence": "bench.convergence",
+    "communication": "bench.communication",
+    "scalability": "bench.scalability",
+    "energy": "bench.energy",
+    "attacks": "bench.attacks",
+    "detection": "bench.detection",
+    "ablation": "bench.ablation",
+    "flower": "bench.flower",
     "report": "bench.report",
 }
 

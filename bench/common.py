@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# FEDCHAIN_BENCH_RESULTS redirects every result file (e.g. to a temporary folder in tests).
+RESULTS = Path(os.environ.get("FEDCHAIN_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

@@ -27,11 +27,12 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from learning.aggregation import RULE_NAMES, aggregate, staleness_weight
+from learning.aggregation import RULE_NAMES, AggregationResult, aggregate, staleness_weight
 from learning.attacks import DATA_ATTACKS, MODEL_ATTACKS, craft_updates
 from learning.compression import dense_bytes, densify, wire_size
 from learning.models import build_model, get_flat, num_params, set_flat
@@ -62,9 +63,15 @@ class Job:
 
 
 class Simulator:
-    """Build with a :class:`SimConfig`, then :meth:`run`."""
+    """Build with a :class:`SimConfig`, then :meth:`run`.
 
-    def __init__(self, cfg: SimConfig) -> None:
+    ``aggregator`` stands in for :func:`learning.aggregation.aggregate` (same arguments, same
+    result type): benchmarks pass another library's rule, or a wrapper around ours, so that it
+    runs on exactly the updates this federation produces.
+    """
+
+    def __init__(self, cfg: SimConfig,
+                 aggregator: Callable[..., AggregationResult] = aggregate) -> None:
         cfg.validate()
         if cfg.rule not in RULE_NAMES:
             raise ValueError(f"unknown aggregation rule {cfg.rule!r}; choose one of {', '.join(RULE_NAMES)}")
@@ -72,6 +79,7 @@ class Simulator:
             raise ValueError(f"unknown attack {cfg.attack!r}; choose one of "
                              f"{', '.join(sorted(set(MODEL_ATTACKS) | set(DATA_ATTACKS)))}")
         self.cfg = cfg
+        self._aggregator = aggregator
         self.fed = load_federation(cfg)
         self.model = build_model(cfg.model, self.fed.train.input_shape, self.fed.train.num_classes, cfg.seed)
         self.dim = num_params(self.model)
@@ -139,8 +147,8 @@ class Simulator:
         f = cfg.assumed_byzantine if cfg.assumed_byzantine is not None \
             else math.ceil(cfg.byzantine_fraction * len(jobs))
         trust = np.array([j.node.trust for j in jobs], dtype=np.float64)
-        result = aggregate(cfg.rule, updates, weights, trust=trust, f=f, seed=cfg.seed + self.version,
-                           evaluate=lambda cand: self._score(cand, step), **cfg.rule_params)
+        result = self._aggregator(cfg.rule, updates, weights, trust=trust, f=f, seed=cfg.seed + self.version,
+                                  evaluate=lambda cand: self._score(cand, step), **cfg.rule_params)
         accepted = np.asarray(result.accepted, dtype=bool)
         for job, ok in zip(jobs, accepted):
             job.node.trust = cfg.trust_decay * job.node.trust + (1.0 - cfg.trust_decay) * float(ok)
