@@ -179,7 +179,8 @@ def report(result: dict) -> str:
         "| variant | accuracy | vs full (points) | detection precision | detection recall |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, cell in result["variants"].items():
+    for name in [n for n in variants(result["unregistered"]) if n in result["variants"]]:   # JSON sorts keys
+        cell = result["variants"][name]
         prec = [p for p in cell["precision"] if p is not None]
         rec = [r for r in cell["recall"] if r is not None]
         lines.append(f"| {name} | {pm(cell['accuracy'])}% | {pm(cell['delta_points'], 1.0)} | "

@@ -223,7 +223,8 @@ def report(result: dict) -> str:
         "| attack | " + " | ".join(f"accuracy at {float(f):.0%} | drop (points) at {float(f):.0%}" for f in fr) + " |",
         "|---|" + "---:|---:|" * len(fr),
     ]
-    for attack, cells in h["attacks"].items():
+    for attack in [a for a in _attacks() if a in h["attacks"]]:        # library order (JSON sorts keys)
+        cells = h["attacks"][attack]
         lines.append(f"| {attack} | " + " | ".join(f"{pm(cells[f]['accuracy'])}% | {pm(cells[f]['drop_points'], 1.0)}"
                                                    for f in fr) + " |")
     lines.append(f"| evasion (FGSM eps {h['evasion']['eps']}) | " + " | ".join(

@@ -194,7 +194,9 @@ def report(result: dict) -> str:
                                              for f in fractions) + " |",
         "|---|---|" + "---:|---:|" * len(fractions),
     ]
-    for rule, r in result["rules"].items():
+    order = [rule for rule in REJECTING + SCORING if rule in result["rules"]]    # JSON sorts keys
+    for rule in order:
+        r = result["rules"][rule]
         cells = [r["by_fraction"][f] for f in fractions]
         lines.append(f"| {rule} | {'reject' if r['rejects'] else 'score only'} | " + " | ".join(
             f"{c['roc_auc']:.3f} ({c['round_auc_mean']:.3f}) | {c['pr_auc']:.3f}" for c in cells) + " |")
@@ -208,8 +210,9 @@ def report(result: dict) -> str:
     attacks = result["attacks"]
     lines += ["", "ROC AUC per attack (all fractions pooled):", "",
               "| rule | " + " | ".join(attacks) + " |", "|---|" + "---:|" * len(attacks)]
-    for rule, r in result["rules"].items():
-        lines.append(f"| {rule} | " + " | ".join(f"{r['by_attack'][a]:.3f}" for a in attacks) + " |")
+    for rule in order:
+        by_attack = result["rules"][rule]["by_attack"]
+        lines.append(f"| {rule} | " + " | ".join(f"{by_attack[a]:.3f}" for a in attacks) + " |")
     goal = result["goal"]["by_fraction"]
     met = all(g["met"] for g in goal.values())
     lines += ["", f"Goal: ROC AUC >= {AUC_GOAL} for `{lead}` at 20-40% attackers: " + ", ".join(

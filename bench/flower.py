@@ -220,10 +220,11 @@ def plot(result: dict) -> None:
             ax[1].bar(pos, [100 * result["accuracy"][a][r][system] for a in attacks], width,
                       color=plt.get_cmap("tab10")(i), alpha=1.0 if system == "fedchain" else 0.45,
                       label=f"{LABELS[r]} ({system})")
-    ax[1].set(xticks=np.arange(len(attacks)), ylabel="test accuracy (%)", ylim=(0, 100),
-              title=f"final accuracy, {result['fraction']:.0%} Byzantine (pale: Flower)")
+    ax[1].set(xticks=np.arange(len(attacks)), ylabel=f"test accuracy (%), mean of last {result['last_rounds']} rounds",
+              ylim=(0, 122), yticks=range(0, 101, 20),
+              title=f"accuracy reached, {result['fraction']:.0%} Byzantine (pale: Flower)")
     ax[1].set_xticklabels(attacks, fontsize=8)
-    ax[1].legend(fontsize=6, ncol=2, loc="lower left")
+    ax[1].legend(fontsize=5.5, ncol=4, loc="upper center")
     fig.tight_layout()
     fig.savefig(RESULTS / "flower.png", dpi=110)
     plt.close(fig)
