@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -68,3 +69,33 @@ async def final_blocks(url: str, seconds: float, max_blocks: int | None = None) 
             if event.get("type") == "final_block":
                 events.append((event, time.time() * 1000))
     return events
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def one_thread_children() -> Iterator[None]:
+    """One BLAS/OpenMP thread in every process spawned inside the block (children copy the env
+    before numpy loads there); the parent's settings are restored afterwards."""
+    saved = {v: os.environ.get(v) for v in THREAD_VARS}
+    os.environ.update({v: "1" for v in THREAD_VARS})
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+def finish(name: str, result: dict[str, Any], started: float, plot: Callable[[dict], None],
+           table: Callable[[dict], str]) -> dict[str, Any]:
+    """The common end of a benchmark's ``main``: record wall time, write JSON, plot, print."""
+    result["wall_time_s"] = time.perf_counter() - started
+    path = write_result(name, result)
+    plot(result)
+    print(table(result))
+    print(f"wrote {path} in {result['wall_time_s']:.0f} s")
+    return result

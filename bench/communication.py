@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, write_result
+from bench.common import RESULTS, finish
 from bench.simruns import (
     by_label,
     curve_stats,
@@ -163,12 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
               "lr": s["lr"], "target": s["target"], "headline": HEADLINE, "goal_ratio": GOAL_RATIO,
               "goal_points": GOAL_POINTS, "rows": rows, "zoo": zoo_bytes(), "daemons": daemon_bytes(),
               "goal_met": all(r["goal_met"] for r in rows if r["encoding"] == HEADLINE)}
-    result["wall_time_s"] = time.perf_counter() - started
-    path = write_result("communication", result)
-    _plot(result)
-    print(_table(result))
-    print(f"wrote {path} in {result['wall_time_s']:.0f} s")
-    return result
+    return finish("communication", result, started, _plot, _table)
 
 
 def _table(r: dict[str, Any]) -> str:

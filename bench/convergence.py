@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, write_result
+from bench.common import RESULTS, finish
 from bench.simruns import (
     RunSpec,
     by_label,
@@ -156,12 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "async": _time_part(async_runs, "async", horizons, s["target"])},
         "horizon": mean_std(horizons),
     }
-    result["wall_time_s"] = time.perf_counter() - started
-    path = write_result("convergence", result)
-    _plot(result)
-    print(_tables(result))
-    print(f"wrote {path} in {result['wall_time_s']:.0f} s")
-    return result
+    return finish("convergence", result, started, _plot, _tables)
 
 
 def _tables(r: dict[str, Any]) -> str:

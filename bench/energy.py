@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, write_result
+from bench.common import RESULTS, finish
 from bench.simruns import (
     by_label,
     fedchain,
@@ -151,12 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
               "models": models, "ratios": _ratios(models)}
     result["goal_met"] = all(v["to_target"] is not None and v["to_target"] <= 1.0
                              for k, v in result["ratios"].items() if k.startswith("logreg/"))
-    result["wall_time_s"] = time.perf_counter() - started
-    path = write_result("energy", result)
-    _plot(result)
-    print(_table(result))
-    print(f"wrote {path} in {result['wall_time_s']:.0f} s")
-    return result
+    return finish("energy", result, started, _plot, _table)
 
 
 def _table(r: dict[str, Any]) -> str:

@@ -22,7 +22,6 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-
 from bench.common import final_blocks, percentiles, write_result
 from learning.compression import dense_bytes
 from tests.integration.harness import Testnet

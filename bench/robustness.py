@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+from bench.common import THREAD_VARS, one_thread_children
 
 # Fast configuration: scikit-learn digits (1 437 training images, 8x8), for full cross products.
 DIGITS = {"dataset": "digits", "partition": "dirichlet", "dirichlet_alpha": 0.5, "num_nodes": 20,
@@ -59,10 +59,7 @@ def run_all(fn: Callable[[Any], dict], jobs: Sequence[Any], workers: int) -> lis
     """
     if workers <= 1 or len(jobs) <= 1:
         return [fn(job) for job in jobs]
-    saved = {var: os.environ.get(var) for var in THREAD_VARS}
-    for var in THREAD_VARS:                   # inherited by the children before numpy loads there
-        os.environ[var] = "1"
-    try:
+    with one_thread_children():
         ctx = multiprocessing.get_context("spawn")
         rows, step, started = [], max(1, len(jobs) // 10), time.monotonic()
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
@@ -71,12 +68,6 @@ def run_all(fn: Callable[[Any], dict], jobs: Sequence[Any], workers: int) -> lis
                 if done % step == 0 or done == len(jobs):
                     print(f"  {done}/{len(jobs)} runs ({time.monotonic() - started:.0f} s)", flush=True)
         return rows
-    finally:
-        for var, value in saved.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
 
 
 def _mix_accuracy(correct_clean: np.ndarray, correct_adv: np.ndarray, share: float, seed: int) -> float:

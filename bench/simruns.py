@@ -12,12 +12,9 @@ table compares the same system against its baselines.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import multiprocessing
-import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.common import one_thread_children
 from learning.aggregation import DEFAULT_RULE
 from learning.sim import RoundStats, SimConfig, Simulator
 from learning.train import local_train
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 LR_BETA = 10.0
 """beta of eta_t = eta_0 / sqrt(t + beta): the step decays to half its first size after 3*beta rounds."""
 
@@ -65,19 +62,6 @@ def with_seeds(label: str, config: dict[str, Any], seeds: int, meter: bool = Fal
 # ----------------------------------------------------------------------------- running
 
 
-@contextlib.contextmanager
-def _worker_env() -> Iterator[None]:
-    """One BLAS/OpenMP thread in every process spawned inside the block (they copy the env)."""
-    saved = {v: os.environ.get(v) for v in THREAD_VARS}
-    os.environ.update({v: "1" for v in THREAD_VARS})
-    try:
-        yield
-    finally:
-        for var, value in saved.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
 
 
 def run_all(specs: list[RunSpec], workers: int = 2, verbose: bool = True) -> list[dict[str, Any]]:
@@ -87,7 +71,7 @@ def run_all(specs: list[RunSpec], workers: int = 2, verbose: bool = True) -> lis
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     records: list[dict[str, Any] | None] = [None] * len(specs)
-    with _worker_env(), ProcessPoolExecutor(max_workers=min(workers, len(specs)),
+    with one_thread_children(), ProcessPoolExecutor(max_workers=min(workers, len(specs)),
                                             mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(simulate, spec): i for i, spec in enumerate(specs)}
         for done, future in enumerate(as_completed(futures), 1):
