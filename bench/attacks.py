@@ -10,18 +10,27 @@ time budget:
 * Headline: the default rule on full Fashion-MNIST, 3 seeds, every attack at 20% and 40%, and
   the clean run of each seed. The accuracy drop is paired by seed (same partition and initial
   model), then mean ± std over seeds.
+* Weight lie: sample counts are self-reported. 20% of the nodes send IPM updates with jitter
+  (distinct, honest-looking, so the defence accepts them) and claim 10^9 samples each, against the
+  same attackers claiming their true counts, for each candidate ``weight_cap`` of
+  :func:`learning.aggregation.aggregate` (None = no cap): the default rule on Fashion-MNIST,
+  3 seeds, plus the clean accuracy each cap costs under label skew (Dirichlet) and quantity skew
+  (a few nodes hold most samples). Then every averaging rule on digits, without and with the
+  default cap.
 
 Backdoor runs also report the attack success rate (triggered test images of other classes
 labelled as the target). Evasion is a test-time attack: FGSM at radius eps on the final model of
 the clean run; its "Byzantine fraction" is read as the share of test queries the attacker sends.
 Attack parameters are the library defaults.
 
-Run: ``python -m bench attacks [--quick]``.
+Run: ``python -m bench attacks [--quick] [--parts grid,headline,weight_lie]``; parts not run are
+kept from the previous ``results/attacks.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -35,6 +44,12 @@ EVASION_EPS = 0.1                        # the evasion rows use this radius (pix
 DROP_GOALS = {0.2: 3.0, 0.4: 8.0}        # points of accuracy lost, default rule, Fashion-MNIST
 BACKDOOR_GOAL = 0.05
 PLOTTED = ("sign_flip", "gaussian", "alie", "minmax", "label_flip", "backdoor")
+PARTS = ("grid", "headline", "weight_lie")
+CAPS = (None, 10.0, 3.0, 2.0, 1.5, 1.0)
+CLAIM = 1e9
+# In-distribution poisoning that passes the defences as honest: what a weight lie can amplify.
+LIAR = {"attack": "ipm", "attack_params": {"jitter": 1.0}, "byzantine_fraction": 0.2}
+AVERAGING_RULES = ("fedavg", "trust", "multikrum", "geomed", "centered_clip", "clustering")
 
 
 def _attacks() -> tuple[str, ...]:
@@ -107,6 +122,50 @@ def headline(rule: str, attacks: tuple[str, ...], fractions: tuple[float, ...], 
     return out
 
 
+def _lie_job(base: dict, rule: str, cap: float | None, seed: int, rounds: int, **change: Any) -> dict:
+    return {"config": {**base, "rule": rule, "rounds": rounds, "seed": seed, "rule_params": {"weight_cap": cap},
+                       **change}}
+
+
+LIE_CONDITIONS = {"clean": {}, "clean_quantity": {"partition": "quantity"}, "truthful": LIAR,
+                  "lie": {**LIAR, "claimed_samples": CLAIM}}
+
+
+def weight_lie(rule: str, caps: tuple[float | None, ...], seeds: int, rounds: int, rules: tuple[str, ...],
+               grid_rounds: int, workers: int) -> dict:
+    """Per cap: clean accuracy (two partitions) and accuracy under IPM+jitter with true and with
+    10^9 claimed counts (Fashion-MNIST, ``rule``); then ``rules`` on digits without/with the default cap."""
+    from learning.aggregation import DEFAULT_WEIGHT_CAP
+
+    jobs = [_lie_job(FMNIST, rule, cap, s, rounds, **cond)
+            for cap in caps for cond in LIE_CONDITIONS.values() for s in range(seeds)]
+    per_rule = [(r, cap, name) for r in rules for cap in (None, DEFAULT_WEIGHT_CAP) for name in ("truthful", "lie")]
+    jobs += [_lie_job(DIGITS, r, cap, 0, grid_rounds, **LIE_CONDITIONS[name]) for r, cap, name in per_rule]
+    rows = run_all(simulate_job, jobs, workers)
+    acc = iter(row["final_accuracy"] for row in rows)
+    runs = {str(cap): {name: [next(acc) for _ in range(seeds)] for name in LIE_CONDITIONS} for cap in caps}
+    uncapped = runs[str(None)]
+    table = {}
+    for cap, cells in runs.items():
+        table[cap] = {name: mean_std(v) for name, v in cells.items()}
+        table[cap]["lie_gain_points"] = mean_std(100 * (t - a) for t, a in zip(cells["truthful"], cells["lie"]))
+        for name in ("clean", "clean_quantity"):
+            table[cap][f"{name}_cost_points"] = mean_std(100 * (u - c) for u, c in zip(uncapped[name], cells[name]))
+    digits: dict[str, Any] = {}
+    for r, cap, name in per_rule:
+        digits.setdefault(r, {}).setdefault(str(cap), {})[name] = next(acc)
+    default = table.get(str(DEFAULT_WEIGHT_CAP))
+    noise = None if default is None else max(0.01, 2 * default["truthful"]["std"])
+    goal = None if default is None else {
+        "default_cap": DEFAULT_WEIGHT_CAP, "lie_gain_points": default["lie_gain_points"]["mean"],
+        "seed_noise_points": 100 * noise, "met": abs(default["lie_gain_points"]["mean"]) <= 100 * noise}
+    return {"dataset": "fashion_mnist", "rule": rule, "seeds": seeds, "claim": CLAIM, "attack": LIAR,
+            "config": {**FMNIST, "rounds": rounds}, "caps": [str(c) for c in caps], "table": table,
+            "digits": {"config": {**DIGITS, "rounds": grid_rounds, "seed": 0}, "default_cap": DEFAULT_WEIGHT_CAP,
+                       "rules": digits},
+            "goal": goal, "wall_time": sum(r["wall_time"] for r in rows)}
+
+
 def _goals(h: dict, fractions: tuple[float, ...]) -> dict:
     """Worst-case drop over the training-time attacks per fraction, against the goals."""
     goals: dict[str, Any] = {}
@@ -161,29 +220,52 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=15, help="Fashion-MNIST rounds")
     parser.add_argument("--grid-rounds", type=int, default=10, help="digits rounds")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)}; the others are kept from the last results")
     args = parser.parse_args(argv)
+    parts = [p for p in args.parts.split(",") if p]
+    if not parts or set(parts) - set(PARTS):
+        parser.error(f"--parts must name some of {', '.join(PARTS)}")
     pin_threads(2)
-    from learning.aggregation import DEFAULT_RULE, RULE_NAMES
+    from learning.aggregation import DEFAULT_RULE, DEFAULT_WEIGHT_CAP, RULE_NAMES
 
     started = time.monotonic()
     attacks = _attacks()
-    if args.quick:
-        rules, g_attacks, fractions = ("fedavg", "multikrum", DEFAULT_RULE), ("sign_flip", "alie", "backdoor"), (0.2, 0.4)
-        g = grid(rules, g_attacks, fractions, 4, args.workers)
-        h = headline(DEFAULT_RULE, ("sign_flip", "backdoor"), (0.2,), 1, 2, args.workers)
-    else:
-        g = grid(RULE_NAMES, attacks, FRACTIONS, args.grid_rounds, args.workers)
-        h = headline(DEFAULT_RULE, attacks, HEADLINE_FRACTIONS, args.seeds, args.rounds, args.workers)
-    result = {"quick": args.quick, "default_rule": DEFAULT_RULE, "workers": args.workers, "grid": g, "headline": h,
-              "wall_time": time.monotonic() - started}
+    quick = args.quick
+    runners = {
+        "grid": lambda: grid(("fedavg", "multikrum", DEFAULT_RULE), ("sign_flip", "alie", "backdoor"), (0.2, 0.4), 4,
+                             args.workers) if quick else grid(RULE_NAMES, attacks, FRACTIONS, args.grid_rounds,
+                                                             args.workers),
+        "headline": lambda: headline(DEFAULT_RULE, ("sign_flip", "backdoor"), (0.2,), 1, 2, args.workers) if quick
+        else headline(DEFAULT_RULE, attacks, HEADLINE_FRACTIONS, args.seeds, args.rounds, args.workers),
+        "weight_lie": lambda: weight_lie(DEFAULT_RULE, (None, DEFAULT_WEIGHT_CAP), 1, 3, ("fedavg", DEFAULT_RULE), 3,
+                                         args.workers) if quick
+        else weight_lie(DEFAULT_RULE, CAPS, args.seeds, args.rounds, AVERAGING_RULES, args.grid_rounds, args.workers),
+    }
+    previous = RESULTS / "attacks.json"
+    result = json.loads(previous.read_text()) if set(parts) != set(PARTS) and previous.exists() else {}
+    command = "python -m bench attacks" + "".join(f" {a}" for a in (argv or []))
+    for part in parts:
+        part_started = time.monotonic()
+        result[part] = runners[part]()
+        result[part].update(command=command, quick=quick, workers=args.workers,
+                            measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            part_wall_time=time.monotonic() - part_started)
+    result.update(default_rule=DEFAULT_RULE, wall_time=time.monotonic() - started)
+    result.pop("benchmark", None), result.pop("measured_at", None), result.pop("machine", None)
     path = write_result("attacks", result)
-    plot(result)
+    if "grid" in result:
+        plot(result)
     _print(result)
     print(f"wrote {path} ({result['wall_time']:.0f} s)")
     return result
 
 
 def _print(result: dict) -> None:
+    if "weight_lie" in result:
+        print(_lie_lines(result["weight_lie"]))
+    if "headline" not in result:
+        return
     h = result["headline"]
     print(f"\n{h['rule']} on Fashion-MNIST, {h['seeds']} seed(s): clean {pm(h['clean']['accuracy'])}%")
     print(f"{'attack':<12}" + "".join(f"{'acc ' + f:>16}{'drop ' + f:>16}" for f in next(iter(h['attacks'].values()))))
@@ -197,7 +279,65 @@ def _fmt(x: float | None, unit: str = "") -> str:
     return "-" if x is None else f"{100 * x:.1f}{unit}"
 
 
+def _ran(part: dict, result: dict) -> str:
+    """How a part was measured: its command, time, workers and date (older files: the run's)."""
+    command = part.get("command", f"python -m bench attacks{' --quick' if result.get('quick') else ''}")
+    seconds = part.get("part_wall_time", result.get("wall_time", 0.0))
+    return (f"`{command}` ({seconds:.0f} s, {part.get('workers', result.get('workers'))} worker processes, "
+            f"measured {part.get('measured_at', result.get('measured_at', '?'))})")
+
+
+def _cap_name(cap: str) -> str:
+    return "none" if cap == "None" else f"{float(cap):g} x median"
+
+
+def _lie_lines(w: dict, result: dict | None = None) -> str:
+    """Markdown of the weight-lie part."""
+    c, t = w["config"], w["table"]
+    lines = [
+        "### A lie about sample counts",
+        "",
+        f"Sample counts are self-reported. {w['attack']['byzantine_fraction']:.0%} of the nodes send "
+        f"{w['attack']['attack']} updates (eps 0.5) with jitter {w['attack']['attack_params']['jitter']} (each "
+        "attacker adds its own noise of the honest spread, so they are neither near copies nor outliers and the "
+        f"defence accepts them), once claiming their true sample counts and once claiming {w['claim']:.0e} "
+        f"samples each. `{w['rule']}` on full Fashion-MNIST ({c['num_nodes']} nodes, {c['partition']} "
+        f"{c['dirichlet_alpha']}, {c['model']}, {c['rounds']} rounds), {w['seeds']} seed(s), mean ± std; "
+        "costs and gains are paired by seed. Clean runs measure what each cap costs honest federations: "
+        "label skew (Dirichlet 0.5: the largest node holds up to ~2.7x the median count) and quantity skew "
+        "(Dirichlet 0.5 over sizes: up to ~21x the median). Cap = `weight_cap` of `aggregate` (every positive "
+        "weight clipped to cap x the median positive weight; none = the library before the cap)."
+        + (f" Run: {_ran(w, result)}." if result is not None else ""),
+        "",
+        "| weight cap | clean, label skew | cost (points) | clean, quantity skew | cost (points) | "
+        "attackers, true counts | attackers claim 1e9 | accuracy the lie takes (points) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for cap in w["caps"]:
+        r = t[cap]
+        lines.append(f"| {_cap_name(cap)} | {pm(r['clean'])}% | {pm(r['clean_cost_points'], 1.0)} | "
+                     f"{pm(r['clean_quantity'])}% | {pm(r['clean_quantity_cost_points'], 1.0)} | "
+                     f"{pm(r['truthful'])}% | {pm(r['lie'])}% | {pm(r['lie_gain_points'], 1.0)} |")
+    goal = w.get("goal")
+    if goal:
+        lines += ["", f"Goal: with the default cap ({goal['default_cap']:g}) a lie changes nothing: it takes "
+                      f"{goal['lie_gain_points']:.1f} points against a seed noise of {goal['seed_noise_points']:.1f} "
+                      f"(2 std of the true-count runs, at least 1 point) - **{'met' if goal['met'] else 'not met'}**."]
+    d = w["digits"]
+    cap = str(d["default_cap"])
+    lines += ["", f"Every averaging rule, fast configuration (digits, {d['config']['rounds']} rounds, seed 0, same "
+                  "attack), accuracy (%) with true counts / claiming 1e9:", "",
+              f"| rule | no cap | cap {d['default_cap']:g} x median |", "|---|---:|---:|"]
+    for rule, cells in d["rules"].items():
+        lines.append(f"| {rule} | " + " | ".join(f"{100 * cells[k]['truthful']:.1f} / {100 * cells[k]['lie']:.1f}"
+                                                 for k in ("None", cap)) + " |")
+    return "\n".join(lines)
+
+
 def report(result: dict) -> str:
+    if "headline" not in result or "grid" not in result:
+        return "## Accuracy under attack\n\n" + (_lie_lines(result["weight_lie"], result) if "weight_lie" in result
+                                                  else "No results.")
     h, g = result["headline"], result["grid"]
     fr = list(next(iter(h["attacks"].values())))
     lines = [
@@ -211,8 +351,7 @@ def report(result: dict) -> str:
         "of test queries the attacker sends. Baseline: the same rule's clean run (same seed), in the same "
         "process.",
         "",
-        f"Command: `python -m bench attacks{' --quick' if result['quick'] else ''}` "
-        f"({result['wall_time']:.0f} s, {result['workers']} worker processes). Headline: "
+        f"Headline run: {_ran(h, result)}; grid run: {_ran(g, result)}. Headline: "
         f"`{h['rule']}` on full Fashion-MNIST, {h['config']['num_nodes']} nodes, Dirichlet(0.5), 64-unit MLP, "
         f"{h['config']['rounds']} rounds of {h['config']['local_epochs']} local epoch (batch "
         f"{h['config']['batch_size']}, lr {h['config']['lr']}, momentum {h['config']['momentum']}), dense "
@@ -259,6 +398,8 @@ def report(result: dict) -> str:
                      + f" | {_fmt(bd, '%')} | {_fmt(None if ev is None else t['clean'] - ev)} |")
     lines += ["", "Per-attack, per-fraction accuracies of every rule are in `results/attacks.json` (`grid.table`).",
               "", "![accuracy vs Byzantine fraction per rule](results/attacks.png)"]
+    if "weight_lie" in result:
+        lines += ["", _lie_lines(result["weight_lie"], result)]
     return "\n".join(lines)
 
 
