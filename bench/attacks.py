@@ -220,10 +220,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=15, help="Fashion-MNIST rounds")
     parser.add_argument("--grid-rounds", type=int, default=10, help="digits rounds")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--caps", default=",".join(str(c).lower() for c in CAPS),
+                        help="weight caps of the weight-lie part, comma-separated ('none' = no cap)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated subset of {','.join(PARTS)}; the others are kept from the last results")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
+    caps = tuple(None if c == "none" else float(c) for c in args.caps.split(",") if c)
     if not parts or set(parts) - set(PARTS):
         parser.error(f"--parts must name some of {', '.join(PARTS)}")
     pin_threads(2)
@@ -240,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
         else headline(DEFAULT_RULE, attacks, HEADLINE_FRACTIONS, args.seeds, args.rounds, args.workers),
         "weight_lie": lambda: weight_lie(DEFAULT_RULE, (None, DEFAULT_WEIGHT_CAP), 1, 3, ("fedavg", DEFAULT_RULE), 3,
                                          args.workers) if quick
-        else weight_lie(DEFAULT_RULE, CAPS, args.seeds, args.rounds, AVERAGING_RULES, args.grid_rounds, args.workers),
+        else weight_lie(DEFAULT_RULE, caps, args.seeds, args.rounds, AVERAGING_RULES, args.grid_rounds, args.workers),
     }
     previous = RESULTS / "attacks.json"
     result = json.loads(previous.read_text()) if set(parts) != set(PARTS) and previous.exists() else {}

@@ -141,23 +141,30 @@ def normalized(coef: np.ndarray) -> np.ndarray:
 
 
 def dists_to(x: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """Euclidean distance of every row of ``x`` to ``center`` (suspicion scores of the rules that
-    do not form a Gram matrix).
+    """Euclidean distance of every row of ``x`` to float32 ``center`` (suspicion scores of the rules
+    that do not form a Gram matrix).
 
-    Each difference (a correctly rounded float64 subtraction) is quantized on its own grid like
-    a Gram row, so its squared norm is an exact integer dot product: the same everywhere, to
-    ~2^-B relative accuracy. Never used to compute an aggregate.
+    Each difference is a correctly rounded float32 subtraction (float64 where float32 overflows),
+    quantized on its own grid like a Gram row (scaling by a power of two, then ``rint``: both
+    exact), so its squared norm is a sum of integer squares below 2^53, exact in float64 in any
+    order: the same everywhere, to ~2^-B relative accuracy. Never used to compute an aggregate.
     """
     n, d = x.shape
     bits = grid_bits(d)
-    c64 = np.asarray(center, dtype=np.float64)
+    c32 = np.asarray(center, dtype=np.float32)
+    diff = np.empty(d, dtype=np.float32)
+    wide = np.empty(d, dtype=np.float64)
     out = np.empty(n)
     for i in range(n):
-        diff = x[i].astype(np.float64)
-        diff -= c64
-        peak = float(max(diff.max(), -diff.min()))
+        np.subtract(x[i], c32, out=diff)
+        peak = max(float(diff.max()), -float(diff.min()))
+        if math.isinf(peak):                 # |x - c| above the float32 range: subtract in float64
+            np.subtract(x[i], c32, out=wide, dtype=np.float64)
+            peak = max(float(wide.max()), -float(wide.min()))
+        else:
+            wide[:] = diff
         e = math.frexp(peak)[1]
-        diff *= math.ldexp(1.0, bits - e)
-        np.rint(diff, out=diff)
-        out[i] = math.ldexp(math.sqrt(float(diff @ diff)), e - bits)
+        wide *= math.ldexp(1.0, bits - e)    # a power of two: exact
+        np.rint(wide, out=wide)
+        out[i] = math.ldexp(math.sqrt(float(wide @ wide)), e - bits)
     return out
