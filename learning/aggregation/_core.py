@@ -165,7 +165,11 @@ def weighted_mean(x: np.ndarray, weights: np.ndarray, rows: np.ndarray | None = 
     normaliser), then the fixed-order sum, so the mean stays within the rows' range."""
     sel = np.arange(x.shape[0]) if rows is None else np.asarray(rows)
     coef = np.zeros(x.shape[0])
-    coef[sel] = exact.normalized(weights[sel])
+    coef[sel] = weights[sel]
+    total = exact.total(coef)
+    if not total > 0.0:                      # only when weights differ by more than 2^1074
+        raise AggregationError("the weights of the selected updates are all zero")
+    coef /= total
     mean = weighted_sum(x, coef, sel)
     if not np.isfinite(mean).all():          # NaN/Inf input propagates to the sum exactly
         require_finite(x[sel])

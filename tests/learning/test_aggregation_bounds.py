@@ -122,6 +122,12 @@ def test_aggregation_error_is_a_value_error_with_a_reason() -> None:
     assert issubclass(AggregationError, ValueError)
     with pytest.raises(AggregationError, match="not finite in float32"):
         result(np.array([1e39, 0.0]), np.ones(2, dtype=bool), np.zeros(2), ["", ""])
+    # Without a cap, weights 2^1000 apart underflow once scaled: the selected ones carry nothing.
+    x = np.random.default_rng(0).normal(size=(10, 5)).astype(np.float32)
+    w = np.r_[1e300, np.full(9, 1e-320)]
+    with pytest.raises(AggregationError, match="all zero"):
+        aggregate("multikrum", x, w, m=3, weight_cap=None)
+    assert np.isfinite(aggregate("multikrum", x, w, m=3).vector).all()      # the cap evens them out
 
 
 @pytest.mark.parametrize("rule", RULE_NAMES)
