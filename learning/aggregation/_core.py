@@ -61,7 +61,7 @@ class Inputs:
     """Validated inputs of one aggregation, with the Gram matrix computed at most once."""
 
     updates: np.ndarray                       # (n, d) float32, C-contiguous, finite
-    weights: np.ndarray                       # (n,) float64 in [0, 1], largest in [0.5, 1]
+    weights: np.ndarray                       # (n,) float64 in [0, 1], largest in (0.5, 1]
     f: int | None
     seed: int
     evaluate: Callable[[np.ndarray], float] | None
@@ -161,16 +161,14 @@ def weighted_sum(x: np.ndarray, coef: np.ndarray, rows: np.ndarray | None = None
 
 
 def weighted_mean(x: np.ndarray, weights: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """Weighted mean of ``rows`` as float32: coefficients ``w_i / sum(w)`` (correctly rounded
-    normaliser), then the fixed-order sum, so the mean stays within the rows' range."""
+    """Weighted mean of ``rows`` as float32: the fixed-order sum of ``w_i x_i`` divided by the
+    correctly rounded sum of the weights. Weights are at most 1 (:func:`.weighting.unit_scale`),
+    so the sum cannot overflow and the mean stays within the rows' range."""
     sel = np.arange(x.shape[0]) if rows is None else np.asarray(rows)
-    coef = np.zeros(x.shape[0])
-    coef[sel] = weights[sel]
-    total = exact.total(coef)
+    total = exact.total(weights[sel])
     if not total > 0.0:                      # only when weights differ by more than 2^1074
         raise AggregationError("the weights of the selected updates are all zero")
-    coef /= total
-    mean = weighted_sum(x, coef, sel)
+    mean = weighted_sum(x, weights, sel) / total
     if not np.isfinite(mean).all():          # NaN/Inf input propagates to the sum exactly
         require_finite(x[sel])
     return mean.astype(np.float32)

@@ -65,8 +65,7 @@ def quantize(x: np.ndarray, exponents: np.ndarray, bits: int) -> np.ndarray:
     The scaling is exact (a power of two, float32 values fit float64) and ``rint`` is exact
     rounding, so the integers are the same everywhere; ``|q| <= 2^bits``.
     """
-    q = x.astype(np.float64)
-    q *= _powers_of_two(bits - exponents)[:, None]
+    q = np.multiply(x, _powers_of_two(bits - exponents)[:, None], dtype=np.float64)
     return np.rint(q, out=q)
 
 
@@ -160,11 +159,11 @@ def dists_to(x: np.ndarray, center: np.ndarray) -> np.ndarray:
         peak = max(float(diff.max()), -float(diff.min()))
         if math.isinf(peak):                 # |x - c| above the float32 range: subtract in float64
             np.subtract(x[i], c32, out=wide, dtype=np.float64)
-            peak = max(float(wide.max()), -float(wide.min()))
+            e = math.frexp(max(float(wide.max()), -float(wide.min())))[1]
+            wide *= math.ldexp(1.0, bits - e)
         else:
-            wide[:] = diff
-        e = math.frexp(peak)[1]
-        wide *= math.ldexp(1.0, bits - e)    # a power of two: exact
+            e = math.frexp(peak)[1]
+            np.multiply(diff, math.ldexp(1.0, bits - e), out=wide, dtype=np.float64)   # power of two: exact
         np.rint(wide, out=wide)
         out[i] = math.ldexp(math.sqrt(float(wide @ wide)), e - bits)
     return out

@@ -8,7 +8,7 @@ positive weight by ``cap`` times the median positive weight: a sender gains at m
 senders lie the median (and so the bound) is set by honest claims. The default cap was chosen by
 measurement (``bench/attacks.py``, weight-lie part; ``docs/decisions.md``).
 
-:func:`unit_scale` multiplies weights by a power of two so the largest lies in [0.5, 1): ratios
+:func:`unit_scale` multiplies weights by a power of two so the largest lies in (0.5, 1]: ratios
 stay exact, and no sum of weights or of weighted values can overflow float64 whatever the
 claims. Both steps are exact or correctly rounded elementwise operations, the median is a sort,
 so the result is the same on every machine.
@@ -51,8 +51,10 @@ def cap_weights(weights: np.ndarray, live: np.ndarray, cap: float | None) -> tup
 
 
 def unit_scale(values: np.ndarray) -> np.ndarray:
-    """``values`` times the power of two that brings the largest into [0.5, 1) (exact scaling)."""
+    """``values`` times the power of two that brings the largest into (0.5, 1] (exact scaling;
+    equal weights become exactly 1, which the weighted sums add without a multiply)."""
     top = float(values.max())
     if top <= 0.0:
         return values
-    return np.ldexp(values, -math.frexp(top)[1])
+    mantissa, exponent = math.frexp(top)
+    return np.ldexp(values, -(exponent - 1 if mantissa == 0.5 else exponent))
