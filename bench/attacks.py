@@ -213,6 +213,18 @@ def plot(result: dict) -> None:
     plt.close(fig)
 
 
+def _kept_parts(previous: dict) -> dict:
+    """The parts of an earlier results file, each stamped with how and when it was measured (files
+    from before parts could run alone carry that once, for the whole run)."""
+    kept = {}
+    for part in PARTS:
+        if part in previous:
+            kept[part] = {"command": f"python -m bench attacks{' --quick' if previous.get('quick') else ''}",
+                          "part_wall_time": previous.get("wall_time", 0.0), "workers": previous.get("workers"),
+                          "measured_at": previous.get("measured_at", "?"), **previous[part]}
+    return kept
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench attacks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 rules, 3 attacks, 2 fractions, few rounds, 1 seed")
@@ -246,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         else weight_lie(DEFAULT_RULE, caps, args.seeds, args.rounds, AVERAGING_RULES, args.grid_rounds, args.workers),
     }
     previous = RESULTS / "attacks.json"
-    result = json.loads(previous.read_text()) if set(parts) != set(PARTS) and previous.exists() else {}
+    result = _kept_parts(json.loads(previous.read_text())) if set(parts) != set(PARTS) and previous.exists() else {}
     command = "python -m bench attacks" + "".join(f" {a}" for a in (argv or []))
     for part in parts:
         part_started = time.monotonic()
