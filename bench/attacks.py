@@ -44,7 +44,7 @@ EVASION_EPS = 0.1                        # the evasion rows use this radius (pix
 DROP_GOALS = {0.2: 3.0, 0.4: 8.0}        # points of accuracy lost, default rule, Fashion-MNIST
 BACKDOOR_GOAL = 0.05
 PLOTTED = ("sign_flip", "gaussian", "alie", "minmax", "label_flip", "backdoor")
-PARTS = ("grid", "headline", "weight_lie")
+PARTS = ("grid", "headline", "weight_lie", "weight_lie_rules")
 CAPS = (None, 10.0, 3.0, 2.0, 1.5, 1.0)
 CLAIM = 1e9
 # In-distribution poisoning that passes the defences as honest: what a weight lie can amplify.
@@ -131,16 +131,11 @@ LIE_CONDITIONS = {"clean": {}, "clean_quantity": {"partition": "quantity"}, "tru
                   "lie": {**LIAR, "claimed_samples": CLAIM}}
 
 
-def weight_lie(rule: str, caps: tuple[float | None, ...], seeds: int, rounds: int, rules: tuple[str, ...],
-               grid_rounds: int, workers: int) -> dict:
+def weight_lie(rule: str, caps: tuple[float | None, ...], seeds: int, rounds: int, workers: int) -> dict:
     """Per cap: clean accuracy (two partitions) and accuracy under IPM+jitter with true and with
-    10^9 claimed counts (Fashion-MNIST, ``rule``); then ``rules`` on digits without/with the default cap."""
-    from learning.aggregation import DEFAULT_WEIGHT_CAP
-
+    10^9 claimed counts (Fashion-MNIST, ``rule``), paired by seed against no cap."""
     jobs = [_lie_job(FMNIST, rule, cap, s, rounds, **cond)
             for cap in caps for cond in LIE_CONDITIONS.values() for s in range(seeds)]
-    per_rule = [(r, cap, name) for r in rules for cap in (None, DEFAULT_WEIGHT_CAP) for name in ("truthful", "lie")]
-    jobs += [_lie_job(DIGITS, r, cap, 0, grid_rounds, **LIE_CONDITIONS[name]) for r, cap, name in per_rule]
     rows = run_all(simulate_job, jobs, workers)
     acc = iter(row["final_accuracy"] for row in rows)
     runs = {str(cap): {name: [next(acc) for _ in range(seeds)] for name in LIE_CONDITIONS} for cap in caps}
@@ -151,19 +146,35 @@ def weight_lie(rule: str, caps: tuple[float | None, ...], seeds: int, rounds: in
         table[cap]["lie_gain_points"] = mean_std(100 * (t - a) for t, a in zip(cells["truthful"], cells["lie"]))
         for name in ("clean", "clean_quantity"):
             table[cap][f"{name}_cost_points"] = mean_std(100 * (u - c) for u, c in zip(uncapped[name], cells[name]))
-    digits: dict[str, Any] = {}
-    for r, cap, name in per_rule:
-        digits.setdefault(r, {}).setdefault(str(cap), {})[name] = next(acc)
-    default = table.get(str(DEFAULT_WEIGHT_CAP))
-    noise = None if default is None else max(0.01, 2 * default["truthful"]["std"])
-    goal = None if default is None else {
-        "default_cap": DEFAULT_WEIGHT_CAP, "lie_gain_points": default["lie_gain_points"]["mean"],
-        "seed_noise_points": 100 * noise, "met": abs(default["lie_gain_points"]["mean"]) <= 100 * noise}
     return {"dataset": "fashion_mnist", "rule": rule, "seeds": seeds, "claim": CLAIM, "attack": LIAR,
             "config": {**FMNIST, "rounds": rounds}, "caps": [str(c) for c in caps], "table": table,
-            "digits": {"config": {**DIGITS, "rounds": grid_rounds, "seed": 0}, "default_cap": DEFAULT_WEIGHT_CAP,
-                       "rules": digits},
-            "goal": goal, "wall_time": sum(r["wall_time"] for r in rows)}
+            "wall_time": sum(r["wall_time"] for r in rows)}
+
+
+def weight_lie_rules(rules: tuple[str, ...], caps: tuple[float | None, ...], rounds: int, workers: int) -> dict:
+    """Every averaging rule on digits (seed 0) under the same attack, true counts and 10^9, per cap."""
+    cells = [(r, cap, name) for r in rules for cap in caps for name in ("truthful", "lie")]
+    rows = run_all(simulate_job, [_lie_job(DIGITS, r, cap, 0, rounds, **LIE_CONDITIONS[name]) for r, cap, name in cells],
+                   workers)
+    table: dict[str, Any] = {}
+    for (r, cap, name), row in zip(cells, rows):
+        table.setdefault(r, {}).setdefault(str(cap), {})[name] = row["final_accuracy"]
+    return {"dataset": "digits", "config": {**DIGITS, "rounds": rounds, "seed": 0}, "caps": [str(c) for c in caps],
+            "claim": CLAIM, "attack": LIAR, "table": table, "wall_time": sum(r["wall_time"] for r in rows)}
+
+
+def lie_goal(w: dict) -> dict | None:
+    """Whether a lie changes nothing at the library's default cap (within 2 std of the true-count
+    runs over seeds, and at least 1 point)."""
+    from learning.aggregation import DEFAULT_WEIGHT_CAP
+
+    cell = w["table"].get(str(DEFAULT_WEIGHT_CAP))
+    if cell is None:
+        return None
+    noise = 100 * max(0.01, 2 * cell["truthful"]["std"])
+    gain = cell["lie_gain_points"]["mean"]
+    return {"default_cap": DEFAULT_WEIGHT_CAP, "lie_gain_points": gain, "seed_noise_points": noise,
+            "met": abs(gain) <= noise}
 
 
 def _goals(h: dict, fractions: tuple[float, ...]) -> dict:
@@ -253,9 +264,11 @@ def main(argv: list[str] | None = None) -> dict:
                                                              args.workers),
         "headline": lambda: headline(DEFAULT_RULE, ("sign_flip", "backdoor"), (0.2,), 1, 2, args.workers) if quick
         else headline(DEFAULT_RULE, attacks, HEADLINE_FRACTIONS, args.seeds, args.rounds, args.workers),
-        "weight_lie": lambda: weight_lie(DEFAULT_RULE, (None, DEFAULT_WEIGHT_CAP), 1, 3, ("fedavg", DEFAULT_RULE), 3,
-                                         args.workers) if quick
-        else weight_lie(DEFAULT_RULE, caps, args.seeds, args.rounds, AVERAGING_RULES, args.grid_rounds, args.workers),
+        "weight_lie": lambda: weight_lie(DEFAULT_RULE, (None, DEFAULT_WEIGHT_CAP), 1, 3, args.workers) if quick
+        else weight_lie(DEFAULT_RULE, caps, args.seeds, args.rounds, args.workers),
+        "weight_lie_rules": lambda: weight_lie_rules(("fedavg", DEFAULT_RULE), (None, DEFAULT_WEIGHT_CAP), 3,
+                                                     args.workers) if quick
+        else weight_lie_rules(AVERAGING_RULES, caps, args.grid_rounds, args.workers),
     }
     previous = RESULTS / "attacks.json"
     result = _kept_parts(json.loads(previous.read_text())) if set(parts) != set(PARTS) and previous.exists() else {}
@@ -277,8 +290,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _print(result: dict) -> None:
-    if "weight_lie" in result:
-        print(_lie_lines(result["weight_lie"]))
+    if "weight_lie" in result or "weight_lie_rules" in result:
+        print(_lie_lines(result, with_runs=False))
     if "headline" not in result:
         return
     h = result["headline"]
@@ -306,53 +319,56 @@ def _cap_name(cap: str) -> str:
     return "none" if cap == "None" else f"{float(cap):g} x median"
 
 
-def _lie_lines(w: dict, result: dict | None = None) -> str:
-    """Markdown of the weight-lie part."""
-    c, t = w["config"], w["table"]
-    lines = [
-        "### A lie about sample counts",
-        "",
-        f"Sample counts are self-reported. {w['attack']['byzantine_fraction']:.0%} of the nodes send "
-        f"{w['attack']['attack']} updates (eps 0.5) with jitter {w['attack']['attack_params']['jitter']} (each "
-        "attacker adds its own noise of the honest spread, so they are neither near copies nor outliers and the "
-        f"defence accepts them), once claiming their true sample counts and once claiming {w['claim']:.0e} "
-        f"samples each. `{w['rule']}` on full Fashion-MNIST ({c['num_nodes']} nodes, {c['partition']} "
-        f"{c['dirichlet_alpha']}, {c['model']}, {c['rounds']} rounds), {w['seeds']} seed(s), mean ± std; "
-        "costs and gains are paired by seed. Clean runs measure what each cap costs honest federations: "
-        "label skew (Dirichlet 0.5: the largest node holds up to ~2.7x the median count) and quantity skew "
-        "(Dirichlet 0.5 over sizes: up to ~21x the median). Cap = `weight_cap` of `aggregate` (every positive "
-        "weight clipped to cap x the median positive weight; none = the library before the cap)."
-        + (f" Run: {_ran(w, result)}." if result is not None else ""),
-        "",
-        "| weight cap | clean, label skew | cost (points) | clean, quantity skew | cost (points) | "
-        "attackers, true counts | attackers claim 1e9 | accuracy the lie takes (points) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for cap in w["caps"]:
-        r = t[cap]
-        lines.append(f"| {_cap_name(cap)} | {pm(r['clean'])}% | {pm(r['clean_cost_points'], 1.0)} | "
-                     f"{pm(r['clean_quantity'])}% | {pm(r['clean_quantity_cost_points'], 1.0)} | "
-                     f"{pm(r['truthful'])}% | {pm(r['lie'])}% | {pm(r['lie_gain_points'], 1.0)} |")
-    goal = w.get("goal")
-    if goal:
-        lines += ["", f"Goal: with the default cap ({goal['default_cap']:g}) a lie changes nothing: it takes "
-                      f"{goal['lie_gain_points']:.1f} points against a seed noise of {goal['seed_noise_points']:.1f} "
-                      f"(2 std of the true-count runs, at least 1 point) - **{'met' if goal['met'] else 'not met'}**."]
-    d = w["digits"]
-    cap = str(d["default_cap"])
-    lines += ["", f"Every averaging rule, fast configuration (digits, {d['config']['rounds']} rounds, seed 0, same "
-                  "attack), accuracy (%) with true counts / claiming 1e9:", "",
-              f"| rule | no cap | cap {d['default_cap']:g} x median |", "|---|---:|---:|"]
-    for rule, cells in d["rules"].items():
-        lines.append(f"| {rule} | " + " | ".join(f"{100 * cells[k]['truthful']:.1f} / {100 * cells[k]['lie']:.1f}"
-                                                 for k in ("None", cap)) + " |")
+def _lie_lines(result: dict, with_runs: bool = True) -> str:
+    """Markdown of the weight-lie parts (Fashion-MNIST cap sweep, every averaging rule on digits)."""
+    lines = ["### A lie about sample counts", ""]
+    w = result.get("weight_lie")
+    if w is not None:
+        c, t = w["config"], w["table"]
+        lines += [
+            f"Sample counts are self-reported. {w['attack']['byzantine_fraction']:.0%} of the nodes send "
+            f"{w['attack']['attack']} updates (eps 0.5) with jitter {w['attack']['attack_params']['jitter']} (each "
+            "attacker adds its own noise of the honest spread, so they are neither near copies nor outliers and "
+            f"the defence accepts them), once claiming their true sample counts and once claiming {w['claim']:.0e} "
+            f"samples each. `{w['rule']}` on full Fashion-MNIST ({c['num_nodes']} nodes, {c['partition']} "
+            f"{c['dirichlet_alpha']}, {c['model']}, {c['rounds']} rounds), {w['seeds']} seeds, mean ± std; "
+            "costs and gains are paired by seed. Clean runs measure what each cap costs honest federations: "
+            "label skew (Dirichlet 0.5: the largest node holds up to ~2.7x the median count) and quantity skew "
+            "(Dirichlet 0.5 over sizes: up to ~21x the median). Cap = `weight_cap` of `aggregate` (every "
+            "positive weight clipped to cap x the median positive weight; none = the library before the cap)."
+            + (f" Run: {_ran(w, result)}." if with_runs else ""),
+            "",
+            "| weight cap | clean, label skew | cost (points) | clean, quantity skew | cost (points) | "
+            "attackers, true counts | attackers claim 1e9 | accuracy the lie takes (points) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for cap in w["caps"]:
+            r = t[cap]
+            lines.append(f"| {_cap_name(cap)} | {pm(r['clean'])}% | {pm(r['clean_cost_points'], 1.0)} | "
+                         f"{pm(r['clean_quantity'])}% | {pm(r['clean_quantity_cost_points'], 1.0)} | "
+                         f"{pm(r['truthful'])}% | {pm(r['lie'])}% | {pm(r['lie_gain_points'], 1.0)} |")
+        goal = lie_goal(w)
+        if goal:
+            lines += ["", f"Goal: with the default cap ({goal['default_cap']:g} x median) a lie changes nothing: "
+                          f"it takes {goal['lie_gain_points']:.1f} points against a seed noise of "
+                          f"{goal['seed_noise_points']:.1f} (2 std of the true-count runs, at least 1 point) - "
+                          f"**{'met' if goal['met'] else 'not met'}**."]
+    d = result.get("weight_lie_rules")
+    if d is not None:
+        lines += ["", f"Every averaging rule, fast configuration (digits, {d['config']['rounds']} rounds, seed 0, one "
+                      "run per cell, so a few points are noise; same attack), accuracy (%) with true counts / "
+                      "claiming 1e9" + (f". Run: {_ran(d, result)}." if with_runs else ":"), "",
+                  "| rule | " + " | ".join(f"cap {_cap_name(c)}" for c in d["caps"]) + " |",
+                  "|---|" + "---:|" * len(d["caps"])]
+        for rule, cells in d["table"].items():
+            lines.append(f"| {rule} | " + " | ".join(f"{100 * cells[c]['truthful']:.1f} / {100 * cells[c]['lie']:.1f}"
+                                                     for c in d["caps"]) + " |")
     return "\n".join(lines)
 
 
 def report(result: dict) -> str:
     if "headline" not in result or "grid" not in result:
-        return "## Accuracy under attack\n\n" + (_lie_lines(result["weight_lie"], result) if "weight_lie" in result
-                                                  else "No results.")
+        return "## Accuracy under attack\n\n" + _lie_lines(result)
     h, g = result["headline"], result["grid"]
     fr = list(next(iter(h["attacks"].values())))
     lines = [
@@ -413,8 +429,8 @@ def report(result: dict) -> str:
                      + f" | {_fmt(bd, '%')} | {_fmt(None if ev is None else t['clean'] - ev)} |")
     lines += ["", "Per-attack, per-fraction accuracies of every rule are in `results/attacks.json` (`grid.table`).",
               "", "![accuracy vs Byzantine fraction per rule](results/attacks.png)"]
-    if "weight_lie" in result:
-        lines += ["", _lie_lines(result["weight_lie"], result)]
+    if "weight_lie" in result or "weight_lie_rules" in result:
+        lines += ["", _lie_lines(result)]
     return "\n".join(lines)
 
 

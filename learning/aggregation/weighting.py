@@ -23,7 +23,7 @@ import numpy as np
 
 from .exact import median
 
-DEFAULT_WEIGHT_CAP = 1.5
+DEFAULT_WEIGHT_CAP = 1.0
 
 
 def check_cap(cap: float | None) -> float | None:
