@@ -5,8 +5,10 @@ Nothing can verify a count, so an uncapped weight lets one sender who claims 2^6
 set the aggregate of every averaging rule to its own vector. :func:`cap_weights` bounds each
 positive weight by ``cap`` times the median positive weight: a sender gains at most a factor
 ``cap`` over a typical honest one, however much it claims, and as long as fewer than half of the
-senders lie the median (and so the bound) is set by honest claims. The default cap was chosen by
-measurement (``bench/attacks.py``, weight-lie part; ``docs/decisions.md``).
+senders lie the median (and so the bound) is set by honest claims. The default, 1.0, lets no
+sender count more than the median sender: measured on Fashion-MNIST it leaves a 10^9 claim no
+gain beyond seed noise and costs honest federations at most 0.2 points, also when a few nodes
+hold most samples (``bench/attacks.py``, weight-lie part; ``docs/decisions.md``).
 
 :func:`unit_scale` multiplies weights by a power of two so the largest lies in (0.5, 1]: ratios
 stay exact, and no sum of weights or of weighted values can overflow float64 whatever the
