@@ -360,9 +360,12 @@ def _lie_lines(result: dict, with_runs: bool = True) -> str:
                       "claiming 1e9" + (f". Run: {_ran(d, result)}." if with_runs else ":"), "",
                   "| rule | " + " | ".join(f"cap {_cap_name(c)}" for c in d["caps"]) + " |",
                   "|---|" + "---:|" * len(d["caps"])]
-        for rule, cells in d["table"].items():
+        for rule in sorted(d["table"], key=lambda r: AVERAGING_RULES.index(r)):     # library order
+            cells = d["table"][rule]
             lines.append(f"| {rule} | " + " | ".join(f"{100 * cells[c]['truthful']:.1f} / {100 * cells[c]['lie']:.1f}"
                                                      for c in d["caps"]) + " |")
+        lines += ["", "Even at 1 x median a lie is not worth nothing: an attacker whose true count is below the "
+                      "median can still raise its weight to the median's (true of any cap >= 1)."]
     return "\n".join(lines)
 
 
