@@ -130,6 +130,10 @@ class Gossip:
                                       peers_banned=len(self._router.scores.banned()),
                                       seen_entries=len(seen), seen_evictions=seen.evictions)
 
+    def banned(self) -> dict[str, float]:
+        """Node ids banned for misbehaviour, with the seconds left on each ban."""
+        return self._router.scores.banned()
+
     def known_urls(self) -> list[str]:
         """Peer URLs in the address book (bootstrap, advertised and exchanged)."""
         return self._book.urls()

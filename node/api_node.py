@@ -59,7 +59,8 @@ async def get_status(ctx: Any, request: web.Request) -> dict:
 async def get_net_info(ctx: Any, request: web.Request) -> dict:
     peers = [_plain(p) for p in ctx.gossip.peers()]
     return {"url": ctx.config.network.url, "max_peers": ctx.config.network.max_peers,
-            "n_peers": len(peers), "peers": peers}
+            "n_peers": len(peers), "peers": peers,
+            "banned": [{"node_id": nid, "seconds_left": left} for nid, left in sorted(ctx.gossip.banned().items())]}
 
 
 async def get_genesis(ctx: Any, request: web.Request) -> web.Response:
@@ -168,7 +169,7 @@ NODE_ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", get_health, "Liveness: answers while the node serves.", "node",
           response={"type": "object", "properties": {"ok": {"type": "boolean"}}}),
     Route("GET", "/status", get_status, "Identity, heights, sync state and peer count of this node.", "node"),
-    Route("GET", "/net_info", get_net_info, "Connected gossip peers.", "node"),
+    Route("GET", "/net_info", get_net_info, "Connected gossip peers, and the node ids banned for misbehaviour.", "node"),
     Route("GET", "/genesis", get_genesis, "The chain's genesis file.", "node"),
     Route("GET", "/metrics", get_metrics, "Prometheus metrics (text exposition 0.0.4).", "node",
           response={"type": "string"}, content_type="text/plain"),

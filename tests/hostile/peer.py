@@ -1,0 +1,85 @@
+"""An attacker's peer built on the project's own wire code, free to lie.
+
+It authenticates exactly as a daemon does (``gossip.handshake``), so an attack test exercises the
+same code paths a real adversary with a fresh key would reach, and then sends whatever frames the
+test wants: well-formed envelopes from any key, raw bytes, peer-exchange lists.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+
+from gossip.codec import unpack
+from gossip.crypto import KeyPair
+from gossip.envelope import Envelope
+from gossip.handshake import Identity, handshake
+from gossip.wire import msg_frame, peers_frame
+
+FRAME_LIMIT = 64 * 1024 * 1024
+
+
+class HostilePeer:
+    """One connection to a victim's ``/p2p`` endpoint; use as an async context manager."""
+
+    def __init__(self, chain_id: str, keypair: KeyPair | None = None, listen_url: str = "") -> None:
+        self.chain_id = chain_id
+        self.keypair = keypair or KeyPair.generate()
+        self.listen_url = listen_url
+        self.session: aiohttp.ClientSession | None = None
+        self.ws: Any = None
+
+    @property
+    def node_id(self) -> str:
+        return self.keypair.node_id
+
+    async def __aenter__(self) -> "HostilePeer":
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def open(self, url: str) -> None:
+        """A bare WebSocket to ``url``'s ``/p2p``, before any handshake."""
+        assert self.session is not None, "use HostilePeer as an async context manager"
+        self.ws = await self.session.ws_connect(url + "/p2p", max_msg_size=FRAME_LIMIT)
+
+    async def connect(self, url: str, timeout: float = 10.0) -> None:
+        """Open and authenticate as ``keypair``, as a daemon would."""
+        await self.open(url)
+        await handshake(self.ws, Identity(self.keypair, self.chain_id, self.listen_url),
+                        max_message=FRAME_LIMIT, timeout=timeout, is_banned=lambda _node_id: False)
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.ws.send_bytes(data)
+
+    async def publish(self, topic: str, body: bytes, *, publisher: KeyPair | None = None,
+                      seq: int | None = None) -> None:
+        """A validly signed envelope on ``topic`` from ``publisher`` (default: this peer's key)."""
+        kp = publisher or self.keypair
+        seq = time.time_ns() // 1000 if seq is None else seq
+        await self.send_raw(msg_frame(Envelope.create(kp, self.chain_id, topic, seq, body)))
+
+    async def send_peers(self, urls: list[str]) -> None:
+        await self.send_raw(peers_frame(urls))
+
+    async def receive(self, timeout: float = 5.0) -> list | None:
+        """The next frame from the victim, decoded; None when the victim closed the connection."""
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type is aiohttp.WSMsgType.BINARY:
+            return unpack(msg.data, FRAME_LIMIT)
+        return None
+
+    @property
+    def closed(self) -> bool:
+        return self.ws is None or self.ws.closed
+
+    async def close(self) -> None:
+        if self.ws is not None and not self.ws.closed:
+            await self.ws.close()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
