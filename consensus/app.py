@@ -37,6 +37,8 @@ class BlockContext:
     timestamp_ms: int
     state: Any
     signed_header: Any = None  # SignedHeader of a proposal being verified (evidence of a bad payload)
+    attempt: int = 0  # slots of this height that passed before this block's slot (chain data: all agree)
+    retry: bool = False  # proposer only: a proposal of this height was seen and the height is still open
 
 
 @dataclass(frozen=True)

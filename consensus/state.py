@@ -125,9 +125,45 @@ class ChainState:
         """Balances + stakes + unbonding: changes only by rewards, penalties and slashes."""
         return sum(acc.holdings for acc in self._accounts.values())
 
-    def active_delegates(self, height: int) -> list[str]:
-        """Delegates not jailed at ``height``."""
-        return [d for d in self._delegates if not self._accounts[d].is_jailed(height)]
+    def voters(self, height: int) -> list[str]:
+        """Who votes at ``height``, sorted: the elected delegates that are not jailed, never fewer
+        than ``min_delegates`` (or all delegates, if fewer were elected).
+
+        Jailing must not shrink the voter set until one key finalizes alone, so when too few
+        delegates are free, standby candidates step in in election order, and if the candidates
+        run out the jailed delegates keep their vote (they lose their slots, see
+        :meth:`proposers`). The set is never empty.
+        """
+        free = [d for d in self._delegates if not self._accounts[d].is_jailed(height)]
+        floor = min(self.genesis.min_delegates, len(self._delegates))
+        if len(free) >= floor:
+            return free
+        chosen = set(free)
+        ranked = sorted(self.candidate_scores().items(), key=lambda kv: (-kv[1], kv[0]))
+        for nid, _ in ranked:
+            if len(chosen) >= floor:
+                break
+            chosen.add(nid)
+        for nid in sorted(self._delegates, key=lambda d: (self._accounts[d].jailed_until, d)):
+            if len(chosen) >= floor:
+                break
+            chosen.add(nid)
+        return sorted(chosen)
+
+    def proposers(self, height: int) -> list[str]:
+        """Who takes slots at ``height``: the voters that are not jailed (all voters if every
+        one of them is, so that the chain always has a proposer)."""
+        voters = self.voters(height)
+        free = [v for v in voters if not self._accounts[v].is_jailed(height)]
+        return free or voters
+
+    def could_vote(self, node_id: str) -> bool:
+        """Whether ``node_id`` can be, or recently was, a voter: a delegate, or an account with at
+        least the candidate stake. Evidence against anyone else is not worth checking: a key
+        that never voted cannot have double-signed a vote that counts."""
+        acc = self._accounts.get(node_id)
+        return acc is not None and (node_id in self._delegates or acc.stake + acc.unbonding_total
+                                    >= self.genesis.min_candidate_stake)
 
     def account(self, node_id: str) -> Account | None:
         """A copy of the account (mutating it does not change the state), or None."""
@@ -249,8 +285,12 @@ class ChainState:
         prod.produced += 1
         self._block = _OpenBlock(height, block_hash, producer)
 
-    def apply_evidence(self, ev: Evidence) -> str | None:
-        """Slash and jail a double signer; returns why not when the evidence is not applicable."""
+    def evidence_problem(self, ev: Evidence, *, verify: bool = True) -> str | None:
+        """Why ``ev`` cannot be applied now (None if it can), without changing anything.
+
+        The cheap checks (offender, window, already punished) come before the two signature
+        checks; ``verify=False`` skips those for evidence whose signatures were checked before.
+        """
         if not isinstance(ev, Evidence):
             return "not evidence"
         try:
@@ -258,20 +298,27 @@ class ChainState:
         except (AttributeError, TypeError, ValueError):
             return "malformed evidence"
         g, height = self.genesis, self._exec_height()
-        acc = self._accounts.get(offender)
-        if acc is None:
+        if offender not in self._accounts:
             return f"offender {str(offender)[:12]}... has no account"
+        if not self.could_vote(offender):
+            return f"offender {offender[:12]}... has no stake and is no delegate"
         if ev_height > height:
             return f"evidence from height {ev_height} is ahead of block {height}"
         if height - ev_height > g.unbonding_blocks:
             return f"evidence from height {ev_height} is older than unbonding_blocks ({g.unbonding_blocks})"
         if ev_hash in self._punished or (offender, ev_height) in self._punished.values():
             return f"{offender[:12]}... was already punished for height {ev_height}"
-        if (reason := ev.check(self.chain_id)) is not None:
+        return ev.check(self.chain_id) if verify else None
+
+    def apply_evidence(self, ev: Evidence) -> str | None:
+        """Slash and jail a double signer; returns why not when the evidence is not applicable."""
+        if (reason := self.evidence_problem(ev)) is not None:
             return reason
-        acc.slash(g.slash_bps, ev_height, g.unbonding_blocks)
-        acc.jailed_until = max(acc.jailed_until, height + g.jail_blocks)
-        self._punished[ev_hash] = (offender, ev_height)
+        g = self.genesis
+        acc = self._accounts[ev.offender]
+        acc.slash(g.slash_bps, ev.height, g.unbonding_blocks)
+        acc.jailed_until = max(acc.jailed_until, self._exec_height() + g.jail_blocks)
+        self._punished[ev.hash] = (ev.offender, ev.height)
         return None
 
     def apply_stake_changes(self, changes: Iterable[tuple[str, int, str]]) -> None:

@@ -29,7 +29,7 @@ ROUTES: tuple[Route, ...] = NODE_ROUTES + CHAIN_ROUTES + FL_ROUTES
 class ApiContext:
     """What the handlers see: the engine's read side and submit, gossip's peers and counters."""
 
-    engine: Any
+    engine: Any  # consensus.views.ChainView: the engine's read side, tx submission and events
     gossip: Any
     config: NodeConfig
     genesis: Genesis
@@ -55,7 +55,7 @@ def openapi_document(routes: tuple[Route, ...] = ROUTES) -> dict:
 def build_api(app: web.Application, engine: Any, gossip: Any, config: NodeConfig, genesis: Genesis,
               fl: Any = None, loop_lag: Any = None) -> ApiContext:
     """Register the API on ``app`` (before it starts) and return the handlers' shared context."""
-    ctx = ApiContext(engine, gossip, config, genesis, genesis_text(genesis), openapi_document(), fl=fl,
+    ctx = ApiContext(engine.view, gossip, config, genesis, genesis_text(genesis), openapi_document(), fl=fl,
                      loop_lag=loop_lag)
     app.middlewares.append(error_middleware)
     for route in ROUTES:

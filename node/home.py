@@ -22,7 +22,14 @@ from typing import Iterable
 
 from consensus.genesis import Genesis, GenesisError
 from gossip.crypto import KeyPair
-from node.config import DEFAULT_HOST, DEFAULT_PORT, ConfigError, NodeConfig, load_config, save_config
+from node.config import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ConfigError,
+    NodeConfig,
+    load_config,
+    save_config,
+)
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,8 @@ def test_too_few_candidates_keep_the_current_set():
     run_block(st)
     assert run_block(st) is False  # height 5: only 3 eligible candidates < min_delegates 4
     assert st.epoch == 1 and st.delegates == IDS[:4]
-    assert st.active_delegates(6) == [IDS[0], IDS[2], IDS[3]]
+    assert st.proposers(6) == [IDS[0], IDS[2], IDS[3]]
+    assert st.voters(6) == IDS[:4]  # no standby candidate: the jailed delegate keeps its vote
 
 
 def test_jailed_delegate_leaves_at_the_boundary_and_returns_later():

@@ -233,10 +233,10 @@ def test_state_of_a_real_history_round_trips_through_the_store(db):
 def test_schema_version_and_missing_tables_are_checked(db, chain):
     with ChainStore(db, chain.genesis) as store:
         store._conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
-    with pytest.raises(StoreError, match="has schema version 99; this version of fedchain reads version 1"):
+    with pytest.raises(StoreError, match="has schema version 99; this version of fedchain reads version 2"):
         ChainStore(db, chain.genesis)
     conn = sqlite3.connect(db)
-    conn.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'")
     conn.execute("DROP TABLE signing")
     conn.commit()
     conn.close()

@@ -57,8 +57,8 @@ class Chain:
         return next((b.hash for b in reversed(self.blocks) if b.header.slot < first_slot), self.genesis.hash)
 
     def tip(self) -> Tip:
-        active = self.state.active_delegates(self.state.height + 1)
-        return Tip(self.genesis, self.state, self.app, Schedule(active, self._anchor),
+        proposers = self.state.proposers(self.state.height + 1)
+        return Tip(self.genesis, self.state, self.app, Schedule(proposers, self._anchor),
                    self.blocks[-1] if self.blocks else None, self.voters,
                    quorum(len(self.voters)) if self.voters else 0)
 
@@ -106,7 +106,7 @@ class Chain:
         outcome = self.app.finalize_block(tip.context(block), block.payload)
         st.apply_stake_changes(outcome.stake_changes)
         st.end_block()
-        self.voters = sorted(tip.schedule.active)
+        self.voters = self.state.voters(self.state.height + 1)
         self.commit = commit_for(block, [KEY_OF[v] for v in self.voters[:quorum(len(self.voters))]])
         self.state = st
         self.blocks.append(block)
@@ -235,7 +235,7 @@ async def test_timestamp_not_after_the_parent() -> None:
 
 async def test_first_block_must_not_carry_a_commit() -> None:
     c = Chain()
-    stray = Commit(0, sha256(b"x"), ())
+    stray = Commit(0, 0, sha256(b"x"), ())
     block = await c.propose(0, last_commit=stray)
     assert await c.validate(block) == "first block carries a commit"
 
