@@ -73,9 +73,13 @@ class Inbound:
         return verdict
 
     def _buffer(self, sender: str, kind: str, obj: Any) -> Verdict:
-        """Keep a next-height message from a current voter for later; never forward it."""
+        """Keep a next-height message from a current voter for later; never forward it. A key
+        that could not be a voter at the next height either (no delegate, no stake) is junk."""
         if sender in self.e.executor.voters:
             self.future[sender].append((kind, obj))
+            return Verdict.IGNORE
+        if not self.e.executor.state.could_vote(sender):
+            return self._drop("not_a_candidate", Verdict.REJECT)
         return Verdict.IGNORE
 
     def replay(self) -> list[tuple[str, Any]]:
@@ -122,7 +126,7 @@ class Inbound:
         a commit for our height, that commit decides our height now (signatures checked once)."""
         e = self.e
         if proposal.proposer not in e.executor.voters:
-            return self._drop("other_height", Verdict.IGNORE)
+            return self._buffer(proposal.proposer, "proposal", (proposal, block, proof))
         commit = block.last_commit
         if (commit is not None and commit.height == e.height and not e.machine.decision
                 and proposal.verify_signature() and e.executor.check_commit_only(commit) is None):

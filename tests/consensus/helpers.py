@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from consensus.genesis import Genesis, make_genesis
 from consensus.state import ChainState
-from consensus.types import EMPTY_HASH, Block, BlockHeader, Commit, Evidence, Tx, Vote, merkle_root
+from consensus.types import (
+    EMPTY_HASH,
+    Block,
+    BlockHeader,
+    Commit,
+    Evidence,
+    Tx,
+    Vote,
+    merkle_root,
+)
 from gossip.crypto import KeyPair, sha256
 
 CHAIN = "test-chain"

@@ -15,7 +15,16 @@ import pytest
 
 from consensus.election import quorum
 from consensus.machine import (
-    PREVOTE, PROPOSE, ArmTimeout, CastVote, Decide, Equivocation, FetchDecided, HeightMachine, Propose, Step,
+    PREVOTE,
+    PROPOSE,
+    ArmTimeout,
+    CastVote,
+    Decide,
+    Equivocation,
+    FetchDecided,
+    HeightMachine,
+    Propose,
+    Step,
     Timeouts,
 )
 from consensus.types import EMPTY_HASH, Vote

@@ -12,8 +12,18 @@ from hypothesis import strategies as hs
 from consensus.state import ChainState, InvalidTx, StateError
 from consensus.types import TX_KINDS, Evidence, Tx
 from gossip.codec import pack, unpack
-from tests.consensus.helpers import (CHAIN, IDS, KEYS, OUTSIDER, block_hash, double_precommit, genesis,
-                                     run_block, state, tx)
+from tests.consensus.helpers import (
+    CHAIN,
+    IDS,
+    KEYS,
+    OUTSIDER,
+    block_hash,
+    double_precommit,
+    genesis,
+    run_block,
+    state,
+    tx,
+)
 
 A, B, C, D = KEYS[:4]
 

@@ -12,7 +12,16 @@ import pytest
 
 from consensus.state import ChainState
 from consensus.store import ChainStore, StoreError
-from tests.consensus.helpers import (IDS, KEYS, commit_for, finalize, genesis, make_block, state, tx)
+from tests.consensus.helpers import (
+    IDS,
+    KEYS,
+    commit_for,
+    finalize,
+    genesis,
+    make_block,
+    state,
+    tx,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
