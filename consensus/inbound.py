@@ -191,9 +191,11 @@ class Inbound:
         if reason is None:
             e.evidence_seen(ev)
             return Verdict.ACCEPT
-        if "signature" in reason or "another chain" in reason or "identical" in reason or "not by one" in reason:
-            return self._drop("evidence_invalid", Verdict.REJECT)
-        return self._drop("evidence_unusable", Verdict.IGNORE)
+        if reason == "duplicate":
+            return self._drop("evidence_duplicate", Verdict.IGNORE)
+        if "too old" in reason or "older than" in reason or "already punished" in reason or "ahead of" in reason:
+            return self._drop("evidence_unusable", Verdict.IGNORE)  # a matter of our height, nobody's fault
+        return self._drop("evidence_invalid", Verdict.REJECT)  # forged, malformed, or against a stranger
 
     async def deliver_noop(self, env: Any) -> None:
         """Transactions and evidence enter their pools during validation."""

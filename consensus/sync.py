@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
@@ -66,7 +67,8 @@ class Syncer:
     def __init__(self, fetcher: BlockFetcher, peers: Callable[[], list[str]], target: SyncTarget, *,
                  interval_s: float, max_message: int, horizon_ms: int,
                  checkpoint: tuple[int, bytes] | None = None, clock: Callable[[], float] = time.monotonic,
-                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 metrics: Counter | None = None) -> None:
         self.fetcher = fetcher
         self.peers = peers
         self.target = target
@@ -79,8 +81,7 @@ class Syncer:
         self._wake = asyncio.Event()
         self._failures: dict[str, tuple[int, float]] = {}  # url -> (failures in a row, retry after)
         self._decided: tuple[int, bytes, Commit] | None = None
-        self.applied = 0
-        self.refused = 0
+        self.metrics: Counter = metrics if metrics is not None else Counter()
         self.stale_trust = False
 
     def poke(self) -> None:
@@ -115,6 +116,7 @@ class Syncer:
         count = self._failures.get(url, (0, 0.0))[0] + 1
         delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (count - 1))
         self._failures[url] = (count, self._clock() + delay)
+        self.metrics["sync_backoffs"] += 1
         log.info("sync source %s backed off for %.0fs: %s", url, delay, why)
 
     def trusted(self, height: int) -> bool:
@@ -137,7 +139,7 @@ class Syncer:
             try:
                 got = await self._sync_from(url, claimed)
             except SyncError as exc:
-                self.refused += 1
+                self.metrics["sync_refused"] += 1
                 self._fail(url, str(exc))
                 continue
             if got == 0 and self.target.height <= claimed:
@@ -179,7 +181,6 @@ class Syncer:
                 if reason is not None:
                     raise SyncError(f"block {block.height}: {reason}")
                 applied += 1
-                self.applied += 1
         return applied
 
     async def _fetch_decided(self) -> None:

@@ -161,7 +161,7 @@ async def test_self_incriminating_evidence_of_a_zero_stake_key_costs_no_signatur
     real = Vote.verify_signature
     monkeypatch.setattr(Vote, "verify_signature", lambda self: checks.append(self) or real(self))
     env = envelope("consensus/evidence", pack(Evidence("double_precommit", a, b).to_wire()), fresh)
-    assert await engine.inbound.validate_evidence(env) is Verdict.IGNORE
+    assert await engine.inbound.validate_evidence(env) is Verdict.REJECT
     assert checks == [] and len(engine.evidence) == 0
 
 
