@@ -1,7 +1,7 @@
 """Read-only chain endpoints: blocks, commits, delegates, schedule, accounts, transactions.
 
 Each handler translates checked parameters into one call on the engine's read side
-(``consensus/query.py``) and shapes the answer; none reaches into engine internals.
+(``consensus/views.py``) and shapes the answer; none reaches into engine internals.
 
 Every block and commit carries ``raw``, the hex of its exact msgpack wire bytes, which is what a
 syncing node verifies signatures over (re-encoding a parsed JSON block could not reproduce the

@@ -115,25 +115,34 @@ def test_one_account_flooding_the_mempool_fills_only_its_quota(victims):
 async def junk_for_the_next_height(url: str, chain_id: str, count: int) -> tuple[bool, str]:
     async with HostilePeer(chain_id) as peer:
         await peer.connect(url)
-        for i in range(count):
-            if i % 64 == 0:  # follow the chain, so the junk is always for the height after the victim's
-                async with peer.session.get(url + "/status") as resp:
-                    height = (await resp.json())["height"] + 1
-            stranger = KeyPair.generate()
-            vote = Vote("prevote", chain_id, height + 1, i, EMPTY_HASH, stranger.node_id).signed(stranger)
-            await peer.publish("consensus/vote", pack(vote.to_wire()))
-            if i % 64 == 0:
-                a = Vote("precommit", chain_id, height, 1, b"\x01" * 32, stranger.node_id).signed(stranger)
-                b = Vote("precommit", chain_id, height, 1, b"\x02" * 32, stranger.node_id).signed(stranger)
-                await peer.publish("consensus/evidence", pack(Evidence("double_precommit", a, b).to_wire()))
-            if peer.closed:
-                return True, peer.node_id
         try:
-            while await peer.receive(timeout=5.0) is not None:
-                pass
-        except asyncio.TimeoutError:
+            return await _send_junk(peer, url, chain_id, count), peer.node_id
+        except ConnectionError:  # the victim hung up on us mid-flood
+            return True, peer.node_id
+
+
+async def _send_junk(peer: HostilePeer, url: str, chain_id: str, count: int) -> bool:
+    """Votes by fresh keys for the height after the victim's, and now and then evidence against
+    such a key; True when the victim cut us off."""
+    for i in range(count):
+        if i % 64 == 0:  # follow the chain, so the junk is always for the height after the victim's
+            async with peer.session.get(url + "/status") as resp:
+                height = (await resp.json())["height"] + 1
+        stranger = KeyPair.generate()
+        vote = Vote("prevote", chain_id, height + 1, i, EMPTY_HASH, stranger.node_id).signed(stranger)
+        await peer.publish("consensus/vote", pack(vote.to_wire()))
+        if i % 64 == 0:
+            a = Vote("precommit", chain_id, height, 1, b"\x01" * 32, stranger.node_id).signed(stranger)
+            b = Vote("precommit", chain_id, height, 1, b"\x02" * 32, stranger.node_id).signed(stranger)
+            await peer.publish("consensus/evidence", pack(Evidence("double_precommit", a, b).to_wire()))
+        if peer.closed:
+            return True
+    try:
+        while await peer.receive(timeout=5.0) is not None:
             pass
-        return peer.closed, peer.node_id
+    except asyncio.TimeoutError:
+        pass
+    return peer.closed
 
 
 @pytest.mark.timeout(180)
