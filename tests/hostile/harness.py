@@ -109,12 +109,21 @@ class Victims:
         self.nodes = list(range(net.n))
         self.ids = {i: net.node_id(i) for i in self.nodes}
 
-    def monitor(self) -> Monitor:
-        return Monitor(self.net, self.nodes)
+    def monitor(self, nodes: list[int] | None = None) -> Monitor:
+        """Watch ``nodes`` (default: all); leave out a node the test itself restarts."""
+        return Monitor(self.net, self.nodes if nodes is None else nodes)
 
     def banned(self, i: int) -> set[str]:
         """Node ids that node ``i`` currently bans."""
         return {b["node_id"] for b in self.net.get(i, "/net_info")["banned"]}
+
+    def drops(self, i: int) -> dict[str, int]:
+        """Node ``i``'s gossip drop counters by reason, read from its ``/metrics`` page."""
+        with urllib.request.urlopen(self.net.url(i) + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        prefix = 'fedchain_gossip_dropped_total{reason="'
+        return {line[len(prefix):].split('"', 1)[0]: int(float(line.rsplit(" ", 1)[1]))
+                for line in text.splitlines() if line.startswith(prefix)}
 
     def penalized(self, i: int, node_id: str) -> bool:
         """True if node ``i`` banned ``node_id``, scored it below zero, or is not connected to it."""
