@@ -142,7 +142,7 @@ class Router:
         if not peer.submit(_Pending(envelope, msg_id, size)):
             self.on_drop(peer, "queue_full")
             return
-        self.seen.add(msg_id)
+        self.seen.add(msg_id, peer.node_id)
 
     def _on_peers(self, urls: list[str], source_group: str) -> None:
         new = [url for url in urls if self._book.learn(url, source_group)]

@@ -142,6 +142,15 @@ def test_seen_cache_expires_evicts_and_forgets() -> None:
     assert b"e" not in seen
 
 
+def test_seen_cache_evicts_from_the_peer_that_brought_most() -> None:
+    seen = SeenCache(ttl=100, max_entries=4, clock=FakeClock())
+    seen.add(b"honest", "h")
+    for i in range(10):
+        seen.add(b"flood%d" % i, "f")
+    assert b"honest" in seen and len(seen) == 4 and seen.evictions == 7
+    assert all(b"flood%d" % i in seen for i in (7, 8, 9))
+
+
 def test_scores_decay_ban_and_recover() -> None:
     clock = FakeClock()
     scores = PeerScores({"bad": 30.0}, threshold=-100, half_life=10, ban_seconds=60, clock=clock)

