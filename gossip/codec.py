@@ -9,6 +9,8 @@ hostile peer cannot make us allocate more than the cap. Extension types are refu
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -54,16 +56,30 @@ def unpack(data: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Any:
         max_map_len=1 << 16,
         max_ext_len=0,
     )
-    try:
+    with _as_decode_errors():
         unpacker.feed(data)
         obj = unpacker.unpack()
-    except msgpack.OutOfData as exc:
+    _check_consumed(unpacker, data)
+    return obj
+
+
+@contextlib.contextmanager
+def _as_decode_errors() -> Iterator[None]:
+    """Whatever msgpack raises on bad input becomes a :class:`DecodeError`."""
+    try:
+        yield
+    except DecodeError:
+        raise
+    except (IndexError, msgpack.OutOfData) as exc:
         raise DecodeError("truncated message") from exc
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
         raise DecodeError(f"malformed message: {exc}") from exc
+
+
+def _check_consumed(unpacker: msgpack.Unpacker, data: bytes) -> None:
+    """Canonical input has exactly one encoding: nothing may follow the object."""
     if unpacker.tell() != len(data):
         raise DecodeError("trailing bytes after message")
-    return obj
 
 
 _CONTAINER_BYTES = frozenset([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
@@ -106,21 +122,14 @@ def unpack_flat(data: bytes, max_size: int, max_items: int) -> list:
             raise DecodeError("nested too deep")
         return unpacker.unpack()
 
-    try:
-        items: list = []
+    items: list = []
+    with _as_decode_errors():
         for _ in range(array_header()):
             if data[unpacker.tell()] in _ARRAY_BYTES:
                 items.append([scalar() for _ in range(array_header())])
             else:
                 items.append(scalar())
-    except DecodeError:
-        raise
-    except (IndexError, msgpack.OutOfData) as exc:
-        raise DecodeError("truncated message") from exc
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
-        raise DecodeError(f"malformed message: {exc}") from exc
-    if unpacker.tell() != len(data):
-        raise DecodeError("trailing bytes after message")
+    _check_consumed(unpacker, data)
     return items
 
 
