@@ -86,6 +86,14 @@ class Monitor:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def summary(self) -> str:
+        """What the attack cost each watched daemon, for the test's output (printed before the
+        invariants are checked, so a failing run shows its numbers too)."""
+        return "; ".join(
+            f"node{i}: RSS +{s.rss_peak_mb - s.rss_start_mb:.1f} MiB, /health p99 "
+            f"{s.health_quantile(0.99):.0f} ms, max {max(s.health_ms, default=float('inf')):.0f} ms"
+            for i, s in self.samples.items())
+
     def _run(self) -> None:
         while not self._stop.is_set():
             for i in self.nodes:

@@ -35,8 +35,8 @@ def test_peer_exchange_poisoning_is_bounded_and_never_dialled(victims):
         net.kill(3)
         net.start(3)
         wait_for(lambda: connected(victims, 0, 3), 60, "node0 to reconnect to node3")
+        print(report, monitor.summary())
         victims.check(monitor, Bounds())
-    print(report)
     assert report["trap_hits"] == 0, "the victim dialled an address outside its dial policy"
     assert all(victims.penalized(0, node_id) for node_id in report["ids"])
 
@@ -62,6 +62,7 @@ def test_inbound_sybils_do_not_stop_outbound_dialling(victims):
             directions = {p["node_id"]: p["direction"] for p in net.get(0, "/net_info")["peers"]}
             assert directions[victims.ids[3]] == "out"
             assert inbound(net, 0) <= max_inbound
+            print(monitor.summary())
             victims.check(monitor, Bounds())
         finally:
             attacker.join(timeout=120)
