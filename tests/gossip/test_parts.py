@@ -18,6 +18,7 @@ from gossip.crypto import KeyPair
 from gossip.envelope import SEQ_PER_MS, SeqClock, is_fresh, now_ms
 from gossip.limits import BoundedQueue, RateLimiter, TokenBucket
 from gossip.metrics import DROP_REASONS, MetricsRecorder
+from gossip.netpolicy import PolicyResolver
 from gossip.policy import FloodPolicy
 from gossip.score import PeerScores
 from gossip.seen import SeenCache
@@ -356,3 +357,18 @@ def test_metrics_snapshot_is_a_copy() -> None:
     data = snap.to_dict()
     assert set(data["drops"]) == set(DROP_REASONS) and data["drops"]["stale"] == 1
     assert data["topics"]["t"]["bytes_out"] == 10 and data["control_bytes_out"] == 5
+
+
+async def test_policy_resolver_judges_names_by_what_they_resolve_to() -> None:
+    """Real resolution of ``localhost`` (to loopback) through the dialling session's resolver."""
+    for scope in ("public", "private"):
+        resolver = PolicyResolver(scope, trusted=set())  # type: ignore[arg-type]
+        with pytest.raises(OSError, match="outside the dial scope"):
+            await resolver.resolve("localhost", 80)
+        await resolver.close()
+    allowed = PolicyResolver("local", trusted=set())
+    assert {r["host"] for r in await allowed.resolve("localhost", 80)} <= {"127.0.0.1", "::1"}
+    await allowed.close()
+    trusted = PolicyResolver("public", trusted={"localhost"})  # a bootstrap host: the operator's choice
+    assert await trusted.resolve("localhost", 80)
+    await trusted.close()
