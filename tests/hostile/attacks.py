@@ -15,8 +15,10 @@ import time
 
 import aiohttp
 
+from gossip.noise import XXHandshake, generate_private
+from gossip.wire import PROLOGUE
 from tests.hostile.peer import HostilePeer
-from tests.hostile.rawws import Frame, read_frame, upgrade, ws_frame
+from tests.hostile.rawws import Frame, accept_upgrade, payload, read_frame, upgrade, ws_frame
 
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
            aiohttp.WSMsgType.ERROR)
@@ -189,13 +191,39 @@ async def hold_sybils(url: str, chain_id: str, count: int, hold_s: float) -> dic
             await peer.close()
 
 
+async def impersonate(request_head: bytes, c_reader: asyncio.StreamReader,
+                      c_writer: asyncio.StreamWriter, target_port: int) -> int | None:
+    """Answer a dialler ourselves, as the node behind us: run our own handshake with that node
+    to obtain its identity payload (its id and its signature), and present that payload on the
+    session we run with the dialler, under our own Noise static key. Returns the close code the
+    dialler answered with."""
+    static = generate_private()
+    c_writer.write(accept_upgrade(request_head))
+    first = payload(await read_frame(c_reader))
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"http://127.0.0.1:{target_port}/p2p")
+        with_node = XXHandshake(True, static, PROLOGUE)
+        await ws.send_bytes(with_node.write_message(first[32:]))  # the dialler's own opening
+        their_identity = with_node.read_message((await ws.receive(timeout=5)).data)
+        await ws.close()
+    with_dialler = XXHandshake(False, static, PROLOGUE)
+    with_dialler.read_message(first)
+    c_writer.write(ws_frame(with_dialler.write_message(their_identity), mask=False))
+    async with asyncio.timeout(5):
+        while True:
+            frame = await read_frame(c_reader)
+            if frame.opcode == 8:  # close: its first two bytes are the code
+                return int.from_bytes(payload(frame)[:2], "big")
+
+
 async def relay(listen_port: int, target_port: int, duration_s: float, inject_after_s: float,
                 junk: int) -> dict:
-    """A TCP relay in front of a node: it forwards every connection to the real node, frame by
-    frame, and once a connection has carried traffic for ``inject_after_s`` it injects ``junk``
-    frames of garbage in each direction, as a router on the path could. Reports, per injected
-    connection, how long it survived the injection."""
-    report: dict = {"connections": 0, "injected": 0, "survived_s": []}
+    """A TCP relay in front of a node. Once it has injected into one connection, it tries to
+    take the next one over (:func:`impersonate`); every other one it forwards to the real node,
+    frame by frame, and once a connection has carried traffic for ``inject_after_s`` it injects
+    ``junk`` frames of garbage in each direction, as a router on the path could. Reports how the impersonation
+    ended and, per injected connection, how long it survived the injection."""
+    report: dict = {"connections": 0, "injected": 0, "survived_s": [], "impersonation": None}
     conns: set[asyncio.Task] = set()
 
     async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -205,15 +233,34 @@ async def relay(listen_port: int, target_port: int, duration_s: float, inject_af
                 writer.write(frame.raw)  # one write per frame: injected frames fall between
 
     async def handle(c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # the relay's end cancels every handler
+            await serve(c_reader, c_writer)
+
+    async def serve(c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         conns.add(asyncio.current_task())  # type: ignore[arg-type]
         report["connections"] += 1
+        try:
+            request = await c_reader.readuntil(b"\r\n\r\n")
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            c_writer.close()
+            return
+        gossip = b"upgrade: websocket" in request.lower()  # not an HTTP API call
+        if gossip and report["injected"] and report["impersonation"] is None:  # the node is up
+            report["impersonation"] = "started"
+            try:
+                report["impersonation"] = await impersonate(request, c_reader, c_writer, target_port)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, aiohttp.ClientError) as exc:
+                report["impersonation"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                c_writer.close()
+            return
         try:
             s_reader, s_writer = await asyncio.open_connection("127.0.0.1", target_port)
         except OSError:
             c_writer.close()
             return
         try:
-            s_writer.write(await c_reader.readuntil(b"\r\n\r\n"))
+            s_writer.write(request)
             head = await s_reader.readuntil(b"\r\n\r\n")
             c_writer.write(head)
             if b" 101 " not in head.split(b"\r\n", 1)[0] + b" ":

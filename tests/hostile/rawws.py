@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -59,3 +60,23 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
         size = int.from_bytes(ext, "big")
     mask = await reader.readexactly(4) if head[1] & 0x80 else b""
     return Frame(head + ext + mask + await reader.readexactly(size), head[0] & 0x0F)
+
+
+def payload(frame: Frame) -> bytes:
+    """The (unmasked) payload of a frame read by :func:`read_frame`."""
+    raw = frame.raw
+    size, pos = raw[1] & 0x7F, 2
+    pos += {126: 2, 127: 8}.get(size, 0)
+    if not raw[1] & 0x80:
+        return raw[pos:]
+    mask, data = raw[pos:pos + 4], raw[pos + 4:]
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def accept_upgrade(request_head: bytes) -> bytes:
+    """The 101 answer a WebSocket server gives to ``request_head`` (RFC 6455 section 4.2.2)."""
+    key = next(line.split(b":", 1)[1].strip() for line in request_head.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key:"))
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")

@@ -55,6 +55,8 @@ def test_relay_cannot_inject_or_get_honest_nodes_banned(make_testnet):
             victims.check(monitor, Bounds())
     finally:
         attacker.join(timeout=70)
+    # Posing as X with X's own identity payload but its own key: the dialler refused (bad_auth).
+    assert result["impersonation"] == 4004, result["impersonation"]
     assert result["injected"] >= 1, "no session went through the relay"
     # Every connection the relay injected into was closed at once by the honest ends.
     assert len(result["survived_s"]) == result["injected"]
