@@ -17,7 +17,9 @@ Layout::
     advertised_url = ""         # empty: http://HOST:PORT
     bootstrap = ["http://127.0.0.1:26658"]
     max_message = 8388608
-    max_peers = 32
+    max_peers = 32              # connections in all, inbound and outbound
+    max_outbound = 8            # of which dialled by us: inbound strangers never take these
+    dial_scope = "public"       # addresses learned from peers that may be dialled: public | private | local
 
     [api]
     max_blocks_per_page = 100
@@ -46,7 +48,7 @@ from typing import Any
 import tomli_w
 
 from gossip.codec import DEFAULT_MAX_MESSAGE
-from gossip.config import GossipConfig, normalize_url
+from gossip.config import SCOPES, GossipConfig, normalize_url
 
 DEFAULT_PORT = 26657
 DEFAULT_HOST = "127.0.0.1"
@@ -85,6 +87,8 @@ class NetworkConfig:
     bootstrap: list[str] = field(default_factory=list)
     max_message: int = DEFAULT_MAX_MESSAGE
     max_peers: int = 32
+    max_outbound: int = 8
+    dial_scope: str = "public"
 
     def validate(self) -> None:
         if not self.host:
@@ -96,6 +100,12 @@ class NetworkConfig:
         if self.max_message < 1024:
             raise ConfigError(f"network.max_message must be at least 1024 bytes, got {self.max_message}")
         _check_positive(self.max_peers, "network.max_peers")
+        _check_positive(self.max_outbound, "network.max_outbound")
+        if self.max_outbound >= self.max_peers:
+            raise ConfigError(f"network.max_outbound ({self.max_outbound}) must be less than "
+                              f"network.max_peers ({self.max_peers}): the rest are inbound slots")
+        if self.dial_scope not in SCOPES:
+            raise ConfigError(f"network.dial_scope must be one of {', '.join(SCOPES)}, got {self.dial_scope!r}")
 
     @property
     def url(self) -> str:
@@ -105,7 +115,9 @@ class NetworkConfig:
     def gossip_config(self, chain_id: str) -> GossipConfig:
         """The gossip layer's settings for this node (its other knobs keep their defaults)."""
         return GossipConfig(chain_id=chain_id, listen_url=self.url, bootstrap=list(self.bootstrap),
-                            max_message=self.max_message, max_peers=self.max_peers)
+                            max_message=self.max_message, max_outbound=self.max_outbound,
+                            max_inbound=self.max_peers - self.max_outbound,
+                            dial_scope=self.dial_scope)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -114,6 +114,7 @@ def test_testnet_create(tmp_path):
         assert sorted(h.config.network.bootstrap) == sorted(u for j, u in enumerate(urls) if j != i)
         assert h.config.moniker == f"node{i}"
         assert not h.config.fault.any_enabled
+        assert h.config.network.dial_scope == "local"  # peers on 127.0.0.1 may be learned and dialled
 
 
 def test_testnet_create_with_container_hosts(tmp_path):
@@ -124,6 +125,7 @@ def test_testnet_create_with_container_hosts(tmp_path):
     assert home.config.network.host == "0.0.0.0"
     assert home.config.network.url == "http://node1:26658"
     assert home.config.network.bootstrap == ["http://node0:26657", "http://node2:26659"]
+    assert home.config.network.dial_scope == "private"  # container names resolve to private addresses
 
 
 def test_testnet_create_refuses_existing_folder(tmp_path):

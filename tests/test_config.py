@@ -48,7 +48,7 @@ def test_urls_are_normalised():
 
 
 def test_gossip_config_carries_network_settings():
-    cfg = parse_config('[network]\nport = 4000\nbootstrap = ["http://127.0.0.1:4001"]\nmax_peers = 5\n')
+    cfg = parse_config('[network]\nport = 4000\nbootstrap = ["http://127.0.0.1:4001"]\nmax_peers = 5\nmax_outbound = 2\n')
     g = cfg.network.gossip_config("chain-x")
     assert (g.chain_id, g.listen_url, g.bootstrap, g.max_peers) == (
         "chain-x", "http://127.0.0.1:4000", ["http://127.0.0.1:4001"], 5)
@@ -70,6 +70,8 @@ def test_gossip_config_carries_network_settings():
     ('[network]\nadvertised_url = "nonsense"', "network.advertised_url"),
     ("[network]\nmax_message = 10", "max_message must be at least 1024"),
     ("[network]\nmax_peers = 0", "max_peers must be positive"),
+    ("[network]\nmax_peers = 8", "max_outbound (8) must be less than network.max_peers (8)"),
+    ('[network]\ndial_scope = "everywhere"', "dial_scope must be one of public, private, local"),
     ('[network]\nhost = ""', "network.host must not be empty"),
     ("[api]\nmax_blocks_per_page = 101", "max_blocks_per_page must be between 1 and 100"),
     ("[api]\nmax_body = 1", "max_body must be at least 1024"),

@@ -86,6 +86,14 @@ class Monitor:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def summary(self) -> str:
+        """What the attack cost each watched daemon, for the test's output (printed before the
+        invariants are checked, so a failing run shows its numbers too)."""
+        return "; ".join(
+            f"node{i}: RSS +{s.rss_peak_mb - s.rss_start_mb:.1f} MiB, /health p99 "
+            f"{s.health_quantile(0.99):.0f} ms, max {max(s.health_ms, default=float('inf')):.0f} ms"
+            for i, s in self.samples.items())
+
     def _run(self) -> None:
         while not self._stop.is_set():
             for i in self.nodes:
@@ -109,12 +117,21 @@ class Victims:
         self.nodes = list(range(net.n))
         self.ids = {i: net.node_id(i) for i in self.nodes}
 
-    def monitor(self) -> Monitor:
-        return Monitor(self.net, self.nodes)
+    def monitor(self, nodes: list[int] | None = None) -> Monitor:
+        """Watch ``nodes`` (default: all); leave out a node the test itself restarts."""
+        return Monitor(self.net, self.nodes if nodes is None else nodes)
 
     def banned(self, i: int) -> set[str]:
         """Node ids that node ``i`` currently bans."""
         return {b["node_id"] for b in self.net.get(i, "/net_info")["banned"]}
+
+    def drops(self, i: int) -> dict[str, int]:
+        """Node ``i``'s gossip drop counters by reason, read from its ``/metrics`` page."""
+        with urllib.request.urlopen(self.net.url(i) + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        prefix = 'fedchain_gossip_dropped_total{reason="'
+        return {line[len(prefix):].split('"', 1)[0]: int(float(line.rsplit(" ", 1)[1]))
+                for line in text.splitlines() if line.startswith(prefix)}
 
     def penalized(self, i: int, node_id: str) -> bool:
         """True if node ``i`` banned ``node_id``, scored it below zero, or is not connected to it."""
