@@ -43,7 +43,9 @@ class BlockBuilder:
             if trial.check_tx(tx, verify_signature=False) is None:
                 trial.apply_tx(tx)
                 txs.append(tx)
-        ctx = BlockContext(height, slot, e.me, tip.state.last_block_hash, timestamp, tip.state)
+        retry = any(s < slot for s, _ in e._headers) or any(b.header.slot < slot for b in e.candidates.values())
+        ctx = BlockContext(height, slot, e.me, tip.state.last_block_hash, timestamp, tip.state,
+                           attempt=slot - tip.parent_slot - 1, retry=retry)
         payload = await e.app.prepare_payload(ctx)
         if e.height != height:
             return None  # the height was decided while the application worked

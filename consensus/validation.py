@@ -40,7 +40,7 @@ class Tip:
     def context(self, block: Block) -> BlockContext:
         h = block.header
         return BlockContext(h.height, h.slot, h.producer, h.parent_hash, h.timestamp_ms, self.state,
-                            block.signed_header())
+                            block.signed_header(), attempt=h.slot - self.parent_slot - 1)
 
     def missed(self, slot: int) -> list[str]:
         """Delegates whose turns passed between the parent's slot and ``slot`` with no block.

@@ -68,7 +68,7 @@ async def test_finalize_advances_the_digest() -> None:
     payload = await app.prepare_payload(ctx(1))
     outcome = app.finalize_block(ctx(1), payload)
     assert outcome.app_hash == app.app_hash() == unpack(payload)[1]
-    assert outcome.stake_changes == [] and outcome.events == [] and callable(outcome.writes)
+    assert outcome.stake_changes == [] and outcome.events == [] and outcome.writes == [(CounterApp.KEY, app.app_hash())]
     assert not (await app.verify_payload(ctx(1), payload)).ok  # height 1 is done; the chain moved on
     stale = await fresh().prepare_payload(ctx(2))               # a node that missed height 1
     assert not (await app.verify_payload(ctx(2), stale)).ok
@@ -89,7 +89,7 @@ async def test_finalized_record_restores_the_app(tmp_path: Path) -> None:
             state.begin_block(block.height, block.hash, IDS[0], [])
             state.end_block()
             store.commit_block(block, commit_for(block, KEYS[:3]), state, outcome.writes, voters=IDS[:4])
-        restored_records = store.app_kv_items()
+        restored_records = dict(store.app_records())
     assert restored_records == {CounterApp.KEY: app.app_hash()}
     restored = fresh({}, restored_records)
     assert restored.app_hash() == app.app_hash()
