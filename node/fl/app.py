@@ -49,6 +49,9 @@ KEY_MODEL = b"fl/model"
 KEY_WINDOW = b"fl/window"
 RESULTS_PER_HEIGHT = 16
 """Re-run rounds kept per height (a proposer may sign many payloads; a missing one is re-run)."""
+MAX_FAULT_BYTES = 32 * 1024
+"""A bad payload larger than this is refused but not carried as a fault: the faults a block carries
+(at most one per delegate and height) must leave room in it for everything else."""
 
 Fetch = Callable[[bytes, str], Awaitable[bytes | None]]
 FetchModel = Callable[[bytes], Awaitable[bytes | None]]
@@ -194,7 +197,7 @@ class FLApp(UpdateIntake, PayloadChecks):
             result = await self.check_payload(ctx, payload)
         except BadPayload as exc:
             self.metrics["bad_payloads"] += 1
-            if ctx.signed_header is not None:
+            if ctx.signed_header is not None and len(payload) <= MAX_FAULT_BYTES:
                 self._faults[(ctx.height, ctx.producer)] = (ctx.signed_header.to_wire(), payload)
             return PayloadVerdict(False, str(exc))
         except Disagreement as exc:

@@ -94,6 +94,8 @@ def test_wrong_model_hash_is_never_final_and_costs_the_producer(make_testnet):
     net.wait_height(12, timeout=90)
     producers = [net.get(0, f"/blocks/{h}")["producer"] for h in range(1, 13)]
     assert liar not in producers
+    # after the liar's failed proposal the next proposer skips the round and carries the fault
+    assert any(r["skipped"] == "round not agreed" and r["faults"] for r in rounds(net, 0, range(1, 13)))
     account = wait_for(lambda: (a := net.get(0, f"/accounts/{liar}"))["penalties_total"] >= 20 and a, 30,
                        "the liar's penalty")
     honest = net.get(0, f"/accounts/{net.node_id(0)}")
@@ -120,6 +122,33 @@ def test_daemon_killed_mid_training_resumes_from_disk(make_testnet):
                      "node 2 to train again")
     assert after > before  # its accountant resumed from disk instead of starting over
     assert np.isfinite(test_accuracy(net, 2)[0])
+
+
+@pytest.mark.timeout(240)
+def test_delegates_on_different_cpu_kinds_keep_deciding_rounds(make_testnet):
+    """Four daemons with four different BLAS kernels (and two torch kernel sets), as on four CPU
+    generations, aggregating dense float32 updates whose suspicion scores differ in their last bits
+    from kernel to kernel: every height is decided with accepted updates, no round is skipped, and
+    no delegate calls an honest proposal a fault."""
+    import os
+    import subprocess
+
+    from node.fl.settings import FLSettings
+    from tests.integration.harness import CLI, REPO
+    from tests.integration.test_hostile import metric
+
+    net = make_testnet(4, slot_ms=2000, app="fl",
+                       genesis={"app": FLSettings(encoding="float32", topk=1.0).to_app_state()})
+    net.rewrite_genesis()
+    for i, core in enumerate(("Haswell", "Prescott", "Sandybridge", "Nehalem")):
+        env = {**os.environ, "OPENBLAS_CORETYPE": core, "ATEN_CPU_CAPABILITY": ("default", "avx2")[i % 2]}
+        net.procs[i] = subprocess.Popen([*CLI, "node", "start", "--home", str(net.home(i))], cwd=REPO, env=env,
+                                        stdout=open(net.home(i) / "daemon.out", "ab"), stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+    net.wait_height(9, timeout=150)
+    recs = rounds(net, 0, range(3, 10))
+    assert all(r["accepted"] >= 2 and not r["skipped"] for r in recs), recs
+    assert all(metric(net, i, "fedchain_fl_events_total", event="bad_payloads") == 0 for i in range(4))
 
 
 @pytest.mark.timeout(240)
