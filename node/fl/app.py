@@ -294,7 +294,7 @@ class FLApp(UpdateIntake, PayloadChecks):
         updates = [self.local_update(c.update_id) for c in p.considered]
         if any(u is None for u in updates):
             return None
-        replay = EvalReplay(self.round_evaluator(), p.evals, float("inf"))
+        replay = EvalReplay(self.round_evaluator(), p.evals, len(self.data.public_eval))  # final: not checked
         result = run_round(self.settings, self.model, self.model_height, self.model_hash, updates,
                            self.trust_of(ctx.state, updates), ctx.height, replay)
         return RoundResult(p, result.model) if result.payload.new_hash == p.new_hash else None

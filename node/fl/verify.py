@@ -14,7 +14,8 @@ Three outcomes besides acceptance, kept apart because only one of them may cost 
 
 Rules that call ``evaluate`` (accuracy on the public evaluation set; torch kernels differ per CPU)
 are re-run with the proposer's recorded values: the verifier re-evaluates each candidate itself,
-accepts a value within :data:`EVAL_TOLERANCE_SAMPLES` samples of the set, and feeds the rule the
+accepts a value within :data:`EVAL_TOLERANCE_SAMPLES` samples of the set (beyond
+:data:`EVAL_FAULT_SAMPLES` it is a fault, in between only not agreed), and feeds the rule the
 proposer's value, so the rule's decisions are the proposer's.
 """
 
@@ -35,6 +36,9 @@ from node.fl.window import BaseKey
 
 EVAL_TOLERANCE_SAMPLES = 2
 """How many public evaluation samples a re-evaluated accuracy may differ by (CPU kernels differ)."""
+EVAL_FAULT_SAMPLES = 4
+"""Beyond this many samples a recorded accuracy is a fault. Between the two it is only not agreed:
+two honest verifiers on different CPUs may then never disagree on whether a value is a fault."""
 
 
 class BadPayload(Exception):
@@ -49,25 +53,29 @@ class EvalReplay:
     """The verifier's ``evaluate``: checks each candidate against the proposer's recorded value
     and answers with that value, so the rule decides exactly as it did for the proposer."""
 
-    def __init__(self, evaluate: Callable[[np.ndarray], float], recorded: tuple[float, ...], tolerance: float) -> None:
+    def __init__(self, evaluate: Callable[[np.ndarray], float], recorded: tuple[float, ...], set_size: int) -> None:
         self.evaluate = evaluate
         self.recorded = recorded
-        self.tolerance = tolerance
+        self.sample = 1.0 / max(1, set_size)
         self.calls = 0
-        self.outside: str | None = None
+        self.worst = (0.0, "")  # largest difference seen, in samples, and where
 
     def __call__(self, vector: np.ndarray) -> float:
         i, self.calls = self.calls, self.calls + 1
         own = float(self.evaluate(vector))
         if i >= len(self.recorded):
             return own
-        if abs(own - self.recorded[i]) > self.tolerance and self.outside is None:
-            self.outside = f"evaluation {i} recorded as {self.recorded[i]:.4f}, re-evaluated {own:.4f}"
+        off = abs(own - self.recorded[i]) / self.sample
+        if off > self.worst[0]:
+            self.worst = (off, f"evaluation {i} recorded as {self.recorded[i]:.4f}, re-evaluated {own:.4f}")
         return self.recorded[i]
 
     def check(self) -> None:
-        if self.outside is not None:
-            raise BadPayload(f"an evaluate value is out of tolerance: {self.outside}")
+        off, where = self.worst
+        if off > EVAL_FAULT_SAMPLES + 1e-6:
+            raise BadPayload(f"an evaluate value is out of tolerance: {where}")
+        if off > EVAL_TOLERANCE_SAMPLES + 1e-6:
+            raise Disagreement(f"round not agreed: an evaluate value is near the tolerance: {where}")
         if self.calls != len(self.recorded):
             raise Disagreement(f"round not agreed: the rule asked for {self.calls} evaluations, "
                                f"the payload records {len(self.recorded)}")
@@ -112,7 +120,7 @@ class PayloadChecks:
         banned = await self._check_evidence(ctx, p)
         updates = await self._check_listed(ctx, p, banned)
         await self._check_faults(ctx, p)
-        replay = EvalReplay(self.round_evaluator(), p.evals, EVAL_TOLERANCE_SAMPLES / max(1, len(self.data.public_eval)))
+        replay = EvalReplay(self.round_evaluator(), p.evals, len(self.data.public_eval))
         result = await self.run_round_async(updates, ctx.height, self.trust_of(ctx.state, updates), replay)
         mine = result.payload
         replay.check()

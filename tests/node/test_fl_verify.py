@@ -18,10 +18,14 @@ from gossip.codec import pack
 from gossip.crypto import sha256
 from node.faults import WrongModelApp
 from node.fl.app import MAX_FAULT_BYTES
+from node.fl.data import load_node_data
 from node.fl.round import NOT_AGREED, Payload
 from tests.consensus.helpers import IDS, KEYS, OUTSIDER
 from tests.integration.harness import REPO
 from tests.node.helpers import SETTINGS, admit_all, ctx, honest_deltas, make_update, round_updates, signed_header
+
+
+EVAL_SET = len(load_node_data(SETTINGS, IDS[0], IDS[:4]).public_eval)  # samples every node evaluates on
 
 
 def decode(payload: bytes) -> Payload:
@@ -109,7 +113,7 @@ BAD_PAYLOADS: dict[str, tuple[Callable[[Payload, bytes], Any], str]] = {
     "wrong sender": (lambda p, g: replace(p, considered=_first(p, sender=IDS[5])), "names the wrong sender"),
     "wrong base": (lambda p, g: replace(p, considered=_first(p, base_height=3)), "names the wrong sender or base"),
     "model hash": (lambda p, g: replace(p, new_hash=sha256(b"x")), "different model hash"),
-    "evaluation out of tolerance": (lambda p, g: replace(p, evals=(p.evals[0] - 0.05,) + p.evals[1:]),
+    "evaluation out of tolerance": (lambda p, g: replace(p, evals=(p.evals[0] - 5 / EVAL_SET,) + p.evals[1:]),
                                     "an evaluate value is out of tolerance: evaluation 0 recorded as"),
     "skipped at the first attempt": (lambda p, g: _skip(p), "skipped as not agreed only after a failed attempt"),
     "valid payload listed as fault": (_listing_fault(lambda g: signed_header(KEYS[0], g)),
@@ -155,6 +159,8 @@ NOT_AGREED_PAYLOADS: dict[str, tuple[Callable[[Payload], Payload], str]] = {
     "score": (lambda p: replace(p, considered=_first(p, score=p.considered[0].score * 1.01)),
               "suspicion scores differ beyond the tolerance"),
     "evaluation count": (lambda p: replace(p, evals=p.evals[:-1]), "the rule asked for"),
+    "evaluation near the tolerance": (lambda p: replace(p, evals=(p.evals[0] - 3 / EVAL_SET,) + p.evals[1:]),
+                                      "an evaluate value is near the tolerance"),
 }
 
 
