@@ -78,9 +78,9 @@ async def test_a_restarted_trainer_reannounces_its_update_until_a_block_consider
         app.finalize_block(ctx(), payload)
         await until(lambda: restarted.steps == 2, "training on the new model")
         count = len(outbox.sent)
-        await asyncio.sleep(0.3)
-        assert {u.id for u in outbox.sent[count:]} <= {restarted.pending.id}  # the old one is done
-        assert outbox.sent[-1].base_height == 1
+        await until(lambda: len(outbox.sent) >= count + 2, "the new update re-announced")
+        assert {u.id for u in outbox.sent[count:]} == {restarted.pending.id}  # the old one is done
+        assert restarted.pending.base_height == 1
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
