@@ -145,7 +145,8 @@ def model(height: Optional[int] = typer.Option(None, "--updates", min=1,
     ]))
     if rounds is not None:
         table = Table("update", "sender", "weight", "accepted", "reason",
-                      title=f"height {rounds['height']}: {rounds['accepted']} of {rounds['considered']} accepted",
+                      title=f"height {rounds['height']}: {rounds['accepted']} of {rounds['considered']} accepted"
+                            + (f" (round skipped: {rounds['skipped']})" if rounds.get("skipped") else ""),
                       title_justify="left")
         for u in rounds["updates"]:
             table.add_row(short(u["id"]), short(u["sender"]), f"{u['weight']:.1f}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
@@ -127,7 +127,15 @@ def vote(candidates: list[str] = typer.Argument(..., help="Node ids this node ap
 
 @tx_app.command()
 @handles_errors
-def register(member: str = typer.Argument(..., help="Node id to admit as a member."), home: Path = HomeOpt,
-             node: str = NodeOpt, wait: bool = WaitOpt, timeout: float = TimeoutOpt, as_json: bool = JsonOpt) -> None:
+def register(member: str = typer.Argument(..., help="Node id to admit as a member."),
+             samples: Optional[int] = typer.Option(
+                 None, "--samples", min=1,
+                 help="Sample count MEMBER declares: no update of its may claim more (its averaging weight). "
+                      "Default: the chain's cap (FL setting max_samples)."),
+             home: Path = HomeOpt, node: str = NodeOpt, wait: bool = WaitOpt, timeout: float = TimeoutOpt,
+             as_json: bool = JsonOpt) -> None:
     """Admit MEMBER (signed by the admin key, or by MEMBER itself with a bond in open mode)."""
-    send_tx("register", [_node_id_arg(member, "MEMBER")], home, node, wait, timeout, as_json)
+    args: list = [_node_id_arg(member, "MEMBER")]
+    if samples is not None:
+        args.append(samples)
+    send_tx("register", args, home, node, wait, timeout, as_json)

@@ -55,8 +55,10 @@ def _args_problem(kind: str, args: list, max_votes: int) -> str | None:
         if not all(is_node_id(c) for c in cands):
             return "every vote candidate must be a node id"
         return None if len(set(cands)) == len(cands) else "vote candidates must be distinct"
-    if len(args) != 1 or not is_node_id(args[0]):
-        return "register args must be [member_id] with a node id"
+    if not 1 <= len(args) <= 2 or not is_node_id(args[0]):
+        return "register args must be [member_id] or [member_id, declared_samples] with a node id"
+    if len(args) == 2 and not _positive(args[1]):
+        return f"register declared_samples must be a positive integer (got {args[1]!r})"
     return None
 
 

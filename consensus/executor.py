@@ -48,7 +48,7 @@ class BlockExecutor:
             state = ChainState.from_genesis(genesis)
             app.init_chain(genesis.app, {})
         else:
-            app.init_chain(genesis.app, store.app_kv_items())
+            app.init_chain(genesis.app, store.app_records())
         self.state: ChainState = state
         self.parent: Block | None = store.block(state.height) if state.height > 0 else None
         self.last_commit: Commit | None = store.commit(state.height) if state.height > 0 else None

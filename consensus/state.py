@@ -26,8 +26,9 @@ from gossip.crypto import is_node_id, sha256
 
 __all__ = ["Account", "ChainState", "InvalidTx", "StateError", "quorum"]
 
-STATE_FORMAT = 1
-"""Version of the snapshot layout; bumped on any change to :meth:`ChainState.to_bytes`."""
+STATE_FORMAT = 2
+"""Version of the snapshot layout; bumped on any change to :meth:`ChainState.to_bytes`
+(2: members carry their declared sample counts)."""
 
 MAX_STATE_BYTES = 256 * 1024 * 1024
 """Decoding cap for a snapshot (far above a few thousand accounts)."""
@@ -60,7 +61,7 @@ class ChainState:
         self.chain_id: str = genesis.chain_id
         self._genesis_hash = genesis_hash if genesis_hash is not None else genesis.hash
         self._accounts: dict[str, Account] = {}
-        self._members: set[str] = set()
+        self._members: dict[str, int] = {}  # member -> declared samples (0: none, the app's cap applies)
         self._delegates: list[str] = []
         self._height = 0
         self._epoch = 0
@@ -75,7 +76,7 @@ class ChainState:
         state = cls(genesis)
         for acc in genesis.accounts:
             state._accounts[acc["id"]] = Account(balance=acc["balance"], stake=acc["stake"], name=acc.get("name", ""))
-        state._members = set(genesis.members)
+        state._members = dict.fromkeys(genesis.members, 0)
         state._delegates = elect(state._accounts, 0, genesis.max_delegates, genesis.min_candidate_stake)
         return state
 
@@ -83,7 +84,7 @@ class ChainState:
         """An independent copy (the engine validates a block on one before applying it)."""
         twin = ChainState(self.genesis, self._genesis_hash)
         twin._accounts = {nid: acc.copy() for nid, acc in self._accounts.items()}
-        twin._members = set(self._members)
+        twin._members = dict(self._members)
         twin._delegates = list(self._delegates)
         twin._height, twin._epoch, twin._last_hash = self._height, self._epoch, self._last_hash
         twin._punished = dict(self._punished)
@@ -176,6 +177,11 @@ class ChainState:
     def is_member(self, node_id: str) -> bool:
         return node_id in self._members
 
+    def member_samples(self, node_id: str) -> int | None:
+        """The sample count a member declared when it registered (0: it declared none, so the
+        application's cap applies, as for genesis members), or None for a non-member."""
+        return self._members.get(node_id)
+
     def trust(self, node_id: str) -> float:
         """Trust T_i = stake_i / total stake (paper eq. 9); 0.0 when nothing is staked."""
         total = self.total_stake
@@ -247,7 +253,7 @@ class ChainState:
         elif tx.kind == "vote":
             acc.votes = sorted(tx.args[0])
         else:
-            self._members.add(tx.args[0])
+            self._members[tx.args[0]] = tx.args[1] if len(tx.args) == 2 else 0
         acc.nonce += 1
 
     # -- blocks ----------------------------------------------------------------------------------
@@ -353,6 +359,7 @@ class ChainState:
             self._accounts[blk.producer].reward(g.block_reward)
         for acc in self._accounts.values():
             acc.release_unbonded(blk.height)
+        self._drop_unbonded_members()
         # Evidence for these heights is now too old to be accepted, so its record can go.
         self._punished = {h: v for h, v in self._punished.items() if v[1] + g.unbonding_blocks > blk.height}
         self._height, self._last_hash, self._block = blk.height, blk.block_hash, None
@@ -365,6 +372,18 @@ class ChainState:
         self._delegates = new
         return True
 
+    def _drop_unbonded_members(self) -> None:
+        """With open admission a membership lasts only while its bond does: a member whose stake
+        fell below ``member_bond`` (unstaked, slashed, penalized) stops being one, so one bond
+        never keeps several identities registered. Admin-registered members are unaffected."""
+        g = self.genesis
+        if g.admission != "open":
+            return
+        for member in sorted(self._members):
+            acc = self._accounts.get(member)
+            if acc is None or acc.stake < g.member_bond:
+                del self._members[member]
+
     # -- snapshot and root -------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
@@ -374,7 +393,7 @@ class ChainState:
         return pack([
             STATE_FORMAT, self._genesis_hash, self._height, self._epoch, self._last_hash,
             [self._accounts[nid].to_wire(nid) for nid in sorted(self._accounts)],
-            sorted(self._members),
+            [[m, self._members[m]] for m in sorted(self._members)],
             list(self._delegates),
             [[h, off, ht] for h, (off, ht) in sorted(self._punished.items())],
         ])
@@ -411,8 +430,8 @@ class ChainState:
             state._accounts = dict(Account.from_wire(a) for a in accounts)
         except AccountDecodeError as exc:
             raise fail(str(exc)) from exc
-        if not all(is_node_id(m) for m in members):
-            raise fail("members must be node ids")
+        if not all(isinstance(m, list) and len(m) == 2 and is_node_id(m[0]) and is_amount(m[1]) for m in members):
+            raise fail("members must be [node id, declared samples] pairs")
         if not all(d in state._accounts for d in delegates):
             raise fail("a delegate has no account")
         for entry in punished:
@@ -420,7 +439,7 @@ class ChainState:
                     and len(entry[0]) == 32 and is_node_id(entry[1]) and is_amount(entry[2])):
                 raise fail("punished entries must be [hash, offender, height]")
             state._punished[entry[0]] = (entry[1], entry[2])
-        state._members, state._delegates = set(members), list(delegates)
+        state._members, state._delegates = {m: n for m, n in members}, list(delegates)
         state._height, state._epoch, state._last_hash = height, epoch, last_hash
         if state.to_bytes() != bytes(data):
             raise fail("not in canonical form (unsorted or duplicate entries)")

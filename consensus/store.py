@@ -23,7 +23,7 @@ import asyncio
 import fcntl
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,8 +38,8 @@ from gossip.crypto import is_node_id
 SCHEMA_VERSION = 2
 SIGNING_KINDS = ("block", "proposal", "prevote", "precommit", "lock")
 T = TypeVar("T")
-
-AppWrites = Callable[[sqlite3.Connection], None]
+AppWrites = Sequence[tuple[bytes, bytes | None]]
+"""An application's writes for one block: ``(key, value)`` puts and ``(key, None)`` deletes."""
 
 _TABLES = {
     "meta": "CREATE TABLE meta(key TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -179,20 +179,21 @@ class ChainStore:
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def commit_block(self, block: Block, commit: Commit, state: ChainState,
-                     app_writes: AppWrites | None = None, *, voters: list[str] | None = None) -> None:
+    def commit_block(self, block: Block, commit: Commit, state: ChainState, app_writes: AppWrites = (), *,
+                     voters: list[str] | None = None) -> None:
         """Persist a final block with its commit, tx index, resulting state and the application's
-        writes, all or nothing. ``voters`` (the delegates that could sign ``commit``) is kept so a
-        restarted node can check the next block's last commit."""
+        key-value writes (``(key, value)`` puts, ``(key, None)`` deletes), all or nothing.
+        ``voters`` (the delegates that could sign ``commit``) is kept so a restarted node can check
+        the next block's last commit."""
         self._on_writer(self._write_block, *self._block_rows(block, commit, state, app_writes, voters))
 
     async def commit_block_async(self, block: Block, commit: Commit, state: ChainState,
-                                 app_writes: AppWrites | None = None, *, voters: list[str] | None = None) -> None:
+                                 app_writes: AppWrites = (), *, voters: list[str] | None = None) -> None:
         """:meth:`commit_block` with the disk work on the writer thread (the event loop stays free)."""
         await self._on_writer_async(self._write_block, *self._block_rows(block, commit, state, app_writes, voters))
 
     @staticmethod
-    def _block_rows(block: Block, commit: Commit, state: ChainState, app_writes: AppWrites | None,
+    def _block_rows(block: Block, commit: Commit, state: ChainState, app_writes: AppWrites,
                     voters: list[str] | None) -> tuple:
         """Check the arguments of a block commit and encode its rows (on the caller's thread, so the
         writer thread only writes, and the state is snapshotted before the caller moves on)."""
@@ -200,15 +201,16 @@ class ChainStore:
             raise ValueError("the commit is not for this block")
         if state.height != block.height or state.last_block_hash != block.hash:
             raise ValueError("the state is not the result of this block")
-        if app_writes is not None and not callable(app_writes):
-            raise TypeError("app_writes must be a callable taking the connection (pass voters= by keyword)")
+        if not all(isinstance(w, tuple) and len(w) == 2 and isinstance(w[0], bytes)
+                   and (w[1] is None or isinstance(w[1], bytes)) for w in app_writes):
+            raise TypeError("app_writes must be (key bytes, value bytes or None) pairs (pass voters= by keyword)")
         if voters is not None and not all(is_node_id(v) for v in voters):
             raise ValueError("voters must be node ids")
         rows = [(tx.hash, block.height, i) for i, tx in enumerate(block.txs)]
         return block, commit, rows, state.to_bytes(), app_writes, voters
 
     def _write_block(self, block: Block, commit: Commit, rows: list, snapshot: bytes,
-                     app_writes: AppWrites | None, voters: list[str] | None) -> None:
+                     app_writes: AppWrites, voters: list[str] | None) -> None:
         expected = self._latest_height(self._conn) + 1
         if block.height != expected:
             raise StoreError(f"block {block.height} does not follow the stored chain (next height is {expected})")
@@ -220,10 +222,9 @@ class ChainStore:
                           (block.height, pack(commit.to_wire()), pack(list(voters or []))))
                 c.executemany("INSERT INTO txs(hash, height, idx) VALUES (?, ?, ?)", rows)
                 c.execute("INSERT OR REPLACE INTO state(id, height, data) VALUES (1, ?, ?)", (block.height, snapshot))
-                if app_writes is not None:
-                    app_writes(c)
-                    if not c.in_transaction:
-                        raise StoreError("app_writes ended the block's transaction")
+                c.executemany("INSERT OR REPLACE INTO app_kv(key, value) VALUES (?, ?)",
+                              [w for w in app_writes if w[1] is not None])
+                c.executemany("DELETE FROM app_kv WHERE key = ?", [(w[0],) for w in app_writes if w[1] is None])
         except sqlite3.Error as exc:
             raise StoreError(f"cannot store block {block.height}: {exc}") from exc
 
@@ -244,15 +245,6 @@ class ChainStore:
             "INSERT INTO signing(kind, height, slot, hash) VALUES (?, ?, ?, ?) ON CONFLICT(kind) DO UPDATE "
             "SET height = excluded.height, slot = excluded.slot, hash = excluded.hash",
             (kind, height, rnd, block_hash))
-
-    def app_put(self, key: bytes, value: bytes, conn: sqlite3.Connection | None = None) -> None:
-        """Write an application record; pass ``conn`` inside ``app_writes`` to join the block's
-        transaction, or none to write it on its own."""
-        sql, row = "INSERT OR REPLACE INTO app_kv(key, value) VALUES (?, ?)", (bytes(key), bytes(value))
-        if conn is not None:
-            conn.execute(sql, row)
-        else:
-            self._on_writer(self._conn.execute, sql, row)
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -343,21 +335,31 @@ class ChainStore:
         return state
 
     def app_get(self, key: bytes) -> bytes | None:
+        """One application record, or None."""
         row = self._reader.execute("SELECT value FROM app_kv WHERE key = ?", (bytes(key),)).fetchone()
         return row[0] if row else None
 
-    def app_kv_items(self) -> dict[bytes, bytes]:
-        """Every application record (the application restores itself from them on restart)."""
-        return {bytes(k): bytes(v) for k, v in self._reader.execute("SELECT key, value FROM app_kv")}
+    def app_records(self) -> "AppRecords":
+        """A read-only view of the application's records (what it restores itself from)."""
+        return AppRecords(self)
 
-    def app_query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        """A read-only query on the application's own tables (the database is exclusively locked,
-        so the application reads through the store's connection). Only SELECT is allowed."""
-        if not sql.lstrip().upper().startswith("SELECT"):
-            raise ValueError("app_query runs SELECT statements only")
-        try:
-            return self._reader.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []  # the application has not written that table yet
-            raise
+
+class AppRecords(Mapping[bytes, bytes]):
+    """The application's key-value records as a read-only mapping, read lazily: a restarting
+    application looks up the few records it needs instead of loading every one (their number
+    grows with the chain)."""
+
+    def __init__(self, store: ChainStore) -> None:
+        self._store = store
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self._store.app_get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (bytes(k) for (k,) in self._store._reader.execute("SELECT key FROM app_kv ORDER BY key").fetchall())
+
+    def __len__(self) -> int:
+        return self._store._reader.execute("SELECT COUNT(*) FROM app_kv").fetchone()[0]

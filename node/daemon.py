@@ -92,10 +92,10 @@ class Daemon:
     async def stop(self) -> None:
         if self._lag_task is not None:
             self._lag_task.cancel()
+        if self.engine is not None:
+            await self.engine.stop()  # before the FL service closes its blob store: a finalizing block writes to it
         if self.fl is not None:
             await self.fl.stop()
-        if self.engine is not None:
-            await self.engine.stop()
         await self.gossip.stop()
         if self.runner is not None:
             await self.runner.cleanup()

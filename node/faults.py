@@ -1,7 +1,8 @@
-"""Deliberate misbehaviour for evaluation, chosen at wiring time from the ``[fault]`` config.
+"""Deliberate misbehaviour of the chain layer for evaluation, chosen at wiring time from the
+``[fault]`` config (the federated-learning faults are in :mod:`node.fl.faults`).
 
-Each fault is a wrapper around a production part, so the production classes carry no fault
-flags and a node without faults configured runs none of this code.
+Each fault wraps a production part, so the production classes carry no fault flags and a node
+without faults configured runs none of this code.
 """
 
 from __future__ import annotations

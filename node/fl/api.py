@@ -43,9 +43,10 @@ async def get_updates(ctx: Any, request: web.Request, height: int | None) -> dic
     h = final if height is None else height
     if h > final:
         raise ApiError(404, f"height {h} is not final yet (final height {final})")
-    records = fl.round_records(ctx.engine.store, h)
-    return {"height": h, "considered": len(records), "accepted": sum(r["accepted"] for r in records),
-            "updates": records, "pending": len(fl.app.pool)}
+    record = fl.round_record(ctx.engine.store, h)
+    if record is None:
+        raise ApiError(404, f"no federated-learning record for height {h}")
+    return {"height": h, **record, "pending": len(fl.app.pool)}
 
 
 async def get_update(ctx: Any, request: web.Request, id: str, raw: bool) -> dict:
@@ -70,7 +71,8 @@ FL_ROUTES: tuple[Route, ...] = (
     Route("GET", "/fl/model/{hash}", get_model_blob, "Weights of a global model (canonical msgpack).", "fl",
           (MODEL_HASH,), response={"type": "string", "format": "binary"}, errors=(400, 404),
           content_type="application/msgpack"),
-    Route("GET", "/fl/updates", get_updates, "The updates a final block considered, accepted or rejected and why.",
+    Route("GET", "/fl/updates", get_updates, "The updates a final block considered (accepted or rejected and why), equivocations punished, "
+          "and why the round was skipped, if it was.",
           "fl", (ROUND_HEIGHT,), errors=(400, 404)),
     Route("GET", "/fl/updates/{id}", get_update, "One model update by id (summary, or raw bytes).", "fl",
           (UPDATE_ID, RAW), errors=(400, 404)),

@@ -107,7 +107,7 @@ class Chain:
         for block in self.blocks:
             voters = replay.state.voters(replay.state.height + 1)
             replay.finalize(block)
-            store.commit_block(block, replay.commit, replay.state, None, voters=voters)
+            store.commit_block(block, replay.commit, replay.state, voters=voters)
 
     async def grow(self, count: int) -> None:
         """Append ``count`` final blocks, one per slot."""

@@ -93,6 +93,47 @@ def test_register_open_admission_needs_self_and_bond():
     assert st.is_member(IDS[2])
 
 
+def test_register_declares_a_sample_count():
+    st = state()
+    assert st.member_samples(IDS[1]) == 0                 # genesis members declare none: the cap applies
+    assert st.member_samples(OUTSIDER.node_id) is None
+    assert st.check_tx(tx(A, "register", [OUTSIDER.node_id, 0])) == \
+        "register declared_samples must be a positive integer (got 0)"
+    st.apply_tx(tx(A, "register", [OUTSIDER.node_id, 250]))
+    assert st.member_samples(OUTSIDER.node_id) == 250
+    back = ChainState.from_bytes(st.to_bytes(), st.genesis)
+    assert back.member_samples(OUTSIDER.node_id) == 250 and back.member_samples(IDS[1]) == 0
+
+
+def test_open_membership_ends_when_the_bond_is_gone():
+    """One bond, one identity: unstaking below the bond ends membership, so the same coins cannot
+    register a second identity while the first stays a member."""
+    st = state(4, admission="open", members=[], member_bond=100, unbonding_blocks=2)
+    run_block(st, txs=[tx(C, "register", [IDS[2]])])
+    assert st.is_member(IDS[2])
+    run_block(st, txs=[tx(C, "unstake", [100], nonce=2)])
+    assert not st.is_member(IDS[2])                       # the bond left with the stake
+    run_block(st)
+    run_block(st)                                         # unbonded: the coins are C's balance again
+    fresh = OUTSIDER.node_id
+    run_block(st, txs=[tx(C, "transfer", [fresh, 1100], nonce=3)])
+    run_block(st, txs=[tx(OUTSIDER, "stake", [100]), tx(OUTSIDER, "register", [fresh], nonce=2)])
+    assert st.is_member(fresh) and not st.is_member(IDS[2])
+    assert [m for m in st.members if m in (IDS[2], fresh)] == [fresh]
+
+
+def test_open_membership_ends_when_penalties_take_the_stake_below_the_bond():
+    st = state(4, admission="open", members=IDS[:2], member_bond=100)
+    run_block(st, producer=IDS[0], stake_changes=[(IDS[1], -1, "update rejected")])
+    assert not st.is_member(IDS[1]) and st.is_member(IDS[0])
+
+
+def test_permissioned_members_stay_whatever_their_stake():
+    st = state(4, member_bond=100)
+    run_block(st, txs=[tx(B, "unstake", [100])], stake_changes=[(IDS[2], -100, "penalty")])
+    assert st.is_member(IDS[1]) and st.is_member(IDS[2])
+
+
 # -- invalid transactions ---------------------------------------------------------------------------
 
 def test_wrong_nonce_and_replay():
@@ -140,6 +181,8 @@ def test_wrong_chain_bad_signature_unknown_sender():
     ("register", ["x"], "register args must be [member_id]"),
     ("register", [], "register args must be [member_id]"),
     ("register", [{"a": 1}], "register args must be [member_id]"),
+    ("register", [IDS[0], -3], "register declared_samples must be a positive integer"),
+    ("register", [IDS[0], 5, 6], "register args must be [member_id]"),
 ])
 def test_bad_args_give_reasons_not_exceptions(kind, args, expected):
     st = state()
@@ -397,6 +440,7 @@ def test_snapshot_round_trip():
     (lambda d, o: pack([*o[:6], list(reversed(o[6])), *o[7:]]), "not in canonical form"),
     (lambda d, o: pack([*o[:7], ["ab" * 32], o[8]]), "a delegate has no account"),
     (lambda d, o: pack([*o[:8], [[b"x", IDS[0], 1]]]), "punished entries must be"),
+    (lambda d, o: pack([*o[:6], [IDS[0]], *o[7:]]), "members must be [node id, declared samples] pairs"),
 ])
 def test_corrupt_snapshots_raise_clear_errors(mangle, expected):
     st = _history(state())
