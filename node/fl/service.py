@@ -18,6 +18,7 @@ from node.fl.app import TOPIC_UPDATE, FLApp
 from node.fl.blobs import BlobStore
 from node.fl.data import load_node_data
 from node.fl.settings import FLSettings
+from node.fetcher import FetchError, fetch_update
 from node.fl.trainer import Trainer
 from node.home import Home
 
@@ -79,18 +80,19 @@ class FLService:
                                   "test_accuracy": test_acc, "test_loss": test_loss}
 
     async def fetch_update(self, update_id: bytes, producer: str) -> bytes | None:
-        """The raw update ``update_id`` from the proposer, else from any peer."""
+        """The raw update ``update_id`` from the proposer, else from any peer (a peer that fails or
+        lies is skipped; what each may send is capped, see ``node/fetcher.py``)."""
         peers = sorted(self.gossip.peers(), key=lambda p: p.node_id != producer)
         for peer in peers:
             if not peer.url or self.session is None:
                 continue
             try:
-                async with self.session.get(f"{peer.url}/fl/updates/{update_id.hex()}", params={"raw": "1"},
-                                            timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                    if resp.status == 200:
-                        return bytes.fromhex((await resp.json())["raw"])
-            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
+                raw = await fetch_update(self.session, peer.url, update_id, self.settings.max_update_bytes)
+            except FetchError as exc:
                 log.debug("fetching update from %s failed: %s", peer.url, exc)
+                continue
+            if raw is not None:
+                return raw
         return None
 
     def round_records(self, store: Any, height: int) -> list[dict]:
