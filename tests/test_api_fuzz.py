@@ -9,6 +9,8 @@ the fuzzer, which is not what is under test here (``tests/hostile/test_http_limi
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import requests
 import schemathesis
@@ -17,7 +19,8 @@ from schemathesis.specs.openapi.checks import content_type_conformance, status_c
 
 from node.api import openapi_document
 from tests.hostile.webattack import configure_api
-from tests.integration.harness import Testnet, get_json
+from tests.integration import harness
+from tests.integration.harness import get_json
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +30,7 @@ schema = schemathesis.openapi.from_dict(openapi_document())
 @pytest.fixture(scope="module")
 def fl_node(tmp_path_factory) -> str:
     """A one-node FL chain that has made a global model and considered some updates."""
-    net = Testnet(tmp_path_factory.mktemp("fuzz"), 1, slot_ms=1000, app="fl")
+    net = harness.Testnet(tmp_path_factory.mktemp("fuzz"), 1, slot_ms=1000, app="fl")
     configure_api(net, requests_per_s=100_000, request_burst=100_000, answer_bytes_per_s=1 << 30,
                   txs_per_s=100_000, tx_burst=100_000)
     net.start_all()
@@ -38,8 +41,10 @@ def fl_node(tmp_path_factory) -> str:
         net.stop_all()
 
 
-def assert_error_shape(response: requests.Response) -> None:
-    assert response.headers["Content-Type"].startswith("application/json"), response.headers
+def assert_error_shape(response: Any) -> None:
+    """The JSON error shape, on a ``requests`` or a schemathesis response (lower-case header lists)."""
+    content_type = response.headers.get("Content-Type") or response.headers.get("content-type")
+    assert "application/json" in str(content_type), response.headers
     body = response.json()
     assert set(body) == {"error"} and body["error"]["code"] == response.status_code, body
     assert "Traceback" not in body["error"]["message"]

@@ -111,7 +111,7 @@ def test_pages_of_large_blocks_stay_within_a_byte_budget(make_testnet):
         victims.check(monitor, BOUNDS)
     assert stats["statuses"].get(200, 0) >= 1, stats
     budget = ApiConfig().max_response_bytes
-    assert stats["max_body"] <= budget + len(json.dumps(one)) + 4096, f"a page passed its budget by over a block: {stats}"
+    assert stats["max_body"] <= budget + len(json.dumps(one)) + 4096, f"page over budget+block: {stats}"
     assert stats["statuses"].get(429, 0) > 0, f"bulk answers did not slow the client down: {stats}"
     heights, start, end = [], first, min(last, first + 11)
     while start <= end:  # an honest client follows `next` and gets every block exactly once
