@@ -38,16 +38,22 @@ def victims(make_testnet, request):
     return start_victims(net)
 
 
-@pytest.mark.timeout(150)
-def test_a_get_flood_from_one_address_is_throttled(victims):
-    net = victims.net
+def flood(victims, path: str, **hammer_args) -> tuple[dict, float]:
+    """Hammer node0's ``path`` from the attacker address for DURATION under the monitor, check the
+    invariants, and return what the attacker saw and how long it took."""
     with victims.monitor() as monitor:
         started = time.monotonic()
-        stats = run_hostile(partial(hammer, net.url(0), "/status", connections=16, duration=DURATION,
-                                    source=attacker_address()), timeout=60)
+        stats = run_hostile(partial(hammer, victims.net.url(0), path, duration=DURATION, source=attacker_address(),
+                                    **hammer_args), timeout=60)
         elapsed = time.monotonic() - started
-        print(f"\nGET flood: {stats}\n{describe(monitor)}")
+        print(f"\n{hammer_args.get('method', 'GET')} {path} flood: {stats}\n{describe(monitor)}")
         victims.check(monitor, BOUNDS)
+    return stats, elapsed
+
+
+@pytest.mark.timeout(150)
+def test_a_get_flood_from_one_address_is_throttled(victims):
+    stats, elapsed = flood(victims, "/status", connections=16)
     served, refused = stats["statuses"].get(200, 0), stats["statuses"].get(429, 0)
     assert refused > 0, f"the flood was never throttled: {stats}"
     assert served <= LIMITS["requests_per_s"] * elapsed + LIMITS["request_burst"], stats
@@ -56,18 +62,11 @@ def test_a_get_flood_from_one_address_is_throttled(victims):
 
 @pytest.mark.timeout(150)
 def test_a_tx_flood_is_held_to_the_stricter_tx_rate(victims):
-    net = victims.net
-    chain_id = net.get(0, "/genesis")["chain_id"]
+    chain_id = victims.net.get(0, "/genesis")["chain_id"]
     bodies = [pack(Tx("transfer", chain_id, kp.node_id, 1, [kp.node_id, 1]).signed(kp).to_wire())
               for kp in (KeyPair.generate() for _ in range(64))]  # well formed, signed, from unknown accounts
-    with victims.monitor() as monitor:
-        started = time.monotonic()
-        stats = run_hostile(partial(hammer, net.url(0), "/txs", connections=8, duration=DURATION,
-                                    source=attacker_address(), method="POST", bodies=bodies,
-                                    headers={"Content-Type": "application/msgpack"}), timeout=60)
-        elapsed = time.monotonic() - started
-        print(f"\nPOST /txs flood: {stats}\n{describe(monitor)}")
-        victims.check(monitor, BOUNDS)
+    stats, elapsed = flood(victims, "/txs", connections=8, method="POST", bodies=bodies,
+                           headers={"Content-Type": "application/msgpack"})
     judged, refused = stats["statuses"].get(422, 0), stats["statuses"].get(429, 0)
     assert refused > 0, f"the tx flood was never throttled: {stats}"
     assert judged <= LIMITS["txs_per_s"] * elapsed + LIMITS["tx_burst"], stats
