@@ -97,7 +97,7 @@ class Client:
 
 @dataclass
 class LimitStats:
-    """Refusals by reason, for ``/metrics`` and the tests."""
+    """Refusals by reason and cut answers, exported on ``/metrics``."""
 
     refused: dict[str, int] = field(default_factory=lambda: {"rate": 0, "bytes": 0, "tx_rate": 0,
                                                               "client_busy": 0, "node_busy": 0})

@@ -70,8 +70,15 @@ async def get_genesis(ctx: Any, request: web.Request) -> web.Response:
 
 
 async def get_metrics(ctx: Any, request: web.Request) -> web.Response:
-    body = node_metrics(ctx.engine, ctx.gossip, ctx.fl, ctx.loop_lag).render()
-    return web.Response(body=body.encode(), headers={"Content-Type": PROMETHEUS_TYPE})
+    """The node's metrics, plus what the API's limits refused and cut."""
+    reg = node_metrics(ctx.engine, ctx.gossip, ctx.fl, ctx.loop_lag)
+    if ctx.limiter is not None:
+        stats = ctx.limiter.stats
+        refused = reg.counter("api_refused_total", "API requests answered 429, by the limit they hit.")
+        for reason, count in sorted(stats.refused.items()):
+            refused.add(count, reason=reason)
+        reg.counter("api_cut_total", "API answers not taken by their client in time (connection cut).", stats.cut)
+    return web.Response(body=reg.render().encode(), headers={"Content-Type": PROMETHEUS_TYPE})
 
 
 async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:

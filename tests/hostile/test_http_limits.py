@@ -20,6 +20,7 @@ from gossip.codec import pack
 from gossip.crypto import KeyPair
 from tests.hostile.harness import Bounds, run_hostile
 from tests.hostile.webattack import attacker_address, configure_api, describe, hammer, slow_bodies, start_victims
+from tests.integration.test_hostile import metric
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +57,7 @@ def test_a_get_flood_from_one_address_is_throttled(victims):
     stats, elapsed = flood(victims, "/status", connections=16)
     served, refused = stats["statuses"].get(200, 0), stats["statuses"].get(429, 0)
     assert refused > 0, f"the flood was never throttled: {stats}"
+    assert metric(victims.net, 0, "fedchain_api_refused_total", reason="rate") >= refused  # the victim counted them
     assert served <= LIMITS["requests_per_s"] * elapsed + LIMITS["request_burst"], stats
     assert stats["retry_after"] == refused, stats
 
