@@ -25,6 +25,7 @@ from tests.integration.harness import get_json
 pytestmark = pytest.mark.integration
 
 schema = schemathesis.openapi.from_dict(openapi_document())
+schemathesis.serializer.alias("application/msgpack", "application/octet-stream")  # POST /txs bodies: raw bytes
 
 
 @pytest.fixture(scope="module")

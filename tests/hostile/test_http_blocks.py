@@ -30,8 +30,9 @@ pytestmark = pytest.mark.integration
 
 CANDIDATES = 1024
 TXS_PER_NODE = 60
-# /health p99 of the unattacked peers was 140-290 ms on the loaded 2-core machine these were measured on
-BOUNDS = Bounds(rss_growth_mb=48, health_p99_ms=500, health_max_ms=1500)
+# On the loaded 2-core machine these were measured on (load average 9-13), /health p99 of the
+# unattacked peers was 140-340 ms and of the victim 190-710 ms; before the fix, 6.5 s.
+BOUNDS = Bounds(rss_growth_mb=48, health_p99_ms=1000, health_max_ms=2000)
 
 
 def allow_big_votes(net: Testnet) -> list[str]:
