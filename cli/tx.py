@@ -50,8 +50,11 @@ def next_nonce(client: NodeClient, sender: str) -> int:
         if exc.status != 404:
             raise
         nonce = 0
-    pending = client.get_json("/mempool").get("txs", [])
-    mine = [int(t["nonce"]) for t in pending if t.get("sender") == sender]
+    pool = client.get_json("/mempool", sender=sender)
+    if pool.get("truncated"):
+        raise CliError("this account has more transactions waiting than one answer of the node holds; "
+                       "wait until some are in a block")
+    mine = [int(t["nonce"]) for t in pool.get("txs", []) if t.get("sender") == sender]
     return max([nonce, *mine]) + 1
 
 

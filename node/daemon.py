@@ -75,8 +75,9 @@ class Daemon:
         self.session = aiohttp.ClientSession()
         proposer = (partial(DoubleSigningProposer, self.home.keypair, self.gossip) if cfg.fault.double_sign
                     else BlockProposer)
-        self.engine = Engine(self.home.keypair, self.home.genesis, self.store, self.app, self.gossip,
-                             HttpBlockFetcher(self.session), EngineConfig(max_message=cfg.network.max_message),
+        fetcher = HttpBlockFetcher(self.session, max_block_bytes=self.home.genesis.max_block_bytes)
+        self.engine = Engine(self.home.keypair, self.home.genesis, self.store, self.app, self.gossip, fetcher,
+                             EngineConfig(max_message=cfg.network.max_message, checkpoint=cfg.sync.checkpoint),
                              proposer=proposer)
         build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.fl, self.loop_lag)
         self._lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")

@@ -201,3 +201,14 @@ def test_join_unreachable(tmp_path):
 
 def test_join_bad_url(tmp_path):
     assert_clean_failure(invoke("join", "ftp://x", "--home", tmp_path / "j"), "http or https")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--genesis-hash", "abc"], "--genesis-hash must be 64 hex"),
+    (["--trust-genesis", "--checkpoint", "ten:" + "ab" * 32], "--checkpoint must be HEIGHT:BLOCKHASH"),
+    (["--trust-genesis", "--checkpoint", "10:abc"], "64 hex"),
+])
+def test_join_checks_its_pins_before_going_online(tmp_path, args, fragment):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: the check must come first
+    assert_clean_failure(invoke("join", url, "--home", tmp_path / "j", *args), fragment)
+    assert not (tmp_path / "j").exists()

@@ -20,6 +20,7 @@ from node.fl.app import TOPIC_UPDATE, round_key
 from node.fl.blobs import BlobStore
 from node.fl.data import load_node_data
 from node.fl.settings import FLSettings
+from node.fetcher import JSON_ROOM, FetchError, fetch_update, get_bytes
 from node.fl.trainer import Trainer
 from node.home import Home
 
@@ -79,32 +80,37 @@ class FLService:
                                   "val_accuracy": val_acc, "val_loss": val_loss,
                                   "test_accuracy": test_acc, "test_loss": test_loss}
 
-    async def _from_peers(self, path: str, params: dict, first: str | None = None) -> bytes | None:
-        """The body of ``GET {peer}{path}`` from the first peer that answers 200 (``first`` tried first)."""
-        peers = sorted(self.gossip.peers(), key=lambda p: p.node_id != first)
+    async def fetch_update(self, update_id: bytes, producer: str) -> bytes | None:
+        """The raw update ``update_id`` from the proposer, else from any peer (a peer that fails or
+        lies is skipped; what each may send is capped, see ``node/fetcher.py``)."""
+        peers = sorted(self.gossip.peers(), key=lambda p: p.node_id != producer)
         for peer in peers:
             if not peer.url or self.session is None:
                 continue
             try:
-                async with self.session.get(f"{peer.url}{path}", params=params,
-                                            timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                    if resp.status == 200:
-                        return await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.debug("GET %s%s failed: %s", peer.url, path, exc)
+                raw = await fetch_update(self.session, peer.url, update_id, self.settings.max_update_bytes)
+            except FetchError as exc:
+                log.debug("fetching update from %s failed: %s", peer.url, exc)
+                continue
+            if raw is not None:
+                return raw
         return None
 
-    async def fetch_update(self, update_id: bytes, producer: str) -> bytes | None:
-        """The raw update ``update_id`` from the proposer, else from any peer."""
-        body = await self._from_peers(f"/fl/updates/{update_id.hex()}", {"raw": "1"}, producer)
-        try:
-            return bytes.fromhex(json.loads(body)["raw"]) if body is not None else None
-        except (ValueError, KeyError, TypeError):
-            return None
-
     async def fetch_model(self, model_hash: bytes) -> bytes | None:
-        """The weights of global model ``model_hash`` from any peer (checked by the caller)."""
-        return await self._from_peers(f"/fl/model/{model_hash.hex()}", {})
+        """The weights of global model ``model_hash`` from any peer, read under the size a model of
+        this task can have (the caller checks the hash before it uses them)."""
+        limit = 4 * self.app.dim + JSON_ROOM
+        for peer in self.gossip.peers():
+            if not peer.url or self.session is None:
+                continue
+            try:
+                raw = await get_bytes(self.session, f"{peer.url}/fl/model/{model_hash.hex()}", limit)
+            except FetchError as exc:
+                log.debug("fetching model from %s failed: %s", peer.url, exc)
+                continue
+            if raw is not None:
+                return raw
+        return None
 
     def round_record(self, store: Any, height: int) -> dict | None:
         """What the final block at ``height`` considered, as the application recorded it."""

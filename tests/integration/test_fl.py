@@ -251,7 +251,9 @@ def test_a_joining_device_contributes_only_once_registered(make_testnet, tmp_pat
     net.wait_height(3, timeout=60)
     home, port = tmp_path / "device", net.base_port + 4
     log = open(tmp_path / "device.out", "wb")
-    net.procs[4] = subprocess.Popen([*CLI, "join", net.url(0), "--home", str(home), "--port", str(port)],
+    pin = net.get(0, "/status")["genesis_hash"]
+    net.procs[4] = subprocess.Popen([*CLI, "join", net.url(0), "--home", str(home), "--port", str(port),
+                                     "--genesis-hash", pin],
                                     cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_for(lambda: net.get(4, "/status")["final_height"] >= net.heights([0])[0] - 1, 60,
              "the device to sync (verifying every FL round by re-running it)")
