@@ -82,7 +82,8 @@ class Syncer:
         self._failures: dict[str, tuple[int, float]] = {}  # url -> (failures in a row, retry after)
         self._decided: tuple[int, bytes, Commit] | None = None
         self.metrics: Counter = metrics if metrics is not None else Counter()
-        self.stale_trust = False
+        self.stale_trust = False  # the trusted point is older than the horizon: a checkpoint is needed
+        self.active = False  # fetching from a peer right now
 
     def poke(self) -> None:
         """Ask for a sync round now."""
@@ -124,7 +125,9 @@ class Syncer:
         own trusted point is within the sync horizon."""
         if self.checkpoint is not None and height <= self.checkpoint[0]:
             return True
-        return self._wall_ms() - self.target.tip_time_ms() <= self.horizon_ms
+        fresh = self._wall_ms() - self.target.tip_time_ms() <= self.horizon_ms
+        self.stale_trust = not fresh
+        return fresh
 
     # ----- rounds -----------------------------------------------------------------------------
     async def sync_once(self) -> int:
@@ -136,12 +139,15 @@ class Syncer:
         claims = await asyncio.gather(*(self._claim(u) for u in urls))
         ahead = sorted(((h, u) for h, u in claims if h >= self.target.height), reverse=True)
         for claimed, url in ahead[:MAX_SOURCES_PER_ROUND]:
+            self.active = True
             try:
                 got = await self._sync_from(url, claimed)
             except SyncError as exc:
                 self.metrics["sync_refused"] += 1
                 self._fail(url, str(exc))
                 continue
+            finally:
+                self.active = False
             if got == 0 and self.target.height <= claimed:
                 self._fail(url, f"claims height {claimed} but served nothing past {self.target.height - 1}")
                 continue
@@ -164,7 +170,6 @@ class Syncer:
         applied = 0
         while self.target.height <= claimed:
             if not self.trusted(self.target.height):
-                self.stale_trust = True
                 raise SyncError("this node's newest block is older than the sync horizon (the unbonding "
                                 "period); restart it with a recent trusted checkpoint (--checkpoint HEIGHT:HASH)")
             raws = await self._fetch(self.fetcher.blocks(url, self.target.height, PAGE), url)

@@ -40,7 +40,8 @@ class ChainView:
             "current_slot": e.current_slot(),
             "round": e.machine.round,
             "is_delegate": e.is_voter,
-            "syncing": e.syncer.stale_trust,
+            "syncing": e.syncer.active,
+            "needs_checkpoint": e.syncer.stale_trust,
             "mempool_size": len(self.mempool),
             "app_hash": e.executor.app.app_hash().hex(),
         }

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from consensus.state import ChainState, InvalidTx, StateError
-from consensus.types import TX_KINDS, Evidence, Tx
+from consensus.types import EMPTY_HASH, TX_KINDS, Evidence, Proposal, Tx, Vote
 from gossip.codec import pack, unpack
 from tests.consensus.helpers import (
     CHAIN,
@@ -516,3 +516,53 @@ def test_supply_is_conserved_except_rewards_penalties_slashes(blocks):
     assert _play(blocks).root() == st.root()
     assert ChainState.from_bytes(st.to_bytes(), st.genesis).root() == st.root()
     assert 2 <= len(st.delegates) <= 3
+
+
+@pytest.mark.parametrize("kind", ["prevote", "precommit"])
+def test_double_votes_of_either_kind_in_a_round_are_slashable_nil_included(kind):
+    st = state()
+    run_block(st)
+    a = Vote(kind, CHAIN, 2, 5, b"\x01" * 32, IDS[1]).signed(B)
+    nil = Vote(kind, CHAIN, 2, 5, EMPTY_HASH, IDS[1]).signed(B)
+    other_round = Vote(kind, CHAIN, 2, 6, EMPTY_HASH, IDS[1]).signed(B)
+    st.begin_block(2, block_hash(2), IDS[0], [])
+    assert "not by one voter at one height and round" in st.apply_evidence(Evidence(f"double_{kind}", a, other_round))
+    assert st.apply_evidence(Evidence(f"double_{kind}", a, nil)) is None
+    assert st.account(IDS[1]).slashed_total == 10
+
+
+def test_double_proposals_in_a_round_are_slashable():
+    st = state()
+    run_block(st)
+    a = Proposal(CHAIN, 2, 5, b"\x01" * 32, -1, IDS[1]).signed(B)
+    b = Proposal(CHAIN, 2, 5, b"\x02" * 32, -1, IDS[1]).signed(B)
+    st.begin_block(2, block_hash(2), IDS[0], [])
+    assert st.apply_evidence(Evidence("double_proposal", a, a)) == "proposals are identical"
+    assert st.apply_evidence(Evidence("double_proposal", a, b)) is None
+    assert st.account(IDS[1]).slashed_total == 10
+
+
+def test_evidence_against_a_key_without_stake_is_refused_before_its_signatures_are_checked(monkeypatch):
+    st = state()
+    run_block(st, txs=[tx(A, "transfer", [OUTSIDER.node_id, 5])])  # the outsider now has an account, no stake
+    checks = []
+    monkeypatch.setattr(Evidence, "check", lambda self, chain_id: checks.append(self) or None)
+    st.begin_block(2, block_hash(2), IDS[0], [])
+    assert "no stake and is no delegate" in st.apply_evidence(double_precommit(OUTSIDER, 1))
+    assert checks == []
+
+
+def test_the_voter_set_is_never_empty_and_never_below_min_delegates():
+    st = state(missed_turns_to_jail=1)
+    run_block(st, producer=IDS[0], missed=IDS[1:4])  # three of four delegates jailed at once
+    assert st.proposers(2) == [IDS[0]]
+    assert st.voters(2) == IDS[:4]  # no standby candidate: the jailed keep their vote
+    run_block(st, producer=IDS[0], missed=[IDS[0]])  # and the last one too
+    assert st.voters(3) == IDS[:4] and st.proposers(3) == IDS[:4]
+
+
+def test_standby_candidates_step_in_before_jailed_delegates_keep_their_vote():
+    st = state(5, max_delegates=4, missed_turns_to_jail=1)
+    assert st.delegates == IDS[:4]
+    run_block(st, producer=IDS[0], missed=[IDS[1]])
+    assert st.voters(2) == sorted([IDS[0], IDS[2], IDS[3], IDS[4]])
