@@ -15,15 +15,16 @@ the envelope, bounded in bytes; only ACCEPTed messages enter it.
 
 from __future__ import annotations
 
-from collections import OrderedDict, defaultdict, deque
-from typing import TYPE_CHECKING, Any
+from collections import Counter, OrderedDict, defaultdict, deque
+from typing import Any, Protocol
 
-from consensus.types import Block, Evidence, Proposal, Tx, Vote
+from consensus.evidence import EvidencePool
+from consensus.executor import BlockExecutor
+from consensus.machine import HeightMachine
+from consensus.mempool import Mempool
+from consensus.types import Block, Commit, Evidence, Proposal, Tx, Vote
 from gossip.codec import DecodeError, pack, unpack
 from gossip.envelope import Verdict
-
-if TYPE_CHECKING:
-    from consensus.engine import Engine
 
 HANDOFF_BYTES = 64 * 1024 * 1024
 """Decoded messages waiting between validation and delivery, at most (bytes of their bodies)."""
@@ -42,10 +43,32 @@ def encode_proposal(proposal: Proposal, block: Block, proof: list[Vote]) -> byte
     return pack([proposal.to_wire(), block.to_wire(), [v.to_wire() for v in proof]])
 
 
+class Consensus(Protocol):
+    """What the validators read of the running engine, and where they hand accepted messages."""
+
+    genesis: Any
+    config: Any
+    executor: BlockExecutor
+    machine: HeightMachine
+    mempool: Mempool
+    evidence: EvidencePool
+    metrics: Counter
+
+    @property
+    def height(self) -> int: ...
+    def now_ms(self) -> int: ...
+    def current_slot(self) -> int: ...
+    def has_proposal(self, proposal: Proposal) -> bool: ...
+    def take_commit(self, commit: Commit) -> None: ...
+    async def take_proposal(self, proposal: Proposal, block: Block, proof: list[Vote]) -> None: ...
+    async def take_vote(self, vote: Vote) -> None: ...
+    def evidence_seen(self, ev: Evidence) -> None: ...
+
+
 class Inbound:
     """The gossip validators and delivery callbacks of the consensus topics."""
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Consensus) -> None:
         self.e = engine
         self._handoff: OrderedDict[int, tuple[Any, int]] = OrderedDict()
         self._handoff_bytes = 0
