@@ -113,7 +113,7 @@ def peers(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
     info = NodeClient(node).get_json("/net_info")
     if as_json:
         return print_json(info)
-    table = Table("node id", "url", "direction", "score", "connected", title=f"{info['n_peers']} peers of {info['url']}",
+    table = Table("node id", "url", "direction", "peer score", "connected", title=f"{info['n_peers']} peers of {info['url']}",
                   title_justify="left")
     for peer in info["peers"]:
         table.add_row(peer["node_id"], peer["url"], peer["direction"], f"{peer['score']:.2f}",
