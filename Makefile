@@ -17,6 +17,7 @@ run: $(STAMP)
 	$(VENV)/bin/fedchain testnet up 4
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q
 
 # Benchmarks also need Flower (an optional extra) and Fashion-MNIST from Debian's package.

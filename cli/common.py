@@ -14,6 +14,7 @@ from typing import Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from cli.client import DEFAULT_NODE, NodeError
 from node.config import ConfigError
@@ -66,3 +67,13 @@ def print_json(value: Any) -> None:
 def short(node_id: str, n: int = 12) -> str:
     """A node id or hash shortened for tables; full ids are in ``--json``."""
     return node_id if len(node_id) <= n else node_id[:n] + "…"
+
+
+def fields_table(title: str, rows: list[tuple[str, Any]]) -> Table:
+    """A two-column key/value table, the shape every single-object command prints."""
+    table = Table(title=title, show_header=False, box=None, title_justify="left", title_style="bold")
+    table.add_column(style="cyan")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from cli.client import NodeClient
-from cli.common import CliError, HomeOpt, console, handles_errors
+from cli.common import CliError, HomeOpt, console, fields_table, handles_errors
+from cli.query import fetch_genesis, genesis_summary
 from consensus.genesis import Genesis, GenesisError, make_genesis
 from gossip.crypto import KeyPair
-from node.config import DEFAULT_HOST, DEFAULT_PORT, check_base_url
+from node.config import DEFAULT_HOST, DEFAULT_PORT, check_base_url, load_config, parse_checkpoint, save_config
 from node.home import HomePaths, init_home, load_genesis, load_home, load_key
 
 keys_app = typer.Typer(help="Manage a node's Ed25519 key.", no_args_is_help=True)
@@ -65,35 +66,80 @@ def init(home: Path = HomeOpt,
                   f"node id  {keypair.node_id}\nlisten   {created.config.network.url}", highlight=False)
 
 
-def fetch_genesis(url: str) -> Genesis:
-    """The genesis a running node serves, validated."""
-    data = NodeClient(url).get_json("/genesis")
-    try:
-        return Genesis.from_dict(data)
-    except GenesisError as exc:
-        raise CliError(f"{url} served an invalid genesis: {exc}") from None
+def _hash_option(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if len(value) != 64 or not all(c in "0123456789abcdef" for c in value):
+        raise CliError(f"--genesis-hash must be 64 hex characters (the SHA-256 genesis hash), got {value[:80]!r}")
+    return value
+
+
+def trust_genesis(base: str, genesis: Genesis, pin: str | None, trust: bool) -> None:
+    """Accept the genesis ``base`` served only if it has the pinned hash, or if the operator said
+    to trust it (then show what is being trusted). Anyone who can answer for ``base`` (or sits
+    on a plain-HTTP path to it) chooses that genesis, so taking it unchecked would let them put
+    the new node on a chain of their own."""
+    served = genesis.hash.hex()
+    if pin is not None:
+        if served != pin:
+            raise CliError(f"{base} served a genesis whose hash is {served}, not the expected {pin}; "
+                           "refusing to join (another chain, or the genesis was altered on the way)")
+        return
+    if not trust:
+        raise CliError(f"refusing to join: nothing says the genesis served by {base} is the right one "
+                       f"(chain {genesis.chain_id}, genesis hash {served}). Ask the chain's operators for its "
+                       "genesis hash (`fedchain genesis --node URL` on a node you trust) and pass "
+                       "--genesis-hash HASH, or pass --trust-genesis to accept this one as it is")
+    console.print(fields_table(f"trusting the genesis served by {base}", genesis_summary(genesis)))
+    if base.startswith("http://"):
+        console.print("[yellow]it came over plain HTTP: anyone on the way could have altered it; compare "
+                      "the genesis hash with the one the chain's operators publish[/]", highlight=False)
 
 
 @handles_errors
 def join(url: str = typer.Argument(..., help="Base URL of any node of the chain, e.g. http://127.0.0.1:26657."),
          home: Path = HomeOpt, port: int = PortOpt, host: str = HostOpt, advertise: str = AdvertiseOpt,
          moniker: str = MonikerOpt,
+         genesis_hash: Optional[str] = typer.Option(
+             None, "--genesis-hash", help="Expected genesis hash (hex); a genesis with another hash is refused."),
+         trust: bool = typer.Option(False, "--trust-genesis",
+                                    help="Accept the served genesis without --genesis-hash (it is shown first)."),
+         checkpoint: Optional[str] = typer.Option(
+             None, "--checkpoint", help="Weak-subjectivity checkpoint HEIGHT:BLOCKHASH, a final block learnt out "
+                                        "of band; written to config.toml [sync] trusted_checkpoint."),
          no_start: bool = typer.Option(False, "--no-start", help="Only create the home; do not start the node.")
          ) -> None:
-    """Make a home for the chain served at URL (bootstrapped to it), then start the node; it syncs from peers."""
+    """Make a home for the chain served at URL (bootstrapped to it), then start the node; it syncs from peers.
+
+    The genesis is accepted only if its hash is --genesis-hash (or, for a home that already has
+    one, the same genesis), or with --trust-genesis.
+    """
     base = check_base_url(url, "URL")
+    pin = _hash_option(genesis_hash)
+    if checkpoint is not None:
+        height, block_hash = parse_checkpoint(checkpoint, "--checkpoint")
+        checkpoint = f"{height}:{block_hash.hex()}"
     genesis = fetch_genesis(base)
     paths = HomePaths(home)
     if paths.genesis.exists():
         mine = load_genesis(paths.genesis)
+        if pin is not None and pin != mine.hash.hex():
+            raise CliError(f"{home} already holds genesis {mine.hash.hex()}, not --genesis-hash {pin}")
         if mine.hash != genesis.hash:
-            raise CliError(f"{home} already belongs to chain {mine.chain_id} with a different genesis than {base}")
+            raise CliError(f"{home} already belongs to chain {mine.chain_id} (genesis {mine.hash.hex()}), but {base} "
+                           f"serves genesis {genesis.hash.hex()}")
+        if checkpoint is not None:
+            config = load_config(paths.config)
+            config.sync.trusted_checkpoint = checkpoint
+            save_config(config, paths.config)
         console.print(f"{home} already joined {genesis.chain_id}", highlight=False)
     else:
+        trust_genesis(base, genesis, pin, trust)
         created = init_home(home, genesis, port=port, host=host, advertised_url=advertise, bootstrap=[base],
-                            moniker=moniker)
-        console.print(f"joined chain [bold]{genesis.chain_id}[/] via {base}\nnode id  {created.keypair.node_id}\n"
-                      f"listen   {created.config.network.url}", highlight=False)
+                            moniker=moniker, trusted_checkpoint=checkpoint or "")
+        console.print(f"joined chain [bold]{genesis.chain_id}[/] (genesis {genesis.hash.hex()}) via {base}\n"
+                      f"node id  {created.keypair.node_id}\nlisten   {created.config.network.url}", highlight=False)
     if not no_start:
         start_daemon(home)
 

@@ -1,5 +1,5 @@
-"""Read-only commands against any node's HTTP API: status, block, delegates, peers, account, mempool,
-model.
+"""Read-only commands against any node's HTTP API: status, genesis, block, delegates, peers, account,
+mempool, model.
 
 Each prints a compact rich rendering by default and the node's JSON answer with ``--json``.
 """
@@ -14,7 +14,9 @@ import typer
 from rich.table import Table
 
 from cli.client import NodeClient
-from cli.common import CliError, JsonOpt, NodeOpt, console, handles_errors, print_json, short
+from cli.common import CliError, JsonOpt, NodeOpt, console, fields_table, handles_errors, print_json, short
+from consensus.genesis import Genesis, GenesisError
+from consensus.state import ChainState
 from gossip.crypto import is_node_id
 
 
@@ -30,26 +32,43 @@ def _age(time_ms: int | None) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-def _fields(title: str, rows: list[tuple[str, Any]]) -> Table:
-    table = Table(title=title, show_header=False, box=None, title_justify="left", title_style="bold")
-    table.add_column(style="cyan")
-    table.add_column()
-    for key, value in rows:
-        table.add_row(key, str(value))
-    return table
-
-
 def status(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
     """Show a node's identity, heights and sync state."""
     s = NodeClient(node).get_json("/status")
     if as_json:
         return print_json(s)
-    console.print(_fields(f"{s.get('moniker', '')} @ {s.get('url', node)}", [
-        ("chain", s["chain_id"]), ("node id", s["node_id"]), ("height", s["height"]),
+    console.print(fields_table(f"{s.get('moniker', '')} @ {s.get('url', node)}", [
+        ("chain", s["chain_id"]), ("genesis hash", s["genesis_hash"]), ("node id", s["node_id"]),
+        ("height", s["height"]),
         ("final height", s["final_height"]), ("latest block", f"{s['latest_block_hash']} ({_age(s['latest_block_time_ms'])})"),
         ("epoch", s["epoch"]), ("delegate", "yes" if s["is_delegate"] else "no"),
         ("syncing", "yes" if s["syncing"] else "no"), ("peers", s["peers"]), ("mempool", s["mempool_size"]),
     ]))
+
+
+def fetch_genesis(url: str) -> Genesis:
+    """The genesis a running node serves, validated (its hash is computed here, not taken on trust)."""
+    data = NodeClient(url).get_json("/genesis")
+    try:
+        return Genesis.from_dict(data)
+    except GenesisError as exc:
+        raise CliError(f"{url} served an invalid genesis: {exc}") from None
+
+
+def genesis_summary(genesis: Genesis) -> list[tuple[str, Any]]:
+    """What an operator checks before trusting a genesis: chain, hash, and the first delegates."""
+    delegates = ChainState.from_genesis(genesis).delegates
+    return [("chain", genesis.chain_id), ("genesis hash", genesis.hash.hex()),
+            ("genesis time", genesis.genesis_time_ms), ("accounts", len(genesis.accounts)),
+            ("delegates", "\n".join(delegates)), ("application", genesis.app.get("kind", "counter"))]
+
+
+def genesis(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
+    """Show the genesis a node serves: chain id, genesis hash (to pass to `join --genesis-hash`), delegates."""
+    g = fetch_genesis(node)
+    if as_json:
+        return print_json({"genesis_hash": g.hash.hex(), "genesis": g.to_dict()})
+    console.print(fields_table(f"genesis served by {node}", genesis_summary(g)))
 
 
 def block(height: Optional[int] = typer.Argument(None, min=1, help="Height (default: the latest)."),
@@ -59,7 +78,7 @@ def block(height: Optional[int] = typer.Argument(None, min=1, help="Height (defa
     if as_json:
         return print_json(b)
     commit = b.get("last_commit") or {}
-    console.print(_fields(f"block {b['height']}", [
+    console.print(fields_table(f"block {b['height']}", [
         ("hash", b["hash"]), ("time", f"{b['time_ms']} ({_age(b['time_ms'])})"), ("slot", b["slot"]),
         ("producer", b["producer"]), ("parent", b["parent_hash"]), ("state root", b["state_root"]),
         ("app hash", b["app_hash"]), ("payload", f"{b['payload_size']} bytes"),
@@ -94,7 +113,7 @@ def peers(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
     info = NodeClient(node).get_json("/net_info")
     if as_json:
         return print_json(info)
-    table = Table("node id", "url", "direction", "score", "connected", title=f"{info['n_peers']} peers of {info['url']}",
+    table = Table("node id", "url", "direction", "peer score", "connected", title=f"{info['n_peers']} peers of {info['url']}",
                   title_justify="left")
     for peer in info["peers"]:
         table.add_row(peer["node_id"], peer["url"], peer["direction"], f"{peer['score']:.2f}",
@@ -110,7 +129,7 @@ def account(node_id: str = typer.Argument(..., help="Account (node id)."), node:
     acct = NodeClient(node).get_json(f"/accounts/{node_id.lower()}")
     if as_json:
         return print_json(acct)
-    console.print(_fields(f"account {node_id.lower()}", sorted((k, v) for k, v in acct.items() if k != "id")))
+    console.print(fields_table(f"account {node_id.lower()}", sorted((k, v) for k, v in acct.items() if k != "id")))
 
 
 def mempool(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
@@ -138,14 +157,15 @@ def model(height: Optional[int] = typer.Option(None, "--updates", min=1,
     def pct(key: str) -> str:
         return f"{m[key]:.2%}" if isinstance(m.get(key), float) else "-"
 
-    console.print(_fields(f"global model @ {node}", [
+    console.print(fields_table(f"global model @ {node}", [
         ("hash", m["hash"]), ("height", m["height"]), ("model", f"{m['model']} ({m['params']} parameters)"),
         ("dataset", m["dataset"]), ("rule", m["rule"]), ("test accuracy", pct("test_accuracy")),
         ("validation accuracy (this node)", pct("val_accuracy")), ("weights", node.rstrip("/") + m["blob"]),
     ]))
     if rounds is not None:
         table = Table("update", "sender", "weight", "accepted", "reason",
-                      title=f"height {rounds['height']}: {rounds['accepted']} of {rounds['considered']} accepted",
+                      title=f"height {rounds['height']}: {rounds['accepted']} of {rounds['considered']} accepted"
+                            + (f" (round skipped: {rounds['skipped']})" if rounds.get("skipped") else ""),
                       title_justify="left")
         for u in rounds["updates"]:
             table.add_row(short(u["id"]), short(u["sender"]), f"{u['weight']:.1f}",
@@ -168,5 +188,5 @@ def _guard(command: Callable[..., None]) -> Callable[..., None]:
 
 def register(app: typer.Typer) -> None:
     """Add the query commands to the top-level app."""
-    for command in (status, block, delegates, peers, account, mempool, model):
+    for command in (status, genesis, block, delegates, peers, account, mempool, model):
         app.command()(handles_errors(_guard(command)))

@@ -15,7 +15,8 @@ import typer
 from cli.common import CliError, console, handles_errors
 from consensus.genesis import GenesisError, make_genesis
 from gossip.crypto import KeyPair
-from node.config import DEFAULT_HOST, DEFAULT_PORT, check_base_url
+from gossip.netpolicy import address_class, host_of, parse_ip
+from node.config import DEFAULT_HOST, DEFAULT_PORT, check_base_url, save_config
 from node.home import Home, HomePaths, init_home
 
 testnet_app = typer.Typer(help="Create and run a local multi-node testnet.", no_args_is_help=True)
@@ -68,12 +69,27 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
     except GenesisError as exc:
         raise CliError(str(exc)) from None
     homes = []
+    scope = dial_scope(urls)
     for i, key in enumerate(keys):
         advertised = urls[i] if advertise_host != host else ""
-        homes.append(init_home(folder / f"node{i}", genesis, port=base_port + i, host=host, keypair=key,
-                               bootstrap=[u for j, u in enumerate(urls) if j != i], moniker=f"node{i}",
-                               advertised_url=advertised))
+        home = init_home(folder / f"node{i}", genesis, port=base_port + i, host=host, keypair=key,
+                         bootstrap=[u for j, u in enumerate(urls) if j != i], moniker=f"node{i}",
+                         advertised_url=advertised)
+        home.config.network.dial_scope = scope
+        save_config(home.config, home.paths.config)
+        homes.append(home)
     return homes
+
+
+def dial_scope(urls: list[str]) -> str:
+    """The narrowest dial scope that lets testnet nodes dial each other's URLs when they learn
+    them from one another: ``local`` on one host (127.0.0.1), else ``private`` (a LAN or a
+    container network, whose names resolve to private addresses)."""
+    hosts = [host_of(u) for u in urls]
+    if all(h == "localhost" or ((ip := parse_ip(h)) is not None and address_class(ip) == "local")
+           for h in hosts):
+        return "local"
+    return "private"
 
 
 @testnet_app.command("create")

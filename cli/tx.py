@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
@@ -50,8 +50,11 @@ def next_nonce(client: NodeClient, sender: str) -> int:
         if exc.status != 404:
             raise
         nonce = 0
-    pending = client.get_json("/mempool").get("txs", [])
-    mine = [int(t["nonce"]) for t in pending if t.get("sender") == sender]
+    pool = client.get_json("/mempool", sender=sender)
+    if pool.get("truncated"):
+        raise CliError("this account has more transactions waiting than one answer of the node holds; "
+                       "wait until some are in a block")
+    mine = [int(t["nonce"]) for t in pool.get("txs", []) if t.get("sender") == sender]
     return max([nonce, *mine]) + 1
 
 
@@ -127,7 +130,15 @@ def vote(candidates: list[str] = typer.Argument(..., help="Node ids this node ap
 
 @tx_app.command()
 @handles_errors
-def register(member: str = typer.Argument(..., help="Node id to admit as a member."), home: Path = HomeOpt,
-             node: str = NodeOpt, wait: bool = WaitOpt, timeout: float = TimeoutOpt, as_json: bool = JsonOpt) -> None:
+def register(member: str = typer.Argument(..., help="Node id to admit as a member."),
+             samples: Optional[int] = typer.Option(
+                 None, "--samples", min=1,
+                 help="Sample count MEMBER declares: no update of its may claim more (its averaging weight). "
+                      "Default: the chain's cap (FL setting max_samples)."),
+             home: Path = HomeOpt, node: str = NodeOpt, wait: bool = WaitOpt, timeout: float = TimeoutOpt,
+             as_json: bool = JsonOpt) -> None:
     """Admit MEMBER (signed by the admin key, or by MEMBER itself with a bond in open mode)."""
-    send_tx("register", [_node_id_arg(member, "MEMBER")], home, node, wait, timeout, as_json)
+    args: list = [_node_id_arg(member, "MEMBER")]
+    if samples is not None:
+        args.append(samples)
+    send_tx("register", args, home, node, wait, timeout, as_json)

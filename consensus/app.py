@@ -12,14 +12,16 @@ payload is a hash chain, enough to exercise every path of the interface.
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import sha256
 
-AppWrites = Callable[[sqlite3.Connection], None]
+AppWrites = list[tuple[bytes, bytes | None]]
+"""Key-value writes of the application for one block: ``(key, value)`` puts, ``(key, None)``
+deletes. The store commits them in the block's own transaction, so they never disagree with it."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,13 @@ class BlockContext:
 
     ``state`` is the chain state as of the parent block; the application must treat it as
     read-only (accounts, stakes, trust, members, delegates).
+
+    ``attempt`` is how many slots of this height already passed without a final block
+    (``slot - parent_slot - 1``): chain data, so every verifier computes the same number, and an
+    application may accept a fallback payload (e.g. skipping a round its delegates cannot agree
+    on) only from the second attempt on. ``retry`` is a hint to the proposer alone: the engine saw
+    a proposal for this height in an earlier slot, and the height is still open. It is never part
+    of verification (verifiers cannot know what the proposer saw).
     """
 
     height: int
@@ -37,6 +46,8 @@ class BlockContext:
     timestamp_ms: int
     state: Any
     signed_header: Any = None  # SignedHeader of a proposal being verified (evidence of a bad payload)
+    attempt: int = 0  # slots of this height that passed before this block's slot (chain data: all agree)
+    retry: bool = False  # proposer only: a proposal of this height was seen and the height is still open
 
 
 @dataclass(frozen=True)
@@ -52,12 +63,16 @@ class BlockOutcome:
     app_hash: bytes
     stake_changes: list[tuple[str, int, str]] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
-    writes: AppWrites | None = None
+    writes: AppWrites = field(default_factory=list)
 
 
 class Application(Protocol):
-    def init_chain(self, app_state: dict, restored: dict[bytes, bytes]) -> None:
-        """Start from genesis ``app_state``, or resume from ``restored`` records if non-empty."""
+    def init_chain(self, app_state: dict, records: Mapping[bytes, bytes]) -> None:
+        """Start from genesis ``app_state``, or resume from its stored ``records`` if non-empty.
+
+        ``records`` is a read-only view of the application's key-value records as of the last
+        final block (each lookup is one read; nothing is loaded up front).
+        """
 
     def app_hash(self) -> bytes:
         """Hash of the application state after the last final block."""
@@ -84,9 +99,9 @@ class CounterApp:
     def __init__(self) -> None:
         self._digest = b""
 
-    def init_chain(self, app_state: dict, restored: dict[bytes, bytes]) -> None:
+    def init_chain(self, app_state: dict, records: Mapping[bytes, bytes]) -> None:
         seed = str(app_state.get("seed", "fedchain")).encode()
-        self._digest = restored.get(self.KEY) or sha256(seed)
+        self._digest = records.get(self.KEY) or sha256(seed)
 
     def app_hash(self) -> bytes:
         return self._digest
@@ -108,9 +123,4 @@ class CounterApp:
 
     def finalize_block(self, ctx: BlockContext, payload: bytes) -> BlockOutcome:
         self._digest = self._next(ctx.height)
-        digest = self._digest
-
-        def writes(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR REPLACE INTO app_kv(key, value) VALUES (?, ?)", (self.KEY, digest))
-
-        return BlockOutcome(app_hash=digest, writes=writes)
+        return BlockOutcome(app_hash=self._digest, writes=[(self.KEY, self._digest)])

@@ -1,47 +1,72 @@
-"""The live consensus protocol: slots, proposals, prevotes, precommits and finality.
+"""The live consensus driver: clock, gossip and validation results in; votes, proposals and final
+blocks out.
 
-One height is decided at a time, Tendermint-style, with rounds aligned to DPoS slots:
+The protocol itself is the pure per-height state machine of :mod:`consensus.machine`
+(Tendermint with rounds as DPoS slots). This driver owns its inputs and carries out its actions:
 
-* In each slot, the scheduled delegate proposes a block extending the last final block (or
-  re-broadcasts the block it is locked on, or the newest polka block it knows).
-* A delegate prevotes, per slot, the block it is locked on, else the newest polka block, else the
-  slot's fresh proposal once it has validated it.
-* A quorum of prevotes for one block in one slot is a *polka*; a delegate that sees a polka for a
-  valid block precommits it, and never precommits anything else at that height (persisted before
-  signing). floor(2D/3)+1 precommits make the block final; the next block carries them.
+* a ticker starts each round when the clock reaches its slot, fires the machine's timeouts, and
+  re-broadcasts this node's votes of the round once mid-slot (gossip is best effort; a vote
+  lost once must not stall a height);
+* gossip messages enter through :mod:`consensus.inbound` (cheap checks first) and become machine
+  inputs; each new block is validated once, in the background, by the
+  :class:`~consensus.executor.BlockExecutor`, and only the first block of each (producer, slot)
+  is ever validated: a second one is evidence of a double sign, not more work;
+* the machine's actions run in order on one worker task (votes are signed by the
+  :class:`~consensus.signer.Signer`, which persists before it signs), except building a fresh
+  proposal, which may take long (the application prepares its payload) and runs apart;
+* a decision is applied by the executor, then the next height starts.
 
-Safety needs only the one-precommit-per-height rule and quorum intersection; the prevote round
-is what keeps the chain live when a proposal reaches only some delegates in time. See
-docs/consensus.md.
+Nothing slow runs on the event loop: disk writes go to the store's writer thread, payload
+verification and preparation are the application's to move off the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
 from consensus.app import Application
-from consensus.blocks import BlockBuilder
+from consensus.evidence import EvidencePool
+from consensus.executor import BlockExecutor
+from consensus.inbound import Inbound, encode_proposal
+from consensus.machine import (
+    Action,
+    ArmTimeout,
+    CastVote,
+    Decide,
+    Equivocation,
+    FetchDecided,
+    HeightMachine,
+    Propose,
+    Timeouts,
+)
 from consensus.mempool import Mempool
-from consensus.messages import MessageHandlers
-from consensus.query import ChainQueries
-from consensus.state import ChainState, quorum
-from consensus.schedule import Schedule, slot_at, slot_start_ms
+from consensus.proposer import BlockProposer
+from consensus.schedule import slot_at, slot_start_ms
+from consensus.signer import Signer
 from consensus.sync import BlockFetcher, Syncer
-from consensus.types import Block, Commit, Evidence, SignedHeader, Tx, Vote
-from consensus.validation import Tip, validate_block
-from consensus.votes import HeightVotes
-from gossip import Verdict
+from consensus.types import (
+    Block,
+    Commit,
+    Evidence,
+    Proposal,
+    SignedHeader,
+    Tx,
+    Vote,
+)
+from consensus.views import ChainView
 from gossip.codec import pack
 from gossip.crypto import KeyPair
+from gossip.envelope import Verdict
 
 log = logging.getLogger("fedchain.consensus")
 
-TOPIC_BLOCK = "consensus/block"
+TOPIC_PROPOSAL = "consensus/proposal"
 TOPIC_VOTE = "consensus/vote"
 TOPIC_TX = "consensus/tx"
 TOPIC_EVIDENCE = "consensus/evidence"
@@ -58,310 +83,368 @@ class Network(Protocol):
     def peers(self) -> list[Any]: ...
 
 
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+
 class TxRejected(ValueError):
     """A submitted transaction the mempool refused; the message says why."""
 
 
 @dataclass
 class EngineConfig:
-    double_sign: bool = False  # test-only fault: sign two different blocks in each own slot
     sync_interval_s: float = 1.0
     max_message: int = 8 * 1024 * 1024
-    future_buffer: int = 2048
+    checkpoint: tuple[int, bytes] | None = None  # trusted (height, block hash), see consensus.sync
 
 
-class Engine(ChainQueries, MessageHandlers):
+class Engine:
     def __init__(self, keypair: KeyPair, genesis: Any, store: Any, app: Application, network: Network,
-                 fetcher: BlockFetcher, config: EngineConfig | None = None) -> None:
-        self.keypair = keypair
+                 fetcher: BlockFetcher, config: EngineConfig | None = None, *, clock: Clock | None = None,
+                 proposer: Callable[..., BlockProposer] = BlockProposer) -> None:
+        self.config = config or EngineConfig()
         self.me = keypair.node_id
         self.genesis = genesis
         self.store = store
-        self.app = app
         self.network = network
-        self.config = config or EngineConfig()
-        self.mempool = Mempool()
+        self.clock = clock or SystemClock()
         self.metrics: Counter[str] = Counter()
+        self.mempool = Mempool()
+        self.evidence = EvidencePool(genesis.chain_id)
+        self.signer = Signer(keypair, genesis.chain_id, store)
+        self.executor = BlockExecutor(genesis, store, app, is_verified=self.mempool.is_verified,
+                                      checkpoint=self.config.checkpoint)
+        self.proposer = proposer(genesis, self.signer, self.mempool, self.evidence, app)
+        self.syncer = Syncer(fetcher, self._peer_urls, self, interval_s=self.config.sync_interval_s,
+                             max_message=self.config.max_message,
+                             horizon_ms=genesis.unbonding_blocks * genesis.slot_ms,
+                             checkpoint=self.config.checkpoint, wall_ms=self.now_ms, metrics=self.metrics)
+        self.inbound = Inbound(self)
+        self.view = ChainView(self)
+        self.timeouts = Timeouts.for_slot(genesis.slot_ms)
         self._subscribers: set[asyncio.Queue] = set()
-        self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
-        self._future: deque[tuple[str, Any]] = deque(maxlen=self.config.future_buffer)
-        self._evidence: dict[bytes, Evidence] = {}
-        self._decoded: dict[bytes, Any] = {}
-        self._finalized_at_ms = 0
-        self._current_slot = -1
-
-        state = store.load_state()
-        if state is None:
-            state = ChainState.from_genesis(genesis)
-            app.init_chain(genesis.app, {})
-        else:
-            app.init_chain(genesis.app, store.app_kv_items())
-        self.state = state
-        self.parent: Block | None = store.block(state.height) if state.height > 0 else None
-        self.last_commit: Commit | None = store.commit(state.height) if state.height > 0 else None
-        self.parent_voters: list[str] = store.voters(state.height) if state.height > 0 else []
-        self.builder = BlockBuilder(self)
-        self.syncer = Syncer(self, fetcher)
+        self._actions: asyncio.Queue[tuple[int, Action]] = asyncio.Queue()
+        self._timers: list[tuple[int, int, str, int]] = []  # (at_ms, height, kind, round)
+        self._wake = asyncio.Event()
+        self._background: set[asyncio.Task] = set()
         self._new_height()
 
-    # ----- height bookkeeping -------------------------------------------------------------
+    # ----- per-height bookkeeping ---------------------------------------------------------------
     def _new_height(self) -> None:
-        """Reset per-height bookkeeping after the state advanced to a new final block."""
-        h = self.state.height + 1
-        self.voters = sorted(self.state.active_delegates(h))
-        self.proposers = Schedule(self.voters, self._anchor_for)
-        self.tip = Tip(self.genesis, self.state, self.app, self.proposers, self.parent, self.parent_voters,
-                       quorum(len(self.parent_voters)) if self.parent_voters else 0,
-                       self.mempool.is_verified)
-        self.votes = HeightVotes(h, self.voters, quorum(len(self.voters)))
-        self.candidates: dict[bytes, Block] = {}
-        self.invalid: set[bytes] = set()
-        self._validating: set[bytes] = set()
-        self._headers: dict[tuple[int, str], SignedHeader] = {}
-        signed = self.store.last_signed("precommit")
-        self.locked: bytes | None = signed[2] if signed and signed[0] == h else None
-
-    def _anchor_for(self, first_slot: int) -> bytes:
-        """Hash of the newest final block whose slot is before ``first_slot`` (genesis if none)."""
-        block = self.parent
-        while block is not None and block.header.slot >= first_slot:
-            block = self.store.block(block.height - 1) if block.height > 1 else None
-        return block.hash if block is not None else self.genesis.hash
+        ex = self.executor
+        self.machine = HeightMachine(ex.height, ex.voters, ex.quorum, ex.schedule.proposer, self.me,
+                                     self.timeouts, lock=self.signer.lock(ex.height))
+        self.blocks: dict[bytes, Block] = {}
+        self.proposals: dict[int, Proposal] = {}
+        self._first_header: dict[tuple[int, str], SignedHeader] = {}
+        self._own_votes: dict[str, Vote] = {}
+        self._rebroadcast_round = -1
+        self._timers = [t for t in self._timers if t[1] == ex.height]
 
     @property
     def height(self) -> int:
-        """The height being decided (one above the last final block)."""
-        return self.state.height + 1
+        return self.executor.height
 
     @property
     def is_voter(self) -> bool:
-        return self.me in self.votes.voters
+        return self.me in self.executor.voters
 
     def now_ms(self) -> int:
-        return int(time.time() * 1000)
+        return self.clock.now_ms()
 
-    # ----- lifecycle ----------------------------------------------------------------------
+    def current_slot(self) -> int:
+        g = self.genesis
+        return slot_at(self.now_ms(), g.genesis_time_ms, g.slot_ms)
+
+    def tip_time_ms(self) -> int:
+        parent = self.executor.parent
+        return parent.header.timestamp_ms if parent is not None else self.genesis.genesis_time_ms
+
+    def _peer_urls(self) -> list[str]:
+        return [p.url for p in self.network.peers() if p.url]
+
+    # ----- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        n = self.network
-        n.subscribe(TOPIC_BLOCK, self._validate_block_msg, self._deliver_block)
-        n.subscribe(TOPIC_VOTE, self._validate_vote_msg, self._deliver_vote)
-        n.subscribe(TOPIC_TX, self._validate_tx_msg, self._deliver_noop)
-        n.subscribe(TOPIC_EVIDENCE, self._validate_evidence_msg, self._deliver_noop)
-        self._tasks = [asyncio.create_task(self._slot_loop(), name="slots"),
+        n, i = self.network, self.inbound
+        n.subscribe(TOPIC_PROPOSAL, i.validate_proposal, i.deliver_proposal)
+        n.subscribe(TOPIC_VOTE, i.validate_vote, i.deliver_vote)
+        n.subscribe(TOPIC_TX, i.validate_tx, i.deliver_noop)
+        n.subscribe(TOPIC_EVIDENCE, i.validate_evidence, i.deliver_noop)
+        self._tasks = [asyncio.create_task(self._ticker(), name="consensus-ticker"),
+                       asyncio.create_task(self._worker(), name="consensus-actions"),
                        asyncio.create_task(self.syncer.run(), name="sync")]
-        log.info("engine started at height %d as %s (%s)", self.state.height, self.me[:12],
+        log.info("engine started at height %d as %s (%s)", self.executor.state.height, self.me[:12],
                  "delegate" if self.is_voter else "follower")
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        for t in [*self._tasks, *self._background]:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         self._tasks = []
 
-    async def _slot_loop(self) -> None:
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._report)
+
+    def _report(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.metrics["task_errors"] += 1
+            log.error("consensus task %s failed", task.get_name(), exc_info=task.exception())
+
+    # ----- the clock: rounds, timeouts, re-broadcast ----------------------------------------------
+    async def _ticker(self) -> None:
         g = self.genesis
         while True:
+            try:
+                self._tick()
+            except Exception:  # a bug in one tick must not stop the chain
+                log.exception("consensus tick failed")
+                self.metrics["tick_errors"] += 1
             now = self.now_ms()
             slot = slot_at(now, g.genesis_time_ms, g.slot_ms)
-            if now < g.genesis_time_ms:
-                await asyncio.sleep((g.genesis_time_ms - now) / 1000)
-                continue
-            if slot != self._current_slot:
-                self._current_slot = slot
-                try:
-                    await self._on_slot(slot)
-                except Exception:  # a bug in one slot must not stop the chain
-                    log.exception("slot %d failed", slot)
-                    self.metrics["slot_errors"] += 1
-            next_start = slot_start_ms(slot + 1, g.genesis_time_ms, g.slot_ms)
-            await asyncio.sleep(max(0.0, (next_start - self.now_ms()) / 1000))
+            wake_at = slot_start_ms(slot + 1, g.genesis_time_ms, g.slot_ms) if now >= g.genesis_time_ms \
+                else g.genesis_time_ms
+            if self._rebroadcast_round < self.machine.round:
+                wake_at = min(wake_at, slot_start_ms(slot, g.genesis_time_ms, g.slot_ms) + g.slot_ms // 2)
+            if self._timers:
+                wake_at = min(wake_at, self._timers[0][0])
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, (wake_at - self.now_ms()) / 1000))
+            except asyncio.TimeoutError:
+                pass
 
-    async def _on_slot(self, slot: int) -> None:
-        if not self.is_voter or self.syncer.busy:
+    def _tick(self) -> None:
+        g, now = self.genesis, self.now_ms()
+        if now < g.genesis_time_ms:
             return
-        if self.parent is not None and slot <= self.parent.header.slot:
-            return  # one block per slot: the parent already used this one
-        favoured = self._favoured_block()
-        if self.proposers.proposer(slot) == self.me:
-            if favoured is not None:
-                await self.network.publish(TOPIC_BLOCK, favoured.encode())
-                self.metrics["reproposals"] += 1
-            else:
-                block = await self.builder.propose(slot)
-                if block is None:
-                    return
-                favoured = block
-        if favoured is not None:
-            await self._prevote(slot, favoured.hash)
+        slot = slot_at(now, g.genesis_time_ms, g.slot_ms)
+        m = self.machine
+        if slot > m.round and slot > self.executor.parent_slot:
+            self._enqueue(m.start_round(slot, now))
+        while self._timers and self._timers[0][0] <= now:
+            _, height, kind, rnd = heapq.heappop(self._timers)
+            if height == self.height:
+                self._enqueue(self.machine.on_timeout(kind, rnd, now))
+        mid = slot_start_ms(slot, g.genesis_time_ms, g.slot_ms) + g.slot_ms // 2
+        if now >= mid and self._rebroadcast_round < m.round == slot:
+            self._rebroadcast_round = m.round
+            self._spawn(self._rebroadcast(m.round), "rebroadcast")
 
-    def _favoured_block(self) -> Block | None:
-        """The block to stand behind this slot: our lock, else the newest polka we can vote for."""
-        if self.locked is not None:
-            return self.candidates.get(self.locked)
-        polka = self.votes.best_polka
-        if polka is not None:
-            return self.candidates.get(polka.block_hash)
-        return None
+    async def _rebroadcast(self, rnd: int) -> None:
+        """Send this round's own proposal and votes again: cheap, and it heals a lost message."""
+        proposal = self.proposals.get(rnd)
+        if proposal is not None and proposal.proposer == self.me and proposal.block_hash in self.blocks:
+            await self._publish_proposal(proposal, self.blocks[proposal.block_hash])
+        for vote in list(self._own_votes.values()):
+            if vote.round == rnd and vote.height == self.height:
+                await self.network.publish(TOPIC_VOTE, pack(vote.to_wire()))
+                self.metrics["votes_rebroadcast"] += 1
 
-    # ----- voting -------------------------------------------------------------------------
-    async def _prevote(self, slot: int, block_hash: bytes) -> None:
-        if self.votes.prevoted(slot, self.me):
-            return
-        self.store.record_signing("prevote", self.height, slot, block_hash)
-        vote = Vote("prevote", self.genesis.chain_id, self.height, slot, block_hash, self.me).signed(self.keypair)
-        await self.network.publish(TOPIC_VOTE, pack(vote.to_wire()))
-        self.metrics["prevotes_sent"] += 1
-        await self._count_vote(vote)
-
-    async def _precommit(self, block_hash: bytes, slot: int) -> None:
-        if self.locked is not None:
-            return
-        self.store.record_signing("precommit", self.height, slot, block_hash)
-        self.locked = block_hash
-        vote = Vote("precommit", self.genesis.chain_id, self.height, slot, block_hash, self.me).signed(self.keypair)
-        await self.network.publish(TOPIC_VOTE, pack(vote.to_wire()))
-        self.metrics["precommits_sent"] += 1
-        await self._count_vote(vote)
-
-    async def _count_vote(self, vote: Vote) -> None:
-        if vote.kind == "prevote":
-            self.votes.add_prevote(vote)
-        else:
-            evidence = self.votes.add_precommit(vote)
-            if evidence is not None:
-                await self.add_evidence(evidence)
-        await self._progress()
-
-    async def _progress(self) -> None:
-        """Precommit on a polka for a valid block; finalize on a quorum of precommits."""
-        if self.is_voter and self.locked is None:
-            for polka in self.votes.polkas():
-                if polka.block_hash in self.candidates:
-                    await self._precommit(polka.block_hash, polka.slot)
-                    break
-        for block_hash, block in list(self.candidates.items()):
-            commit = self.votes.commit_for(block_hash)
-            if commit is not None:
-                await self.finalize(block, commit)
-                return
-
-    # ----- blocks -------------------------------------------------------------------------
-    async def consider_block(self, block: Block, *, own: bool = False) -> None:
-        """Validate a proposal for the current height and, if valid, take it into account."""
-        key = block.hash
-        if key in self.candidates or key in self.invalid or key in self._validating:
-            return
-        self._validating.add(key)
+    # ----- machine inputs -------------------------------------------------------------------------
+    def _enqueue(self, actions: list[Action]) -> None:
         height = self.height
-        try:
-            reason = await validate_block(block, self.tip, self.now_ms(), own=own)
-        finally:
-            self._validating.discard(key)
+        for action in actions:
+            self._actions.put_nowait((height, action))
+
+    def has_proposal(self, proposal: Proposal) -> bool:
+        known = self.proposals.get(proposal.round)
+        return known is not None and known.signed_bytes() == proposal.signed_bytes()
+
+    def take_commit(self, commit: Commit) -> None:
+        """A verified commit for the height being decided (carried by a next-height proposal)."""
+        if commit.height == self.height:
+            self._enqueue(self.machine.on_commit(commit, self.now_ms()))
+
+    async def take_proposal(self, proposal: Proposal, block: Block, proof: list[Vote] | tuple = ()) -> None:
+        """A proposal whose signatures and proposer were checked (gossip validator, or our own);
+        ``proof`` holds the verified prevotes of a re-proposal's polka round."""
+        if proposal.height != self.height:
+            return
+        known = self.proposals.get(proposal.round)
+        if known is not None:
+            if known.signed_bytes() != proposal.signed_bytes():
+                await self.add_evidence(Evidence("double_proposal", known, proposal))
+            return
+        if not self._first_of_slot(block):
+            return
+        self.proposals[proposal.round] = proposal
+        if block.hash not in self.blocks:
+            self.blocks[block.hash] = block
+            self._spawn(self._validate(block), f"validate-{block.height}")
+        self._emit({"type": "proposal", "height": block.height, "round": proposal.round,
+                    "slot": block.header.slot, "hash": block.hash.hex(), "producer": block.header.producer})
+        self._enqueue(self.machine.on_proposal(proposal.round, block.hash, proposal.pol_round, self.now_ms(), proof))
+
+    def _first_of_slot(self, block: Block) -> bool:
+        """Only the first block a producer signed for a slot is ever validated; a second one is
+        evidence of a double sign (and costs us nothing more than that)."""
+        key = (block.header.slot, block.header.producer)
+        first = self._first_header.get(key)
+        if first is None:
+            self._first_header[key] = block.signed_header()
+            return True
+        if first.header.hash == block.hash:
+            return True
+        self._spawn(self.add_evidence(Evidence("double_block", first, block.signed_header())), "evidence")
+        self.metrics["rejected:double_block"] += 1
+        return False
+
+    async def _validate(self, block: Block) -> None:
+        height = self.height
+        reason = await self.executor.validate(block, self.now_ms())
         if height != self.height:
             return  # the chain moved on while we validated
         if reason:
-            self.invalid.add(key)
             self.metrics[f"invalid_block:{reason.split(':')[0]}"] += 1
-            log.warning("block %s at height %d rejected: %s", key.hex()[:12], block.height, reason)
-            return
-        self.candidates[key] = block
-        self._emit({"type": "proposal", "height": block.height, "slot": block.header.slot,
-                    "hash": key.hex(), "producer": block.header.producer})
-        if (self.is_voter and block.header.slot == self._current_slot and self._favoured_block() is None):
-            await self._prevote(block.header.slot, key)
-        await self._progress()
+            log.warning("block %s at height %d rejected: %s", block.hash.hex()[:12], block.height, reason)
+        self._enqueue(self.machine.on_validity(block.hash, reason is None, self.now_ms()))
 
-    async def finalize(self, block: Block, commit: Commit) -> None:
-        """Apply a block with a valid commit to state and disk, then move to the next height."""
-        async with self._lock:
-            if block.height != self.height:
-                return
-            state = self.state.copy()
-            h = block.header
-            state.begin_block(h.height, block.hash, h.producer, self.tip.missed(h.slot))
-            for ev in block.evidence:
-                state.apply_evidence(ev)
-            for tx in block.txs:
-                state.apply_tx(tx)
-            outcome = self.app.finalize_block(self.tip.context(block), block.payload)
-            state.apply_stake_changes(outcome.stake_changes)
-            elected = state.end_block()
-            voters = list(self.voters)
-            self.store.commit_block(block, commit, state, outcome.writes, voters=voters)
-            self.state, self.parent, self.last_commit, self.parent_voters = state, block, commit, voters
-            self._finalized_at_ms = self.now_ms()
-            self.mempool.update(list(block.txs), state)
-            for ev in block.evidence:
-                self._evidence.pop(ev.hash, None)
-            self.metrics["blocks_final"] += 1
-            self._new_height()
-        log.info("final %d %s by %s (%d txs)", block.height, block.hash.hex()[:12], h.producer[:12], len(block.txs))
-        self._emit({"type": "final_block", "height": block.height, "hash": block.hash.hex(),
-                    "producer": h.producer, "txs": len(block.txs), "time_ms": h.timestamp_ms,
-                    "evidence": len(block.evidence), "events": outcome.events})
-        if elected:
-            self._emit({"type": "new_delegates", "height": block.height, "delegates": self.state.delegates})
-        await self._replay_future()
-
-    async def _replay_future(self) -> None:
-        pending, self._future = list(self._future), deque(maxlen=self.config.future_buffer)
-        for kind, obj in pending:
-            if kind == "block":
-                await self._take_block(obj)
-            else:
-                await self._take_vote(obj)
-
-    async def _take_block(self, block: Block) -> None:
-        if block.height == self.height:
-            self._note_header(block)
-            await self.consider_block(block)
-        elif block.height == self.height + 1:
-            self._future.append(("block", block))
-
-    async def _take_vote(self, vote: Vote) -> None:
+    async def take_vote(self, vote: Vote) -> None:
         if vote.height == self.height:
-            await self._count_vote(vote)
-        elif vote.height == self.height + 1:
-            self._future.append(("vote", vote))
+            self._enqueue(self.machine.on_vote(vote, self.now_ms()))
 
-    def _note_header(self, block: Block) -> None:
-        """Remember who signed which header per slot; two different ones are evidence."""
-        key = (block.header.slot, block.header.producer)
-        seen = self._headers.get(key)
-        if seen is None:
-            self._headers[key] = block.signed_header()
-        elif seen.header.hash != block.hash:
-            ev = Evidence("double_block", seen, block.signed_header())
-            asyncio.get_running_loop().create_task(self.add_evidence(ev))
+    # ----- carrying out actions -------------------------------------------------------------------
+    async def _worker(self) -> None:
+        while True:
+            height, action = await self._actions.get()
+            if height != self.height:
+                continue  # decided meanwhile: actions of a finished height are void
+            try:
+                await self._carry_out(action)
+            except Exception:
+                log.exception("consensus action %r failed", action)
+                self.metrics["action_errors"] += 1
 
-    # ----- evidence and transactions ------------------------------------------------------
-    async def add_evidence(self, ev: Evidence, *, gossip: bool = True) -> bool:
-        if ev.hash in self._evidence or ev.check(self.genesis.chain_id) is not None:
+    async def _carry_out(self, action: Action) -> None:
+        if isinstance(action, CastVote):
+            await self._cast(action)
+        elif isinstance(action, ArmTimeout):
+            heapq.heappush(self._timers, (action.at_ms, self.height, action.kind, action.round))
+            self._wake.set()
+        elif isinstance(action, Propose):
+            self._spawn(self._propose(action), f"propose-{self.height}-{action.round}")
+        elif isinstance(action, Decide):
+            block = self.blocks.get(action.block_hash)
+            if block is not None:
+                await self.finalize(block, action.commit)
+        elif isinstance(action, FetchDecided):
+            self.syncer.fetch_decided(self.height, action.block_hash, action.commit)
+        elif isinstance(action, Equivocation):
+            await self.add_evidence(action.evidence)
+
+    async def _cast(self, action: CastVote) -> None:
+        vote = await self.signer.vote(action.kind, self.height, action.round, action.block_hash)
+        if vote is None:
+            log.warning("refused to sign a %s for an earlier round", action.kind)
+            return
+        self._own_votes[vote.kind] = vote
+        await self.network.publish(TOPIC_VOTE, pack(vote.to_wire()))
+        self.metrics[f"{vote.kind}s_sent"] += 1
+        self._enqueue(self.machine.on_vote(vote, self.now_ms()))
+
+    async def _propose(self, action: Propose) -> None:
+        height = self.height
+        if action.block_hash is None:
+            retry = any(r < action.round for r in self.proposals)
+            block = await self.proposer.build(self.executor.tip, self.executor.last_commit, action.round,
+                                              self.now_ms(), retry)
+            if block is None or height != self.height:
+                return
+            reason = await self.executor.validate(block, self.now_ms(), own=True)
+            if reason:
+                log.error("own proposal at height %d failed validation: %s", height, reason)
+                return
+            pol_round = -1
+        else:
+            block, pol_round = self.blocks[action.block_hash], action.pol_round
+            self.metrics["reproposals"] += 1
+        proposal = await self.signer.proposal(height, action.round, block.hash, pol_round)
+        if proposal is None or height != self.height:
+            return
+        self.metrics["proposals"] += 1
+        if action.block_hash is None:
+            self.blocks[block.hash] = block
+            self._enqueue(self.machine.on_validity(block.hash, True, self.now_ms()))
+        await self._publish_proposal(proposal, block)
+        await self.take_proposal(proposal, block)
+
+    async def _publish_proposal(self, proposal: Proposal, block: Block) -> None:
+        """Gossip a proposal with its block, and for a re-proposal the prevotes of its polka."""
+        proof = self.machine.votes.for_block("prevote", proposal.pol_round, block.hash) if proposal.pol_round >= 0 \
+            else []
+        await self.network.publish(TOPIC_PROPOSAL, encode_proposal(proposal, block, proof))
+
+    # ----- decisions ------------------------------------------------------------------------------
+    async def finalize(self, block: Block, commit: Commit) -> bool:
+        """Apply a block with its commit, then move to the next height. False if already past it."""
+        applied = await self.executor.apply(block, commit)
+        if applied is None:
             return False
-        if self.state.copy().apply_evidence(ev) is not None:
-            return False
-        self._evidence[ev.hash] = ev
-        self.metrics["evidence_seen"] += 1
-        log.warning("double sign by %s at height %d (%s)", ev.offender[:12], ev.height, ev.kind)
-        self._emit({"type": "evidence", "kind": ev.kind, "offender": ev.offender, "height": ev.height})
-        if gossip:
-            await self.network.publish(TOPIC_EVIDENCE, pack(ev.to_wire()))
+        state = self.executor.state
+        self.mempool.update(list(block.txs), state)
+        self.evidence.update(block.evidence, state)
+        self.metrics["blocks_final"] += 1
+        self._new_height()
+        h = block.header
+        self._emit({"type": "final_block", "height": block.height, "hash": block.hash.hex(), "round": commit.round,
+                    "producer": h.producer, "txs": len(block.txs), "time_ms": h.timestamp_ms,
+                    "evidence": len(block.evidence), "events": applied.events})
+        if applied.new_delegates:
+            self._emit({"type": "new_delegates", "height": block.height, "delegates": state.delegates})
+        self._wake.set()
+        for kind, item in self.inbound.replay():
+            if kind == "proposal":
+                await self.take_proposal(*item)
+            else:
+                await self.take_vote(item)
         return True
 
-    def pending_evidence(self) -> list[Evidence]:
-        return sorted(self._evidence.values(), key=lambda e: e.hash)
+    async def apply_synced(self, block: Block, commit: Commit | None) -> str | None:
+        """Validate a block fetched from a peer with the commit that finalized it, and apply it."""
+        if block.height != self.height:
+            return None if block.height < self.height else f"height {block.height} is not {self.height}"
+        reason = self.executor.check_commit(block, commit) or await self.executor.validate(block, self.now_ms())
+        if reason:
+            self.metrics["sync_rejected"] += 1
+            return reason
+        assert commit is not None
+        await self.finalize(block, commit)
+        self.metrics["synced_blocks"] += 1
+        return None
+
+    # ----- evidence and transactions --------------------------------------------------------------
+    async def add_evidence(self, ev: Evidence) -> bool:
+        """Take evidence into the pool and gossip it; False if not new or not punishable."""
+        if self.evidence.add(ev, self.executor.state) is not None:
+            return False
+        self.evidence_seen(ev)
+        await self.network.publish(TOPIC_EVIDENCE, pack(ev.to_wire()))
+        return True
+
+    def evidence_seen(self, ev: Evidence) -> None:
+        self.metrics["evidence_seen"] += 1
+        log.warning("equivocation by %s at height %d (%s)", ev.offender[:12], ev.height, ev.kind)
+        self._emit({"type": "evidence", "kind": ev.kind, "offender": ev.offender, "height": ev.height})
 
     async def submit_tx(self, tx: Tx) -> str:
         """Admit a transaction to the mempool and gossip it; raises :class:`TxRejected`."""
-        reason = self.mempool.add(tx, self.state)
+        reason = self.mempool.add(tx, self.executor.state)
         if reason:
             self.metrics[f"tx_rejected:{reason.split(':')[0]}"] += 1
             raise TxRejected(reason)
         await self.network.publish(TOPIC_TX, pack(tx.to_wire()))
         return tx.hash.hex()
 
-    # ----- read side for the HTTP API -----------------------------------------------------
+    # ----- events for /subscribe ------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue(maxsize=256)
         self._subscribers.add(q)

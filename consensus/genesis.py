@@ -119,7 +119,7 @@ class Genesis:
     max_delegates: int = 21
     min_delegates: int = 4
     max_votes: int = 30
-    unbonding_blocks: int = 10
+    unbonding_blocks: int = 43_200  # one day of 2 s slots: the window for evidence and the sync horizon
     block_reward: int = 10
     slash_bps: int = 1000
     missed_turns_to_jail: int = 3

@@ -10,12 +10,19 @@ re-simulates the rest against the new state, dropping whatever no longer applies
 nonce, a spent balance) and everything queued behind it.
 
 Signature checks are the expensive part and never depend on state: each transaction's
-stateless verdict is computed once and cached by hash (bounded LRU).
+stateless verdict is computed once and cached by hash (bounded LRU), and it comes after every
+cheap refusal (duplicate, size, the pool's and the sender's quota, an unknown sender, a nonce
+out of reach). Each sender may hold at most ``max_per_sender`` pending transactions, so one
+account cannot fill the pool, and there are no free accounts: a sender needs one on chain.
+
+A refusal's reason starts with its category, which tells gossip whom to blame:
+``invalid:`` (forged or malformed: the forwarding peer relayed junk) versus ``duplicate:``,
+``full:`` and ``stale:`` (nobody's fault: a full pool, or a transaction our state has moved past).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from consensus.state import ChainState
@@ -31,11 +38,14 @@ class _Entry:
 class Mempool:
     """At most ``max_txs`` transactions and ``max_bytes`` encoded bytes, by arrival."""
 
-    def __init__(self, max_txs: int = 5000, max_bytes: int = 32 * 1024 * 1024, verdict_cache: int = 20_000) -> None:
-        if max_txs < 1 or max_bytes < 1 or verdict_cache < 1:
+    def __init__(self, max_txs: int = 5000, max_bytes: int = 32 * 1024 * 1024, verdict_cache: int = 20_000,
+                 max_per_sender: int = 16) -> None:
+        if min(max_txs, max_bytes, verdict_cache, max_per_sender) < 1:
             raise ValueError("mempool limits must be positive")
         self.max_txs = max_txs
         self.max_bytes = max_bytes
+        self.max_per_sender = max_per_sender
+        self._per_sender: Counter[str] = Counter()
         self._verdict_cap = verdict_cache
         self._pending: OrderedDict[bytes, _Entry] = OrderedDict()
         self._bytes = 0
@@ -92,6 +102,9 @@ class Mempool:
         entry = self._pending.pop(tx_hash, None)
         if entry is not None:
             self._bytes -= entry.size
+            self._per_sender[entry.tx.sender] -= 1
+            if self._per_sender[entry.tx.sender] <= 0:
+                del self._per_sender[entry.tx.sender]
 
     def add(self, tx: Tx, state: ChainState) -> str | None:
         """Admit ``tx`` on top of ``state`` (the last final state); returns why not, or None."""
@@ -104,19 +117,33 @@ class Mempool:
             return "duplicate: already in the mempool"
         limit = state.genesis.max_tx_bytes
         if size > limit:
-            return f"too big: {size} bytes exceeds max_tx_bytes ({limit})"
+            return f"invalid: {size} bytes exceeds max_tx_bytes ({limit})"
         if len(self._pending) >= self.max_txs or self._bytes + size > self.max_bytes:
             return f"full: {len(self._pending)} transactions, {self._bytes} bytes pending"
+        if self._per_sender[tx.sender] >= self.max_per_sender:
+            return f"full: the sender already has {self.max_per_sender} pending transactions"
+        if (reason := state.check_tx_stateless(tx, verify_signature=False)) is not None:
+            return f"invalid: {reason}"
+        check = self._sync(state)  # the final state with every pending tx applied
+        account = check.account(tx.sender)
+        if account is None:
+            return "stale: the sender has no account"
+        nxt = account.nonce + 1
+        if tx.nonce < nxt:
+            return f"stale: nonce {tx.nonce} is not the sender's next nonce {nxt} (replayed or out of order)"
+        if tx.nonce >= nxt + self.max_per_sender:
+            return f"stale: nonce {tx.nonce} is more than {self.max_per_sender} ahead of the sender's next nonce {nxt}"
         reason = self._stateless(tx, tx_hash, state)
-        if reason is None:
-            check = self._sync(state)
-            reason = check.check_tx_state(tx)
-            if reason is None:
-                check.apply_tx(tx, stateless_checked=True)
-                self._pending[tx_hash] = _Entry(tx, size)
-                self._bytes += size
-                return None
-        return f"invalid: {reason}"
+        if reason is not None:
+            return f"invalid: {reason}"
+        reason = check.check_tx_state(tx)
+        if reason is not None:
+            return f"stale: {reason}"
+        check.apply_tx(tx, stateless_checked=True)
+        self._pending[tx_hash] = _Entry(tx, size)
+        self._bytes += size
+        self._per_sender[tx.sender] += 1
+        return None
 
     def reap(self, max_txs: int, max_bytes: int) -> list[Tx]:
         """Up to ``max_txs`` transactions of at most ``max_bytes`` in total that apply in order.

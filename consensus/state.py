@@ -17,17 +17,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from consensus.accounts import Account, AccountDecodeError, is_amount, tx_shape_problem
-from consensus.election import elect, quorum, scores
+from consensus.account import Account, AccountDecodeError, is_amount
+from consensus.election import approvals, elect, quorum
 from consensus.genesis import MAX_AMOUNT, Genesis
+from consensus.txrules import tx_shape_problem
 from consensus.types import Evidence, Tx
 from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import is_node_id, sha256
 
 __all__ = ["Account", "ChainState", "InvalidTx", "StateError", "quorum"]
 
-STATE_FORMAT = 1
-"""Version of the snapshot layout; bumped on any change to :meth:`ChainState.to_bytes`."""
+STATE_FORMAT = 2
+"""Version of the snapshot layout; bumped on any change to :meth:`ChainState.to_bytes`
+(2: members carry their declared sample counts)."""
 
 MAX_STATE_BYTES = 256 * 1024 * 1024
 """Decoding cap for a snapshot (far above a few thousand accounts)."""
@@ -60,7 +62,7 @@ class ChainState:
         self.chain_id: str = genesis.chain_id
         self._genesis_hash = genesis_hash if genesis_hash is not None else genesis.hash
         self._accounts: dict[str, Account] = {}
-        self._members: set[str] = set()
+        self._members: dict[str, int] = {}  # member -> declared samples (0: none, the app's cap applies)
         self._delegates: list[str] = []
         self._height = 0
         self._epoch = 0
@@ -75,7 +77,7 @@ class ChainState:
         state = cls(genesis)
         for acc in genesis.accounts:
             state._accounts[acc["id"]] = Account(balance=acc["balance"], stake=acc["stake"], name=acc.get("name", ""))
-        state._members = set(genesis.members)
+        state._members = dict.fromkeys(genesis.members, 0)
         state._delegates = elect(state._accounts, 0, genesis.max_delegates, genesis.min_candidate_stake)
         return state
 
@@ -83,7 +85,7 @@ class ChainState:
         """An independent copy (the engine validates a block on one before applying it)."""
         twin = ChainState(self.genesis, self._genesis_hash)
         twin._accounts = {nid: acc.copy() for nid, acc in self._accounts.items()}
-        twin._members = set(self._members)
+        twin._members = dict(self._members)
         twin._delegates = list(self._delegates)
         twin._height, twin._epoch, twin._last_hash = self._height, self._epoch, self._last_hash
         twin._punished = dict(self._punished)
@@ -125,9 +127,45 @@ class ChainState:
         """Balances + stakes + unbonding: changes only by rewards, penalties and slashes."""
         return sum(acc.holdings for acc in self._accounts.values())
 
-    def active_delegates(self, height: int) -> list[str]:
-        """Delegates not jailed at ``height``."""
-        return [d for d in self._delegates if not self._accounts[d].is_jailed(height)]
+    def voters(self, height: int) -> list[str]:
+        """Who votes at ``height``, sorted: the elected delegates that are not jailed, never fewer
+        than ``min_delegates`` (or all delegates, if fewer were elected).
+
+        Jailing must not shrink the voter set until one key finalizes alone, so when too few
+        delegates are free, standby candidates step in in election order, and if the candidates
+        run out the jailed delegates keep their vote (they lose their slots, see
+        :meth:`proposers`). The set is never empty.
+        """
+        free = [d for d in self._delegates if not self._accounts[d].is_jailed(height)]
+        floor = min(self.genesis.min_delegates, len(self._delegates))
+        if len(free) >= floor:
+            return free
+        chosen = set(free)
+        ranked = sorted(self.candidate_approvals().items(), key=lambda kv: (-kv[1], kv[0]))
+        for nid, _ in ranked:
+            if len(chosen) >= floor:
+                break
+            chosen.add(nid)
+        for nid in sorted(self._delegates, key=lambda d: (self._accounts[d].jailed_until, d)):
+            if len(chosen) >= floor:
+                break
+            chosen.add(nid)
+        return sorted(chosen)
+
+    def proposers(self, height: int) -> list[str]:
+        """Who takes slots at ``height``: the voters that are not jailed (all voters if every
+        one of them is, so that the chain always has a proposer)."""
+        voters = self.voters(height)
+        free = [v for v in voters if not self._accounts[v].is_jailed(height)]
+        return free or voters
+
+    def could_vote(self, node_id: str) -> bool:
+        """Whether ``node_id`` can be, or recently was, a voter: a delegate, or an account with at
+        least the candidate stake. Evidence against anyone else is not worth checking: a key
+        that never voted cannot have double-signed a vote that counts."""
+        acc = self._accounts.get(node_id)
+        return acc is not None and (node_id in self._delegates or acc.stake + acc.unbonding_total
+                                    >= self.genesis.min_candidate_stake)
 
     def account(self, node_id: str) -> Account | None:
         """A copy of the account (mutating it does not change the state), or None."""
@@ -140,15 +178,20 @@ class ChainState:
     def is_member(self, node_id: str) -> bool:
         return node_id in self._members
 
+    def member_samples(self, node_id: str) -> int | None:
+        """The sample count a member declared when it registered (0: it declared none, so the
+        application's cap applies, as for genesis members), or None for a non-member."""
+        return self._members.get(node_id)
+
     def trust(self, node_id: str) -> float:
         """Trust T_i = stake_i / total stake (paper eq. 9); 0.0 when nothing is staked."""
         total = self.total_stake
         acc = self._accounts.get(node_id)
         return acc.stake / total if acc is not None and total > 0 else 0.0
 
-    def candidate_scores(self) -> dict[str, int]:
+    def candidate_approvals(self) -> dict[str, int]:
         """Approval score of every candidate as the next election would count it."""
-        return scores(self._accounts, self._height, self.genesis.min_candidate_stake)
+        return approvals(self._accounts, self._height, self.genesis.min_candidate_stake)
 
     # -- transactions ----------------------------------------------------------------------------
 
@@ -211,7 +254,7 @@ class ChainState:
         elif tx.kind == "vote":
             acc.votes = sorted(tx.args[0])
         else:
-            self._members.add(tx.args[0])
+            self._members[tx.args[0]] = tx.args[1] if len(tx.args) == 2 else 0
         acc.nonce += 1
 
     # -- blocks ----------------------------------------------------------------------------------
@@ -249,8 +292,12 @@ class ChainState:
         prod.produced += 1
         self._block = _OpenBlock(height, block_hash, producer)
 
-    def apply_evidence(self, ev: Evidence) -> str | None:
-        """Slash and jail a double signer; returns why not when the evidence is not applicable."""
+    def evidence_problem(self, ev: Evidence, *, verify: bool = True) -> str | None:
+        """Why ``ev`` cannot be applied now (None if it can), without changing anything.
+
+        The cheap checks (offender, window, already punished) come before the two signature
+        checks; ``verify=False`` skips those for evidence whose signatures were checked before.
+        """
         if not isinstance(ev, Evidence):
             return "not evidence"
         try:
@@ -258,20 +305,27 @@ class ChainState:
         except (AttributeError, TypeError, ValueError):
             return "malformed evidence"
         g, height = self.genesis, self._exec_height()
-        acc = self._accounts.get(offender)
-        if acc is None:
+        if offender not in self._accounts:
             return f"offender {str(offender)[:12]}... has no account"
+        if not self.could_vote(offender):
+            return f"offender {offender[:12]}... has no stake and is no delegate"
         if ev_height > height:
             return f"evidence from height {ev_height} is ahead of block {height}"
         if height - ev_height > g.unbonding_blocks:
             return f"evidence from height {ev_height} is older than unbonding_blocks ({g.unbonding_blocks})"
         if ev_hash in self._punished or (offender, ev_height) in self._punished.values():
             return f"{offender[:12]}... was already punished for height {ev_height}"
-        if (reason := ev.check(self.chain_id)) is not None:
+        return ev.check(self.chain_id) if verify else None
+
+    def apply_evidence(self, ev: Evidence) -> str | None:
+        """Slash and jail a double signer; returns why not when the evidence is not applicable."""
+        if (reason := self.evidence_problem(ev)) is not None:
             return reason
-        acc.slash(g.slash_bps, ev_height, g.unbonding_blocks)
-        acc.jailed_until = max(acc.jailed_until, height + g.jail_blocks)
-        self._punished[ev_hash] = (offender, ev_height)
+        g = self.genesis
+        acc = self._accounts[ev.offender]
+        acc.slash(g.slash_bps, ev.height, g.unbonding_blocks)
+        acc.jailed_until = max(acc.jailed_until, self._exec_height() + g.jail_blocks)
+        self._punished[ev.hash] = (ev.offender, ev.height)
         return None
 
     def apply_stake_changes(self, changes: Iterable[tuple[str, int, str]]) -> None:
@@ -306,6 +360,7 @@ class ChainState:
             self._accounts[blk.producer].reward(g.block_reward)
         for acc in self._accounts.values():
             acc.release_unbonded(blk.height)
+        self._drop_unbonded_members()
         # Evidence for these heights is now too old to be accepted, so its record can go.
         self._punished = {h: v for h, v in self._punished.items() if v[1] + g.unbonding_blocks > blk.height}
         self._height, self._last_hash, self._block = blk.height, blk.block_hash, None
@@ -318,6 +373,18 @@ class ChainState:
         self._delegates = new
         return True
 
+    def _drop_unbonded_members(self) -> None:
+        """With open admission a membership lasts only while its bond does: a member whose stake
+        fell below ``member_bond`` (unstaked, slashed, penalized) stops being one, so one bond
+        never keeps several identities registered. Admin-registered members are unaffected."""
+        g = self.genesis
+        if g.admission != "open":
+            return
+        for member in sorted(self._members):
+            acc = self._accounts.get(member)
+            if acc is None or acc.stake < g.member_bond:
+                del self._members[member]
+
     # -- snapshot and root -------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
@@ -327,7 +394,7 @@ class ChainState:
         return pack([
             STATE_FORMAT, self._genesis_hash, self._height, self._epoch, self._last_hash,
             [self._accounts[nid].to_wire(nid) for nid in sorted(self._accounts)],
-            sorted(self._members),
+            [[m, self._members[m]] for m in sorted(self._members)],
             list(self._delegates),
             [[h, off, ht] for h, (off, ht) in sorted(self._punished.items())],
         ])
@@ -364,8 +431,8 @@ class ChainState:
             state._accounts = dict(Account.from_wire(a) for a in accounts)
         except AccountDecodeError as exc:
             raise fail(str(exc)) from exc
-        if not all(is_node_id(m) for m in members):
-            raise fail("members must be node ids")
+        if not all(isinstance(m, list) and len(m) == 2 and is_node_id(m[0]) and is_amount(m[1]) for m in members):
+            raise fail("members must be [node id, declared samples] pairs")
         if not all(d in state._accounts for d in delegates):
             raise fail("a delegate has no account")
         for entry in punished:
@@ -373,7 +440,7 @@ class ChainState:
                     and len(entry[0]) == 32 and is_node_id(entry[1]) and is_amount(entry[2])):
                 raise fail("punished entries must be [hash, offender, height]")
             state._punished[entry[0]] = (entry[1], entry[2])
-        state._members, state._delegates = set(members), list(delegates)
+        state._members, state._delegates = {m: n for m, n in members}, list(delegates)
         state._height, state._epoch, state._last_hash = height, epoch, last_hash
         if state.to_bytes() != bytes(data):
             raise fail("not in canonical form (unsorted or duplicate entries)")
@@ -393,8 +460,8 @@ class ChainState:
 
     def delegates_json(self) -> list[dict]:
         """Each delegate with stake, trust, approval score and its production record."""
-        score = self.candidate_scores()
-        return [{"id": d, "name": a.name, "stake": a.stake, "trust": self.trust(d), "score": score.get(d, 0),
+        approval = self.candidate_approvals()
+        return [{"id": d, "name": a.name, "stake": a.stake, "trust": self.trust(d), "approval": approval.get(d, 0),
                  "jailed": a.is_jailed(self._height + 1), "produced": a.produced, "missed_total": a.missed_total,
                  "missed_in_row": a.missed_in_row}
                 for d in self._delegates for a in (self._accounts[d],)]

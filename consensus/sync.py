@@ -1,29 +1,43 @@
 """Catching up with peers: fetch final blocks over HTTP and verify every one before applying it.
 
-A node that is behind (just restarted, or new) learns it from its peers' status or from consensus
-messages for heights above its own. It then fetches blocks in pages from one peer and runs each
-through the same validation a voting delegate runs, plus the commit that finalized it (carried
-in the next block, or fetched for the newest one). A peer that serves an invalid block is
-abandoned for this round; nothing it sent is applied.
+A peer's claimed height is only a hint about whom to ask: progress comes from blocks that
+verify (each against the same rules a voting delegate applies, and against the commit that
+finalized it: the next block's last commit, or the commit fetched for the newest one). A peer
+that claims more than it serves, or serves something that does not verify, is backed off
+exponentially, so a liar claiming height 10^15 costs one failed request now and then, never
+the node's attention. Syncing never stops the node from taking part in consensus.
+
+Two triggers besides the periodic round: :meth:`Syncer.poke` (a peer looks ahead) and
+:meth:`Syncer.fetch_decided`, used when the live protocol saw a quorum of precommits, a proof
+that a block this node lacks is final: that block is fetched by height and checked against the
+proven hash.
+
+Trust: a node starts from its own newest final block (or genesis). A chain can be rewritten by
+keys whose stake has been unbonded (a long-range attack); such keys are harmless only within
+the unbonding period. So a node whose trusted point is older than the *sync horizon* (the
+unbonding period, ``unbonding_blocks x slot_ms``) refuses to follow peers until given a recent
+trusted checkpoint (``HEIGHT:HASH``, from an operator it trusts): blocks up to the checkpoint
+must lead to that hash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Protocol
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
 
-from consensus.state import quorum
 from consensus.types import Block, Commit
-from consensus.validation import check_commit, validate_block
 from gossip.codec import DecodeError, unpack
-
-if TYPE_CHECKING:
-    from consensus.engine import Engine
 
 log = logging.getLogger("fedchain.sync")
 
 PAGE = 100
+MAX_SOURCES_PER_ROUND = 3
+BACKOFF_BASE_S = 2.0
+BACKOFF_MAX_S = 300.0
 
 
 class BlockFetcher(Protocol):
@@ -34,25 +48,56 @@ class BlockFetcher(Protocol):
     async def commit(self, url: str, height: int) -> bytes | None: ...
 
 
+class SyncTarget(Protocol):
+    """What the syncer needs of the chain: where it stands and a way to apply a verified block."""
+
+    @property
+    def height(self) -> int: ...  # the next height to decide
+
+    def tip_time_ms(self) -> int: ...
+
+    async def apply_synced(self, block: Block, commit: Commit | None) -> str | None: ...  # None = applied
+
+
 class SyncError(Exception):
-    """A peer served something that does not verify."""
+    """A peer served something that does not verify, or nothing at all."""
 
 
 class Syncer:
-    def __init__(self, engine: "Engine", fetcher: BlockFetcher) -> None:
-        self.engine = engine
+    def __init__(self, fetcher: BlockFetcher, peers: Callable[[], list[str]], target: SyncTarget, *,
+                 interval_s: float, max_message: int, horizon_ms: int,
+                 checkpoint: tuple[int, bytes] | None = None, clock: Callable[[], float] = time.monotonic,
+                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 metrics: Counter | None = None) -> None:
         self.fetcher = fetcher
-        self.busy = False
+        self.peers = peers
+        self.target = target
+        self.interval_s = interval_s
+        self.max_message = max_message
+        self.horizon_ms = horizon_ms
+        self.checkpoint = checkpoint
+        self._clock = clock
+        self._wall_ms = wall_ms
         self._wake = asyncio.Event()
+        self._failures: dict[str, tuple[int, float]] = {}  # url -> (failures in a row, retry after)
+        self._decided: tuple[int, bytes, Commit] | None = None
+        self.metrics: Counter = metrics if metrics is not None else Counter()
+        self.stale_trust = False  # the trusted point is older than the horizon: a checkpoint is needed
+        self.active = False  # fetching from a peer right now
 
     def poke(self) -> None:
-        """Ask for a sync round now (a message from a height above ours arrived)."""
+        """Ask for a sync round now."""
+        self._wake.set()
+
+    def fetch_decided(self, height: int, block_hash: bytes, commit: Commit) -> None:
+        """A verified quorum of precommits says ``block_hash`` is final at ``height``: fetch it."""
+        self._decided = (height, block_hash, commit)
         self._wake.set()
 
     async def run(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.engine.config.sync_interval_s)
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
@@ -60,76 +105,123 @@ class Syncer:
                 await self.sync_once()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # one bad peer or round must not end syncing
+            except Exception as exc:  # one bad round must not end syncing
                 log.warning("sync round failed: %s", exc)
-                self.engine.metrics["sync_errors"] += 1
 
+    # ----- peers and trust --------------------------------------------------------------------
+    def _usable(self, url: str) -> bool:
+        entry = self._failures.get(url)
+        return entry is None or entry[1] <= self._clock()
+
+    def _fail(self, url: str, why: str) -> None:
+        count = self._failures.get(url, (0, 0.0))[0] + 1
+        delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (count - 1))
+        self._failures[url] = (count, self._clock() + delay)
+        self.metrics["sync_backoffs"] += 1
+        log.info("sync source %s backed off for %.0fs: %s", url, delay, why)
+
+    def trusted(self, height: int) -> bool:
+        """Whether a block at ``height`` may be followed: below a checkpoint, or while the node's
+        own trusted point is within the sync horizon."""
+        if self.checkpoint is not None and height <= self.checkpoint[0]:
+            return True
+        fresh = self._wall_ms() - self.target.tip_time_ms() <= self.horizon_ms
+        self.stale_trust = not fresh
+        return fresh
+
+    # ----- rounds -----------------------------------------------------------------------------
     async def sync_once(self) -> int:
-        """Sync from the peer with the highest final height; returns how many blocks were applied."""
-        e = self.engine
-        heights = await asyncio.gather(*(self._peer_height(p.url) for p in e.network.peers() if p.url))
-        best = max(heights, default=(0, ""))
-        if best[0] <= e.state.height:
-            return 0
-        self.busy = True
-        try:
-            return await self._sync_from(best[1], best[0])
-        finally:
-            self.busy = False
-
-    async def _peer_height(self, url: str) -> tuple[int, str]:
-        try:
-            return await self.fetcher.final_height(url), url
-        except Exception:  # an unreachable peer simply does not count this round
-            return 0, url
-
-    async def _sync_from(self, url: str, target: int) -> int:
-        e = self.engine
-        applied = 0
-        while e.state.height < target:
-            raws = await self.fetcher.blocks(url, e.state.height + 1, PAGE)
-            if not raws:
+        """Follow the peers that claim to be ahead, best claim first; returns blocks applied."""
+        start = self.target.height
+        if self._decided is not None:
+            await self._fetch_decided()
+        urls = [u for u in self.peers() if u and self._usable(u)]
+        claims = await asyncio.gather(*(self._claim(u) for u in urls))
+        ahead = sorted(((h, u) for h, u in claims if h >= self.target.height), reverse=True)
+        for claimed, url in ahead[:MAX_SOURCES_PER_ROUND]:
+            self.active = True
+            try:
+                got = await self._sync_from(url, claimed)
+            except SyncError as exc:
+                self.metrics["sync_refused"] += 1
+                self._fail(url, str(exc))
+                continue
+            finally:
+                self.active = False
+            if got == 0 and self.target.height <= claimed:
+                self._fail(url, f"claims height {claimed} but served nothing past {self.target.height - 1}")
+                continue
+            self._failures.pop(url, None)
+            if self.target.height > claimed:
                 break
-            blocks = [self._decode_block(r) for r in raws]
-            for i, block in enumerate(blocks):
-                if block.height != e.state.height + 1:
-                    if block.height <= e.state.height:
-                        continue  # the live protocol got there first
-                    raise SyncError(f"peer {url} sent height {block.height}, expected {e.state.height + 1}")
-                if i + 1 < len(blocks):
-                    commit = blocks[i + 1].last_commit
-                else:
-                    commit = await self._fetch_commit(url, block.height)
-                await self._apply(block, commit, url)
-                applied += 1
+        applied = self.target.height - start
         if applied:
-            log.info("synced %d blocks from %s, now at %d", applied, url, e.state.height)
-            e.metrics["synced_blocks"] += applied
+            log.info("synced %d blocks, now at %d", applied, self.target.height - 1)
         return applied
 
-    async def _apply(self, block: Block, commit: Commit | None, url: str) -> None:
-        e = self.engine
-        g = e.genesis
-        reason = await validate_block(block, e.tip, e.now_ms())
-        if reason is None:
-            reason = check_commit(commit, block.hash, block.height, g.chain_id, e.voters, quorum(len(e.voters)))
-        if reason:
-            e.metrics["sync_rejected"] += 1
-            raise SyncError(f"peer {url} block {block.height}: {reason}")
-        assert commit is not None
-        await e.finalize(block, commit)
-
-    async def _fetch_commit(self, url: str, height: int) -> Commit | None:
-        raw = await self.fetcher.commit(url, height)
-        if raw is None:
-            return None
+    async def _claim(self, url: str) -> tuple[int, str]:
         try:
-            return Commit.from_wire(unpack(raw, self.engine.config.max_message))
-        except DecodeError as exc:
-            raise SyncError(f"peer {url} sent a malformed commit: {exc}") from exc
+            return await self.fetcher.final_height(url), url
+        except Exception as exc:  # an unreachable peer does not count this round
+            self._fail(url, f"status unavailable: {exc}")
+            return -1, url
 
-    def _decode_block(self, raw: bytes) -> Block:
+    async def _sync_from(self, url: str, claimed: int) -> int:
+        applied = 0
+        while self.target.height <= claimed:
+            if not self.trusted(self.target.height):
+                raise SyncError("this node's newest block is older than the sync horizon (the unbonding "
+                                "period); restart it with a recent trusted checkpoint (--checkpoint HEIGHT:HASH)")
+            raws = await self._fetch(self.fetcher.blocks(url, self.target.height, PAGE), url)
+            if not raws:
+                return applied
+            blocks = [self._decode(Block.from_wire, r, url) for r in raws]
+            for i, block in enumerate(blocks):
+                if block.height < self.target.height:
+                    continue  # the live protocol got there first
+                if block.height != self.target.height:
+                    raise SyncError(f"sent height {block.height}, expected {self.target.height}")
+                commit = blocks[i + 1].last_commit if i + 1 < len(blocks) else await self._commit(url, block.height)
+                reason = await self.target.apply_synced(block, commit)
+                if reason is not None:
+                    raise SyncError(f"block {block.height}: {reason}")
+                applied += 1
+        return applied
+
+    async def _fetch_decided(self) -> None:
+        height, block_hash, commit = self._decided
+        self._decided = None
+        if height != self.target.height:
+            return
+        for url in self.peers():
+            if not url or not self._usable(url):
+                continue
+            try:
+                raws = await self._fetch(self.fetcher.blocks(url, height, 1), url)
+                block = self._decode(Block.from_wire, raws[0], url) if raws else None
+            except SyncError as exc:
+                self._fail(url, str(exc))
+                continue
+            if block is None or block.hash != block_hash:
+                continue  # this peer has not finalized it yet
+            if await self.target.apply_synced(block, commit) is None:
+                return
+
+    async def _commit(self, url: str, height: int) -> Commit | None:
+        raw = await self._fetch(self.fetcher.commit(url, height), url)
+        return self._decode(Commit.from_wire, raw, url) if raw is not None else None
+
+    @staticmethod
+    async def _fetch(awaitable, url: str):
         try:
-            return Block.from_wire(unpack(raw, self.engine.config.max_message))
+            return await awaitable
+        except (SyncError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise SyncError(f"fetching from {url} failed: {exc}") from exc
+
+    def _decode(self, parse, raw: bytes, url: str):
+        try:
+            return parse(unpack(raw, self.max_message))
         except DecodeError as exc:
-            raise SyncError(f"malformed block from peer: {exc}") from exc
+            raise SyncError(f"malformed data from {url}: {exc}") from exc

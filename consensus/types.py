@@ -157,25 +157,29 @@ class SignedHeader:
         return cls(BlockHeader.from_wire(obj[0]), obj[1])
 
 
+VOTE_KINDS = ("prevote", "precommit")
+
+
 @dataclass(frozen=True)
 class Vote:
-    """A prevote (per height and slot) or a precommit (per height only, as DESIGN section 3 says).
+    """A prevote or precommit for one block (or nil) in one round of one height.
 
-    ``block_hash`` is ``EMPTY_HASH`` for a nil prevote. Precommits are never nil.
+    Rounds are slots: the round of a vote is the slot in which it was cast. ``block_hash`` is
+    ``EMPTY_HASH`` for a nil vote. Both kinds sign (height, round, block hash), so a voter that
+    signs two different votes of one kind in one round has equivocated, whatever the values.
     """
 
     kind: str  # "prevote" | "precommit"
     chain_id: str
     height: int
-    slot: int  # the round; not covered by a precommit's signature, kept only for logs
+    round: int
     block_hash: bytes
     voter: str
     signature: bytes = b""
 
     def signed_bytes(self) -> bytes:
-        if self.kind == "precommit":
-            return signing_bytes("fedchain/precommit", self.chain_id, [self.height, self.block_hash, self.voter])
-        return signing_bytes("fedchain/prevote", self.chain_id, [self.height, self.slot, self.block_hash, self.voter])
+        return signing_bytes(f"fedchain/{self.kind}", self.chain_id,
+                             [self.height, self.round, self.block_hash, self.voter])
 
     def signed(self, keypair: KeyPair) -> "Vote":
         return replace(self, signature=keypair.sign(self.signed_bytes()))
@@ -183,38 +187,89 @@ class Vote:
     def verify_signature(self) -> bool:
         return verify(self.voter, self.signed_bytes(), self.signature)
 
+    @property
+    def is_nil(self) -> bool:
+        return self.block_hash == EMPTY_HASH
+
     def to_wire(self) -> list:
-        return [self.kind, self.chain_id, self.height, self.slot, self.block_hash, self.voter, self.signature]
+        return [self.kind, self.chain_id, self.height, self.round, self.block_hash, self.voter, self.signature]
 
     @classmethod
     def from_wire(cls, obj: Any) -> "Vote":
         _expect(isinstance(obj, list) and len(obj) == 7, "vote must be a 7-element array")
-        kind, chain_id, height, slot, block_hash, voter, sig = obj
-        _expect(kind in ("prevote", "precommit"), f"unknown vote kind {kind!r}")
+        kind, chain_id, height, rnd, block_hash, voter, sig = obj
+        _expect(kind in VOTE_KINDS, f"unknown vote kind {kind!r}")
         _expect(isinstance(chain_id, str), "vote chain_id must be a string")
-        _expect(_is_uint(height) and _is_uint(slot), "vote height/slot must be uints")
+        _expect(_is_uint(height) and _is_uint(rnd), "vote height/round must be uints")
         _expect(_is_hash(block_hash), "vote block_hash must be 32-byte bin")
         _expect(is_node_id(voter), "vote voter must be a node id")
         _expect(isinstance(sig, bytes), "vote signature must be bin")
-        return cls(kind, chain_id, height, slot, block_hash, voter, sig)
+        return cls(kind, chain_id, height, rnd, block_hash, voter, sig)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """The proposer of a round putting a block forward in that round.
+
+    A fresh block is proposed in the slot it was made for (``pol_round`` = -1). A block that
+    already gathered a quorum of prevotes (a *polka*) in an earlier round ``pol_round`` may be
+    proposed again by a later round's proposer, who signs this statement; the block keeps its
+    own header, producer and signature. Tendermint's proposal message, with rounds as slots.
+    """
+
+    chain_id: str
+    height: int
+    round: int
+    block_hash: bytes
+    pol_round: int
+    proposer: str
+    signature: bytes = b""
+
+    def signed_bytes(self) -> bytes:
+        return signing_bytes("fedchain/proposal", self.chain_id,
+                             [self.height, self.round, self.block_hash, self.pol_round, self.proposer])
+
+    def signed(self, keypair: KeyPair) -> "Proposal":
+        return replace(self, signature=keypair.sign(self.signed_bytes()))
+
+    def verify_signature(self) -> bool:
+        return verify(self.proposer, self.signed_bytes(), self.signature)
+
+    def to_wire(self) -> list:
+        return [self.chain_id, self.height, self.round, self.block_hash, self.pol_round, self.proposer,
+                self.signature]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> "Proposal":
+        _expect(isinstance(obj, list) and len(obj) == 7, "proposal must be a 7-element array")
+        chain_id, height, rnd, block_hash, pol_round, proposer, sig = obj
+        _expect(isinstance(chain_id, str), "proposal chain_id must be a string")
+        _expect(_is_uint(height) and _is_uint(rnd), "proposal height/round must be uints")
+        _expect(isinstance(pol_round, int) and not isinstance(pol_round, bool) and -1 <= pol_round < rnd,
+                "proposal pol_round must be -1 or an earlier round")
+        _expect(_is_hash(block_hash), "proposal block_hash must be 32-byte bin")
+        _expect(is_node_id(proposer), "proposal proposer must be a node id")
+        _expect(isinstance(sig, bytes), "proposal signature must be bin")
+        return cls(chain_id, height, rnd, block_hash, pol_round, proposer, sig)
 
 
 @dataclass(frozen=True)
 class Commit:
-    """floor(2D/3)+1 precommit signatures for one block; carried in the next block."""
+    """A quorum of precommits for one block in one round; carried in the next block."""
 
     height: int
+    round: int
     block_hash: bytes
     signatures: tuple[tuple[str, bytes], ...]  # (voter, signature), sorted by voter
 
     def to_wire(self) -> list:
-        return [self.height, self.block_hash, [[v, s] for v, s in self.signatures]]
+        return [self.height, self.round, self.block_hash, [[v, s] for v, s in self.signatures]]
 
     @classmethod
     def from_wire(cls, obj: Any) -> "Commit":
-        _expect(isinstance(obj, list) and len(obj) == 3, "commit must be a 3-element array")
-        height, block_hash, sigs = obj
-        _expect(_is_uint(height) and _is_hash(block_hash), "bad commit height or hash")
+        _expect(isinstance(obj, list) and len(obj) == 4, "commit must be a 4-element array")
+        height, rnd, block_hash, sigs = obj
+        _expect(_is_uint(height) and _is_uint(rnd) and _is_hash(block_hash), "bad commit height, round or hash")
         _expect(isinstance(sigs, list) and len(sigs) <= 1024, "commit signatures must be an array")
         pairs = []
         for item in sigs:
@@ -222,23 +277,26 @@ class Commit:
                     "commit signature must be [voter, sig]")
             pairs.append((item[0], item[1]))
         _expect([p[0] for p in pairs] == sorted({p[0] for p in pairs}), "commit voters must be sorted and distinct")
-        return cls(height, block_hash, tuple(pairs))
+        return cls(height, rnd, block_hash, tuple(pairs))
 
     def votes(self, chain_id: str) -> list[Vote]:
-        return [Vote("precommit", chain_id, self.height, 0, self.block_hash, v, s) for v, s in self.signatures]
+        return [Vote("precommit", chain_id, self.height, self.round, self.block_hash, v, s)
+                for v, s in self.signatures]
 
     def verify(self, chain_id: str, delegates: list[str], quorum: int) -> str | None:
-        """Return None if valid for ``delegates`` with at least ``quorum`` signatures, else why not."""
+        """Return None if valid for ``delegates`` with at least ``quorum`` signatures, else why not.
+
+        Cheap checks first: who signed and how many, before any signature is verified.
+        """
         allowed = set(delegates)
-        good = 0
+        outsider = next((v for v, _ in self.signatures if v not in allowed), None)
+        if outsider is not None:
+            return f"commit signed by non-delegate {outsider[:12]}"
+        if len(self.signatures) < quorum:
+            return f"commit has {len(self.signatures)} signatures, needs {quorum}"
         for vote in self.votes(chain_id):
-            if vote.voter not in allowed:
-                return f"commit signed by non-delegate {vote.voter[:12]}"
             if not vote.verify_signature():
                 return f"bad commit signature from {vote.voter[:12]}"
-            good += 1
-        if good < quorum:
-            return f"commit has {good} signatures, needs {quorum}"
         return None
 
     @cached_property
@@ -246,48 +304,74 @@ class Commit:
         return sha256(pack(self.to_wire()))
 
 
+EVIDENCE_KINDS = ("double_block", "double_proposal", "double_prevote", "double_precommit")
+
+
+def _same_slot(a: SignedHeader, b: SignedHeader) -> str | None:
+    ha, hb = a.header, b.header
+    if ha.producer != hb.producer or ha.height != hb.height or ha.slot != hb.slot:
+        return "headers are not by one producer at one height and slot"
+    return "headers are identical" if ha.hash == hb.hash else None
+
+
+def _same_proposal_round(a: Proposal, b: Proposal) -> str | None:
+    if a.proposer != b.proposer or a.height != b.height or a.round != b.round:
+        return "proposals are not by one proposer at one height and round"
+    return "proposals are identical" if a.signed_bytes() == b.signed_bytes() else None
+
+
+def _same_vote_round(a: Vote, b: Vote, kind: str) -> str | None:
+    if a.kind != kind or b.kind != kind:
+        return f"{kind} evidence must be two {kind}s"
+    if a.voter != b.voter or a.height != b.height or a.round != b.round:
+        return f"{kind}s are not by one voter at one height and round"
+    return f"{kind}s are for the same block" if a.block_hash == b.block_hash else None
+
+
 @dataclass(frozen=True)
 class Evidence:
-    """Two conflicting signed statements by one delegate at one height (a double sign).
+    """Two conflicting signed statements by one delegate in one height (an equivocation).
 
-    ``kind`` is ``double_block`` (two signed headers, same height and slot, different hashes) or
-    ``double_precommit`` (two precommits, same height, different block hashes).
+    ``double_block``: two signed headers for one height and slot; ``double_proposal``: two
+    proposals for one height and round; ``double_prevote`` / ``double_precommit``: two votes of
+    that kind for different blocks (nil included) in one height and round.
     """
 
     kind: str
-    first: Any  # SignedHeader | Vote
+    first: Any  # SignedHeader | Proposal | Vote
     second: Any
 
     @property
     def offender(self) -> str:
         if self.kind == "double_block":
             return self.first.header.producer
-        return self.first.voter
+        return self.first.proposer if self.kind == "double_proposal" else self.first.voter
 
     @property
     def height(self) -> int:
         return self.first.header.height if self.kind == "double_block" else self.first.height
 
-    def check(self, chain_id: str) -> str | None:
-        """None if this is genuine evidence on ``chain_id``, else the reason it is not."""
-        a, b = self.first, self.second
+    def _chain_ids(self) -> tuple[str, str]:
         if self.kind == "double_block":
-            ha, hb = a.header, b.header
-            if ha.chain_id != chain_id or hb.chain_id != chain_id:
-                return "evidence from another chain"
-            if ha.producer != hb.producer or ha.height != hb.height or ha.slot != hb.slot:
-                return "headers are not by one producer at one height and slot"
-            if ha.hash == hb.hash:
-                return "headers are identical"
+            return self.first.header.chain_id, self.second.header.chain_id
+        return self.first.chain_id, self.second.chain_id
+
+    def check(self, chain_id: str) -> str | None:
+        """None if this is genuine evidence on ``chain_id``, else the reason it is not.
+
+        Shape checks come first; the two signatures are verified last.
+        """
+        a, b = self.first, self.second
+        if any(c != chain_id for c in self._chain_ids()):
+            return "evidence from another chain"
+        if self.kind == "double_block":
+            reason = _same_slot(a, b)
+        elif self.kind == "double_proposal":
+            reason = _same_proposal_round(a, b)
         else:
-            if a.chain_id != chain_id or b.chain_id != chain_id:
-                return "evidence from another chain"
-            if a.kind != "precommit" or b.kind != "precommit":
-                return "vote evidence must be two precommits"
-            if a.voter != b.voter or a.height != b.height:
-                return "precommits are not by one voter at one height"
-            if a.block_hash == b.block_hash:
-                return "precommits are for the same block"
+            reason = _same_vote_round(a, b, self.kind.removeprefix("double_"))
+        if reason is not None:
+            return reason
         if not (a.verify_signature() and b.verify_signature()):
             return "evidence signature invalid"
         return None
@@ -301,8 +385,12 @@ class Evidence:
         kind, a, b = obj
         if kind == "double_block":
             return cls(kind, SignedHeader.from_wire(a), SignedHeader.from_wire(b))
-        if kind == "double_precommit":
-            return cls(kind, Vote.from_wire(a), Vote.from_wire(b))
+        if kind == "double_proposal":
+            return cls(kind, Proposal.from_wire(a), Proposal.from_wire(b))
+        if kind in ("double_prevote", "double_precommit"):
+            first, second = Vote.from_wire(a), Vote.from_wire(b)
+            _expect(first.kind == second.kind == kind.removeprefix("double_"), f"{kind} must hold two such votes")
+            return cls(kind, first, second)
         raise DecodeError(f"unknown evidence kind {kind!r}")
 
     @cached_property
@@ -404,5 +492,5 @@ class Block:
 def commit_json(commit: Commit | None) -> dict | None:
     if commit is None:
         return None
-    return {"height": commit.height, "block_hash": commit.block_hash.hex(),
+    return {"height": commit.height, "round": commit.round, "block_hash": commit.block_hash.hex(),
             "signatures": [{"voter": v, "signature": s.hex()} for v, s in commit.signatures]}

@@ -23,7 +23,7 @@ class Tip:
     genesis: Any
     state: Any  # ChainState after the last final block
     app: Application
-    schedule: Schedule
+    schedule: Schedule  # the proposers of this height's slots
     parent: Block | None  # None before the first block
     parent_voters: list[str]  # who could sign the parent's commit
     parent_quorum: int
@@ -40,7 +40,7 @@ class Tip:
     def context(self, block: Block) -> BlockContext:
         h = block.header
         return BlockContext(h.height, h.slot, h.producer, h.parent_hash, h.timestamp_ms, self.state,
-                            block.signed_header())
+                            block.signed_header(), attempt=h.slot - self.parent_slot - 1)
 
     def missed(self, slot: int) -> list[str]:
         """Delegates whose turns passed between the parent's slot and ``slot`` with no block.
@@ -52,7 +52,12 @@ class Tip:
 
 
 def check_header(block: Block, tip: Tip, now_ms: int) -> str | None:
-    """Cheap checks that need no state copy: who, when, where. None if fine, else why not."""
+    """Cheap checks that need no state copy: where, when, who. None if fine, else why not.
+
+    Ordered by cost: field comparisons, then the timestamp bounds (which also bound the slot, so
+    the proposer lookup below only ever looks at the current cycle or the next), then the
+    proposer schedule, then the one signature check.
+    """
     g = tip.genesis
     h = block.header
     if h.chain_id != g.chain_id:
@@ -63,8 +68,6 @@ def check_header(block: Block, tip: Tip, now_ms: int) -> str | None:
         return "parent hash is not the last final block"
     if h.slot <= tip.parent_slot:
         return "slot does not advance past the parent's"
-    if h.producer != tip.schedule.proposer(h.slot):
-        return f"{h.producer[:12]} is not the proposer of slot {h.slot}"
     start = slot_start_ms(h.slot, g.genesis_time_ms, g.slot_ms)
     drift = g.max_clock_drift_ms
     if not (start - drift <= h.timestamp_ms < start + g.slot_ms + drift):
@@ -73,6 +76,8 @@ def check_header(block: Block, tip: Tip, now_ms: int) -> str | None:
         return "timestamp too far in the future"
     if tip.parent is not None and h.timestamp_ms <= tip.parent.header.timestamp_ms:
         return "timestamp not after the parent's"
+    if h.producer != tip.schedule.proposer(h.slot):
+        return f"{h.producer[:12]} is not the proposer of slot {h.slot}"
     if not block.verify_signature():
         return "bad producer signature"
     return None

@@ -1,98 +1,155 @@
 """Vote bookkeeping for the height being decided.
 
-Prevotes are counted per slot (a slot is a round); a *polka* is a quorum of prevotes for one block
-in one slot. Precommits are counted per height: a delegate precommits at most once per height, so
-two of its precommits for different blocks at one height are evidence of a double sign.
+Votes are kept per round (a round is a slot) and per kind, one per voter: a second, different
+vote of one kind in one round from the same voter is an equivocation, returned as evidence (the
+first vote stays counted). Tallies are updated as votes arrive, so adding a vote costs O(1)
+whatever the number of rounds or voters.
+
+Memory is bounded by the caller's round window (a vote is only offered for rounds the clock
+allows) and by :attr:`HeightVotes.max_rounds`: when more rounds are held, the oldest round that
+nothing refers to any more is forgotten. Rounds the protocol may still need (the lock's round,
+the valid block's round, a proposal's POL round) are kept: :meth:`HeightVotes.keep` names them.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
-from consensus.types import EMPTY_HASH, Commit, Evidence, Vote
+from consensus.types import Commit, Evidence, Vote
+
+MAX_ROUNDS = 64
+"""Rounds of one height held at once (more only while the protocol refers to them)."""
 
 
-@dataclass(frozen=True)
-class Polka:
-    slot: int
-    block_hash: bytes
+@dataclass
+class _Tally:
+    """One kind of vote in one round: each voter's vote and the count per block hash."""
+
+    by_voter: dict[str, Vote] = field(default_factory=dict)
+    count: Counter = field(default_factory=Counter)
+
+    def add(self, vote: Vote) -> Vote | None:
+        """Record ``vote``; returns the voter's earlier, different vote if there is one."""
+        prior = self.by_voter.get(vote.voter)
+        if prior is not None:
+            return prior if prior.block_hash != vote.block_hash else None
+        self.by_voter[vote.voter] = vote
+        self.count[vote.block_hash] += 1
+        return None
+
+
+@dataclass
+class RoundVotes:
+    prevotes: _Tally = field(default_factory=_Tally)
+    precommits: _Tally = field(default_factory=_Tally)
+
+    def tally(self, kind: str) -> _Tally:
+        return self.prevotes if kind == "prevote" else self.precommits
 
 
 class HeightVotes:
-    """Prevotes and precommits at one height from the given voter set."""
+    """Prevotes and precommits at one height from a fixed voter set."""
 
-    def __init__(self, height: int, voters: list[str], quorum: int) -> None:
+    def __init__(self, height: int, voters: list[str], quorum: int, max_rounds: int = MAX_ROUNDS) -> None:
         self.height = height
         self.voters = frozenset(voters)
         self.quorum = quorum
-        self._prevotes: dict[int, dict[str, bytes]] = defaultdict(dict)
-        self._precommits: dict[str, Vote] = {}
-        self._best_polka: Polka | None = None
+        self.max_rounds = max_rounds
+        self._rounds: dict[int, RoundVotes] = {}
+        self._keep: frozenset[int] = frozenset()
+        self._certified: dict[tuple[str, int, bytes], list[Vote]] = {}
 
-    def add_prevote(self, vote: Vote) -> Polka | None:
-        """Record a prevote; return the polka it completes, if any. A repeat is ignored."""
+    def keep(self, rounds: set[int]) -> None:
+        """Rounds that must not be forgotten while they are referred to (lock, valid, POL)."""
+        self._keep = frozenset(r for r in rounds if r >= 0)
+
+    def add(self, vote: Vote) -> tuple[bool, Evidence | None]:
+        """Record ``vote``; returns (whether it was new, equivocation evidence if any).
+
+        Votes from non-voters or for another height are not recorded. The signature is the
+        caller's to check, before calling (votes arrive through gossip validation).
+        """
         if vote.voter not in self.voters or vote.height != self.height:
+            return False, None
+        rv = self._rounds.get(vote.round)
+        if rv is None:
+            rv = self._rounds[vote.round] = RoundVotes()
+            self._evict()
+        tally = rv.tally(vote.kind)
+        known = vote.voter in tally.by_voter
+        prior = tally.add(vote)
+        if prior is not None:
+            return False, Evidence(f"double_{vote.kind}", prior, vote)
+        return not known, None
+
+    def _evict(self) -> None:
+        while len(self._rounds) > self.max_rounds:
+            victims = [r for r in self._rounds if r not in self._keep]
+            if not victims:
+                return
+            del self._rounds[min(victims)]
+
+    def has(self, vote: Vote) -> bool:
+        """True if this very vote (same voter, kind, round and block) is already recorded."""
+        rv = self._rounds.get(vote.round)
+        prior = rv.tally(vote.kind).by_voter.get(vote.voter) if rv is not None else None
+        return prior is not None and prior.block_hash == vote.block_hash
+
+    def count(self, kind: str, rnd: int, block_hash: bytes) -> int:
+        rv = self._rounds.get(rnd)
+        return rv.tally(kind).count[block_hash] if rv is not None else 0
+
+    def total(self, kind: str, rnd: int) -> int:
+        """How many voters cast a vote of ``kind`` in round ``rnd`` (any block, nil included)."""
+        rv = self._rounds.get(rnd)
+        return len(rv.tally(kind).by_voter) if rv is not None else 0
+
+    def certify(self, kind: str, rnd: int, block_hash: bytes, votes: list[Vote]) -> bool:
+        """Accept a quorum of votes for one block offered as a whole (a re-proposal's proof of its
+        polka), even where this node holds a conflicting vote of an equivocator among them: the
+        quorum is a fact whichever copy reached us first. The caller verified the signatures."""
+        voters = {v.voter for v in votes if v.kind == kind and v.height == self.height and v.round == rnd
+                  and v.block_hash == block_hash and v.voter in self.voters}
+        if len(voters) < self.quorum:
+            return False
+        self._certified[(kind, rnd, block_hash)] = sorted(votes, key=lambda v: v.voter)
+        return True
+
+    def has_quorum(self, kind: str, rnd: int, block_hash: bytes) -> bool:
+        return self.count(kind, rnd, block_hash) >= self.quorum or (kind, rnd, block_hash) in self._certified
+
+    def quorum_for(self, kind: str, rnd: int) -> bytes | None:
+        """The block (or nil) that a quorum of ``kind`` votes in round ``rnd`` is for, if any."""
+        rv = self._rounds.get(rnd)
+        if rv is None:
             return None
-        by_voter = self._prevotes[vote.slot]
-        if vote.voter in by_voter:
-            return None
-        by_voter[vote.voter] = vote.block_hash
-        if vote.block_hash == EMPTY_HASH:
-            return None
-        count = sum(1 for h in by_voter.values() if h == vote.block_hash)
-        if count >= self.quorum:
-            polka = Polka(vote.slot, vote.block_hash)
-            if self._best_polka is None or polka.slot > self._best_polka.slot:
-                self._best_polka = polka
-            return polka
+        for block_hash, n in rv.tally(kind).count.items():
+            if n >= self.quorum:
+                return block_hash
         return None
 
-    def add_precommit(self, vote: Vote) -> Evidence | None:
-        """Record a precommit; return double-sign evidence if the voter already precommitted
-        another block at this height (the first precommit stays counted)."""
-        if vote.voter not in self.voters or vote.height != self.height:
+    def rounds(self) -> list[int]:
+        return sorted(self._rounds)
+
+    def own(self, voter: str, kind: str, rnd: int) -> Vote | None:
+        """``voter``'s vote of ``kind`` in round ``rnd``, if recorded."""
+        rv = self._rounds.get(rnd)
+        return rv.tally(kind).by_voter.get(voter) if rv is not None else None
+
+    def for_block(self, kind: str, rnd: int, block_hash: bytes) -> list[Vote]:
+        """The recorded votes of ``kind`` for ``block_hash`` in round ``rnd`` (e.g. a polka's
+        prevotes, which a re-proposal carries as proof), sorted by voter."""
+        rv = self._rounds.get(rnd)
+        tallied = [] if rv is None else [v for v in rv.tally(kind).by_voter.values() if v.block_hash == block_hash]
+        if len(tallied) < self.quorum and (kind, rnd, block_hash) in self._certified:
+            return self._certified[(kind, rnd, block_hash)]
+        return sorted(tallied, key=lambda v: v.voter)
+
+    def commit(self, rnd: int, block_hash: bytes) -> Commit | None:
+        """A commit for ``block_hash`` from round ``rnd``'s precommits, if they reach a quorum."""
+        rv = self._rounds.get(rnd)
+        if rv is None or rv.precommits.count[block_hash] < self.quorum:
             return None
-        prior = self._precommits.get(vote.voter)
-        if prior is None:
-            self._precommits[vote.voter] = vote
-            return None
-        if prior.block_hash != vote.block_hash:
-            return Evidence("double_precommit", prior, vote)
-        return None
-
-    @property
-    def best_polka(self) -> Polka | None:
-        """The polka of the highest slot seen at this height."""
-        return self._best_polka
-
-    def polkas(self) -> list[Polka]:
-        found = []
-        for slot, by_voter in self._prevotes.items():
-            tally: dict[bytes, int] = defaultdict(int)
-            for h in by_voter.values():
-                tally[h] += 1
-            found += [Polka(slot, h) for h, c in tally.items() if h != EMPTY_HASH and c >= self.quorum]
-        return sorted(found, key=lambda p: p.slot)
-
-    def prevoted(self, slot: int, voter: str) -> bool:
-        return voter in self._prevotes.get(slot, {})
-
-    def precommit_count(self, block_hash: bytes) -> int:
-        return sum(1 for v in self._precommits.values() if v.block_hash == block_hash)
-
-    def most_precommitted(self) -> bytes | None:
-        """The block with the most precommits so far (ties by hash), or None."""
-        tally: dict[bytes, int] = defaultdict(int)
-        for v in self._precommits.values():
-            tally[v.block_hash] += 1
-        if not tally:
-            return None
-        return min(tally, key=lambda h: (-tally[h], h))
-
-    def commit_for(self, block_hash: bytes) -> Commit | None:
-        """A commit for ``block_hash`` if a quorum of precommits for it is present."""
-        sigs = sorted((v.voter, v.signature) for v in self._precommits.values() if v.block_hash == block_hash)
-        if len(sigs) < self.quorum:
-            return None
-        return Commit(self.height, block_hash, tuple(sigs))
+        sigs = sorted((v.voter, v.signature) for v in rv.precommits.by_voter.values() if v.block_hash == block_hash)
+        return Commit(self.height, rnd, block_hash, tuple(sigs))

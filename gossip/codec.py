@@ -9,6 +9,8 @@ hostile peer cannot make us allocate more than the cap. Extension types are refu
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -54,16 +56,81 @@ def unpack(data: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Any:
         max_map_len=1 << 16,
         max_ext_len=0,
     )
-    try:
+    with _as_decode_errors():
         unpacker.feed(data)
         obj = unpacker.unpack()
-    except msgpack.OutOfData as exc:
+    _check_consumed(unpacker, data)
+    return obj
+
+
+@contextlib.contextmanager
+def _as_decode_errors() -> Iterator[None]:
+    """Whatever msgpack raises on bad input becomes a :class:`DecodeError`."""
+    try:
+        yield
+    except DecodeError:
+        raise
+    except (IndexError, msgpack.OutOfData) as exc:
         raise DecodeError("truncated message") from exc
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
         raise DecodeError(f"malformed message: {exc}") from exc
+
+
+def _check_consumed(unpacker: msgpack.Unpacker, data: bytes) -> None:
+    """Canonical input has exactly one encoding: nothing may follow the object."""
     if unpacker.tell() != len(data):
         raise DecodeError("trailing bytes after message")
-    return obj
+
+
+_CONTAINER_BYTES = frozenset([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
+"""First bytes of msgpack maps and arrays (fix, 16 and 32 bit forms)."""
+_ARRAY_BYTES = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
+
+
+def unpack_flat(data: bytes, max_size: int, max_items: int) -> list:
+    """Decode an array whose items are scalars or arrays of scalars, with at most ``max_items``
+    items in all, or raise :class:`DecodeError`.
+
+    Every gossip frame and handshake payload has that shape, and checking it *while* decoding
+    (peeking at each item's first byte before building it) keeps the cost of hostile input to
+    the objects a valid frame could hold: :func:`unpack` would first build whatever nesting the
+    sender chose, up to ~70 bytes of Python objects per byte received (an empty map is one byte).
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError("message is not bytes")
+    data = bytes(data)
+    if not 0 < len(data) <= max_size:
+        raise DecodeError(f"message of {len(data)} bytes is empty or exceeds the cap of {max_size}")
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max_size,
+                                max_bin_len=max_size, max_str_len=max_size,
+                                max_array_len=max_items, max_map_len=0, max_ext_len=0)
+    unpacker.feed(data)
+    budget = max_items
+
+    def array_header() -> int:
+        nonlocal budget
+        if data[unpacker.tell()] not in _ARRAY_BYTES:
+            raise DecodeError("expected an array")
+        size = unpacker.read_array_header()
+        budget -= size
+        if budget < 0:
+            raise DecodeError(f"more than {max_items} items")
+        return size
+
+    def scalar() -> object:
+        if data[unpacker.tell()] in _CONTAINER_BYTES:
+            raise DecodeError("nested too deep")
+        return unpacker.unpack()
+
+    items: list = []
+    with _as_decode_errors():
+        for _ in range(array_header()):
+            if data[unpacker.tell()] in _ARRAY_BYTES:
+                items.append([scalar() for _ in range(array_header())])
+            else:
+                items.append(scalar())
+    _check_consumed(unpacker, data)
+    return items
 
 
 def encode_array(arr: np.ndarray) -> list:

@@ -16,16 +16,31 @@ from gossip.codec import DEFAULT_MAX_MESSAGE
 MAX_URL_LENGTH = 256
 """Longest peer URL accepted from config or from peer exchange."""
 
+DialScope = Literal["public", "private", "local"]
+SCOPES: tuple[DialScope, ...] = ("public", "private", "local")
+"""Address classes a node dials when a peer names them (see :mod:`gossip.netpolicy`)."""
+
 DEFAULT_PENALTIES: dict[str, float] = {
     "malformed": 10.0,
     "oversized": 20.0,
     "bad_signature": 20.0,
     "rejected": 10.0,
     "rate_limited": 0.25,
+    "pex_rate": 10.0,
 }
 """Score cost of one drop, by reason. Reasons not listed cost nothing: a duplicate, a stale
 message or an unknown topic can reach an honest peer through no fault of its own (clock skew,
 topologies where two paths race, a newer software version with more topics)."""
+
+DEFAULT_ADDRESS_COSTS: dict[str, float] = {
+    "handshake": 2.0,
+    "session": 4.0,
+    "ban": 16.0,
+}
+"""Handshake tokens taken from a source address's budget, on top of the one every handshake
+costs, when a connection from it fails its handshake, sends a frame that fails authentication
+after it, or gets its node id banned. Node ids are free; addresses are not, so this is what a
+misbehaving host cannot shed by changing keys."""
 
 
 def normalize_url(url: str) -> str:
@@ -64,7 +79,15 @@ class GossipConfig:
     bootstrap: list[str] = field(default_factory=list)
     """Base URLs dialled at start and redialled (with backoff) whenever the link is lost."""
     max_message: int = DEFAULT_MAX_MESSAGE
-    max_peers: int = 32
+    """Largest frame (after reassembly) a peer may send once authenticated."""
+    max_inbound: int = 24
+    """Connections other nodes opened to us. Separate from outbound slots, so strangers who
+    fill every inbound slot cannot stop us from dialling the peers we chose."""
+    max_outbound: int = 8
+    """Connections we dial ourselves, from the address book (bootstrap and tried peers first)."""
+    dial_scope: DialScope = "public"
+    """Address classes a URL learned from the network may have to be dialled: public, private
+    (LAN) or local (one host). Bootstrap URLs are exempt."""
 
     freshness_window: float = 120.0
     """A message's seq encodes its publication time; older or newer by more than this is stale."""
@@ -80,20 +103,44 @@ class GossipConfig:
     """0 means ``max(byte_rate, 2 * max_message)``, so two largest messages fit back to back."""
     send_queue: int = 256
     send_queue_drop: Literal["oldest", "newest"] = "oldest"
+    send_queue_bytes: int = 0
+    """Bytes of frames awaiting write, per peer; 0 means ``2 * max_message``."""
     inbox_size: int = 256
     """Verified messages waiting for their topic validator, per peer."""
+    inbox_bytes: int = 0
+    """Bytes of those messages, per peer; 0 means ``2 * max_message``."""
 
     ping_interval: float = 10.0
     """WebSocket ping period; a peer silent for half of it after a ping is dropped."""
-    handshake_timeout: float = 5.0
+    handshake_timeout: float = 3.0
+    """The whole handshake (three messages) must finish within this."""
+    max_handshakes: int = 64
+    """Inbound connections still in their handshake, in all. Beyond it new ones get HTTP 503."""
+    max_handshakes_per_ip: int = 8
+    """The same, per source address. Only connections still in the handshake count, so honest
+    nodes sharing one address (a test host, a NAT) are not kept apart by it once connected."""
+    handshake_rate: float = 2.0
+    handshake_burst: float = 16.0
+    """Per source address budget of inbound handshakes (token bucket); misbehaviour from the
+    address takes extra tokens (``address_costs``). An empty budget gets HTTP 429 until it refills:
+    a throttle rather than a ban, because one address may hold honest nodes too."""
+    address_costs: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ADDRESS_COSTS))
     dial_timeout: float = 5.0
     close_timeout: float = 2.0
     heartbeat: float = 1.0
     """Period of the maintenance loop: dialling, dissemination-policy upkeep, cache expiry."""
     pex_interval: float = 30.0
+    pex_min_interval: float = 5.0
+    """We send a peer at most one peer-exchange frame per this interval (announcements of new
+    peers wait and are merged); a peer sending more than twice as often, beyond a burst of 4,
+    is penalised (``pex_rate``)."""
     pex_max: int = 64
     """Most URLs in one peer-exchange frame; a longer list is malformed."""
-    book_max: int = 1024
+    book_new_buckets: int = 64
+    book_tried_buckets: int = 16
+    book_bucket_size: int = 16
+    """Address book tables (see :mod:`gossip.book`): learned URLs go to ``new`` buckets chosen
+    by the network group of the peer that told us; URLs we reached go to ``tried`` buckets."""
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     max_dial_failures: int = 8
@@ -112,16 +159,26 @@ class GossipConfig:
         self.bootstrap = [normalize_url(u) for u in self.bootstrap]
         if not self.byte_burst:
             self.byte_burst = max(self.byte_rate, 2.0 * self.max_message)
+        self.send_queue_bytes = self.send_queue_bytes or 2 * self.max_message
+        self.inbox_bytes = self.inbox_bytes or 2 * self.max_message
         positive = (
-            "max_message", "max_peers", "freshness_window", "seen_ttl", "seen_max", "msg_rate",
-            "msg_burst", "byte_rate", "byte_burst", "send_queue", "inbox_size", "ping_interval",
-            "handshake_timeout", "dial_timeout", "close_timeout", "heartbeat", "pex_interval",
-            "pex_max", "book_max", "backoff_base", "backoff_max", "max_dial_failures",
-            "score_half_life", "ban_seconds",
+            "max_message", "freshness_window", "seen_ttl", "seen_max", "msg_rate",
+            "msg_burst", "byte_rate", "byte_burst", "send_queue", "send_queue_bytes", "inbox_size",
+            "inbox_bytes", "ping_interval", "handshake_timeout", "max_handshakes",
+            "max_handshakes_per_ip", "handshake_rate", "handshake_burst", "dial_timeout",
+            "close_timeout", "heartbeat", "pex_interval", "pex_min_interval", "pex_max",
+            "book_new_buckets", "book_tried_buckets", "book_bucket_size", "backoff_base",
+            "backoff_max", "max_dial_failures", "score_half_life", "ban_seconds",
         )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
+        if self.max_inbound < 0 or self.max_outbound < 0 or not self.max_inbound + self.max_outbound:
+            raise ValueError("max_inbound and max_outbound must be >= 0, and not both 0")
+        if self.dial_scope not in SCOPES:
+            raise ValueError(f"dial_scope must be one of {', '.join(SCOPES)}")
+        if self.send_queue_bytes < self.max_message or self.inbox_bytes < self.max_message:
+            raise ValueError("send_queue_bytes and inbox_bytes must hold at least one max_message")
         if self.seen_ttl < 2 * self.freshness_window:
             raise ValueError("seen_ttl must be at least twice freshness_window (replay protection)")
         if self.byte_burst < self.max_message:
@@ -130,15 +187,10 @@ class GossipConfig:
             raise ValueError("send_queue_drop must be 'oldest' or 'newest'")
         if self.score_threshold >= 0:
             raise ValueError("score_threshold must be negative (scores start at 0)")
-        if any(v < 0 for v in self.penalties.values()):
-            raise ValueError("penalties are magnitudes and must be non-negative")
+        if any(v < 0 for v in [*self.penalties.values(), *self.address_costs.values()]):
+            raise ValueError("penalties and address costs are magnitudes and must be non-negative")
 
     @property
-    def frame_limit(self) -> int:
-        """Transport-level frame cap: twice ``max_message``.
-
-        Frames between ``max_message`` and this are read, dropped as oversized and penalised,
-        and the connection lives on; beyond it the WebSocket layer refuses to buffer the frame
-        and closes the connection (also counted as oversized).
-        """
-        return 2 * self.max_message
+    def max_peers(self) -> int:
+        """Connections in all: inbound and outbound slots."""
+        return self.max_inbound + self.max_outbound

@@ -40,6 +40,13 @@ class TokenBucket:
         self._tokens -= amount
         return True
 
+    def charge(self, amount: float) -> None:
+        """Take ``amount`` tokens whatever the balance, down to at most one burst of debt: a
+        penalty that must be waited out (``burst / rate`` seconds at worst) before the next
+        ``take`` succeeds."""
+        self._refill()
+        self._tokens = max(-self.burst, self._tokens - amount)
+
     @property
     def tokens(self) -> float:
         self._refill()
@@ -65,42 +72,59 @@ class RateLimiter:
 
 
 class BoundedQueue(Generic[T]):
-    """A FIFO with a fixed capacity that drops instead of blocking the producer.
+    """A FIFO bounded in items and in bytes that drops instead of blocking the producer.
 
-    ``drop="oldest"`` evicts the head to make room (fresh data matters most, e.g. outgoing
+    ``drop="oldest"`` evicts from the head to make room (fresh data matters most, e.g. outgoing
     gossip); ``drop="newest"`` refuses the new item (the producer learns it was not queued).
+    ``sizeof`` gives an item's size in bytes; an item larger than ``max_bytes`` is refused.
     """
 
-    def __init__(self, capacity: int, drop: Literal["oldest", "newest"] = "oldest") -> None:
-        if capacity <= 0:
-            raise ValueError("capacity must be positive")
+    def __init__(self, capacity: int, drop: Literal["oldest", "newest"] = "oldest",
+                 max_bytes: int | None = None, sizeof: Callable[[T], int] = lambda _: 0) -> None:
+        if capacity <= 0 or (max_bytes is not None and max_bytes <= 0):
+            raise ValueError("capacity and max_bytes must be positive")
         self.capacity = capacity
         self.drop = drop
-        self._items: deque[T] = deque()
+        self.max_bytes = max_bytes
+        self._sizeof = sizeof
+        self._items: deque[tuple[T, int]] = deque()
+        self.nbytes = 0
         self._ready = asyncio.Event()
 
-    def put(self, item: T) -> tuple[bool, T | None]:
-        """Queue ``item``. Returns ``(queued, evicted)``: whether ``item`` went in and which
-        older item, if any, was dropped to make room."""
-        evicted: T | None = None
-        if len(self._items) >= self.capacity:
+    def _fits(self, size: int) -> bool:
+        return len(self._items) < self.capacity and (
+            self.max_bytes is None or self.nbytes + size <= self.max_bytes)
+
+    def put(self, item: T) -> tuple[bool, int]:
+        """Queue ``item``. Returns ``(queued, dropped)``: whether ``item`` went in, and how
+        many items (older ones evicted, or this one refused) were dropped."""
+        size = self._sizeof(item)
+        if self.max_bytes is not None and size > self.max_bytes:
+            return False, 1
+        dropped = 0
+        while not self._fits(size):
             if self.drop == "newest":
-                return False, None
-            evicted = self._items.popleft()
-        self._items.append(item)
+                return False, 1
+            self.nbytes -= self._items.popleft()[1]
+            dropped += 1
+        self._items.append((item, size))
+        self.nbytes += size
         self._ready.set()
-        return True, evicted
+        return True, dropped
 
     async def get(self) -> T:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
-        return self._items.popleft()
+        item, size = self._items.popleft()
+        self.nbytes -= size
+        return item
 
     def take_all(self) -> list[T]:
         """Remove and return everything still queued."""
-        items = list(self._items)
+        items = [item for item, _ in self._items]
         self._items.clear()
+        self.nbytes = 0
         return items
 
     def __len__(self) -> int:

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 DROP_REASONS = (
     "malformed",        # undecodable frame, wrong shape, unexpected frame type
-    "oversized",        # frame larger than max_message
+    "oversized",        # frame larger than max_message (the connection is closed)
+    "session",          # a message that failed authentication: session closed, nobody blamed
     "bad_signature",    # envelope signature does not verify
     "wrong_chain",      # handshake from a peer on another chain
     "handshake",        # any other failed or refused handshake
@@ -19,6 +20,7 @@ DROP_REASONS = (
     "stale",            # seq outside the freshness window
     "duplicate",        # already seen (no penalty)
     "rate_limited",     # over the peer's message or byte rate
+    "pex_rate",         # peer-exchange frames faster than any honest node sends them
     "rejected",         # topic validator said REJECT
     "ignored",          # topic validator said IGNORE
     "validator_error",  # a validator or deliver callback raised

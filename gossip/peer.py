@@ -4,6 +4,11 @@ Three tasks per connection, so that nothing one peer does can stall another or t
 the reader always keeps reading (answering pings, enforcing rate limits) even while a slow topic
 validator runs; the worker runs validators one at a time for this peer; the writer drains a
 bounded send queue, so a peer that reads slowly only ever fills (and overflows) its own queue.
+
+Every frame travels sealed in the session's :class:`~gossip.session.SecureChannel`. A WebSocket
+message that does not authenticate (or anything but a binary message) cannot be the peer's: the
+session ends at once (close 4010) and the peer's score is left alone, while the source address
+pays (see :mod:`gossip.admission`). Only what authenticated is ever charged to the node id.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from gossip.codec import DecodeError
 from gossip.config import GossipConfig
-from gossip.handshake import WebSocketLike
-from gossip.limits import BoundedQueue, RateLimiter
-from gossip.wire import Hello
+from gossip.limits import BoundedQueue, RateLimiter, TokenBucket
+from gossip.session import OversizedFrame, SecureChannel, SessionError, WebSocketLike
+from gossip.wire import Close, Hello
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,9 @@ class PeerHooks(Protocol):
     def on_drop(self, peer: Peer, reason: str) -> None:
         """Something from or for this peer was dropped for ``reason``."""
 
+    def on_session_failure(self, peer: Peer, detail: str) -> None:
+        """Something that did not authenticate arrived on the connection; it is being closed."""
+
     def on_sent(self, topic: str | None, nbytes: int) -> None:
         """A frame was written; ``topic`` is None for control frames."""
 
@@ -62,20 +71,30 @@ class PeerHooks(Protocol):
 class Peer:
     """A live, authenticated connection. Created by the service after the handshake."""
 
-    def __init__(self, ws: WebSocketLike, hello: Hello, direction: str, url: str,
-                 config: GossipConfig, hooks: PeerHooks) -> None:
+    def __init__(self, ws: WebSocketLike, hello: Hello, channel: SecureChannel, direction: str,
+                 url: str, ip: str, config: GossipConfig, hooks: PeerHooks) -> None:
         self.ws = ws
         self.node_id = hello.node_id
         self.url = url
         """The peer's base URL: the one we dialled, or the one it advertised."""
+        self.ip = ip
+        """The address the connection comes from (or goes to), as the transport reports it."""
         self.direction = direction
         self.connected_since = time.time()
+        self._channel = channel
         self._hooks = hooks
         self._limiter = RateLimiter(config.msg_rate, config.msg_burst, config.byte_rate,
                                     config.byte_burst)
+        self.pex_limiter = TokenBucket(2.0 / config.pex_min_interval, 4.0)
+        """Peer-exchange frames this peer may send us (twice the rate we send at, burst 4)."""
+        self.pex_pending: dict[str, None] = {}
+        """URLs to announce to this peer at its next peer-exchange turn (insertion-ordered)."""
+        self.pex_sent_at = float("-inf")
         self._outbox: BoundedQueue[tuple[str | None, bytes]] = BoundedQueue(
-            config.send_queue, config.send_queue_drop)
-        self._inbox: BoundedQueue[Any] = BoundedQueue(config.inbox_size, "newest")
+            config.send_queue, config.send_queue_drop, config.send_queue_bytes,
+            lambda item: len(item[1]))
+        self._inbox: BoundedQueue[Any] = BoundedQueue(
+            config.inbox_size, "newest", config.inbox_bytes, lambda work: work.size)
         self._current: Any = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -95,8 +114,8 @@ class Peer:
         """
         if self.closing:
             return False
-        queued, evicted = self._outbox.put((topic, frame))
-        if evicted is not None or not queued:
+        queued, dropped = self._outbox.put((topic, frame))
+        for _ in range(dropped):
             self._hooks.on_drop(self, "queue_full")
         return queued
 
@@ -133,18 +152,34 @@ class Peer:
         while not self.closing:
             msg = await self.ws.receive()
             if msg.type is aiohttp.WSMsgType.BINARY:
-                if self._limiter.admit(len(msg.data)):
-                    self._dispatch(msg.data)
+                try:
+                    frame = self._channel.open(msg.data)
+                except SessionError as exc:
+                    return self._fail_session(str(exc))
+                except OversizedFrame:
+                    self._hooks.on_drop(self, "oversized")
+                    self.request_close(Close.TOO_BIG, "frame larger than max_message")
+                    return
+                except DecodeError:
+                    self._hooks.on_drop(self, "malformed")
+                    continue
+                if frame is None:
+                    continue
+                if self._limiter.admit(len(frame)):
+                    self._dispatch(frame)
                 else:
                     self._hooks.on_drop(self, "rate_limited")
-            elif msg.type is aiohttp.WSMsgType.TEXT:
-                self._hooks.on_drop(self, "malformed")
-            elif msg.type is aiohttp.WSMsgType.ERROR:
-                too_big = getattr(msg.data, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
-                self._hooks.on_drop(self, "oversized" if too_big else "malformed")
-                return
             elif msg.type in _CLOSED_TYPES:
                 return
+            elif msg.type is aiohttp.WSMsgType.ERROR:
+                return self._fail_session(f"transport error: {msg.data}")
+            else:  # text: nothing outside the sealed channel is the peer's
+                return self._fail_session(f"unsealed {msg.type.name} message")
+
+    def _fail_session(self, detail: str) -> None:
+        log.info("session with %s ends: %s", self.node_id[:16], detail)
+        self._hooks.on_session_failure(self, detail)
+        self.request_close(Close.BAD_FRAME, "bad_frame: a message failed authentication")
 
     def _dispatch(self, data: bytes) -> None:
         try:
@@ -157,7 +192,8 @@ class Peer:
         try:
             while True:
                 topic, frame = await self._outbox.get()
-                await self.ws.send_bytes(frame)
+                for sealed in self._channel.seal(frame):
+                    await self.ws.send_bytes(sealed)
                 self._hooks.on_sent(topic, len(frame))
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
             log.debug("write to %s failed: %s", self.node_id[:16], exc)

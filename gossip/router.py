@@ -1,9 +1,9 @@
 """The message pipeline: what happens to every frame a live peer sends, and to what we publish.
 
 Order of checks for an incoming envelope, cheapest and most discriminating first, so a flood of
-junk costs as little as possible: (rate limits, in the peer) -> size cap -> decode -> shape ->
-known topic -> freshness window -> seen-cache -> signature -> topic validator (async, in the
-peer's worker) -> deliver and forward.
+junk costs as little as possible: (session authentication, size cap and rate limits, in the
+peer) -> decode -> shape -> known topic -> freshness window -> seen-cache -> signature -> topic
+validator (async, in the peer's worker) -> deliver and forward.
 
 A message id enters the seen-cache only once its signature has verified: otherwise anyone could
 pre-empt a real message by sending a forgery with the same signed fields, and the real one would
@@ -16,12 +16,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from gossip.admission import Admission
 from gossip.book import AddressBook
 from gossip.codec import DecodeError
 from gossip.config import GossipConfig
 from gossip.crypto import KeyPair, sha256, verify
 from gossip.envelope import Envelope, SeqClock, Verdict, check_topic, is_fresh
 from gossip.metrics import MetricsRecorder
+from gossip.netpolicy import address_group
 from gossip.peer import Peer
 from gossip.policy import DisseminationPolicy
 from gossip.score import PeerScores
@@ -46,14 +48,16 @@ class _Pending:
 
     envelope: Envelope
     msg_id: bytes
+    size: int
+    """Bytes of the frame it came in (what the peer's inbox is bounded by)."""
 
 
 class Router:
     """Implements :class:`gossip.peer.PeerHooks` for every live peer of one node."""
 
     def __init__(self, keypair: KeyPair, config: GossipConfig, peers: dict[str, Peer],
-                 policy: DisseminationPolicy, book: AddressBook, metrics: MetricsRecorder,
-                 on_new_urls: Callable[[], None]) -> None:
+                 policy: DisseminationPolicy, book: AddressBook, admission: Admission,
+                 metrics: MetricsRecorder, on_new_urls: Callable[[], None]) -> None:
         self.keypair = keypair
         self.config = config
         self.topics: dict[str, Subscription] = {}
@@ -63,6 +67,7 @@ class Router:
         self._peers = peers
         self._policy = policy
         self._book = book
+        self._admission = admission
         self._metrics = metrics
         self._on_new_urls = on_new_urls
         self._seq = SeqClock()
@@ -100,16 +105,16 @@ class Router:
 
     def on_frame(self, peer: Peer, data: bytes) -> None:
         size = len(data)
-        if size > self.config.max_message:
-            self.on_drop(peer, "oversized")
-            return
         try:
-            frame = decode_frame(data, self.config.max_message)
+            frame = decode_frame(data, self.config.max_message, self.config.pex_max)
             if frame[0] == MSG:
                 self._on_envelope(peer, Envelope.from_wire(frame[1:]), size)
             elif frame[0] == PEERS:
                 self._metrics.control_bytes_in += size
-                self._on_peers(parse_peers(frame, self.config.pex_max))
+                if not peer.pex_limiter.take():
+                    self.on_drop(peer, "pex_rate")
+                    return
+                self._on_peers(parse_peers(frame, self.config.pex_max), address_group(peer.ip))
             else:
                 raise DecodeError(f"unexpected frame type {frame[0][:16]!r}")
         except DecodeError as exc:
@@ -134,13 +139,13 @@ class Router:
         if not verify(envelope.sender, signed, envelope.signature):
             self.on_drop(peer, "bad_signature")
             return
-        if not peer.submit(_Pending(envelope, msg_id)):
+        if not peer.submit(_Pending(envelope, msg_id, size)):
             self.on_drop(peer, "queue_full")
             return
-        self.seen.add(msg_id)
+        self.seen.add(msg_id, peer.node_id)
 
-    def _on_peers(self, urls: list[str]) -> None:
-        new = [url for url in urls if self._book.add(url)]
+    def _on_peers(self, urls: list[str], source_group: str) -> None:
+        new = [url for url in urls if self._book.learn(url, source_group)]
         if new:
             self._on_new_urls()
 
@@ -183,10 +188,16 @@ class Router:
         if peer is None or not self.scores.penalize(peer.node_id, reason):
             return
         self.scores.ban(peer.node_id)
+        self._admission.charge(peer.ip, "ban")
         self._metrics.bans += 1
         log.warning("banning peer %s (%s): score %.1f after %s", peer.node_id[:16], peer.url,
                     self.scores.score(peer.node_id), reason)
         peer.request_close(Close.BANNED, "banned: score below threshold")
+
+    def on_session_failure(self, peer: Peer, detail: str) -> None:
+        # Not the node id's fault (a relay may have injected it): only the address pays.
+        self._metrics.drop("session")
+        self._admission.charge(peer.ip, "session")
 
     def on_sent(self, topic: str | None, nbytes: int) -> None:
         self._metrics.sent(topic, nbytes)

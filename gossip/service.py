@@ -2,8 +2,10 @@
 
 One port per node: :meth:`Gossip.attach` adds ``GET /p2p`` to the node's aiohttp application;
 peers are addressed by base URL and dialled at ``URL + "/p2p"``. What happens to frames on a live
-connection is :mod:`gossip.router`'s business; this module gets connections up, keeps the peer
-table consistent (one connection per node id, at most ``max_peers``), and takes them down.
+connection is :mod:`gossip.router`'s business; this module admits connections (handshake caps
+and address budgets, :mod:`gossip.admission`), runs the handshake (:mod:`gossip.session`), keeps
+the peer table consistent (one connection per node id, separate inbound and outbound slots),
+dials from the address book within the dial policy, and takes connections down.
 """
 
 from __future__ import annotations
@@ -12,20 +14,23 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 
+from gossip.admission import Admission
 from gossip.book import AddressBook
 from gossip.config import GossipConfig
 from gossip.crypto import KeyPair
-from gossip.handshake import HandshakeError, Identity, WebSocketLike, handshake
 from gossip.metrics import GossipMetrics, MetricsRecorder
+from gossip.netpolicy import PolicyResolver, address_group, host_of
 from gossip.peer import Peer, PeerInfo
 from gossip.policy import DisseminationPolicy, FloodPolicy
 from gossip.router import Deliver, Router, Validator
-from gossip.wire import Close, peers_frame
+from gossip.session import HandshakeError, Identity, WebSocketLike, handshake
+from gossip.wire import WS_MAX_MESSAGE, Close, peers_frame
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +56,19 @@ class Gossip:
         self._me = Identity(keypair, config.chain_id, config.listen_url)
         self._peers: dict[str, Peer] = {}
         self._policy = policy or FloodPolicy()
-        self._book = AddressBook(config.listen_url, config.book_max, config.backoff_base,
-                                 config.backoff_max, config.max_dial_failures)
+        self._book = AddressBook(
+            config.listen_url, new_buckets=config.book_new_buckets,
+            tried_buckets=config.book_tried_buckets, bucket_size=config.book_bucket_size,
+            backoff_base=config.backoff_base, backoff_max=config.backoff_max,
+            max_failures=config.max_dial_failures, scope=config.dial_scope)
         for url in config.bootstrap:
-            self._book.add(url, keep=True)
+            self._book.add_fixed(url)
+        self._admission = Admission(config.max_handshakes, config.max_handshakes_per_ip,
+                                    config.handshake_rate, config.handshake_burst,
+                                    config.address_costs)
         self._metrics = MetricsRecorder()
         self._router = Router(keypair, config, self._peers, self._policy, self._book,
-                              self._metrics, self._wake_maintenance)
+                              self._admission, self._metrics, self._wake_maintenance)
         self._session: aiohttp.ClientSession | None = None
         self._sockets: set[WebSocketLike] = set()
         self._dials: set[asyncio.Task] = set()
@@ -86,7 +97,9 @@ class Gossip:
         if self._running or self._stopped:
             raise RuntimeError("Gossip can be started once")
         self._running = True
+        resolver = PolicyResolver(self.config.dial_scope, {host_of(u) for u in self.config.bootstrap})
         self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=resolver),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.dial_timeout))
         self._maintenance = asyncio.create_task(self._maintain(), name="gossip-maintenance")
 
@@ -130,6 +143,14 @@ class Gossip:
                                       peers_banned=len(self._router.scores.banned()),
                                       seen_entries=len(seen), seen_evictions=seen.evictions)
 
+    def score(self, node_id: str) -> float:
+        """Current score of ``node_id``, connected or not (0 for one never penalised)."""
+        return self._router.scores.score(node_id)
+
+    def banned(self) -> dict[str, float]:
+        """Node ids banned for misbehaviour, with the seconds left on each ban."""
+        return self._router.scores.banned()
+
     def known_urls(self) -> list[str]:
         """Peer URLs in the address book (bootstrap, advertised and exchanged)."""
         return self._book.urls()
@@ -144,18 +165,34 @@ class Gossip:
     # ------------------------------------------------------------------ connections
 
     async def _handle_inbound(self, request: web.Request) -> web.StreamResponse:
+        """Admit (before the upgrade, so a refusal is a small HTTP answer), then serve."""
         if not self._running:
             raise web.HTTPServiceUnavailable(text="gossip is not running")
-        ws = web.WebSocketResponse(heartbeat=self.config.ping_interval,
-                                   max_msg_size=self.config.frame_limit,
-                                   timeout=self.config.close_timeout)
-        await ws.prepare(request)
+        ip = request.remote or ""
+        refusal = self._admission.begin(ip)
+        if refusal is not None:
+            self._metrics.handshake_failures[refusal] += 1
+            if refusal == "busy":
+                raise web.HTTPServiceUnavailable(text="busy: too many handshakes in progress")
+            raise web.HTTPTooManyRequests(text="throttled: this address's handshake budget is spent")
+        ended = False
+
+        def handshake_over() -> None:
+            nonlocal ended
+            if not ended:
+                ended = True
+                self._admission.end(ip)
+
         task = asyncio.current_task()
         assert task is not None
         self._inbound.add(task)
         try:
-            await self._serve(ws, "in", None)
+            ws = web.WebSocketResponse(heartbeat=self.config.ping_interval,
+                                       max_msg_size=WS_MAX_MESSAGE, timeout=self.config.close_timeout)
+            await ws.prepare(request)
+            await self._serve(ws, "in", None, ip, handshake_over)
         finally:
+            handshake_over()
             self._inbound.discard(task)
         return ws
 
@@ -181,29 +218,36 @@ class Gossip:
         try:
             async with asyncio.timeout(self.config.dial_timeout):
                 ws = await self._session.ws_connect(
-                    url + "/p2p", heartbeat=self.config.ping_interval,
-                    max_msg_size=self.config.frame_limit,
+                    url + "/p2p", heartbeat=self.config.ping_interval, max_msg_size=WS_MAX_MESSAGE,
                     timeout=aiohttp.ClientWSTimeout(ws_close=self.config.close_timeout))
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.debug("dialling %s failed: %s", url, exc)
             return _Outcome("unreachable")
+        peername = ws.get_extra_info("peername")
+        ip = str(peername[0]) if isinstance(peername, tuple) and peername else ""
         try:
-            return await self._serve(ws, "out", url)
+            return await self._serve(ws, "out", url, ip, lambda: None)
         finally:
             await ws.close()
 
-    async def _serve(self, ws: WebSocketLike, direction: str, url: str | None) -> _Outcome:
+    async def _serve(self, ws: WebSocketLike, direction: str, url: str | None, ip: str,
+                     handshake_over: Callable[[], None]) -> _Outcome:
         """Handshake, register and run one connection; returns how it went."""
         self._sockets.add(ws)
         try:
             try:
-                hello = await handshake(ws, self._me, max_message=self.config.max_message,
-                                        timeout=self.config.handshake_timeout,
-                                        is_banned=self._router.scores.is_banned)
+                hello, channel = await handshake(
+                    ws, self._me, initiator=direction == "out", max_frame=self.config.max_message,
+                    timeout=self.config.handshake_timeout, is_banned=self._router.scores.is_banned)
             except HandshakeError as exc:
+                if direction == "in" and exc.reason not in _BENIGN_REFUSALS:
+                    self._admission.charge(ip, "handshake")
                 await self._refuse(ws, exc, direction, url)
                 return _Outcome(exc.reason)
-            peer = Peer(ws, hello, direction, url or hello.listen_url, self.config, self._router)
+            finally:
+                handshake_over()
+            peer = Peer(ws, hello, channel, direction, url or hello.listen_url, ip, self.config,
+                        self._router)
             try:
                 self._register(peer)
             except HandshakeError as exc:
@@ -243,16 +287,18 @@ class Gossip:
                 raise HandshakeError("duplicate", Close.DUPLICATE, "already connected to this node")
             existing.request_close(Close.DUPLICATE, "duplicate: superseded by another connection")
             self._metrics.handshake_failures["duplicate"] += 1
-        elif len(self._peers) >= self.config.max_peers:
-            raise HandshakeError("too_many_peers", Close.TOO_MANY_PEERS,
-                                 f"at the limit of {self.config.max_peers} peers")
+        else:
+            limit = self.config.max_inbound if peer.direction == "in" else self.config.max_outbound
+            if self._count(peer.direction) >= limit:
+                raise HandshakeError("too_many_peers", Close.TOO_MANY_PEERS,
+                                     f"all {limit} {peer.direction}bound slots are taken")
         self._peers[peer.node_id] = peer
         self._policy.add_peer(peer.node_id)
         if peer.url:
             if peer.direction == "out":
                 self._book.connected(peer.url, peer.node_id)
             else:
-                self._book.add(peer.url, peer.node_id)
+                self._book.learn(peer.url, address_group(peer.ip), peer.node_id)
         log.info("peer %s connected (%s, %s)", peer.node_id[:16], peer.direction, peer.url)
 
     def _unregister(self, peer: Peer) -> None:
@@ -265,15 +311,37 @@ class Gossip:
         log.info("peer %s disconnected", peer.node_id[:16])
         self._wake_maintenance()
 
+    def _count(self, direction: str) -> int:
+        return sum(1 for p in self._peers.values() if p.direction == direction)
+
     def _exchange_peers(self, peer: Peer) -> None:
-        """Tell a new peer whom we know, and tell the others about the new peer, so that a node
-        joining through one bootstrap URL finds the rest without waiting for the periodic round."""
-        peer.send(peers_frame(self._pex_urls(peer.url)))
+        """Tell a new peer whom we know at once, and queue the new peer's URL for the others'
+        next peer-exchange turn, so a node joining through one bootstrap URL finds the rest."""
+        self._send_pex(peer, self._pex_urls(peer.url))
         if peer.url:
-            announce = peers_frame([peer.url])
             for other in self._peers.values():
                 if other is not peer and other.url != peer.url:
-                    other.send(announce)
+                    other.pex_pending[peer.url] = None
+            self._wake_maintenance()
+
+    def _send_pex(self, peer: Peer, urls: list[str]) -> None:
+        peer.send(peers_frame(urls[: self.config.pex_max]))
+        peer.pex_sent_at = time.monotonic()
+
+    def _flush_pex(self) -> None:
+        """Send each peer what is queued for it, at most once per ``pex_min_interval`` (what
+        the receiving side's ``pex_rate`` check allows, with margin)."""
+        now = time.monotonic()
+        if now - self._last_pex >= self.config.pex_interval:
+            self._last_pex = now
+            for peer in self._peers.values():
+                peer.pex_pending.update(dict.fromkeys(self._pex_urls(peer.url)))
+        for peer in self._peers.values():
+            if peer.pex_pending and now - peer.pex_sent_at >= self.config.pex_min_interval:
+                urls = list(peer.pex_pending)[: self.config.pex_max]
+                for url in urls:
+                    del peer.pex_pending[url]
+                self._send_pex(peer, urls)
 
     def _dialer(self, peer: Peer) -> str:
         return self.node_id if peer.direction == "out" else peer.node_id
@@ -293,10 +361,7 @@ class Gossip:
                 self._policy.heartbeat()
                 self._router.seen.purge()
                 self._router.scores.prune()
-                if time.monotonic() - self._last_pex >= self.config.pex_interval:
-                    self._last_pex = time.monotonic()
-                    for peer in list(self._peers.values()):
-                        peer.send(peers_frame(self._pex_urls(peer.url)))
+                self._flush_pex()
             except Exception:
                 log.exception("gossip maintenance round failed")
             try:
@@ -306,7 +371,7 @@ class Gossip:
                 pass
 
     def _dial_due(self) -> None:
-        free = self.config.max_peers - len(self._peers) - self._book.dialing_count()
+        free = self.config.max_outbound - self._count("out") - self._book.dialing_count()
         if free <= 0:
             return
         connected = set(self._peers) | {p.url for p in self._peers.values()}

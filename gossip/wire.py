@@ -1,27 +1,40 @@
-"""Frames on the ``/p2p`` WebSocket and the close codes a connection ends with.
+"""What travels on the ``/p2p`` WebSocket: handshake payloads, frames, and close codes.
 
-Every frame is one binary WebSocket message holding one canonical msgpack array whose first item
-names its type. ``docs/gossip.md`` describes the protocol; this module is its only encoder and
-decoder, so the two cannot drift apart.
+``docs/gossip.md`` describes the protocol; this module is its only encoder and decoder, so the
+two cannot drift apart. Handshake payloads and frames are canonical msgpack arrays, decoded with
+:func:`gossip.codec.unpack_flat` (arrays of scalars, one level of nesting at most), so no input
+can make us build more objects than a valid frame holds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gossip.codec import DecodeError, pack, unpack
+from gossip.codec import DecodeError, pack, unpack_flat
 from gossip.config import normalize_url
 from gossip.crypto import SIGNATURE_SIZE, is_node_id, signing_bytes
 from gossip.envelope import Envelope
+from gossip.noise import MAX_MESSAGE, TAGLEN
 
-PROTOCOL_VERSION = 1
-HELLO_DOMAIN = "fedchain/hello"
-NONCE_SIZE = 32
+PROTOCOL_VERSION = 2
+PROLOGUE = b"fedchain/p2p"
+"""Noise prologue: both sides must use it, or the handshake fails."""
+STATIC_KEY_DOMAIN = "fedchain/p2p-static-key"
+"""Domain of the signature that binds a node id to its Noise static key."""
 
-HELLO = "hello"   # [hello, version, chain_id, node_id, listen_url, nonce]
-AUTH = "auth"     # [auth, signature]
+HANDSHAKE_MAX = 1024
+"""Largest handshake message accepted, in bytes; the real ones are 40 to 700."""
+WS_MAX_MESSAGE = MAX_MESSAGE + 1
+"""The WebSocket's own message limit (aiohttp refuses sizes >= it while reading the header, before
+buffering anything): every WebSocket message is one Noise message of at most 65535 bytes."""
+CHUNK_DATA = MAX_MESSAGE - TAGLEN - 1
+"""Frame bytes per transport message: a frame is sealed as one or more of them."""
+MORE = 1
+LAST = 0
+
 MSG = "msg"       # [msg, topic, sender, seq, body, signature]
 PEERS = "peers"   # [peers, [url, ...]]
+_PAYLOAD_ITEMS = 8
 
 
 class Close:
@@ -36,36 +49,76 @@ class Close:
     DUPLICATE = 4007
     TIMEOUT = 4008
     TOO_MANY_PEERS = 4009
+    BAD_FRAME = 4010
+    TOO_BIG = 1009   # RFC 6455 "message too big"
     SHUTDOWN = 1001  # RFC 6455 "going away"
 
 
 @dataclass(frozen=True)
 class Hello:
-    """The first frame each side sends: who it claims to be, and a nonce for the other to sign."""
+    """What a peer told and proved about itself in its handshake identity payload."""
 
     version: int
     chain_id: str
     node_id: str
+    signature: bytes
+    """Ed25519 signature by ``node_id`` over :func:`static_key_bytes` of its Noise static key."""
     listen_url: str
     """Normalised advertised base URL, or "" for a node that does not listen."""
-    nonce: bytes
 
 
-def hello_frame(chain_id: str, node_id: str, listen_url: str, nonce: bytes) -> bytes:
-    return pack([HELLO, PROTOCOL_VERSION, chain_id, node_id, listen_url, nonce])
+def static_key_bytes(chain_id: str, static_public: bytes) -> bytes:
+    """What a node signs to bind its id to the Noise static key it uses on this chain."""
+    return signing_bytes(STATIC_KEY_DOMAIN, chain_id, [static_public])
 
 
-def auth_bytes(chain_id: str, verifier_nonce: bytes, prover_nonce: bytes, prover: str,
-               verifier: str, prover_url: str) -> bytes:
-    """What the prover signs: the verifier's fresh nonce binds the proof to this connection,
-    the chain id to this chain, and the prover's advertised URL is covered so it cannot be
-    altered on the way."""
-    return signing_bytes(HELLO_DOMAIN, chain_id,
-                         [verifier_nonce, prover_nonce, prover, verifier, prover_url])
+def opening_payload(chain_id: str) -> bytes:
+    """Payload of the first handshake message (sent in clear, covered by the transcript)."""
+    return pack([PROTOCOL_VERSION, chain_id])
 
 
-def auth_frame(signature: bytes) -> bytes:
-    return pack([AUTH, signature])
+def identity_payload(chain_id: str, node_id: str, signature: bytes, listen_url: str) -> bytes:
+    """Payload of the second and third handshake messages (encrypted)."""
+    return pack([PROTOCOL_VERSION, chain_id, node_id, signature, listen_url])
+
+
+def _flat(payload: bytes, what: str) -> list:
+    items = unpack_flat(payload, HANDSHAKE_MAX, _PAYLOAD_ITEMS)
+    if not (items and type(items[0]) is int):
+        raise DecodeError(f"{what} must start with the protocol version")
+    return items
+
+
+def parse_opening(payload: bytes) -> tuple[int, str | None]:
+    """``(version, chain_id)``; the chain id is None when the version is not ours (its layout
+    may differ), so the caller can report the version mismatch."""
+    items = _flat(payload, "opening payload")
+    if items[0] != PROTOCOL_VERSION:
+        return items[0], None
+    if not (len(items) == 2 and isinstance(items[1], str) and 0 < len(items[1]) <= 128):
+        raise DecodeError("expected [version, chain_id]")
+    return items[0], items[1]
+
+
+def parse_identity(payload: bytes) -> Hello:
+    items = _flat(payload, "identity payload")
+    if len(items) != 5:
+        raise DecodeError("expected [version, chain_id, node_id, signature, listen_url]")
+    version, chain_id, node_id, signature, listen_url = items
+    if not (isinstance(chain_id, str) and 0 < len(chain_id) <= 128):
+        raise DecodeError("chain_id must be a short string")
+    if not is_node_id(node_id):
+        raise DecodeError("node_id must be 64 lowercase hex chars")
+    if not (isinstance(signature, bytes) and len(signature) == SIGNATURE_SIZE):
+        raise DecodeError("signature must be 64 bytes")
+    if not isinstance(listen_url, str):
+        raise DecodeError("listen_url must be a string")
+    if listen_url:
+        try:
+            listen_url = normalize_url(listen_url)
+        except ValueError as exc:
+            raise DecodeError(str(exc)) from exc
+    return Hello(version, chain_id, node_id, signature, listen_url)
 
 
 def msg_frame(envelope: Envelope) -> bytes:
@@ -76,41 +129,12 @@ def peers_frame(urls: list[str]) -> bytes:
     return pack([PEERS, urls])
 
 
-def decode_frame(data: bytes, max_size: int) -> list:
+def decode_frame(data: bytes, max_size: int, max_urls: int) -> list:
     """Decode one frame to ``[type, ...]`` or raise DecodeError (never anything else)."""
-    frame = unpack(data, max_size)
-    if not (isinstance(frame, list) and frame and isinstance(frame[0], str)):
+    frame = unpack_flat(data, max_size, max_urls + 2)
+    if not (frame and isinstance(frame[0], str)):
         raise DecodeError("frame must be an array starting with its type")
     return frame
-
-
-def parse_hello(frame: list) -> Hello:
-    if not (len(frame) == 6 and frame[0] == HELLO):
-        raise DecodeError("expected [hello, version, chain_id, node_id, listen_url, nonce]")
-    _, version, chain_id, node_id, listen_url, nonce = frame
-    if type(version) is not int:
-        raise DecodeError("hello version must be an int")
-    if not (isinstance(chain_id, str) and 0 < len(chain_id) <= 128):
-        raise DecodeError("hello chain_id must be a short string")
-    if not is_node_id(node_id):
-        raise DecodeError("hello node_id must be 64 lowercase hex chars")
-    if not (isinstance(nonce, bytes) and len(nonce) == NONCE_SIZE):
-        raise DecodeError(f"hello nonce must be {NONCE_SIZE} bytes")
-    if not isinstance(listen_url, str):
-        raise DecodeError("hello listen_url must be a string")
-    if listen_url:
-        try:
-            listen_url = normalize_url(listen_url)
-        except ValueError as exc:
-            raise DecodeError(str(exc)) from exc
-    return Hello(version, chain_id, node_id, listen_url, nonce)
-
-
-def parse_auth(frame: list) -> bytes:
-    if not (len(frame) == 2 and frame[0] == AUTH and isinstance(frame[1], bytes)
-            and len(frame[1]) == SIGNATURE_SIZE):
-        raise DecodeError("expected [auth, 64-byte signature]")
-    return frame[1]
 
 
 def parse_peers(frame: list, max_urls: int) -> list[str]:

@@ -2,8 +2,8 @@
 
 :func:`build_api` registers every route of the route tables in ``api_node.py`` and
 ``api_chain.py`` on the daemon's application (which also carries the gossip ``/p2p`` endpoint:
-one port per node), adds the JSON error middleware, and serves the OpenAPI document generated
-from the same tables.
+one port per node), adds the rate and concurrency limits (``api_limits.py``) and the JSON error
+middleware, and serves the OpenAPI document generated from the same tables.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from consensus.genesis import Genesis
 from node.api_base import Route, bind, error_middleware
+from node.api_limits import Limiter
 from node.api_chain import CHAIN_ROUTES
 from node.api_node import NODE_ROUTES, VERSION
 from node.config import NodeConfig
@@ -29,7 +30,7 @@ ROUTES: tuple[Route, ...] = NODE_ROUTES + CHAIN_ROUTES + FL_ROUTES
 class ApiContext:
     """What the handlers see: the engine's read side and submit, gossip's peers and counters."""
 
-    engine: Any
+    engine: Any  # consensus.views.ChainView: the engine's read side, tx submission and events
     gossip: Any
     config: NodeConfig
     genesis: Genesis
@@ -38,6 +39,7 @@ class ApiContext:
     subscribers: int = 0
     fl: Any = None  # node.fl.service.FLService on a federated-learning chain
     loop_lag: Any = None  # node.looplag.LoopLag
+    limiter: Limiter | None = None
 
 
 def genesis_text(genesis: Genesis) -> str:
@@ -55,9 +57,9 @@ def openapi_document(routes: tuple[Route, ...] = ROUTES) -> dict:
 def build_api(app: web.Application, engine: Any, gossip: Any, config: NodeConfig, genesis: Genesis,
               fl: Any = None, loop_lag: Any = None) -> ApiContext:
     """Register the API on ``app`` (before it starts) and return the handlers' shared context."""
-    ctx = ApiContext(engine, gossip, config, genesis, genesis_text(genesis), openapi_document(), fl=fl,
-                     loop_lag=loop_lag)
-    app.middlewares.append(error_middleware)
+    ctx = ApiContext(engine.view, gossip, config, genesis, genesis_text(genesis), openapi_document(), fl=fl,
+                     loop_lag=loop_lag, limiter=Limiter(config.api, ROUTES))
+    app.middlewares.extend([ctx.limiter.middleware, error_middleware])
     for route in ROUTES:
         app.router.add_route(route.method, route.path, bind(route, ctx))
     return ctx

@@ -28,12 +28,17 @@ MAX_UINT = 2**63 - 1
 
 
 class ApiError(Exception):
-    """An expected failure with its HTTP status and a message safe to show a client."""
+    """An expected failure with its HTTP status and a message safe to show a client.
 
-    def __init__(self, status: int, message: str) -> None:
+    ``close`` ends the connection after the answer: the rest of an unread request body would
+    otherwise have to be read (or be taken for the next request).
+    """
+
+    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.close = close
 
 
 def error_body(status: int, message: str) -> dict:
@@ -42,6 +47,17 @@ def error_body(status: int, message: str) -> dict:
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(error_body(status, message), status=status, headers=headers)
+
+
+async def answer_and_close(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+    """Send ``resp`` now, then close the connection without reading the rest of the request
+    (aiohttp would otherwise keep reading an unfinished body for up to 10 s before closing)."""
+    resp.force_close()
+    await resp.prepare(request)
+    await resp.write_eof()
+    if request.transport is not None:
+        request.transport.close()
+    return resp
 
 
 def _http_exception_message(exc: web.HTTPException, request: web.Request) -> str:
@@ -63,7 +79,8 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.message)
+        resp = error_response(exc.status, exc.message)
+        return await answer_and_close(request, resp) if exc.close else resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -171,6 +188,14 @@ class Param:
 
 Handler = Callable[..., Awaitable[Any]]
 
+LIMIT_KINDS = {
+    "normal": "the client's request rate and concurrency, and the node's total concurrency",
+    "bulk": "as normal, and refused while the client's answer bytes per second are in debt (large answers)",
+    "light": "the client's request rate only (constant, tiny work)",
+    "tx": "as normal, plus the client's stricter transaction rate",
+    "stream": "the client's request rate and concurrency (long-lived; api.max_subscribers bounds the total)",
+}
+
 
 @dataclass(frozen=True)
 class Route:
@@ -190,6 +215,11 @@ class Route:
     errors: tuple[int, ...] = ()
     body: dict | None = None
     content_type: str = "application/json"
+    limit: str = "normal"  # a key of LIMIT_KINDS: which limits of node/api_limits.py apply
+
+    def __post_init__(self) -> None:
+        if self.limit not in LIMIT_KINDS:
+            raise ValueError(f"bad limit kind {self.limit!r} for {self.method} {self.path}")
 
     def parse_params(self, request: web.Request) -> dict[str, Any]:
         """Check the request's parameters against the spec; unknown or repeated ones are errors."""
@@ -207,8 +237,46 @@ class Route:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON; bytes are never JSON-ready here, so a stray one is a bug caught by the 500 path."""
+    """Compact ASCII JSON (so characters are bytes); bytes are never JSON-ready here, so a stray
+    one is a bug caught by the 500 path."""
     return json.dumps(value, separators=(",", ":"))
+
+
+async def encode_within(count: int, encode: Callable[[int], Awaitable[str]], budget: int) -> list[str]:
+    """``await encode(0)``, ``await encode(1)``, ... (each an item's JSON) up to ``count`` items,
+    stopping once the total has reached ``budget`` bytes: the item that reaches it is the last
+    one taken, so no work is thrown away and a single large item can always be served (an answer
+    holds at most ``budget`` plus one item). Fewer than ``count`` parts means the budget cut it.
+
+    Items are produced and encoded one at a time, yielding to the event loop between them, so a
+    long list neither sits in memory whole nor stalls the loop while it is encoded.
+    """
+    parts: list[str] = []
+    size = 0
+    for i in range(count):
+        if size >= budget:
+            break
+        text = await encode(i)
+        parts.append(text)
+        size += len(text) + 1
+        await asyncio.sleep(0)
+    return parts
+
+
+async def encode_list_within(items: list[Any], budget: int) -> list[str]:
+    """:func:`encode_within` over a list of JSON-ready values."""
+
+    async def encode(i: int) -> str:
+        return dumps(items[i])
+
+    return await encode_within(len(items), encode, budget)
+
+
+def page_response(fields: dict[str, Any], key: str, parts: list[str]) -> web.Response:
+    """``{**fields, key: [parts...]}`` as a JSON answer, joined from already-encoded parts."""
+    head = dumps(fields)[:-1]
+    body = f'{head}{"," if fields else ""}"{key}":[{",".join(parts)}]}}'
+    return web.Response(text=body, content_type="application/json")
 
 
 def bind(route: Route, ctx: Any) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

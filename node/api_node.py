@@ -1,8 +1,9 @@
 """Node endpoints: health, status, peers, genesis, metrics, transaction submission, event stream.
 
 ``POST /txs`` reads its body under an explicit cap (the node's ``api.max_body``, never more than
-``network.max_message``) before decoding, so an oversized or slow body costs a bounded amount of
-memory; the transaction then goes to the engine, which decides whether the mempool takes it.
+``network.max_message``) and deadline (``api.request_timeout_ms``) before decoding, so an
+oversized or slow body costs a bounded amount of memory and time; the transaction then goes to
+the engine, which decides whether the mempool takes it.
 ``/subscribe`` is a WebSocket that relays the engine's events as JSON; a slow subscriber loses
 its oldest events (the engine's queue is bounded), it never slows the engine down.
 """
@@ -59,7 +60,8 @@ async def get_status(ctx: Any, request: web.Request) -> dict:
 async def get_net_info(ctx: Any, request: web.Request) -> dict:
     peers = [_plain(p) for p in ctx.gossip.peers()]
     return {"url": ctx.config.network.url, "max_peers": ctx.config.network.max_peers,
-            "n_peers": len(peers), "peers": peers}
+            "n_peers": len(peers), "peers": peers,
+            "banned": [{"node_id": nid, "seconds_left": left} for nid, left in sorted(ctx.gossip.banned().items())]}
 
 
 async def get_genesis(ctx: Any, request: web.Request) -> web.Response:
@@ -68,21 +70,34 @@ async def get_genesis(ctx: Any, request: web.Request) -> web.Response:
 
 
 async def get_metrics(ctx: Any, request: web.Request) -> web.Response:
-    body = node_metrics(ctx.engine, ctx.gossip, ctx.fl, ctx.loop_lag).render()
-    return web.Response(body=body.encode(), headers={"Content-Type": PROMETHEUS_TYPE})
+    """The node's metrics, plus what the API's limits refused and cut."""
+    reg = node_metrics(ctx.engine, ctx.gossip, ctx.fl, ctx.loop_lag)
+    if ctx.limiter is not None:
+        stats = ctx.limiter.stats
+        refused = reg.counter("api_refused_total", "API requests answered 429, by the limit they hit.")
+        for reason, count in sorted(stats.refused.items()):
+            refused.add(count, reason=reason)
+        reg.counter("api_cut_total", "API answers not taken by their client in time (connection cut).", stats.cut)
+    return web.Response(body=reg.render().encode(), headers={"Content-Type": PROMETHEUS_TYPE})
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing (413) as soon as it exceeds ``limit`` bytes."""
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refusing (413) as soon as it exceeds ``limit`` bytes, or (408) when it
+    has not fully arrived within ``timeout_s``: a client dribbling a body must not hold a slot
+    for ever. Either refusal closes the connection (the rest of the body is never read)."""
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, f"body of {request.content_length} bytes exceeds the limit of {limit}")
+        raise ApiError(413, f"body of {request.content_length} bytes exceeds the limit of {limit}", close=True)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"body exceeds the limit of {limit} bytes", close=True)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, f"the body did not arrive within {timeout_s:g} s", close=True) from None
     return b"".join(chunks)
 
 
@@ -108,7 +123,8 @@ async def post_tx(ctx: Any, request: web.Request) -> dict:
     if request.content_type not in (*MSGPACK_TYPES, "application/json"):
         raise ApiError(415, "content type must be application/msgpack or application/json, "
                             f"not {request.content_type!r}")
-    raw = _tx_bytes(await read_body(request, limit), request.content_type == "application/json")
+    body = await read_body(request, limit, ctx.config.api.request_timeout_ms / 1000)
+    raw = _tx_bytes(body, request.content_type == "application/json")
     if not raw:
         raise ApiError(400, "empty transaction")
     try:
@@ -166,16 +182,16 @@ TX_BODY = {
 
 NODE_ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", get_health, "Liveness: answers while the node serves.", "node",
-          response={"type": "object", "properties": {"ok": {"type": "boolean"}}}),
+          response={"type": "object", "properties": {"ok": {"type": "boolean"}}}, limit="light"),
     Route("GET", "/status", get_status, "Identity, heights, sync state and peer count of this node.", "node"),
-    Route("GET", "/net_info", get_net_info, "Connected gossip peers.", "node"),
-    Route("GET", "/genesis", get_genesis, "The chain's genesis file.", "node"),
+    Route("GET", "/net_info", get_net_info, "Connected gossip peers, and the node ids banned for misbehaviour.", "node"),
+    Route("GET", "/genesis", get_genesis, "The chain's genesis file.", "node", limit="bulk"),
     Route("GET", "/metrics", get_metrics, "Prometheus metrics (text exposition 0.0.4).", "node",
           response={"type": "string"}, content_type="text/plain"),
     Route("POST", "/txs", post_tx, "Submit a signed transaction.", "state",
           response={"type": "object", "properties": {"hash": {"type": "string"}}},
-          errors=(400, 413, 415, 422), body=TX_BODY),
+          errors=(400, 408, 413, 415, 422), body=TX_BODY, limit="tx"),
     Route("GET", "/subscribe", subscribe, "WebSocket stream of JSON events: new_block, final_block, evidence.",
-          "node", errors=(400, 503)),
+          "node", errors=(400, 503), limit="stream"),
     Route("GET", "/openapi.json", get_openapi, "This OpenAPI document.", "node"),
 )

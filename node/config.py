@@ -17,12 +17,26 @@ Layout::
     advertised_url = ""         # empty: http://HOST:PORT
     bootstrap = ["http://127.0.0.1:26658"]
     max_message = 8388608
-    max_peers = 32
+    max_peers = 32              # connections in all, inbound and outbound
+    max_outbound = 8            # of which dialled by us: inbound strangers never take these
+    dial_scope = "public"       # addresses learned from peers that may be dialled: public | private | local
 
     [api]
     max_blocks_per_page = 100
     max_body = 1048576
     max_subscribers = 64
+    max_response_bytes = 4194304  # byte budget of one list answer
+    requests_per_s = 50           # per client address (token bucket)
+    request_burst = 200
+    answer_bytes_per_s = 8388608  # bytes of answers per client address
+    txs_per_s = 20                # POST /txs per client address
+    tx_burst = 100
+    max_inflight_per_client = 32
+    max_inflight = 64
+    request_timeout_ms = 30000
+
+    [sync]
+    trusted_checkpoint = ""     # "HEIGHT:BLOCKHASH", a weak-subjectivity checkpoint
 
     [storage]
     model_retention = 64        # heights of past global models kept
@@ -46,7 +60,7 @@ from typing import Any
 import tomli_w
 
 from gossip.codec import DEFAULT_MAX_MESSAGE
-from gossip.config import GossipConfig, normalize_url
+from gossip.config import SCOPES, GossipConfig, normalize_url
 
 DEFAULT_PORT = 26657
 DEFAULT_HOST = "127.0.0.1"
@@ -85,6 +99,8 @@ class NetworkConfig:
     bootstrap: list[str] = field(default_factory=list)
     max_message: int = DEFAULT_MAX_MESSAGE
     max_peers: int = 32
+    max_outbound: int = 8
+    dial_scope: str = "public"
 
     def validate(self) -> None:
         if not self.host:
@@ -96,6 +112,12 @@ class NetworkConfig:
         if self.max_message < 1024:
             raise ConfigError(f"network.max_message must be at least 1024 bytes, got {self.max_message}")
         _check_positive(self.max_peers, "network.max_peers")
+        _check_positive(self.max_outbound, "network.max_outbound")
+        if self.max_outbound >= self.max_peers:
+            raise ConfigError(f"network.max_outbound ({self.max_outbound}) must be less than "
+                              f"network.max_peers ({self.max_peers}): the rest are inbound slots")
+        if self.dial_scope not in SCOPES:
+            raise ConfigError(f"network.dial_scope must be one of {', '.join(SCOPES)}, got {self.dial_scope!r}")
 
     @property
     def url(self) -> str:
@@ -105,23 +127,87 @@ class NetworkConfig:
     def gossip_config(self, chain_id: str) -> GossipConfig:
         """The gossip layer's settings for this node (its other knobs keep their defaults)."""
         return GossipConfig(chain_id=chain_id, listen_url=self.url, bootstrap=list(self.bootstrap),
-                            max_message=self.max_message, max_peers=self.max_peers)
+                            max_message=self.max_message, max_outbound=self.max_outbound,
+                            max_inbound=self.max_peers - self.max_outbound,
+                            dial_scope=self.dial_scope)  # type: ignore[arg-type]
 
 
 @dataclass
 class ApiConfig:
-    """Limits of the HTTP API, so that one client cannot make the node do unbounded work."""
+    """Limits of the HTTP API, so that no client can make the node do unbounded work.
+
+    Rates are token buckets per client address (an IPv6 client is its /64): one for requests,
+    one for the bytes of the answers (so bulk answers cost a client what they cost the node),
+    and a stricter one for transactions. The defaults leave room for what honest parties do (a
+    peer polls ``/status`` once a second and fetches pages and updates now and then; a syncing
+    node pulls pages of blocks far faster than a chain of full blocks grows; a testnet on one
+    machine puts every node, the CLI and the tests behind 127.0.0.1) and hold a flood from one
+    address to a few dozen requests a second; see ``docs/node.md``.
+    """
 
     max_blocks_per_page: int = 100
     max_body: int = 1024 * 1024
     max_subscribers: int = 64
+    max_response_bytes: int = 4 * 1024 * 1024  # one list answer (/blocks, /mempool, /fl/updates)
+    requests_per_s: int = 50                    # per client: bucket refill
+    request_burst: int = 200                    # per client: bucket size
+    answer_bytes_per_s: int = 8 * 1024 * 1024   # per client: bytes of answers (and bucket size)
+    txs_per_s: int = 20                         # POST /txs per client, on top of the above
+    tx_burst: int = 100
+    max_inflight_per_client: int = 32           # requests of one client being served at once
+    max_inflight: int = 64                      # requests of all clients being served at once
+    request_timeout_ms: int = 30_000            # to receive a request body, and to send an answer
 
     def validate(self) -> None:
         if not 1 <= self.max_blocks_per_page <= 100:
             raise ConfigError(f"api.max_blocks_per_page must be between 1 and 100, got {self.max_blocks_per_page}")
         if self.max_body < 1024:
             raise ConfigError(f"api.max_body must be at least 1024 bytes, got {self.max_body}")
-        _check_positive(self.max_subscribers, "api.max_subscribers")
+        if self.max_response_bytes < 64 * 1024:
+            raise ConfigError(f"api.max_response_bytes must be at least 65536 bytes, got {self.max_response_bytes}")
+        for name in ("max_subscribers", "requests_per_s", "request_burst", "answer_bytes_per_s", "txs_per_s",
+                     "tx_burst", "max_inflight_per_client", "max_inflight", "request_timeout_ms"):
+            _check_positive(getattr(self, name), f"api.{name}")
+
+
+CHECKPOINT_FORMAT = "HEIGHT:BLOCKHASH (a height of at least 1 and the 64 hex characters of the hash " \
+                    "of the final block at that height)"
+
+
+def parse_checkpoint(text: str, what: str = "sync.trusted_checkpoint") -> tuple[int, bytes]:
+    """``"HEIGHT:BLOCKHASH"`` as ``(height, hash)``, or :class:`ConfigError` naming ``what``."""
+    height, sep, block_hash = text.strip().partition(":")
+    if not sep or not height.isascii() or not height.isdigit():
+        raise ConfigError(f"{what} must be {CHECKPOINT_FORMAT}, got {text[:100]!r}")
+    if int(height) < 1:
+        raise ConfigError(f"{what}: the height must be at least 1, got {height}")
+    block_hash = block_hash.lower()
+    if len(block_hash) != 64 or not all(c in "0123456789abcdef" for c in block_hash):
+        raise ConfigError(f"{what}: the block hash must be 64 hex characters, got {block_hash[:80]!r}")
+    return int(height), bytes.fromhex(block_hash)
+
+
+@dataclass
+class SyncConfig:
+    """What this node trusts when it syncs, beyond its genesis.
+
+    ``trusted_checkpoint`` is a weak-subjectivity checkpoint, ``"HEIGHT:BLOCKHASH"``: a final
+    block the operator learnt out of band (from nodes they trust). Sync refuses a chain whose
+    block at HEIGHT has another hash, so a new node cannot be led onto a long-range fork by peers
+    that hold old delegate keys. Empty: trust the genesis alone.
+    """
+
+    trusted_checkpoint: str = ""
+
+    def validate(self) -> None:
+        if self.trusted_checkpoint:
+            height, block_hash = parse_checkpoint(self.trusted_checkpoint)
+            self.trusted_checkpoint = f"{height}:{block_hash.hex()}"
+
+    @property
+    def checkpoint(self) -> tuple[int, bytes] | None:
+        """``(height, block hash)`` of the trusted checkpoint, or None."""
+        return parse_checkpoint(self.trusted_checkpoint) if self.trusted_checkpoint else None
 
 
 @dataclass
@@ -169,6 +255,7 @@ class NodeConfig:
     log_level: str = "info"
     network: NetworkConfig = field(default_factory=NetworkConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
 
@@ -178,7 +265,7 @@ class NodeConfig:
         self.log_level = self.log_level.lower()
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        for section in (self.network, self.api, self.storage, self.fault):
+        for section in (self.network, self.api, self.sync, self.storage, self.fault):
             section.validate()
         return self
 

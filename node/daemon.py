@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -18,9 +19,11 @@ from aiohttp import web
 
 from consensus.app import CounterApp
 from consensus.engine import Engine, EngineConfig
+from consensus.proposer import BlockProposer
 from consensus.store import ChainStore
 from gossip import Gossip
 from node.api import build_api
+from node.faults import DoubleSigningProposer
 from node.fetcher import HttpBlockFetcher
 from node.home import Home, load_home
 from node.looplag import LoopLag
@@ -51,7 +54,9 @@ class Daemon:
         self.gossip = Gossip(home.keypair, cfg.network.gossip_config(home.genesis.chain_id))
         self.fl = None
         if home.genesis.app.get("kind") == "fl":
-            from node.fl.service import FLService  # torch is only loaded on federated-learning chains
+            from node.fl.service import (
+                FLService,  # torch is only loaded on federated-learning chains
+            )
 
             self.fl = FLService(home, self.gossip)
             self.app = self.fl.app
@@ -68,9 +73,12 @@ class Daemon:
     async def start(self) -> None:
         cfg = self.home.config
         self.session = aiohttp.ClientSession()
-        self.engine = Engine(self.home.keypair, self.home.genesis, self.store, self.app, self.gossip,
-                             HttpBlockFetcher(self.session),
-                             EngineConfig(double_sign=cfg.fault.double_sign, max_message=cfg.network.max_message))
+        proposer = (partial(DoubleSigningProposer, self.home.keypair, self.gossip) if cfg.fault.double_sign
+                    else BlockProposer)
+        fetcher = HttpBlockFetcher(self.session, max_block_bytes=self.home.genesis.max_block_bytes)
+        self.engine = Engine(self.home.keypair, self.home.genesis, self.store, self.app, self.gossip, fetcher,
+                             EngineConfig(max_message=cfg.network.max_message, checkpoint=cfg.sync.checkpoint),
+                             proposer=proposer)
         build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.fl, self.loop_lag)
         self._lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         self.runner = web.AppRunner(self.web, access_log=None)
@@ -79,16 +87,16 @@ class Daemon:
         await self.gossip.start()
         await self.engine.start()
         if self.fl is not None:
-            await self.fl.start(self.engine, self.session)
+            await self.fl.start(self.engine.view, self.session)
         log.info("node %s serving %s", self.home.keypair.node_id[:12], cfg.network.url)
 
     async def stop(self) -> None:
         if self._lag_task is not None:
             self._lag_task.cancel()
+        if self.engine is not None:
+            await self.engine.stop()  # before the FL service closes its blob store: a finalizing block writes to it
         if self.fl is not None:
             await self.fl.stop()
-        if self.engine is not None:
-            await self.engine.stop()
         await self.gossip.stop()
         if self.runner is not None:
             await self.runner.cleanup()

@@ -22,7 +22,14 @@ from typing import Iterable
 
 from consensus.genesis import Genesis, GenesisError
 from gossip.crypto import KeyPair
-from node.config import DEFAULT_HOST, DEFAULT_PORT, ConfigError, NodeConfig, load_config, save_config
+from node.config import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ConfigError,
+    NodeConfig,
+    load_config,
+    save_config,
+)
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,7 @@ def init_home(
     moniker: str | None = None,
     host: str = DEFAULT_HOST,
     advertised_url: str = "",
+    trusted_checkpoint: str = "",
 ) -> Home:
     """Create a home folder for ``genesis``.
 
@@ -142,6 +150,7 @@ def init_home(
     config.network.port = port
     config.network.advertised_url = advertised_url
     config.network.bootstrap = list(bootstrap)
+    config.sync.trusted_checkpoint = trusted_checkpoint
     config.validate()
     try:
         genesis.validate()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from node.api_base import Route
+from node.api_base import LIMIT_KINDS, Route
 
 HEX32 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 HEX = {"type": "string", "pattern": "^([0-9a-f]{2})*$"}
@@ -53,15 +53,32 @@ COMPONENTS: dict[str, dict] = {
     },
     "BlockPage": {
         "type": "object",
+        "required": ["blocks", "height", "next"],
         "properties": {
             "blocks": {"type": "array", "items": {"$ref": "#/components/schemas/Block"}},
             "height": {"type": "integer", "description": "The node's latest height."},
+            "next": {"type": ["integer", "null"],
+                     "description": "Height to pass as `from` for the rest; null when the page reached `height`."},
+        },
+    },
+    "Mempool": {
+        "type": "object",
+        "required": ["size", "truncated", "txs"],
+        "properties": {
+            "size": {"type": "integer", "description": "Transactions pending in all."},
+            "truncated": {"type": "boolean", "description": "Some were left out to keep the answer within the "
+                                                            "node's api.max_response_bytes."},
+            "txs": {"type": "array", "items": {"$ref": "#/components/schemas/Tx"}},
         },
     },
 }
 
-_STATUS_TEXT = {400: "Bad parameter", 404: "Not found", 413: "Body too large", 415: "Unsupported content type",
-                422: "Invalid transaction", 503: "Not ready"}
+_STATUS_TEXT = {400: "Bad parameter", 404: "Not found", 408: "Body not received in time", 413: "Body too large",
+                415: "Unsupported content type", 422: "Invalid transaction",
+                429: "Too many requests from this address, or the node is busy (see Retry-After)",
+                503: "Not ready"}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.",
+                                "schema": {"type": "integer", "minimum": 1}}}
 
 
 def _ref(name: str) -> dict:
@@ -83,10 +100,12 @@ def _operation(route: Route) -> dict:
         ]
     if route.body is not None:
         op["requestBody"] = {"required": True, "content": route.body}
-    statuses = set(route.errors) | ({400} if route.params else set())
+    statuses = set(route.errors) | ({400} if route.params else set()) | {429}
     for status in sorted(statuses):
         op["responses"][str(status)] = {"description": _STATUS_TEXT.get(status, "Error"),
                                         "content": {"application/json": {"schema": _ref("Error")}}}
+    op["responses"]["429"]["headers"] = _RETRY_AFTER
+    op["x-limits"] = LIMIT_KINDS[route.limit]
     return op
 
 

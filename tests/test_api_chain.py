@@ -50,6 +50,18 @@ async def test_block_pages(node: Node):
     assert (await node.ok("/blocks", **{"from": "999999"}))["blocks"] == []
 
 
+async def test_block_pages_end_with_the_block_that_reaches_the_byte_budget(node: Node):
+    one = await node.ok("/blocks", **{"from": "1", "limit": "10", "max_bytes": "1"})
+    assert [b["height"] for b in one["blocks"]] == [1] and one["next"] == 2
+    page = await node.ok("/blocks", **{"from": "1", "limit": "3", "raw": "1"})  # the chain is at 4 or more
+    assert [b["height"] for b in page["blocks"]] == [1, 2, 3] and page["next"] == 4
+    size = len((await node.ok("/blocks/2", raw="1"))["raw"])
+    two = await node.ok("/blocks", **{"from": "2", "limit": "10", "raw": "1", "max_bytes": str(size + 30)})
+    assert [b["height"] for b in two["blocks"]] == [2, 3]  # the second block crossed the budget: the last one
+    newest = await node.ok("/blocks")
+    assert newest["next"] is None and newest["blocks"][-1]["height"] == newest["height"]
+
+
 async def test_raw_blocks_verify(node: Node):
     page = await node.ok("/blocks", **{"from": "1", "limit": "4", "raw": "1"})
     decoded = await node.ok("/blocks", **{"from": "1", "limit": "4"})
@@ -98,7 +110,7 @@ async def test_account_and_mempool(node: Node):
     assert account["nonce"] == 0 and account["stake"] >= node.home.genesis.accounts[0]["stake"]  # plus rewards
     assert (await node.ok(f"/accounts/{me.upper()}"))["nonce"] == 0
     pool = await node.ok("/mempool")
-    assert pool == {"size": 0, "txs": []}
+    assert pool == {"size": 0, "truncated": False, "txs": []}
 
 
 async def test_metrics(node: Node):

@@ -21,7 +21,9 @@ from typer.testing import CliRunner
 
 from cli.client import NodeClient, NodeError
 from cli.main import app
+from consensus.genesis import Genesis
 from gossip.crypto import KeyPair
+from node.home import load_home
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "cli.main"]
@@ -142,7 +144,9 @@ def test_join_syncs_from_the_node_it_joined(solo, tmp_path):
     _, url = solo
     wait_for(lambda: final_height(url) >= 5, 30, "a few blocks to sync")
     port = free_port()
-    joiner = spawn(["join", url, "--home", str(tmp_path / "joiner"), "--port", str(port)], tmp_path / "joiner.out")
+    pin = json.loads(cli("genesis", "--node", url, "--json").output)["genesis_hash"]
+    joiner = spawn(["join", url, "--home", str(tmp_path / "joiner"), "--port", str(port), "--genesis-hash", pin],
+                   tmp_path / "joiner.out")
     mine = f"http://127.0.0.1:{port}"
     try:
         target = final_height(url)
@@ -153,6 +157,60 @@ def test_join_syncs_from_the_node_it_joined(solo, tmp_path):
         assert NodeClient(mine).get_json("/genesis") == NodeClient(url).get_json("/genesis")
     finally:
         stop(joiner)
+
+
+def test_status_and_genesis_show_the_genesis_hash(solo):
+    home, url = solo
+    expected = Genesis.load(home / "genesis.json").hash.hex()
+    assert expected in cli("status", "--node", url).output
+    shown = cli("genesis", "--node", url).output
+    assert expected in shown and "cli-live" in shown
+    assert KeyPair.load(home / "node_key.json").node_id in shown  # the delegates
+    raw = json.loads(cli("genesis", "--node", url, "--json").output)
+    assert raw["genesis_hash"] == expected and raw["genesis"]["chain_id"] == "cli-live"
+
+
+def join_no_start(url: str, home: Path, *args: Any) -> Any:
+    return CliRunner().invoke(app, ["join", url, "--home", str(home), "--port", str(free_port()), "--no-start",
+                                    *map(str, args)])
+
+
+def test_join_refuses_a_genesis_it_has_no_reason_to_trust(solo, tmp_path):
+    home, url = solo
+    expected = Genesis.load(home / "genesis.json").hash.hex()
+    result = join_no_start(url, tmp_path / "j")
+    assert result.exit_code == 1 and "--genesis-hash" in result.output and "--trust-genesis" in result.output
+    assert expected in result.output and "cli-live" in result.output
+    assert not (tmp_path / "j").exists()
+
+
+def test_join_refuses_a_genesis_whose_hash_differs_and_names_both(solo, tmp_path):
+    home, url = solo
+    expected = Genesis.load(home / "genesis.json").hash.hex()
+    result = join_no_start(url, tmp_path / "j", "--genesis-hash", "ab" * 32)
+    assert result.exit_code == 1 and expected in result.output and "ab" * 32 in result.output, result.output
+    assert not (tmp_path / "j").exists()
+
+
+def test_join_trust_genesis_shows_what_it_trusts(solo, tmp_path):
+    home, url = solo
+    me = KeyPair.load(home / "node_key.json").node_id
+    result = join_no_start(url, tmp_path / "j", "--trust-genesis")
+    assert result.exit_code == 0, result.output
+    assert Genesis.load(home / "genesis.json").hash.hex() in result.output
+    assert "cli-live" in result.output and me in result.output and "plain HTTP" in result.output
+    assert (tmp_path / "j" / "genesis.json").read_bytes() == (home / "genesis.json").read_bytes()
+
+
+def test_join_writes_a_pinned_checkpoint_to_the_config(solo, tmp_path):
+    home, url = solo
+    pin = Genesis.load(home / "genesis.json").hash.hex()
+    block = NodeClient(url).get_json("/blocks/1")
+    result = join_no_start(url, tmp_path / "j", "--genesis-hash", pin.upper(), "--checkpoint", f"1:{block['hash']}")
+    assert result.exit_code == 0, result.output
+    config = (tmp_path / "j" / "config.toml").read_text()
+    assert f'trusted_checkpoint = "1:{block["hash"]}"' in config and "[sync]" in config
+    assert load_home(tmp_path / "j").config.sync.checkpoint == (1, bytes.fromhex(block["hash"]))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -114,6 +114,7 @@ def test_testnet_create(tmp_path):
         assert sorted(h.config.network.bootstrap) == sorted(u for j, u in enumerate(urls) if j != i)
         assert h.config.moniker == f"node{i}"
         assert not h.config.fault.any_enabled
+        assert h.config.network.dial_scope == "local"  # peers on 127.0.0.1 may be learned and dialled
 
 
 def test_testnet_create_with_container_hosts(tmp_path):
@@ -124,6 +125,7 @@ def test_testnet_create_with_container_hosts(tmp_path):
     assert home.config.network.host == "0.0.0.0"
     assert home.config.network.url == "http://node1:26658"
     assert home.config.network.bootstrap == ["http://node0:26657", "http://node2:26659"]
+    assert home.config.network.dial_scope == "private"  # container names resolve to private addresses
 
 
 def test_testnet_create_refuses_existing_folder(tmp_path):
@@ -199,3 +201,14 @@ def test_join_unreachable(tmp_path):
 
 def test_join_bad_url(tmp_path):
     assert_clean_failure(invoke("join", "ftp://x", "--home", tmp_path / "j"), "http or https")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--genesis-hash", "abc"], "--genesis-hash must be 64 hex"),
+    (["--trust-genesis", "--checkpoint", "ten:" + "ab" * 32], "--checkpoint must be HEIGHT:BLOCKHASH"),
+    (["--trust-genesis", "--checkpoint", "10:abc"], "64 hex"),
+])
+def test_join_checks_its_pins_before_going_online(tmp_path, args, fragment):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: the check must come first
+    assert_clean_failure(invoke("join", url, "--home", tmp_path / "j", *args), fragment)
+    assert not (tmp_path / "j").exists()

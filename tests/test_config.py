@@ -48,7 +48,7 @@ def test_urls_are_normalised():
 
 
 def test_gossip_config_carries_network_settings():
-    cfg = parse_config('[network]\nport = 4000\nbootstrap = ["http://127.0.0.1:4001"]\nmax_peers = 5\n')
+    cfg = parse_config('[network]\nport = 4000\nbootstrap = ["http://127.0.0.1:4001"]\nmax_peers = 5\nmax_outbound = 2\n')
     g = cfg.network.gossip_config("chain-x")
     assert (g.chain_id, g.listen_url, g.bootstrap, g.max_peers) == (
         "chain-x", "http://127.0.0.1:4000", ["http://127.0.0.1:4001"], 5)
@@ -70,10 +70,18 @@ def test_gossip_config_carries_network_settings():
     ('[network]\nadvertised_url = "nonsense"', "network.advertised_url"),
     ("[network]\nmax_message = 10", "max_message must be at least 1024"),
     ("[network]\nmax_peers = 0", "max_peers must be positive"),
+    ("[network]\nmax_peers = 8", "max_outbound (8) must be less than network.max_peers (8)"),
+    ('[network]\ndial_scope = "everywhere"', "dial_scope must be one of public, private, local"),
     ('[network]\nhost = ""', "network.host must not be empty"),
     ("[api]\nmax_blocks_per_page = 101", "max_blocks_per_page must be between 1 and 100"),
     ("[api]\nmax_body = 1", "max_body must be at least 1024"),
     ('[fault]\ndouble_sign = "yes"', "fault.double_sign must be true or false"),
+    ('[sync]\ntrusted_checkpoint = "12"', "sync.trusted_checkpoint must be HEIGHT:BLOCKHASH"),
+    ('[sync]\ntrusted_checkpoint = "0:' + "ab" * 32 + '"', "height must be at least 1"),
+    ('[sync]\ntrusted_checkpoint = "-3:' + "ab" * 32 + '"', "sync.trusted_checkpoint must be HEIGHT:BLOCKHASH"),
+    ('[sync]\ntrusted_checkpoint = "7:' + "ab" * 31 + '"', "64 hex"),
+    ('[sync]\ntrusted_checkpoint = "7:' + "zz" * 32 + '"', "64 hex"),
+    ('[sync]\ntrusted_checkpoint = 7', "sync.trusted_checkpoint must be a string"),
     ('log_level = "loud"', "log_level must be one of"),
     ('moniker = ""', "moniker must be 1 to 64"),
     ("moniker = 5", "moniker must be a string"),
@@ -105,3 +113,14 @@ def test_save_refuses_invalid_config(tmp_path):
     with pytest.raises(ConfigError):
         save_config(cfg, tmp_path / "config.toml")
     assert not (tmp_path / "config.toml").exists()
+
+
+def test_trusted_checkpoint_is_parsed_and_normalised(tmp_path):
+    block_hash = "AB" * 32
+    cfg = parse_config(f'[sync]\ntrusted_checkpoint = " 120:{block_hash}"\n')
+    assert cfg.sync.trusted_checkpoint == "120:" + "ab" * 32
+    assert cfg.sync.checkpoint == (120, bytes.fromhex("ab" * 32))
+    save_config(cfg, tmp_path / "config.toml")
+    assert "[sync]" in (tmp_path / "config.toml").read_text()
+    assert load_config(tmp_path / "config.toml").sync.checkpoint == (120, bytes.fromhex("ab" * 32))
+    assert NodeConfig().sync.checkpoint is None

@@ -11,6 +11,7 @@ from consensus.genesis import make_genesis
 from gossip.crypto import KeyPair
 from node.config import ConfigError
 from node.home import HomePaths, init_home, load_home
+from node.home import load_key as load_home_key
 
 
 def _genesis(*keys: KeyPair):
@@ -119,3 +120,73 @@ def test_corrupt_key(home):
     os.chmod(path, 0o600)
     with pytest.raises(ConfigError, match="not a valid fedchain key"):
         load_home(home)
+
+
+# --- the key file is written so that no other user can ever read it ----------------------------
+
+
+def _readable_copies(folder, seed_hex: str) -> list[str]:
+    """Files under ``folder`` (symlinks followed) holding the seed with any group/other permission."""
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file() and os.stat(path).st_mode & 0o077 and seed_hex in path.read_text(errors="replace"):
+            found.append(path.name)
+    return found
+
+
+def test_save_over_a_world_readable_leftover_tmp_keeps_the_key_private(tmp_path):
+    """A crash of an older writer can leave ``node_key.json.tmp`` behind with mode 0644."""
+    path = HomePaths(tmp_path).node_key
+    leftover = path.with_name(path.name + ".tmp")
+    leftover.write_text("stale")
+    os.chmod(leftover, 0o644)
+    key = KeyPair.from_seed(b"\x07" * 32)
+    key.save(path)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert KeyPair.load(path).node_id == key.node_id
+    assert _readable_copies(tmp_path, (b"\x07" * 32).hex()) == []
+
+
+def test_save_does_not_follow_a_planted_tmp_symlink(tmp_path):
+    """Whoever can write the home folder must not be able to redirect the key to a file it reads."""
+    home, outside = tmp_path / "home", tmp_path / "outside"
+    home.mkdir()
+    outside.mkdir()
+    stolen = outside / "stolen"
+    stolen.write_text("")
+    os.chmod(stolen, 0o644)
+    path = HomePaths(home).node_key
+    path.with_name(path.name + ".tmp").symlink_to(stolen)
+    KeyPair.from_seed(b"\x08" * 32).save(path)
+    assert stolen.read_text() == ""
+    assert not path.is_symlink() and os.stat(path).st_mode & 0o777 == 0o600
+    assert _readable_copies(tmp_path, (b"\x08" * 32).hex()) == []
+
+
+def test_save_refuses_a_symlinked_key_file(tmp_path):
+    target = tmp_path / "elsewhere.json"
+    target.write_text("")
+    path = HomePaths(tmp_path / "h").node_key
+    path.parent.mkdir()
+    path.symlink_to(target)
+    with pytest.raises(PermissionError, match="symbolic link"):
+        KeyPair.generate().save(path)
+    assert target.read_text() == "" and path.is_symlink()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["node_key.json"]  # no temp file left behind
+
+
+def test_save_with_a_permissive_umask_still_writes_0600(tmp_path):
+    old = os.umask(0)
+    try:
+        KeyPair.generate().save(HomePaths(tmp_path).node_key)
+    finally:
+        os.umask(old)
+    assert os.stat(HomePaths(tmp_path).node_key).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("make", [os.mkdir, os.mkfifo], ids=["folder", "fifo"])
+def test_load_refuses_a_key_that_is_not_a_regular_file(tmp_path, make):
+    path = HomePaths(tmp_path).node_key
+    make(path, 0o600)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_home_key(path)

@@ -3,11 +3,12 @@ considered (with reasons), and this node's privacy spending."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
-from node.api_base import ApiError, Param, Route
+from node.api_base import ApiError, Param, Route, encode_list_within, page_response
 
 UPDATE_ID = Param("id", "path", "hash", "Update id: SHA-256 of the encoded update (hex).")
 MODEL_HASH = Param("hash", "path", "hash", "Model hash: SHA-256 of the model's canonical msgpack (hex).")
@@ -37,25 +38,34 @@ async def get_model_blob(ctx: Any, request: web.Request, hash: str) -> web.Respo
     return web.Response(body=blob, content_type="application/msgpack")
 
 
-async def get_updates(ctx: Any, request: web.Request, height: int | None) -> dict:
+async def get_updates(ctx: Any, request: web.Request, height: int | None) -> web.Response:
+    """The round records of a final block, as many as fit the node's byte budget."""
     fl = _fl(ctx)
     final = ctx.engine.state.height
     h = final if height is None else height
     if h > final:
         raise ApiError(404, f"height {h} is not final yet (final height {final})")
-    records = fl.round_records(ctx.engine.store, h)
-    return {"height": h, "considered": len(records), "accepted": sum(r["accepted"] for r in records),
-            "updates": records, "pending": len(fl.app.pool)}
+    record = fl.round_record(ctx.engine.store, h)
+    if record is None:
+        raise ApiError(404, f"no federated-learning record for height {h}")
+    updates = record.pop("updates")
+    parts = await encode_list_within(updates, ctx.config.api.max_response_bytes)
+    return page_response({"height": h, **record, "pending": len(fl.app.pool), "truncated": len(parts) < len(updates)},
+                         "updates", parts)
 
 
 async def get_update(ctx: Any, request: web.Request, id: str, raw: bool) -> dict:
+    """An update by id. Blobs of every kind share one content-addressed store, so a hash may name
+    a model or anything else: only bytes that decode as an update are one (else 404)."""
     fl = _fl(ctx)
     blob = fl.app.update_blob(bytes.fromhex(id))
     if blob is None:
         raise ApiError(404, f"no update {id[:12]} here")
-    if raw:
-        return {"id": id, "raw": blob.hex()}
-    return fl.app.decode_update(blob).summary()
+    try:
+        update = await asyncio.to_thread(fl.app.decode_update, blob)
+    except ValueError:  # gossip.codec.DecodeError is one
+        raise ApiError(404, f"no update {id[:12]} here ({id[:12]} names something else)") from None
+    return {"id": id, "raw": blob.hex()} if raw else update.summary()
 
 
 async def get_privacy(ctx: Any, request: web.Request) -> dict:
@@ -69,11 +79,12 @@ FL_ROUTES: tuple[Route, ...] = (
     Route("GET", "/fl/model", get_model, "The newest final global model: hash, height and accuracy.", "fl"),
     Route("GET", "/fl/model/{hash}", get_model_blob, "Weights of a global model (canonical msgpack).", "fl",
           (MODEL_HASH,), response={"type": "string", "format": "binary"}, errors=(400, 404),
-          content_type="application/msgpack"),
-    Route("GET", "/fl/updates", get_updates, "The updates a final block considered, accepted or rejected and why.",
-          "fl", (ROUND_HEIGHT,), errors=(400, 404)),
+          content_type="application/msgpack", limit="bulk"),
+    Route("GET", "/fl/updates", get_updates, "The updates a final block considered (accepted or rejected and "
+          "why), equivocations punished, and why the round was skipped, if it was.",
+          "fl", (ROUND_HEIGHT,), errors=(400, 404), limit="bulk"),
     Route("GET", "/fl/updates/{id}", get_update, "One model update by id (summary, or raw bytes).", "fl",
-          (UPDATE_ID, RAW), errors=(400, 404)),
+          (UPDATE_ID, RAW), errors=(400, 404), limit="bulk"),
     Route("GET", "/fl/privacy", get_privacy, "Differential-privacy budget spent by this node.", "fl",
           errors=(404, 503)),
 )

@@ -2,8 +2,11 @@
 
 Given the current global model, the updates a block lists (in the listed order) and the senders'
 trust, it weights each update by samples x staleness (FedAsync polynomial), runs the genesis
-rule, and adds the aggregate to the model. Everything is deterministic (same inputs, same order,
-same bits), so a verifier that gets a different model hash knows the proposer lied.
+rule, and adds the aggregate to the model. A round that cannot produce a finite model (the rule
+raises, or the step overflows) is *skipped*: the model stays, every update is listed with the
+reason, nobody is rewarded or penalized. Same inputs in the same order give the same decisions
+(update, sender, weight, accepted, reason) and model hash on every CPU; suspicion scores are only
+reported and may differ in their last bits, so they are compared within :data:`SCORE_TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,17 @@ from node.fl.blobs import model_hash
 from node.fl.settings import FLSettings
 from node.fl.update import ModelUpdate
 
-PAYLOAD_VERSION = "fl/1"
+PAYLOAD_VERSION = "fl/2"
+NOT_AGREED = "round not agreed"
+"""Skip reason of a round proposed after an earlier proposal of the height failed to finalize."""
+SCORE_TOLERANCE = 1e-6
+"""Relative difference allowed between a recorded and a recomputed suspicion score."""
+
+
+def scores_agree(a: float, b: float) -> bool:
+    if math.isfinite(a) and math.isfinite(b):
+        return abs(a - b) <= SCORE_TOLERANCE * max(1.0, abs(a), abs(b))
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 @dataclass(frozen=True)
@@ -29,63 +42,119 @@ class Considered:
 
     update_id: bytes
     sender: str
+    base_height: int
     weight: float
     accepted: bool
     reason: str
     score: float
 
+    def decision(self) -> tuple:
+        """What verifiers compare exactly (everything but the reported score)."""
+        return self.update_id, self.sender, self.base_height, self.weight, self.accepted, self.reason
+
     def to_wire(self) -> list:
-        return [self.update_id, self.sender, self.weight, self.accepted, self.reason, self.score]
+        return [*self.decision(), self.score]
 
     def to_json(self) -> dict:
-        return {"id": self.update_id.hex(), "sender": self.sender, "weight": self.weight,
-                "accepted": self.accepted, "reason": self.reason,
+        return {"id": self.update_id.hex(), "sender": self.sender, "base_height": self.base_height,
+                "weight": self.weight, "accepted": self.accepted, "reason": self.reason,
                 "score": self.score if math.isfinite(self.score) else None}
 
 
 @dataclass(frozen=True)
+class Equivocation:
+    """Two different signed updates of ``sender`` for one base: evidence against their author."""
+
+    sender: str
+    base_height: int
+    first: bytes
+    second: bytes
+
+    def to_wire(self) -> list:
+        return [self.sender, self.base_height, self.first, self.second]
+
+
+def _is_uint(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+@dataclass(frozen=True)
 class Payload:
-    """What an FL block carries: the rule, the base and new model hashes, every update considered,
-    and proposals of this height shown to be wrong (``faults``: [signed header wire, payload])."""
+    """What an FL block carries.
+
+    The rule, the base and new model hashes, every update considered, the values the rule's
+    ``evaluate`` callback returned (in call order; verifiers feed these to the rule so its
+    decisions match), equivocation evidence, proposals of this height shown to be wrong
+    (``faults``: [signed header wire, payload]) and, for a skipped round, why (``skipped``).
+    """
 
     rule: str
     base_hash: bytes
     new_hash: bytes
     considered: tuple[Considered, ...]
+    evals: tuple[float, ...] = ()
+    equivocations: tuple[Equivocation, ...] = ()
     faults: tuple[tuple[list, bytes], ...] = ()
+    skipped: str = ""
 
     def encode(self) -> bytes:
         return pack([PAYLOAD_VERSION, self.rule, self.base_hash, self.new_hash,
-                     [c.to_wire() for c in self.considered], [[h, p] for h, p in self.faults]])
+                     [c.to_wire() for c in self.considered], list(self.evals),
+                     [e.to_wire() for e in self.equivocations], [[h, p] for h, p in self.faults], self.skipped])
 
     @classmethod
     def decode(cls, data: bytes, max_size: int) -> "Payload":
         obj = unpack(data, max_size)
-        if not (isinstance(obj, list) and len(obj) == 6 and obj[0] == PAYLOAD_VERSION):
-            raise DecodeError("not an fl/1 payload")
-        _, rule, base, new, rows, faults = obj
-        if not (isinstance(rule, str) and isinstance(base, bytes) and isinstance(new, bytes)
-                and isinstance(rows, list) and isinstance(faults, list)):
+        if not (isinstance(obj, list) and len(obj) == 9 and obj[0] == PAYLOAD_VERSION):
+            raise DecodeError(f"not an {PAYLOAD_VERSION} payload")
+        _, rule, base, new, rows, evals, equivocations, faults, skipped = obj
+        if not (isinstance(rule, str) and isinstance(base, bytes) and isinstance(new, bytes) and isinstance(rows, list)
+                and isinstance(evals, list) and isinstance(equivocations, list) and isinstance(faults, list)
+                and isinstance(skipped, str)):
             raise DecodeError("fl payload fields malformed")
         considered = []
         for r in rows:
-            if not (isinstance(r, list) and len(r) == 6 and isinstance(r[0], bytes) and isinstance(r[1], str)
-                    and isinstance(r[2], float) and isinstance(r[3], bool) and isinstance(r[4], str)
-                    and isinstance(r[5], float)):
+            if not (isinstance(r, list) and len(r) == 7 and isinstance(r[0], bytes) and isinstance(r[1], str)
+                    and _is_uint(r[2]) and isinstance(r[3], float) and isinstance(r[4], bool)
+                    and isinstance(r[5], str) and isinstance(r[6], float)):
                 raise DecodeError("fl payload row malformed")
             considered.append(Considered(*r))
+        if not all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in evals):
+            raise DecodeError("fl payload evaluations must be floats in [0, 1]")
+        evidence = []
+        for e in equivocations:
+            if not (isinstance(e, list) and len(e) == 4 and isinstance(e[0], str) and _is_uint(e[1])
+                    and isinstance(e[2], bytes) and isinstance(e[3], bytes)):
+                raise DecodeError("fl payload equivocation malformed")
+            evidence.append(Equivocation(*e))
         pairs = []
         for f in faults:
             if not (isinstance(f, list) and len(f) == 2 and isinstance(f[0], list) and isinstance(f[1], bytes)):
                 raise DecodeError("fl payload fault malformed")
             pairs.append((f[0], f[1]))
-        return cls(rule, base, new, tuple(considered), tuple(pairs))
+        return cls(rule, base, new, tuple(considered), tuple(evals), tuple(evidence), tuple(pairs), skipped)
+
+    def to_json(self) -> dict:
+        accepted = sum(c.accepted for c in self.considered)
+        return {"skipped": self.skipped or None, "considered": len(self.considered), "accepted": accepted,
+                "updates": [c.to_json() for c in self.considered],
+                "equivocations": [{"sender": e.sender, "base_height": e.base_height, "first": e.first.hex(),
+                                   "second": e.second.hex()} for e in self.equivocations],
+                "faults": len(self.faults)}
 
 
 @dataclass(frozen=True)
 class RoundResult:
     payload: Payload
     model: np.ndarray
+
+
+def skipped_round(settings: FLSettings, model: np.ndarray, base_hash: bytes, updates: list[ModelUpdate],
+                  weights: list[float], why: str) -> RoundResult:
+    """The model unchanged, every update listed as not accepted because the round was skipped."""
+    considered = tuple(Considered(u.id, u.sender, u.base_height, float(w), False, f"round skipped: {why}", math.nan)
+                       for u, w in zip(updates, weights))
+    return RoundResult(Payload(settings.rule, base_hash, base_hash, considered, skipped=why), model)
 
 
 def run_round(settings: FLSettings, model: np.ndarray, model_height: int, base_hash: bytes,
@@ -101,15 +170,19 @@ def run_round(settings: FLSettings, model: np.ndarray, model_height: int, base_h
     trusts = np.array([trust.get(u.sender, 0.0) for u in updates], dtype=np.float64)
     effective = weights * trusts if settings.rule == "trust" else weights
     if not (effective > 0).any():  # nobody carries weight (e.g. every sender has zero stake): no step
-        considered = tuple(Considered(u.id, u.sender, float(w), False, "zero weight", math.inf)
+        considered = tuple(Considered(u.id, u.sender, u.base_height, float(w), False, "zero weight", math.inf)
                            for u, w in zip(updates, weights))
         return RoundResult(Payload(settings.rule, base_hash, base_hash, considered), model)
-    result = aggregate(settings.rule, stacked, weights, trust=trusts if settings.rule == "trust" else None,
-                       seed=seed, evaluate=evaluate, **settings.rule_params)
-    new_model = (model + np.float32(settings.server_lr) * result.vector).astype(np.float32)
+    try:
+        result = aggregate(settings.rule, stacked, weights, trust=trusts if settings.rule == "trust" else None,
+                           seed=seed, evaluate=evaluate, **settings.rule_params)
+    except ValueError as exc:  # the library's AggregationError (non-finite result) is a ValueError
+        return skipped_round(settings, model, base_hash, updates, weights.tolist(), f"aggregation failed: {exc}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        new_model = (model + np.float32(settings.server_lr) * result.vector).astype(np.float32)
     if not np.isfinite(new_model).all():
-        raise ValueError("aggregation produced a non-finite model")
+        return skipped_round(settings, model, base_hash, updates, weights.tolist(), "the new model is not finite")
     considered = tuple(
-        Considered(u.id, u.sender, float(w), bool(a), str(r), float(s))
+        Considered(u.id, u.sender, u.base_height, float(w), bool(a), str(r), float(s))
         for u, w, a, r, s in zip(updates, weights, result.accepted, result.reasons, result.scores))
     return RoundResult(Payload(settings.rule, base_hash, model_hash(new_model), considered), new_model)

@@ -8,16 +8,19 @@ node's validation split and on the common test set, and answers the ``/fl`` API.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
 import aiohttp
 
 from consensus.genesis import Genesis
-from node.fl.app import TOPIC_UPDATE, FLApp
+from node.fl.faults import fl_app_class, make_trainer
+from node.fl.app import TOPIC_UPDATE, round_key
 from node.fl.blobs import BlobStore
 from node.fl.data import load_node_data
 from node.fl.settings import FLSettings
+from node.fetcher import JSON_ROOM, FetchError, fetch_update, get_bytes
 from node.fl.trainer import Trainer
 from node.home import Home
 
@@ -36,13 +39,12 @@ class FLService:
         self.settings = FLSettings.from_app_state(g.app)
         data = load_node_data(self.settings, home.keypair.node_id, [a["id"] for a in g.accounts])
         self.blobs = BlobStore(home.paths.data / "blobs.sqlite")
-        fault = home.config.fault
-        self.app = FLApp(self.settings, g.chain_id, data, self.blobs, fetch=self.fetch_update,
-                         wrong_model=fault.wrong_model, max_message=home.config.network.max_message,
-                         model_retention=home.config.storage.model_retention,
-                         update_retention=home.config.storage.update_retention)
+        self.fault = home.config.fault
+        self.app = fl_app_class(self.fault)(
+            self.settings, g.chain_id, data, self.blobs, fetch=self.fetch_update, fetch_model=self.fetch_model,
+            max_message=home.config.network.max_message, model_retention=home.config.storage.model_retention,
+            update_retention=home.config.storage.update_retention)
         self.trainer: Trainer | None = None
-        self.attack = fault.attack
         self.session: aiohttp.ClientSession | None = None
         self.model_metrics: dict[str, Any] = {}
         self._tasks: list[asyncio.Task] = []
@@ -52,8 +54,8 @@ class FLService:
         self.session = session
         self.app.state_view = lambda: engine.state
         self.gossip.subscribe(TOPIC_UPDATE, self.app.validate_update_msg, self.app.deliver_update)
-        self.trainer = Trainer(self.app, self.home.keypair, self.gossip.publish,
-                               self.home.paths.data / "trainer.json", self.attack)
+        self.trainer = make_trainer(self.fault, self.app, self.home.keypair, self.gossip.publish,
+                                    self.home.paths.data / "trainer.json")
         self.app.listeners.append(self._schedule_evaluation)
         self._tasks = [asyncio.create_task(self.trainer.run(), name="trainer")]
         self._schedule_evaluation()
@@ -79,26 +81,41 @@ class FLService:
                                   "test_accuracy": test_acc, "test_loss": test_loss}
 
     async def fetch_update(self, update_id: bytes, producer: str) -> bytes | None:
-        """The raw update ``update_id`` from the proposer, else from any peer."""
+        """The raw update ``update_id`` from the proposer, else from any peer (a peer that fails or
+        lies is skipped; what each may send is capped, see ``node/fetcher.py``)."""
         peers = sorted(self.gossip.peers(), key=lambda p: p.node_id != producer)
         for peer in peers:
             if not peer.url or self.session is None:
                 continue
             try:
-                async with self.session.get(f"{peer.url}/fl/updates/{update_id.hex()}", params={"raw": "1"},
-                                            timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                    if resp.status == 200:
-                        return bytes.fromhex((await resp.json())["raw"])
-            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
+                raw = await fetch_update(self.session, peer.url, update_id, self.settings.max_update_bytes)
+            except FetchError as exc:
                 log.debug("fetching update from %s failed: %s", peer.url, exc)
+                continue
+            if raw is not None:
+                return raw
         return None
 
-    def round_records(self, store: Any, height: int) -> list[dict]:
-        """The updates a final block considered (from the chain database)."""
-        rows = store.app_query("SELECT id, sender, weight, accepted, reason, score FROM fl_updates "
-                               "WHERE height = ? ORDER BY idx", (height,))
-        return [{"id": r[0].hex(), "sender": r[1], "weight": r[2], "accepted": bool(r[3]), "reason": r[4],
-                 "score": r[5]} for r in rows]
+    async def fetch_model(self, model_hash: bytes) -> bytes | None:
+        """The weights of global model ``model_hash`` from any peer, read under the size a model of
+        this task can have (the caller checks the hash before it uses them)."""
+        limit = 4 * self.app.dim + JSON_ROOM
+        for peer in self.gossip.peers():
+            if not peer.url or self.session is None:
+                continue
+            try:
+                raw = await get_bytes(self.session, f"{peer.url}/fl/model/{model_hash.hex()}", limit)
+            except FetchError as exc:
+                log.debug("fetching model from %s failed: %s", peer.url, exc)
+                continue
+            if raw is not None:
+                return raw
+        return None
+
+    def round_record(self, store: Any, height: int) -> dict | None:
+        """What the final block at ``height`` considered, as the application recorded it."""
+        raw = store.app_get(round_key(height))
+        return json.loads(raw) if raw is not None else None
 
     def metrics(self) -> dict[str, float]:
         out = {f"app:{k}": float(v) for k, v in self.app.metrics.items()}

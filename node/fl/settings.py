@@ -60,6 +60,8 @@ class FLSettings:
     reward_accepted: int = 2
     penalty_rejected: int = 5
     penalty_bad_block: int = 20
+    penalty_equivocation: int = 20    # two different signed updates from one sender for one base
+    max_samples: int = 10_000          # cap on any member's declared (and so claimed) sample count
     eval_samples: int = 300            # common validation set for the clustering rule's threshold
     max_update_bytes: int = 4 * 1024 * 1024
 
@@ -98,8 +100,9 @@ class FLSettings:
             (self.max_updates >= 1 and self.local_epochs >= 1 and self.batch_size >= 1,
              "max_updates, local_epochs and batch_size must be >= 1"),
             (self.lr > 0 and self.server_lr > 0, "lr and server_lr must be > 0"),
-            (min(self.reward_accepted, self.penalty_rejected, self.penalty_bad_block) >= 0,
-             "rewards and penalties must be >= 0"),
+            (min(self.reward_accepted, self.penalty_rejected, self.penalty_bad_block,
+                 self.penalty_equivocation) >= 0, "rewards and penalties must be >= 0"),
+            (self.max_samples >= 1, "max_samples must be >= 1"),
             (self.clients >= 0 and self.eval_samples >= 0, "clients and eval_samples must be >= 0"),
             (0 <= self.val_fraction < 1 and self.alpha > 0, "val_fraction must be in [0, 1) and alpha > 0"),
         ]

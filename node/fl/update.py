@@ -47,6 +47,11 @@ class ModelUpdate:
     def verify_signature(self) -> bool:
         return verify(self.sender, self.signed_bytes(), self.signature)
 
+    @property
+    def base_key(self) -> tuple[str, int]:
+        """(sender, base height): the pool and the chain admit one update per sender per base."""
+        return self.sender, self.base_height
+
     @cached_property
     def id(self) -> bytes:
         return sha256(self.encode())

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from consensus.genesis import Genesis, make_genesis
 from consensus.state import ChainState
-from consensus.types import EMPTY_HASH, Block, BlockHeader, Commit, Evidence, Tx, Vote, merkle_root
+from consensus.types import (
+    EMPTY_HASH,
+    Block,
+    BlockHeader,
+    Commit,
+    Evidence,
+    Tx,
+    Vote,
+    merkle_root,
+)
 from gossip.crypto import KeyPair, sha256
 
 CHAIN = "test-chain"
@@ -64,12 +73,12 @@ def make_block(st: ChainState, key: KeyPair, txs: tuple[Tx, ...] = (), payload: 
     return Block(header, key.sign(header.signed_bytes()), tuple(txs), payload)
 
 
-def commit_for(block: Block, keys: list[KeyPair]) -> Commit:
+def commit_for(block: Block, keys: list[KeyPair], rnd: int = 0) -> Commit:
     sigs = []
     for k in sorted(keys, key=lambda k: k.node_id):
-        vote = Vote("precommit", block.header.chain_id, block.height, 0, block.hash, k.node_id).signed(k)
+        vote = Vote("precommit", block.header.chain_id, block.height, rnd, block.hash, k.node_id).signed(k)
         sigs.append((k.node_id, vote.signature))
-    return Commit(block.height, block.hash, tuple(sigs))
+    return Commit(block.height, rnd, block.hash, tuple(sigs))
 
 
 def finalize(st: ChainState, block: Block) -> ChainState:

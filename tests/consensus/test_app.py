@@ -68,7 +68,7 @@ async def test_finalize_advances_the_digest() -> None:
     payload = await app.prepare_payload(ctx(1))
     outcome = app.finalize_block(ctx(1), payload)
     assert outcome.app_hash == app.app_hash() == unpack(payload)[1]
-    assert outcome.stake_changes == [] and outcome.events == [] and callable(outcome.writes)
+    assert outcome.stake_changes == [] and outcome.events == [] and outcome.writes == [(CounterApp.KEY, app.app_hash())]
     assert not (await app.verify_payload(ctx(1), payload)).ok  # height 1 is done; the chain moved on
     stale = await fresh().prepare_payload(ctx(2))               # a node that missed height 1
     assert not (await app.verify_payload(ctx(2), stale)).ok
@@ -89,7 +89,7 @@ async def test_finalized_record_restores_the_app(tmp_path: Path) -> None:
             state.begin_block(block.height, block.hash, IDS[0], [])
             state.end_block()
             store.commit_block(block, commit_for(block, KEYS[:3]), state, outcome.writes, voters=IDS[:4])
-        restored_records = store.app_kv_items()
+        restored_records = dict(store.app_records())
     assert restored_records == {CounterApp.KEY: app.app_hash()}
     restored = fresh({}, restored_records)
     assert restored.app_hash() == app.app_hash()
@@ -101,3 +101,21 @@ async def test_finalized_record_restores_the_app(tmp_path: Path) -> None:
 def test_restored_record_wins_over_the_genesis_seed() -> None:
     record = sha256(b"some later digest")
     assert fresh({"seed": "orchard"}, {CounterApp.KEY: record}).app_hash() == record
+
+
+def test_the_context_of_a_block_counts_the_slots_its_height_already_took() -> None:
+    """``attempt`` comes from chain data (the block's and its parent's slots), so every verifier
+    computes the same number; ``retry`` is the proposer's hint and never set for verification."""
+    from consensus.schedule import Schedule
+    from consensus.validation import Tip
+    from tests.consensus.helpers import finalize
+
+    state = ChainState.from_genesis(GENESIS)
+    parent = make_block(state, KEYS[0], slot=4)
+    after = finalize(state, parent)
+    tip = Tip(GENESIS, after, CounterApp(), Schedule(IDS[:4], lambda slot: GENESIS.hash), parent, IDS[:4], 3)
+    for slot, attempt in ((5, 0), (6, 1), (9, 4)):
+        c = tip.context(make_block(after, KEYS[1], slot=slot))
+        assert (c.height, c.slot, c.attempt, c.retry) == (2, slot, attempt, False)
+    first = Tip(GENESIS, state, CounterApp(), Schedule(IDS[:4], lambda slot: GENESIS.hash), None, [], 0)
+    assert first.context(make_block(state, KEYS[0], slot=0)).attempt == 0

@@ -32,7 +32,7 @@ def test_a_sender_may_queue_consecutive_nonces():
 def test_pending_spending_is_counted():
     st, pool = state(), Mempool()
     assert pool.add(tx(A, "transfer", [IDS[1], 600]), st) is None
-    assert pool.add(tx(A, "stake", [500], nonce=2), st) == "invalid: balance 400 is less than the amount 500"
+    assert pool.add(tx(A, "stake", [500], nonce=2), st) == "stale: balance 400 is less than the amount 500"
     assert pool.add(tx(A, "stake", [400], nonce=2), st) is None
 
 
@@ -56,7 +56,7 @@ def test_signature_is_verified_once_per_transaction(monkeypatch):
     good = tx(A, "stake", [10], nonce=2)  # a nonce gap: valid signature, invalid for now
     for _ in range(3):
         assert pool.add(bad, st) == "invalid: bad signature"
-        assert pool.add(good, st).startswith("invalid: nonce")
+        assert pool.add(good, st).startswith("stale: nonce")
     assert calls == [bad.hash, good.hash]
     assert pool.is_verified(good.hash) and not pool.is_verified(bad.hash)
     pool.add(tx(A, "stake", [10]), st)
@@ -69,7 +69,7 @@ def test_too_big_and_full():
     small_limit = state(max_tx_bytes=400, max_votes=2)
     pool = Mempool(max_txs=2)
     assert pool.add(tx(A, "stake", [1]), small_limit) is None
-    assert pool.add(big, small_limit) == f"too big: {_size(big)} bytes exceeds max_tx_bytes (400)"
+    assert pool.add(big, small_limit) == f"invalid: {_size(big)} bytes exceeds max_tx_bytes (400)"
     assert pool.add(tx(B, "stake", [1]), st) is None
     assert pool.add(tx(C, "stake", [1]), st).startswith("full: 2 transactions")
     t1 = tx(A, "stake", [1])

@@ -10,10 +10,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from consensus.state import ChainState, InvalidTx, StateError
-from consensus.types import TX_KINDS, Evidence, Tx
+from consensus.types import EMPTY_HASH, TX_KINDS, Evidence, Proposal, Tx, Vote
 from gossip.codec import pack, unpack
-from tests.consensus.helpers import (CHAIN, IDS, KEYS, OUTSIDER, block_hash, double_precommit, genesis,
-                                     run_block, state, tx)
+from tests.consensus.helpers import (
+    CHAIN,
+    IDS,
+    KEYS,
+    OUTSIDER,
+    block_hash,
+    double_precommit,
+    genesis,
+    run_block,
+    state,
+    tx,
+)
 
 A, B, C, D = KEYS[:4]
 
@@ -42,7 +52,7 @@ def test_transfer_moves_balance_and_opens_recipient_account():
 
 
 def test_stake_and_unstake():
-    st = state()
+    st = state(unbonding_blocks=10)
     st.apply_tx(tx(A, "stake", [250]))
     acc = st.account(A.node_id)
     assert (acc.balance, acc.stake) == (750, 350)
@@ -81,6 +91,47 @@ def test_register_open_admission_needs_self_and_bond():
     st.apply_tx(tx(C, "stake", [50]))
     st.apply_tx(tx(C, "register", [IDS[2]], nonce=2))
     assert st.is_member(IDS[2])
+
+
+def test_register_declares_a_sample_count():
+    st = state()
+    assert st.member_samples(IDS[1]) == 0                 # genesis members declare none: the cap applies
+    assert st.member_samples(OUTSIDER.node_id) is None
+    assert st.check_tx(tx(A, "register", [OUTSIDER.node_id, 0])) == \
+        "register declared_samples must be a positive integer (got 0)"
+    st.apply_tx(tx(A, "register", [OUTSIDER.node_id, 250]))
+    assert st.member_samples(OUTSIDER.node_id) == 250
+    back = ChainState.from_bytes(st.to_bytes(), st.genesis)
+    assert back.member_samples(OUTSIDER.node_id) == 250 and back.member_samples(IDS[1]) == 0
+
+
+def test_open_membership_ends_when_the_bond_is_gone():
+    """One bond, one identity: unstaking below the bond ends membership, so the same coins cannot
+    register a second identity while the first stays a member."""
+    st = state(4, admission="open", members=[], member_bond=100, unbonding_blocks=2)
+    run_block(st, txs=[tx(C, "register", [IDS[2]])])
+    assert st.is_member(IDS[2])
+    run_block(st, txs=[tx(C, "unstake", [100], nonce=2)])
+    assert not st.is_member(IDS[2])                       # the bond left with the stake
+    run_block(st)
+    run_block(st)                                         # unbonded: the coins are C's balance again
+    fresh = OUTSIDER.node_id
+    run_block(st, txs=[tx(C, "transfer", [fresh, 1100], nonce=3)])
+    run_block(st, txs=[tx(OUTSIDER, "stake", [100]), tx(OUTSIDER, "register", [fresh], nonce=2)])
+    assert st.is_member(fresh) and not st.is_member(IDS[2])
+    assert [m for m in st.members if m in (IDS[2], fresh)] == [fresh]
+
+
+def test_open_membership_ends_when_penalties_take_the_stake_below_the_bond():
+    st = state(4, admission="open", members=IDS[:2], member_bond=100)
+    run_block(st, producer=IDS[0], stake_changes=[(IDS[1], -1, "update rejected")])
+    assert not st.is_member(IDS[1]) and st.is_member(IDS[0])
+
+
+def test_permissioned_members_stay_whatever_their_stake():
+    st = state(4, member_bond=100)
+    run_block(st, txs=[tx(B, "unstake", [100])], stake_changes=[(IDS[2], -100, "penalty")])
+    assert st.is_member(IDS[1]) and st.is_member(IDS[2])
 
 
 # -- invalid transactions ---------------------------------------------------------------------------
@@ -130,6 +181,8 @@ def test_wrong_chain_bad_signature_unknown_sender():
     ("register", ["x"], "register args must be [member_id]"),
     ("register", [], "register args must be [member_id]"),
     ("register", [{"a": 1}], "register args must be [member_id]"),
+    ("register", [IDS[0], -3], "register declared_samples must be a positive integer"),
+    ("register", [IDS[0], 5, 6], "register args must be [member_id]"),
 ])
 def test_bad_args_give_reasons_not_exceptions(kind, args, expected):
     st = state()
@@ -172,7 +225,7 @@ def test_block_reward_height_and_hash():
 
 
 def test_unbonding_released_at_the_right_height():
-    st = state()
+    st = state(unbonding_blocks=10)
     run_block(st, txs=[tx(A, "unstake", [40])])  # block 1: release at 11
     for _ in range(9):
         run_block(st, producer=IDS[1])
@@ -193,8 +246,9 @@ def test_three_missed_turns_in_a_row_jail():
     acc = st.account(IDS[1])
     assert (acc.missed_in_row, acc.missed_total, acc.penalties_total) == (0, 3, 3)
     assert acc.stake == 97 and acc.jailed_until == 3 + st.genesis.jail_blocks
-    assert IDS[1] not in st.active_delegates(4)
-    assert IDS[1] in st.active_delegates(23) and IDS[1] in st.delegates
+    assert IDS[1] not in st.proposers(4)
+    assert IDS[1] in st.voters(4)  # jailed, but the voter set never falls below min_delegates (4)
+    assert IDS[1] in st.proposers(23) and IDS[1] in st.delegates
 
 
 def test_producing_resets_the_missed_streak():
@@ -275,7 +329,7 @@ def test_evidence_slashes_ten_percent_and_jails():
     acc = st.account(IDS[1])
     assert (acc.stake, acc.slashed_total, acc.jailed_until) == (90, 10, 2 + st.genesis.jail_blocks)
     st.end_block()
-    assert IDS[1] not in st.active_delegates(3)
+    assert IDS[1] not in st.proposers(3)
 
 
 def test_same_offence_is_punished_once():
@@ -295,7 +349,7 @@ def test_same_offence_is_punished_once():
 
 
 def test_inapplicable_evidence_gives_reasons():
-    st = state()
+    st = state(unbonding_blocks=10)
     for _ in range(12):
         run_block(st)
     st.begin_block(13, block_hash(13), IDS[0], [])
@@ -312,7 +366,7 @@ def test_inapplicable_evidence_gives_reasons():
 
 
 def test_slash_rounding_and_unbonding_after_the_offence():
-    st = state()
+    st = state(unbonding_blocks=10)
     run_block(st, txs=[tx(B, "unstake", [95])])  # block 1, before the offence at height 2
     run_block(st)
     run_block(st, txs=[tx(C, "unstake", [50])])  # block 3, after C's offence at height 2
@@ -325,7 +379,7 @@ def test_slash_rounding_and_unbonding_after_the_offence():
 
 
 def test_punished_records_are_pruned_after_the_window():
-    st = state()
+    st = state(unbonding_blocks=10)
     run_block(st)
     run_block(st, evidence=(double_precommit(B, 1),))
     assert len(unpack(st.to_bytes())[8]) == 1
@@ -386,6 +440,7 @@ def test_snapshot_round_trip():
     (lambda d, o: pack([*o[:6], list(reversed(o[6])), *o[7:]]), "not in canonical form"),
     (lambda d, o: pack([*o[:7], ["ab" * 32], o[8]]), "a delegate has no account"),
     (lambda d, o: pack([*o[:8], [[b"x", IDS[0], 1]]]), "punished entries must be"),
+    (lambda d, o: pack([*o[:6], [IDS[0]], *o[7:]]), "members must be [node id, declared samples] pairs"),
 ])
 def test_corrupt_snapshots_raise_clear_errors(mangle, expected):
     st = _history(state())
@@ -461,3 +516,53 @@ def test_supply_is_conserved_except_rewards_penalties_slashes(blocks):
     assert _play(blocks).root() == st.root()
     assert ChainState.from_bytes(st.to_bytes(), st.genesis).root() == st.root()
     assert 2 <= len(st.delegates) <= 3
+
+
+@pytest.mark.parametrize("kind", ["prevote", "precommit"])
+def test_double_votes_of_either_kind_in_a_round_are_slashable_nil_included(kind):
+    st = state()
+    run_block(st)
+    a = Vote(kind, CHAIN, 2, 5, b"\x01" * 32, IDS[1]).signed(B)
+    nil = Vote(kind, CHAIN, 2, 5, EMPTY_HASH, IDS[1]).signed(B)
+    other_round = Vote(kind, CHAIN, 2, 6, EMPTY_HASH, IDS[1]).signed(B)
+    st.begin_block(2, block_hash(2), IDS[0], [])
+    assert "not by one voter at one height and round" in st.apply_evidence(Evidence(f"double_{kind}", a, other_round))
+    assert st.apply_evidence(Evidence(f"double_{kind}", a, nil)) is None
+    assert st.account(IDS[1]).slashed_total == 10
+
+
+def test_double_proposals_in_a_round_are_slashable():
+    st = state()
+    run_block(st)
+    a = Proposal(CHAIN, 2, 5, b"\x01" * 32, -1, IDS[1]).signed(B)
+    b = Proposal(CHAIN, 2, 5, b"\x02" * 32, -1, IDS[1]).signed(B)
+    st.begin_block(2, block_hash(2), IDS[0], [])
+    assert st.apply_evidence(Evidence("double_proposal", a, a)) == "proposals are identical"
+    assert st.apply_evidence(Evidence("double_proposal", a, b)) is None
+    assert st.account(IDS[1]).slashed_total == 10
+
+
+def test_evidence_against_a_key_without_stake_is_refused_before_its_signatures_are_checked(monkeypatch):
+    st = state()
+    run_block(st, txs=[tx(A, "transfer", [OUTSIDER.node_id, 5])])  # the outsider now has an account, no stake
+    checks = []
+    monkeypatch.setattr(Evidence, "check", lambda self, chain_id: checks.append(self) or None)
+    st.begin_block(2, block_hash(2), IDS[0], [])
+    assert "no stake and is no delegate" in st.apply_evidence(double_precommit(OUTSIDER, 1))
+    assert checks == []
+
+
+def test_the_voter_set_is_never_empty_and_never_below_min_delegates():
+    st = state(missed_turns_to_jail=1)
+    run_block(st, producer=IDS[0], missed=IDS[1:4])  # three of four delegates jailed at once
+    assert st.proposers(2) == [IDS[0]]
+    assert st.voters(2) == IDS[:4]  # no standby candidate: the jailed keep their vote
+    run_block(st, producer=IDS[0], missed=[IDS[0]])  # and the last one too
+    assert st.voters(3) == IDS[:4] and st.proposers(3) == IDS[:4]
+
+
+def test_standby_candidates_step_in_before_jailed_delegates_keep_their_vote():
+    st = state(5, max_delegates=4, missed_turns_to_jail=1)
+    assert st.delegates == IDS[:4]
+    run_block(st, producer=IDS[0], missed=[IDS[1]])
+    assert st.voters(2) == sorted([IDS[0], IDS[2], IDS[3], IDS[4]])

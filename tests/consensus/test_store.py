@@ -12,7 +12,16 @@ import pytest
 
 from consensus.state import ChainState
 from consensus.store import ChainStore, StoreError
-from tests.consensus.helpers import (IDS, KEYS, commit_for, finalize, genesis, make_block, state, tx)
+from tests.consensus.helpers import (
+    IDS,
+    KEYS,
+    commit_for,
+    finalize,
+    genesis,
+    make_block,
+    state,
+    tx,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,22 +88,22 @@ def test_commit_block_and_reads(db, chain):
 def test_failure_inside_app_writes_writes_nothing(db, chain):
     with ChainStore(db, chain.genesis) as store:
         block, commit, st = chain.next()
-        store.commit_block(block, commit, st, lambda c: store.app_put(b"k", b"v1", c))
+        store.commit_block(block, commit, st, [(b"k", b"v1"), (b"gone", b"x")])
         block2, commit2, st2 = chain.next()
-
-        def failing(conn: sqlite3.Connection) -> None:
-            store.app_put(b"k", b"v2", conn)
-            raise OSError("disk on fire")
-
-        with pytest.raises(OSError, match="disk on fire"):
-            store.commit_block(block2, commit2, st2, failing)
+        # the database refuses the application's last write: the block's whole transaction rolls back
+        store._conn.execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON app_kv WHEN NEW.key = x'626164' "
+                            "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+        with pytest.raises(StoreError, match="disk on fire"):
+            store.commit_block(block2, commit2, st2, [(b"k", b"v2"), (b"gone", None), (b"bad", b"v")])
         assert store.latest_height() == 1
         assert store.block(2) is None and store.commit(2) is None
         assert store.tx(block2.txs[0].hash) is None
-        assert store.app_get(b"k") == b"v1"
+        assert (store.app_get(b"k"), store.app_get(b"gone")) == (b"v1", b"x")
         assert store.load_state().height == 1
-        store.commit_block(block2, commit2, st2)  # the same block goes in cleanly afterwards
+        store._conn.execute("DROP TRIGGER refuse")
+        store.commit_block(block2, commit2, st2, [(b"k", b"v2"), (b"gone", None)])  # goes in cleanly now
         assert store.latest_height() == 2
+        assert dict(store.app_records()) == {b"k": b"v2"}
 
 
 def test_commit_block_refuses_mismatched_input(db, chain):
@@ -107,30 +116,26 @@ def test_commit_block_refuses_mismatched_input(db, chain):
             store.commit_block(block, commit2, st)
         with pytest.raises(ValueError, match="the state is not the result of this block"):
             store.commit_block(block, commit, st2)
-        with pytest.raises(TypeError, match="app_writes must be a callable"):
+        with pytest.raises(TypeError, match="app_writes must be"):
             store.commit_block(block, commit, st, IDS[:4])
+        with pytest.raises(TypeError, match="app_writes must be"):
+            store.commit_block(block, commit, st, [(b"k", "not bytes")])
         store.commit_block(block, commit, st)
         with pytest.raises(StoreError, match="next height is 2"):
             store.commit_block(block, commit, st)
 
 
-def test_app_writes_may_not_end_the_transaction(db, chain):
-    with ChainStore(db, chain.genesis) as store:
-        block, commit, st = chain.next()
-        with pytest.raises(StoreError, match="ended the block's transaction"):
-            store.commit_block(block, commit, st, lambda c: c.execute("COMMIT"))
-
-
 def test_reopen_resumes(db, chain):
     with ChainStore(db, chain.genesis) as store:
-        for _ in range(2):
-            store.commit_block(*chain.next())
-        store.app_put(b"model", b"\x01\x02")
+        store.commit_block(*chain.next())
+        store.commit_block(*chain.next(), [(b"model", b"\x01\x02")])
     with ChainStore(db, chain.genesis) as store:
         assert store.latest_height() == 2
         resumed = store.load_state()
         assert resumed.root() == chain.state.root()
-        assert store.app_kv_items() == {b"model": b"\x01\x02"}
+        records = store.app_records()
+        assert dict(records) == {b"model": b"\x01\x02"} and len(records) == 1
+        assert records[b"model"] == b"\x01\x02" and records.get(b"other") is None and b"other" not in records
         store.commit_block(*chain.next())
         assert store.latest_height() == 3
 
@@ -233,10 +238,10 @@ def test_state_of_a_real_history_round_trips_through_the_store(db):
 def test_schema_version_and_missing_tables_are_checked(db, chain):
     with ChainStore(db, chain.genesis) as store:
         store._conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
-    with pytest.raises(StoreError, match="has schema version 99; this version of fedchain reads version 1"):
+    with pytest.raises(StoreError, match="has schema version 99; this version of fedchain reads version 2"):
         ChainStore(db, chain.genesis)
     conn = sqlite3.connect(db)
-    conn.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'")
     conn.execute("DROP TABLE signing")
     conn.commit()
     conn.close()

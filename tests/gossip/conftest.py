@@ -28,8 +28,9 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
 
 
 FAST = dict(heartbeat=0.05, backoff_base=0.05, backoff_max=0.5, handshake_timeout=2.0,
-            dial_timeout=2.0, close_timeout=1.0)
-"""Settings that make a test network converge in a fraction of a second."""
+            dial_timeout=2.0, close_timeout=1.0, pex_min_interval=0.05, dial_scope="local",
+            handshake_burst=64.0)
+"""Settings that make a test network on 127.0.0.1 converge in a fraction of a second."""
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

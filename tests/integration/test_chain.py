@@ -58,8 +58,9 @@ def test_a_new_node_joins_and_syncs_the_whole_chain(make_testnet, tmp_path):
     home = tmp_path / "joiner"
     port = net.base_port + 4
     log = open(tmp_path / "joiner.out", "wb")
-    proc = subprocess.Popen([*CLI, "join", net.url(0), "--home", str(home), "--port", str(port)], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    pin = net.get(0, "/status")["genesis_hash"]
+    proc = subprocess.Popen([*CLI, "join", net.url(0), "--home", str(home), "--port", str(port), "--genesis-hash", pin],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     net.procs[4] = proc
     target = max(net.heights())
     wait_for(lambda: net.get(4, "/status")["final_height"] >= target, 40, "joiner to sync")

@@ -8,7 +8,16 @@ import urllib.request
 
 import pytest
 
-from consensus.types import EMPTY_HASH, Block, BlockHeader, Tx, Vote, merkle_root
+from consensus.inbound import encode_proposal
+from consensus.types import (
+    EMPTY_HASH,
+    Block,
+    BlockHeader,
+    Proposal,
+    Tx,
+    Vote,
+    merkle_root,
+)
 from gossip.codec import pack
 from gossip.crypto import KeyPair, sha256
 from tests.gossip.rawpeer import RawPeer
@@ -27,16 +36,23 @@ def metric(net, i, name, **labels) -> float:
     return 0.0
 
 
-def future_block(net, chain_id: str, keys: dict[str, KeyPair]) -> Block:
-    """A block signed by the real scheduled proposer of an upcoming slot, dated a minute ahead."""
+def next_slot_block(net, chain_id: str, keys: dict[str, KeyPair], ahead_ms: int = 0) -> tuple[Block, KeyPair]:
+    """A block signed by the real scheduled proposer of the next slot, dated ``ahead_ms`` into it."""
     schedule = net.get(0, "/schedule")
     status = net.get(0, "/status")
-    slot = next(s for s in schedule["slots"][1:] if s["proposer"] in keys)
+    slot = next(s for s in schedule["slots"] if s["slot"] >= status["current_slot"] + 1)
     kp = keys[slot["proposer"]]
-    header = BlockHeader(chain_id, status["height"] + 1, slot["slot"], slot["start_ms"] + 60_000,
+    header = BlockHeader(chain_id, status["height"] + 1, slot["slot"], slot["start_ms"] + ahead_ms,
                          bytes.fromhex(status["latest_block_hash"]), kp.node_id, merkle_root([]), sha256(b""),
                          merkle_root([]), EMPTY_HASH, EMPTY_HASH, b"")
-    return Block(header, kp.sign(header.signed_bytes()))
+    return Block(header, kp.sign(header.signed_bytes())), kp
+
+
+def proposal_msg(block: Block, kp: KeyPair, chain_id: str | None = None) -> bytes:
+    """The ``consensus/proposal`` body for a fresh ``block`` proposed by ``kp`` in its own slot."""
+    h = block.header
+    proposal = Proposal(chain_id or h.chain_id, h.height, h.slot, block.hash, -1, kp.node_id).signed(kp)
+    return encode_proposal(proposal, block, [])
 
 
 @pytest.mark.timeout(120)
@@ -55,18 +71,19 @@ def test_hostile_messages_are_dropped_counted_and_harmless(make_testnet):
         await peer.connect_and_handshake(net.url(0))
         try:
             await peer.send(b"\xc1\xff not msgpack")                                     # malformed frame
-            await peer.send(peer.envelope("consensus/block", b"\x93\x01"))                # malformed body
+            await peer.send(peer.envelope("consensus/proposal", b"\x93\x01"))             # malformed body
             await peer.send(peer.envelope("no/such/topic", b"x"))                         # unknown topic
             good = peer.envelope("consensus/vote", b"x")
             good[-1] = bytes(64)
             await peer.send(good)                                                          # bad envelope signature
-            bad_block = future_block(net, chain_id, keys)
-            forged = Block(bad_block.header, bytes(64))
-            await peer.send(peer.envelope("consensus/block", forged.encode()))            # bad block signature
-            await peer.send(peer.envelope("consensus/block", bad_block.encode()))         # future timestamp
-            other = BlockHeader("other-chain", *bad_block.header.to_wire()[1:])
-            kp = keys[other.producer]
-            await peer.send(peer.envelope("consensus/block", Block(other, kp.sign(other.signed_bytes())).encode()))
+            block, kp = next_slot_block(net, chain_id, keys, ahead_ms=10)
+            forged = Block(block.header, bytes(64))
+            await peer.send(peer.envelope("consensus/proposal", proposal_msg(forged, kp)))  # bad block signature
+            late, kp = next_slot_block(net, chain_id, keys, ahead_ms=60_000)
+            await peer.send(peer.envelope("consensus/proposal", proposal_msg(late, kp)))    # future timestamp
+            other = BlockHeader("other-chain", *block.header.to_wire()[1:])
+            wrong = Block(other, kp.sign(other.signed_bytes()))
+            await peer.send(peer.envelope("consensus/proposal", proposal_msg(wrong, kp, "other-chain")))
             stranger_vote = Vote("prevote", chain_id, net.get(0, "/status")["height"] + 1, 0, EMPTY_HASH,
                                  peer.node_id).signed(peer.keypair)
             await peer.send(peer.envelope("consensus/vote", pack(stranger_vote.to_wire())))  # not a delegate

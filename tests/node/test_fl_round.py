@@ -13,7 +13,7 @@ from gossip.crypto import sha256
 from learning.aggregation import staleness_weight
 from learning.attacks import craft_updates
 from node.fl.blobs import model_hash
-from node.fl.round import PAYLOAD_VERSION, Considered, Payload, run_round
+from node.fl.round import NOT_AGREED, PAYLOAD_VERSION, Considered, Equivocation, Payload, run_round, scores_agree
 from node.fl.settings import FLSettings
 from tests.consensus.helpers import IDS, KEYS
 from tests.node.helpers import BASE, honest_deltas, make_update
@@ -101,58 +101,96 @@ def test_sign_flipped_outlier_is_rejected_by_the_default_rule() -> None:
     assert np.dot(step, mu) > 0  # the model still moves the honest way
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered")
-def test_an_overflowing_aggregate_is_refused() -> None:
+def test_an_overflowing_round_is_skipped_with_its_reason() -> None:
     deltas = np.full((2, DIM), 100.0, dtype=np.float32)
     ups = updates_from(deltas)
-    with pytest.raises(ValueError, match="non-finite model"):
-        run_round(FLSettings(rule="fedavg", server_lr=1e37), MODEL, 0, BASE, ups, {}, seed=0, evaluate=None)
+    result = run_round(FLSettings(rule="fedavg", server_lr=1e37), MODEL, 0, BASE, ups, {}, seed=0, evaluate=None)
+    p = result.payload
+    assert result.model is MODEL and p.new_hash == p.base_hash == BASE
+    assert p.skipped == "the new model is not finite"
+    assert [(c.update_id, c.accepted, c.reason) for c in p.considered] == \
+        [(u.id, False, "round skipped: the new model is not finite") for u in ups]
+
+
+def test_a_rule_that_raises_skips_the_round() -> None:
+    """The aggregation library raises ValueError (AggregationError) when it cannot aggregate."""
+    def broken(vector: np.ndarray) -> float:
+        return float("nan")  # the clustering rule refuses a non-finite evaluation
+
+    ups = updates_from(honest_deltas(4, DIM, seed=1)[0])
+    p = run_round(FLSettings(), MODEL, 0, BASE, ups, trust_of(ups), seed=0, evaluate=broken).payload
+    assert p.skipped.startswith("aggregation failed: clustering: evaluate returned a non-finite value")
+    assert p.new_hash == BASE and not any(c.accepted for c in p.considered)
 
 
 # ----- payload wire form ---------------------------------------------------------------------
 
 PAYLOAD = Payload("clustering", BASE, sha256(b"new"), (
-    Considered(sha256(b"u1"), IDS[0], 20.0, True, "", 0.4),
-    Considered(sha256(b"u2"), IDS[1], 10.5, False, "clustering: cluster outlier", math.inf),
-), faults=(([["header"], b"sig"], b"bad payload"),))
+    Considered(sha256(b"u1"), IDS[0], 3, 20.0, True, "", 0.4),
+    Considered(sha256(b"u2"), IDS[1], 2, 10.5, False, "clustering: cluster outlier", math.inf),
+), evals=(0.5, 0.75), equivocations=(Equivocation(IDS[2], 3, sha256(b"a"), sha256(b"b")),),
+    faults=(([["header"], b"sig"], b"bad payload"),))
 
 
 def test_payload_round_trip() -> None:
     assert Payload.decode(PAYLOAD.encode(), 1 << 20) == PAYLOAD
-    empty = Payload("median", BASE, BASE, ())
-    assert Payload.decode(empty.encode(), 1 << 20) == empty
+    for other in (Payload("median", BASE, BASE, ()), Payload("median", BASE, BASE, (), skipped=NOT_AGREED)):
+        assert Payload.decode(other.encode(), 1 << 20) == other
 
 
 def test_considered_json_has_no_infinite_score() -> None:
     assert PAYLOAD.considered[1].to_json()["score"] is None
-    assert PAYLOAD.considered[0].to_json() == {"id": sha256(b"u1").hex(), "sender": IDS[0], "weight": 20.0,
-                                               "accepted": True, "reason": "", "score": 0.4}
+    assert PAYLOAD.considered[0].to_json() == {"id": sha256(b"u1").hex(), "sender": IDS[0], "base_height": 3,
+                                               "weight": 20.0, "accepted": True, "reason": "", "score": 0.4}
+
+
+def test_payload_json_summarizes_the_round() -> None:
+    view = PAYLOAD.to_json()
+    assert (view["considered"], view["accepted"], view["faults"], view["skipped"]) == (2, 1, 1, None)
+    assert view["equivocations"] == [{"sender": IDS[2], "base_height": 3, "first": sha256(b"a").hex(),
+                                      "second": sha256(b"b").hex()}]
+
+
+@pytest.mark.parametrize("a, b, agree", [(0.4, 0.4 * (1 + 1e-9), True), (0.4, 0.41, False), (1e-9, 2e-9, True),
+                                         (math.inf, math.inf, True), (math.nan, math.nan, True),
+                                         (math.inf, 1.0, False), (math.nan, 0.0, False)])
+def test_scores_agree_within_the_tolerance(a: float, b: float, agree: bool) -> None:
+    assert scores_agree(a, b) is agree
 
 
 def _fields(**change) -> list:
     fields = {"version": PAYLOAD_VERSION, "rule": "clustering", "base": BASE, "new": BASE,
-              "rows": [c.to_wire() for c in PAYLOAD.considered], "faults": []}
+              "rows": [c.to_wire() for c in PAYLOAD.considered], "evals": [], "equivocations": [], "faults": [],
+              "skipped": ""}
     fields.update(change)
     return list(fields.values())
 
 
 ROW = PAYLOAD.considered[0].to_wire()
 
+EQ = PAYLOAD.equivocations[0].to_wire()
+
 BAD_PAYLOADS = {
     "not msgpack": (b"\xc1", "malformed"),
     "empty": (b"", "empty message"),
-    "not a list": (pack({"rule": "clustering"}), "not an fl/1 payload"),
-    "other version": (pack(_fields(version="fl/2")), "not an fl/1 payload"),
-    "short": (pack(_fields()[:5]), "not an fl/1 payload"),
+    "not a list": (pack({"rule": "clustering"}), "not an fl/2 payload"),
+    "other version": (pack(_fields(version="fl/1")), "not an fl/2 payload"),
+    "short": (pack(_fields()[:8]), "not an fl/2 payload"),
     "rule not str": (pack(_fields(rule=1)), "fields malformed"),
     "base not bin": (pack(_fields(base=BASE.hex())), "fields malformed"),
     "rows not list": (pack(_fields(rows={})), "fields malformed"),
     "faults not list": (pack(_fields(faults=b"")), "fields malformed"),
-    "row too short": (pack(_fields(rows=[ROW[:5]])), "row malformed"),
+    "skipped not str": (pack(_fields(skipped=None)), "fields malformed"),
+    "row too short": (pack(_fields(rows=[ROW[:6]])), "row malformed"),
     "row id not bin": (pack(_fields(rows=[["id", *ROW[1:]]])), "row malformed"),
-    "row weight int": (pack(_fields(rows=[[*ROW[:2], 20, *ROW[3:]]])), "row malformed"),
-    "row accepted int": (pack(_fields(rows=[[*ROW[:3], 1, *ROW[4:]]])), "row malformed"),
-    "row score missing": (pack(_fields(rows=[[*ROW[:5], None]])), "row malformed"),
+    "row base height negative": (pack(_fields(rows=[[*ROW[:2], -1, *ROW[3:]]])), "row malformed"),
+    "row weight int": (pack(_fields(rows=[[*ROW[:3], 20, *ROW[4:]]])), "row malformed"),
+    "row accepted int": (pack(_fields(rows=[[*ROW[:4], 1, *ROW[5:]]])), "row malformed"),
+    "row score missing": (pack(_fields(rows=[[*ROW[:6], None]])), "row malformed"),
+    "evaluation above 1": (pack(_fields(evals=[1.5])), "evaluations must be floats in"),
+    "evaluation not float": (pack(_fields(evals=[1])), "evaluations must be floats in"),
+    "equivocation short": (pack(_fields(equivocations=[EQ[:3]])), "equivocation malformed"),
+    "equivocation id not bin": (pack(_fields(equivocations=[[*EQ[:3], "b"]])), "equivocation malformed"),
     "fault not a pair": (pack(_fields(faults=[[["h"]]])), "fault malformed"),
     "fault header not list": (pack(_fields(faults=[[b"h", b"p"]])), "fault malformed"),
     "fault payload not bin": (pack(_fields(faults=[[["h"], "p"]])), "fault malformed"),

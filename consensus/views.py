@@ -1,23 +1,35 @@
 """Read-only views of the chain for the HTTP API, as JSON-ready dicts.
 
-Mixed into :class:`consensus.engine.Engine`, so the API layer stays a thin translation of
-requests into these calls and never reaches into engine internals.
+The API layer stays a thin translation of requests into these calls and never reaches into the
+engine's parts; reads go to the store's read connection and never wait for its writer.
 """
 
 from __future__ import annotations
 
-from consensus.schedule import slot_at, slot_start_ms
+from typing import Any
+
+from consensus.schedule import slot_start_ms
 from consensus.types import Block, Commit
 
 
-class ChainQueries:
-    """Requires the engine's ``state``, ``store``, ``mempool``, ``proposers``, ``votes``... attributes."""
+class ChainView:
+    """What the node's API may use of a running engine: reads, a transaction in, events out."""
+
+    def __init__(self, engine: Any) -> None:
+        self._e = engine
+        self.genesis = engine.genesis
+        self.store = engine.store
+        self.mempool = engine.mempool
+
+    @property
+    def state(self) -> Any:
+        return self._e.executor.state
 
     def status(self) -> dict:
-        g = self.genesis
-        latest = self.parent
+        g, e = self.genesis, self._e
+        latest = e.executor.parent
         return {
-            "node_id": self.me,
+            "node_id": e.me,
             "chain_id": g.chain_id,
             "genesis_hash": g.hash.hex(),
             "height": self.state.height,
@@ -25,11 +37,13 @@ class ChainQueries:
             "latest_block_hash": latest.hash.hex() if latest else g.hash.hex(),
             "latest_block_time_ms": latest.header.timestamp_ms if latest else g.genesis_time_ms,
             "epoch": self.state.epoch,
-            "current_slot": slot_at(self.now_ms(), g.genesis_time_ms, g.slot_ms),
-            "is_delegate": self.is_voter,
-            "syncing": self.syncer.busy,
+            "current_slot": e.current_slot(),
+            "round": e.machine.round,
+            "is_delegate": e.is_voter,
+            "syncing": e.syncer.active,
+            "needs_checkpoint": e.syncer.stale_trust,
             "mempool_size": len(self.mempool),
-            "app_hash": self.app.app_hash().hex(),
+            "app_hash": e.executor.app.app_hash().hex(),
         }
 
     def block(self, height: int) -> Block | None:
@@ -38,37 +52,40 @@ class ChainQueries:
         return self.store.block(height)
 
     def latest_block(self) -> Block | None:
-        return self.parent
+        return self._e.executor.parent
 
     def blocks(self, from_height: int, limit: int) -> list[Block]:
         return self.store.blocks(max(1, from_height), limit)
 
     def commit(self, height: int) -> Commit | None:
         if height == self.state.height:
-            return self.last_commit
+            return self._e.executor.last_commit
         return self.store.commit(height)
 
     def delegates_view(self) -> dict:
-        st = self.state
+        st, ex = self.state, self._e.executor
         epoch_len = self.genesis.epoch_length
         return {
             "height": st.height,
             "epoch": st.epoch,
             "next_election_height": (st.height // epoch_len + 1) * epoch_len,
-            "quorum": self.votes.quorum,
-            "active": len(self.voters),
+            "quorum": ex.quorum,
+            "active": len(ex.voters),
+            "voters": ex.voters,
+            "proposers": ex.schedule.active,
             "delegates": st.delegates_json(),
         }
 
     def schedule_view(self, count: int) -> dict:
-        g = self.genesis
-        now_slot = slot_at(self.now_ms(), g.genesis_time_ms, g.slot_ms)
+        g, ex = self.genesis, self._e.executor
+        now_slot = self._e.current_slot()
+        first = max(now_slot, ex.parent_slot + 1)
         return {
-            "height": self.height,
+            "height": ex.height,
             "slot_ms": g.slot_ms,
             "current_slot": now_slot,
             "slots": [{"slot": s, "proposer": p, "start_ms": slot_start_ms(s, g.genesis_time_ms, g.slot_ms)}
-                      for s, p in self.proposers.upcoming(now_slot, count)],
+                      for s, p in ex.schedule.upcoming(first, count)],
         }
 
     def account_view(self, node_id: str) -> dict | None:
@@ -91,4 +108,14 @@ class ChainQueries:
         return {"size": len(self.mempool), "txs": self.mempool.list()}
 
     def metrics_view(self) -> dict[str, int]:
-        return dict(self.metrics)
+        return dict(self._e.metrics)
+
+    # the two ways in: a transaction to gossip, and a stream of the engine's events
+    async def submit_tx(self, tx: Any) -> str:
+        return await self._e.submit_tx(tx)
+
+    def subscribe(self) -> Any:
+        return self._e.subscribe()
+
+    def unsubscribe(self, queue: Any) -> None:
+        self._e.unsubscribe(queue)

@@ -1,0 +1,143 @@
+"""Updates coming in: decoding, the admission rules, the gossip validator, fetching by id.
+
+Admission is what every node checks before it forwards, pools or aggregates an update, and what a
+verifier re-checks for every update a payload lists, so every rule here is computed identically
+on every CPU (integer comparisons, and the exactly rounded norm of :mod:`learning.bounds`). Cheap
+checks run before costly ones: the signature is checked last.
+
+Bounds: an update's sample count may not exceed what its sender declared when it registered
+(capped by the genesis ``max_samples``; genesis members and registrations without a count
+declare the cap), since it is the update's averaging weight; its L2 norm may not exceed what an
+honest node's clipped, noised, compressed update can reach
+(:func:`learning.bounds.update_norm_bound`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gossip import Verdict
+from gossip.codec import DecodeError, unpack
+from learning.bounds import sparse_norm
+from node.fl.pool import EQUIVOCATION
+from node.fl.update import ModelUpdate
+
+log = logging.getLogger("fedchain.fl")
+
+
+class UpdateIntake:
+    """Mixin of :class:`node.fl.app.FLApp`: the update side of the application."""
+
+    def decode_update(self, raw: bytes) -> ModelUpdate:
+        if len(raw) > self.settings.max_update_bytes:
+            raise DecodeError(f"update of {len(raw)} bytes exceeds {self.settings.max_update_bytes}")
+        return ModelUpdate.from_wire(unpack(raw, self.settings.max_update_bytes), self.dim)
+
+    def sample_bound(self, state: Any, sender: str) -> int | None:
+        """The most samples an update of ``sender`` may claim (None: not a member)."""
+        declared = state.member_samples(sender)
+        if declared is None:
+            return None
+        cap = self.settings.max_samples
+        return min(declared, cap) if declared else cap
+
+    def check_update(self, u: ModelUpdate, state: Any) -> str | None:
+        """Why ``u`` may not be aggregated now (None if it may): the admission rules."""
+        if u.chain_id != self.chain_id:
+            return "wrong_chain"
+        if u.sparse.dim != self.dim:
+            return "wrong_shape"
+        bound = self.sample_bound(state, u.sender)
+        if bound is None:
+            return "unregistered"
+        problem = self.window.base_problem(u.base_height, u.base_hash, self.model_height, self.settings.max_staleness)
+        if problem:
+            return problem
+        if u.num_samples > bound:
+            return "too_many_samples"
+        if sparse_norm(u.sparse) > self.norm_bound:
+            return "norm_bound"
+        if not u.verify_signature():
+            return "bad_signature"
+        return None
+
+    def admit(self, update: ModelUpdate) -> str | None:
+        """Take a checked update into the pool (or, if it equivocates, keep it as evidence) and the
+        blob store, where peers fetch it by id. Returns the pool's refusal, if any."""
+        refused = self.pool.add(update, self.window.claims.get(update.base_key))
+        if refused is None or refused == EQUIVOCATION:
+            self.blobs.put("update", update.encode(), update.base_height)
+        if refused == EQUIVOCATION:
+            log.warning("%s... equivocates: two different updates for base %d", update.sender[:12], update.base_height)
+        return refused
+
+    def awaits_round(self, update: ModelUpdate) -> bool:
+        """True while ``update`` can still be aggregated: its base is usable and no final block
+        considered an update of its sender for that base yet."""
+        s = self.settings
+        return (self.window.base_problem(update.base_height, update.base_hash, self.model_height,
+                                         s.max_staleness) is None
+                and update.base_key not in self.window.claims)
+
+    def update_blob(self, update_id: bytes) -> bytes | None:
+        pending = self.pool.get(update_id)
+        return pending.encode() if pending is not None else self.blobs.get(update_id)
+
+    def local_update(self, update_id: bytes) -> ModelUpdate | None:
+        """An update this node holds (pending, evidence, or stored), or None."""
+        update = self.pool.get(update_id)
+        if update is not None:
+            return update
+        raw = self.blobs.get(update_id)
+        return self.decode_update(raw) if raw is not None else None
+
+    async def obtain(self, update_id: bytes, producer: str) -> ModelUpdate:
+        """The update ``update_id``, fetched from peers (the producer first) if this node lacks it;
+        raises LookupError when no peer serves it (unavailability is nobody's provable fault)."""
+        update = self.local_update(update_id)
+        if update is not None:
+            return update
+        raw = await self.fetch(update_id, producer) if self.fetch else None
+        if raw is None:
+            raise LookupError(f"update {update_id.hex()[:12]} is not available from peers")
+        try:
+            update = self.decode_update(raw)
+        except DecodeError as exc:
+            raise LookupError(f"update {update_id.hex()[:12]} fetched malformed: {exc}") from exc
+        if update.id != update_id:
+            raise LookupError(f"peer served another update for {update_id.hex()[:12]}")
+        self.blobs.put("update", raw, update.base_height)
+        return update
+
+    async def validate_update_msg(self, env: Any) -> Verdict:
+        """Gossip validator of ``fl/update``: forward only what a delegate could aggregate, and a
+        first proof of equivocation (so the evidence spreads); never penalize a relay for an
+        update it could not have judged differently."""
+        try:
+            update = self.decode_update(env.body)
+        except DecodeError as exc:
+            reason = "oversized" if "exceeds" in str(exc) else "non_finite" if "finite" in str(exc) else "malformed"
+            self.metrics[f"update_rejected:{reason}"] += 1
+            return Verdict.REJECT
+        if self.pool.get(update.id) is not None or self.window.claims.get(update.base_key) == update.id:
+            return Verdict.IGNORE  # a repeat (e.g. a re-announcement): no need to check it again
+        reason = self.check_update(update, self.state_view())
+        if reason == "unknown_base" and update.base_height > self.model_height:
+            return Verdict.IGNORE  # we are behind; not the sender's fault
+        if reason:
+            self.metrics[f"update_rejected:{reason}"] += 1
+            return Verdict.IGNORE if reason == "stale_base" else Verdict.REJECT
+        refused = self.admit(update)
+        if refused == EQUIVOCATION:
+            self.metrics["update_rejected:equivocation"] += 1
+            return Verdict.ACCEPT
+        if refused:  # a repeat, known evidence, or our pool is full: nothing the relay did wrong
+            if refused == "full":
+                self.metrics["update_rejected:pool_full"] += 1
+            return Verdict.IGNORE
+        self.metrics["updates_received"] += 1
+        return Verdict.ACCEPT
+
+    async def deliver_update(self, env: Any) -> None:
+        """Updates enter the pool during validation; nothing more to do on delivery."""

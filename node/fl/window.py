@@ -1,0 +1,67 @@
+"""What the FL application remembers of the bases updates may still build on.
+
+Updates may build on any of the last ``max_staleness + 1`` global models. For that window the
+application keeps, identically on every node (it is derived from final blocks only):
+
+* ``recent``: height -> model hash of each usable base;
+* ``claims``: (sender, base height) -> id of the update a final block already considered, so no
+  second update of that sender for that base is ever aggregated (and one that arrives is evidence
+  of equivocation);
+* ``punished``: (sender, base height) pairs already punished for equivocating, so the same
+  evidence is never punished twice and the author's updates for that base are never aggregated.
+
+It is stored as one application record, rewritten with every block; its size is bounded by the
+window, never by the chain's length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gossip.codec import DecodeError, pack, unpack
+
+BaseKey = tuple[str, int]
+"""(sender, base height): one update per sender per base."""
+
+
+@dataclass
+class Window:
+    recent: dict[int, bytes] = field(default_factory=dict)
+    claims: dict[BaseKey, bytes] = field(default_factory=dict)
+    punished: set[BaseKey] = field(default_factory=set)
+
+    def base_problem(self, base_height: int, base_hash: bytes, model_height: int, max_staleness: int) -> str | None:
+        """Why an update on this base cannot be aggregated now (None if it can)."""
+        if base_height > model_height:
+            return "unknown_base"
+        if base_height < model_height - max_staleness:
+            return "stale_base"
+        if self.recent.get(base_height) != base_hash:
+            return "unknown_base"
+        return None
+
+    def advance(self, height: int, new_hash: bytes, max_staleness: int, claims: dict[BaseKey, bytes],
+                punished: set[BaseKey]) -> None:
+        """Record final block ``height``, then forget what fell out of the window."""
+        self.recent[height] = new_hash
+        self.claims.update(claims)
+        self.punished |= punished
+        oldest = height - max_staleness
+        self.recent = {h: v for h, v in self.recent.items() if h >= oldest}
+        self.claims = {k: v for k, v in self.claims.items() if k[1] >= oldest}
+        self.punished = {k for k in self.punished if k[1] >= oldest}
+
+    def encode(self) -> bytes:
+        return pack([sorted([h, v] for h, v in self.recent.items()),
+                     sorted([s, h, uid] for (s, h), uid in self.claims.items()),
+                     sorted([s, h] for s, h in self.punished)])
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Window":
+        try:
+            recent, claims, punished = unpack(data, 1 << 24)
+            return cls({int(h): bytes(v) for h, v in recent},
+                       {(str(s), int(h)): bytes(uid) for s, h, uid in claims},
+                       {(str(s), int(h)) for s, h in punished})
+        except (DecodeError, ValueError, TypeError) as exc:
+            raise DecodeError(f"FL window record is corrupt: {exc}") from exc

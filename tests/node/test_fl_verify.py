@@ -1,0 +1,238 @@
+"""Verifying an FL payload by re-running its round: what is a fault (provably wrong on every
+machine, punished), what is only "not agreed" (another CPU could cause it: refused, nobody
+punished), what is unavailable, and what tolerances let delegates on different CPUs agree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gossip.codec import pack
+from gossip.crypto import sha256
+from node.fl.faults import WrongModelApp
+from node.fl.app import MAX_FAULT_BYTES
+from node.fl.data import load_node_data
+from node.fl.round import NOT_AGREED, Payload
+from tests.consensus.helpers import IDS, KEYS, OUTSIDER
+from tests.integration.harness import REPO
+from tests.node.helpers import SETTINGS, admit_all, ctx, honest_deltas, make_update, round_updates, signed_header
+
+
+EVAL_SET = len(load_node_data(SETTINGS, IDS[0], IDS[:4]).public_eval)  # samples every node evaluates on
+
+
+def decode(payload: bytes) -> Payload:
+    return Payload.decode(payload, 1 << 20)
+
+
+def _serve(what: str) -> Callable:
+    async def fetch(update_id: bytes, producer: str) -> bytes | None:
+        if what == "nothing":
+            return None
+        if what == "garbage":
+            return b"\xc1"
+        return make_update(KEYS[0], np.ones(4, np.float32)).encode()  # a genuine update, but another one
+    return fetch
+
+
+@pytest.mark.parametrize("serve, reason", [
+    (None, "is not available from peers"),
+    ("nothing", "is not available from peers"),
+    ("garbage", "fetched malformed"),
+    ("other", "peer served another update"),
+])
+async def test_an_unobtainable_update_is_not_a_fault(new_app, serve: str | None, reason: str) -> None:
+    proposer = new_app(0)
+    verifier = new_app(1, fetch=_serve(serve) if serve else None)
+    admit_all([proposer], round_updates(proposer))
+    payload = await proposer.prepare_payload(ctx())
+    verdict = await verifier.verify_payload(ctx(header=signed_header(KEYS[0], payload)), payload)
+    assert not verdict.ok and reason in verdict.reason
+    assert verifier.metrics["bad_payloads"] == 0 and verifier.metrics["payloads_unavailable"] == 1
+    assert decode(await verifier.prepare_payload(ctx(slot=1, producer=1))).faults == ()
+
+
+@pytest.mark.parametrize("retry", [False, True])
+async def test_a_tampered_payload_is_recorded_and_its_producer_punished(new_app, retry: bool) -> None:
+    """The next proposal of the height carries the fault: a full round, or (when the engine saw the
+    height stall) a skipped one; either way another delegate checks the fault and applies it."""
+    a, b, c = new_app(0), new_app(1), new_app(2)
+    admit_all([a, b, c], round_updates(a))
+    genuine = await a.prepare_payload(ctx())
+    tampered = replace(decode(genuine), new_hash=sha256(b"forged")).encode()
+    bad_header = signed_header(KEYS[0], tampered)
+    verdict = await b.verify_payload(ctx(header=bad_header), tampered)
+    assert not verdict.ok and "re-running the aggregation gives a different model hash" in verdict.reason
+    assert b.metrics["bad_payloads"] == 1
+    second = ctx(producer=1, attempt=1, retry=retry)
+    carrying = await b.prepare_payload(second)
+    p = decode(carrying)
+    assert p.faults == ((bad_header.to_wire(), tampered),)
+    assert (p.skipped == NOT_AGREED) is retry and bool(p.considered) is not retry
+    assert (await c.verify_payload(replace(second, signed_header=signed_header(KEYS[1], carrying, slot=1)), carrying)).ok
+    outcome = c.finalize_block(second, carrying)
+    assert (IDS[0], -SETTINGS.penalty_bad_block, "proposed a wrong model") in outcome.stake_changes
+    assert outcome.events[0]["faults"] == 1 and c.metrics["faults_punished"] == 1
+
+
+async def test_the_wrong_model_fault_mode_proposes_a_provably_bad_payload(new_app) -> None:
+    liar, honest = new_app(0, cls=WrongModelApp), new_app(1)
+    admit_all([liar, honest], round_updates(liar))
+    payload = await liar.prepare_payload(ctx())
+    verdict = await honest.verify_payload(ctx(header=signed_header(KEYS[0], payload)), payload)
+    assert not verdict.ok and "different model hash" in verdict.reason and honest.metrics["bad_payloads"] == 1
+
+
+def _listing_fault(header: Callable[[bytes], Any]):
+    """Mutator: list the genuine payload itself as a fault, under the given header."""
+    def mutate(p: Payload, genuine: bytes) -> Payload:
+        return replace(p, faults=((header(genuine).to_wire(), genuine),))
+    return mutate
+
+
+def _first(p: Payload, **change: Any) -> tuple:
+    return (replace(p.considered[0], **change),) + p.considered[1:]
+
+
+def _skip(p: Payload) -> Payload:
+    return replace(p, new_hash=p.base_hash, considered=(), evals=(), skipped=NOT_AGREED)
+
+
+BAD_PAYLOADS: dict[str, tuple[Callable[[Payload, bytes], Any], str]] = {
+    "not msgpack": (lambda p, g: b"\xc1", "malformed FL payload"),
+    "another rule": (lambda p, g: replace(p, rule="median"), "payload uses rule median, genesis says clustering"),
+    "another base": (lambda p, g: replace(p, base_hash=sha256(b"old")), "does not build on the current global"),
+    "sender twice": (lambda p, g: replace(p, considered=p.considered + p.considered[:1]), "lists a sender twice"),
+    "wrong sender": (lambda p, g: replace(p, considered=_first(p, sender=IDS[5])), "names the wrong sender"),
+    "wrong base": (lambda p, g: replace(p, considered=_first(p, base_height=3)), "names the wrong sender or base"),
+    "model hash": (lambda p, g: replace(p, new_hash=sha256(b"x")), "different model hash"),
+    "evaluation out of tolerance": (lambda p, g: replace(p, evals=(p.evals[0] - 5 / EVAL_SET,) + p.evals[1:]),
+                                    "an evaluate value is out of tolerance: evaluation 0 recorded as"),
+    "skipped at the first attempt": (lambda p, g: _skip(p), "skipped as not agreed only after a failed attempt"),
+    "valid payload listed as fault": (_listing_fault(lambda g: signed_header(KEYS[0], g)),
+                                      "a listed fault is a valid payload"),
+    "fault by an outsider": (_listing_fault(lambda g: signed_header(OUTSIDER, g)),
+                             "fault is not a signed proposal of this height"),
+    "fault of another height": (_listing_fault(lambda g: signed_header(KEYS[0], g, height=2)),
+                                "fault is not a signed proposal of this height"),
+    "fault of another chain": (_listing_fault(lambda g: signed_header(KEYS[0], g, chain_id="other")),
+                               "fault is not a signed proposal of this height"),
+    "fault header malformed": (lambda p, g: replace(p, faults=(([1, 2], g),)), "fault header malformed"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_PAYLOADS))
+async def test_each_provably_wrong_payload_is_a_fault(new_app, name: str) -> None:
+    proposer, verifier = new_app(0), new_app(1)
+    admit_all([proposer, verifier], round_updates(proposer))
+    genuine = await proposer.prepare_payload(ctx())
+    mutate, reason = BAD_PAYLOADS[name]
+    bad = mutate(decode(genuine), genuine)
+    bad = bad if isinstance(bad, bytes) else bad.encode()
+    verdict = await verifier.verify_payload(ctx(header=signed_header(KEYS[0], bad)), bad)
+    assert not verdict.ok and reason in verdict.reason, verdict.reason
+    assert verifier.metrics["bad_payloads"] == 1
+    carrying = decode(await verifier.prepare_payload(ctx(slot=1, producer=1)))
+    assert carrying.faults == ((signed_header(KEYS[0], bad).to_wire(), bad),)
+
+
+async def test_a_bad_payload_too_large_to_carry_is_refused_but_not_kept(new_app) -> None:
+    proposer, verifier = new_app(0), new_app(1)
+    genuine = decode(await proposer.prepare_payload(ctx()))
+    bad = replace(genuine, base_hash=sha256(b"old"), skipped="x" * MAX_FAULT_BYTES).encode()
+    verdict = await verifier.verify_payload(ctx(header=signed_header(KEYS[0], bad)), bad)
+    assert not verdict.ok and verifier.metrics["bad_payloads"] == 1
+    assert decode(await verifier.prepare_payload(ctx(slot=1, producer=1))).faults == ()
+
+
+NOT_AGREED_PAYLOADS: dict[str, tuple[Callable[[Payload], Payload], str]] = {
+    "weight": (lambda p: replace(p, considered=_first(p, weight=1.0)), "reaches other decisions"),
+    "verdict": (lambda p: replace(p, considered=tuple(replace(c, accepted=True) for c in p.considered)),
+                "reaches other decisions"),
+    "score": (lambda p: replace(p, considered=_first(p, score=p.considered[0].score * 1.01)),
+              "suspicion scores differ beyond the tolerance"),
+    "evaluation count": (lambda p: replace(p, evals=p.evals[:-1]), "the rule asked for"),
+    "evaluation near the tolerance": (lambda p: replace(p, evals=(p.evals[0] - 3 / EVAL_SET,) + p.evals[1:]),
+                                      "an evaluate value is near the tolerance"),
+}
+
+
+@pytest.mark.parametrize("name", list(NOT_AGREED_PAYLOADS))
+async def test_what_another_cpu_could_cause_is_refused_but_never_punished(new_app, name: str) -> None:
+    """Other decisions, scores or numbers of evaluations could come from other kernels, so they are
+    no proof against the proposer: the block is not voted for, and no fault is recorded."""
+    proposer, verifier = new_app(0), new_app(1)
+    admit_all([proposer, verifier], round_updates(proposer))
+    mutate, reason = NOT_AGREED_PAYLOADS[name]
+    bad = mutate(decode(await proposer.prepare_payload(ctx()))).encode()
+    verdict = await verifier.verify_payload(ctx(header=signed_header(KEYS[0], bad)), bad)
+    assert not verdict.ok and "round not agreed" in verdict.reason and reason in verdict.reason, verdict.reason
+    assert verifier.metrics["bad_payloads"] == 0 and verifier.metrics["payloads_not_agreed"] == 1
+    assert decode(await verifier.prepare_payload(ctx(slot=1, producer=1))).faults == ()
+
+
+async def test_scores_and_evaluations_within_tolerance_are_accepted(new_app) -> None:
+    """A proposer on another CPU reports scores a few ulps off and accuracies a sample off: the
+    verifier accepts, and feeds the rule the proposer's accuracies so it decides as it did."""
+    proposer, verifier = new_app(0), new_app(1)
+    admit_all([proposer, verifier], round_updates(proposer))
+    p = decode(await proposer.prepare_payload(ctx()))
+    one_sample = 1.0 / len(verifier.data.public_eval)
+    nudged = replace(p, considered=tuple(replace(c, score=c.score * (1 + 1e-12)) for c in p.considered),
+                     evals=tuple(min(1.0, v + one_sample) for v in p.evals)).encode()
+    assert (await verifier.verify_payload(ctx(), nudged)).ok
+    assert verifier.finalize_block(ctx(), nudged).app_hash == p.new_hash
+
+
+async def test_a_listed_update_must_pass_admission(new_app) -> None:
+    proposer, verifier = new_app(0), new_app(1)
+    updates = round_updates(proposer)
+    updates[2] = replace(updates[2], signature=b"\x00" * 64)  # slipped into the pools unchecked
+    for app in (proposer, verifier):
+        for u in updates:
+            assert app.pool.add(u) is None
+    payload = await proposer.prepare_payload(ctx())
+    verdict = await verifier.verify_payload(ctx(), payload)
+    assert not verdict.ok and verdict.reason == "payload lists an inadmissible update: bad_signature"
+
+
+async def test_an_update_is_aggregated_once_per_sender_and_base(new_app) -> None:
+    proposer, verifier = new_app(0), new_app(1)
+    updates = round_updates(proposer)
+    admit_all([proposer, verifier], updates)
+    first = await proposer.prepare_payload(ctx())
+    for app in (proposer, verifier):
+        assert (await app.verify_payload(ctx(), first)).ok
+        app.finalize_block(ctx(), first)
+    # the same update again at height 2 (still a usable base): refused by admission and verification
+    assert proposer.admit(updates[0]) == "duplicate"
+    proposer.pool.add(updates[0])  # slipped in unchecked
+    again = await proposer.prepare_payload(ctx(2))
+    verdict = await verifier.verify_payload(ctx(2), again)
+    assert not verdict.ok and "already aggregated for that base" in verdict.reason
+
+
+async def test_a_verifier_on_another_cpu_kind_accepts_an_honest_proposal(new_app, tmp_path) -> None:
+    """An honest proposal computed with other BLAS and torch kernels (another CPU generation) must
+    be accepted: verifiers may not compare what is only reported (suspicion scores) bit for bit."""
+    verifier = new_app(1)
+    deltas, _ = honest_deltas(4, verifier.dim, seed=5, spread=0.5)
+    updates = [make_update(KEYS[i], d / np.linalg.norm(d), base_hash=verifier.model_hash, samples=50 + i)
+               for i, d in enumerate(deltas)]  # dense float32: sums that are not exact in float64
+    admit_all([verifier], updates)
+    (tmp_path / "updates").write_bytes(pack([u.encode() for u in updates]))
+    other = "Nehalem" if os.environ.get("OPENBLAS_CORETYPE") == "Prescott" else "Prescott"
+    env = {**os.environ, "OPENBLAS_CORETYPE": other, "ATEN_CPU_CAPABILITY": "default", "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "tests.node.cpu_proposer", str(tmp_path / "updates"),
+                    str(tmp_path / "payload"), str(tmp_path / "blobs.sqlite")], cwd=REPO, env=env, check=True,
+                   timeout=120)
+    payload = (tmp_path / "payload").read_bytes()
+    verdict = await verifier.verify_payload(ctx(), payload)
+    assert verdict.ok, verdict.reason
