@@ -60,6 +60,7 @@ class Consensus(Protocol):
     def current_slot(self) -> int: ...
     def has_proposal(self, proposal: Proposal) -> bool: ...
     def take_commit(self, commit: Commit) -> None: ...
+    def behind(self) -> None: ...
     async def take_proposal(self, proposal: Proposal, block: Block, proof: list[Vote]) -> None: ...
     async def take_vote(self, vote: Vote) -> None: ...
     def evidence_seen(self, ev: Evidence) -> None: ...
@@ -111,6 +112,13 @@ class Inbound:
         self.future.clear()
         return items
 
+    def _other_height(self, height: int, sender: str) -> Verdict:
+        """Neither this height nor the next: dropped; from a voter and ahead, a hint that this
+        node is behind (the syncer checks by fetching verified blocks, and paces itself)."""
+        if height > self.e.height and sender in self.e.executor.voters:
+            self.e.behind()
+        return self._drop("other_height", Verdict.IGNORE)
+
     def _round_ok(self, rnd: int) -> bool:
         return self.e.executor.parent_slot < rnd <= self.e.current_slot() + 1
 
@@ -128,7 +136,7 @@ class Inbound:
         if proposal.height == e.height + 1:
             return self._next_height(proposal, block, proof)
         if proposal.height != e.height:
-            return self._drop("other_height", Verdict.IGNORE)
+            return self._other_height(proposal.height, proposal.proposer)
         if not self._round_ok(proposal.round):
             return self._drop("round_window", Verdict.IGNORE)
         if block.header.timestamp_ms > e.now_ms() + e.genesis.max_clock_drift_ms:
@@ -173,7 +181,7 @@ class Inbound:
         if vote.height == e.height + 1:
             return self._buffer(vote.voter, "vote", vote)
         if vote.height != e.height:
-            return self._drop("other_height", Verdict.IGNORE)
+            return self._other_height(vote.height, vote.voter)
         if vote.voter not in e.executor.voters:
             return self._drop("vote_not_delegate", Verdict.REJECT)
         if not self._round_ok(vote.round):
