@@ -119,8 +119,15 @@ class Inbound:
             self.e.behind()
         return self._drop("other_height", Verdict.IGNORE)
 
-    def _round_ok(self, rnd: int) -> bool:
-        return self.e.executor.parent_slot < rnd <= self.e.current_slot() + 1
+    def _round_problem(self, rnd: int) -> Verdict | None:
+        """None if ``rnd`` may be a round of this height. A round not after the parent block's
+        slot is impossible for an honest sender (the parent is final: everyone agrees on its
+        slot), so it is junk; one ahead of our clock by more than a slot may be a relay's clock."""
+        if rnd <= self.e.executor.parent_slot:
+            return self._drop("round_before_parent", Verdict.REJECT)
+        if rnd > self.e.current_slot() + 1:
+            return self._drop("round_ahead", Verdict.IGNORE)
+        return None
 
     # ----- proposals ----------------------------------------------------------------------------
     async def validate_proposal(self, env: Any) -> Verdict:
@@ -137,8 +144,8 @@ class Inbound:
             return self._next_height(proposal, block, proof)
         if proposal.height != e.height:
             return self._other_height(proposal.height, proposal.proposer)
-        if not self._round_ok(proposal.round):
-            return self._drop("round_window", Verdict.IGNORE)
+        if (refused := self._round_problem(proposal.round)) is not None:
+            return refused
         if block.header.timestamp_ms > e.now_ms() + e.genesis.max_clock_drift_ms:
             return self._drop("future_timestamp", Verdict.REJECT)
         if proposal.proposer != e.executor.schedule.proposer(proposal.round):
@@ -184,8 +191,8 @@ class Inbound:
             return self._other_height(vote.height, vote.voter)
         if vote.voter not in e.executor.voters:
             return self._drop("vote_not_delegate", Verdict.REJECT)
-        if not self._round_ok(vote.round):
-            return self._drop("round_window", Verdict.IGNORE)
+        if (refused := self._round_problem(vote.round)) is not None:
+            return refused
         if e.machine.votes.has(vote):
             return self._drop("duplicate", Verdict.IGNORE)
         if not vote.verify_signature():
