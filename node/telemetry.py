@@ -116,7 +116,7 @@ class Telemetry:
         height = self.view.state.height
         prev = None
         for block in self.view.blocks(max(1, height - BLOCKS_KEPT), BLOCKS_KEPT + 1):
-            if prev is not None:
+            if prev is not None or block.height == 1:
                 self.blocks.append(self._block_record(block, prev, None))
             prev = block.header.timestamp_ms
         if self.fl is not None:
@@ -150,23 +150,26 @@ class Telemetry:
         record = self._block_record(block, self._parent_time_ms(h), finality)
         self.blocks.append(record)
         if live:
-            self.metrics.block_interval.observe(max(0.0, record["interval_s"]))
+            if record["interval_s"] is not None:
+                self.metrics.block_interval.observe(max(0.0, record["interval_s"]))
             self.metrics.finality_latency.observe(max(0.0, finality or 0.0))
         if self.fl is not None and any(e.get("type") == "fl_round" for e in event.get("events", ())):
             updates = self._keep_round(h)
             if live:
                 self._observe_update_latency(updates, now_s)
 
-    def _parent_time_ms(self, height: int) -> int:
+    def _parent_time_ms(self, height: int) -> int | None:
         if self.blocks and self.blocks[-1]["height"] == height - 1:
             return self.blocks[-1]["time_ms"]
         parent = self.view.block(height - 1) if height > 1 else None
-        return parent.header.timestamp_ms if parent is not None else self.view.genesis.genesis_time_ms
+        return parent.header.timestamp_ms if parent is not None else None
 
     @staticmethod
-    def _block_record(block: Any, parent_time_ms: int, finality_s: float | None) -> dict:
+    def _block_record(block: Any, parent_time_ms: int | None, finality_s: float | None) -> dict:
+        """A block's record; the first block has no interval (the genesis time is no block's)."""
         h = block.header
-        return {"height": block.height, "time_ms": h.timestamp_ms, "interval_s": (h.timestamp_ms - parent_time_ms) / 1000,
+        interval = (h.timestamp_ms - parent_time_ms) / 1000 if parent_time_ms is not None else None
+        return {"height": block.height, "time_ms": h.timestamp_ms, "interval_s": interval,
                 "finality_s": finality_s, "producer": h.producer, "txs": len(block.txs)}
 
     def _keep_round(self, height: int) -> list[dict]:

@@ -6,8 +6,9 @@
 const REFRESH_DEBOUNCE_MS = 250;
 const POLL_MS = 5000;
 const TIMELINE_HEIGHTS = 40;   // columns of the per-sender grid
+const HEIGHT_STEPS = [0, 1, 2, 3, 4, 5, 6, 7].flatMap((e) => [1, 2, 5].map((m) => m * 10 ** e));  // whole heights only
 const names = new Map();       // node id -> delegate name, when the chain has one
-const view = { fl: false, status: null, charts: {}, lastBlockMs: null, ws: null, wsDelay: 1000, timer: null };
+const view = { fl: null, status: null, charts: {}, lastBlockMs: null, ws: null, wsDelay: 1000, timer: null };
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,6 +22,7 @@ function short(id) { return id ? id.slice(0, 10) + "…" : "-"; }
 function who(id) { return names.get(id) || short(id); }
 function pct(x) { return typeof x === "number" ? (100 * x).toFixed(1) + " %" : "-"; }
 function num(x, digits = 2) { return typeof x === "number" ? x.toFixed(digits) : "-"; }
+function sig(x) { return typeof x === "number" ? x.toLocaleString("en", { maximumSignificantDigits: 4 }) : "-"; }
 function age(ms) {
   if (!ms) return "-";
   const s = Math.max(0, (Date.now() - ms) / 1000);
@@ -63,7 +65,7 @@ function makeChart(id, series, axes) {
     width: Math.max(300, el.clientWidth), height: 220,
     scales: { x: { time: false } },
     series: [{ label: "height" }, ...series],
-    axes: [{ label: "height" }, ...axes],
+    axes: [{ label: "height", incrs: HEIGHT_STEPS }, ...axes],
     legend: { live: true },
   };
   const chart = new uPlot(opts, [[], ...series.map(() => [])], el);
@@ -190,7 +192,7 @@ function showPrivacy(mine) {
     bar.max = p.epsilon_budget || 1;
     bar.value = Math.min(bar.max, p.epsilon || 0);
     rows.push([[id === view.status.node_id ? who(id) + " (this node)" : who(id), "", id],
-      p.epsilon == null ? "no DP" : num(p.epsilon), num(p.epsilon_budget), bar]);
+      p.epsilon == null ? "no DP" : sig(p.epsilon), sig(p.epsilon_budget), bar]);
   };
   add(view.status.node_id, mine);
   for (const [id, probe] of view.peerProbes || []) add(id, probe.privacy);
