@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration import harness
 from tests.integration.harness import wait_for
+from tests.test_deploy import grafana_metric_names
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +60,9 @@ def browser(tmp_path):
             context.close()
 
 
-@pytest.fixture
-def fl_net(tmp_path):
-    net = harness.Testnet(tmp_path / "net", 4, slot_ms=2000, app="fl")
+@pytest.fixture(scope="module")
+def fl_net(tmp_path_factory):
+    net = harness.Testnet(tmp_path_factory.mktemp("dashboard"), 4, slot_ms=2000, app="fl")
     cfg = net.home(ATTACKER) / "config.toml"
     cfg.write_text(cfg.read_text().replace('attack = ""', 'attack = "sign_flip"'))
     net.start_all()
@@ -137,3 +140,26 @@ def test_dashboard_of_a_counter_chain_hides_the_learning_sections(tmp_path, brow
         assert not page.errors, page.errors
     finally:
         net.stop_all()
+
+
+@pytest.mark.timeout(120)
+def test_fl_histograms_and_every_grafana_metric_on_a_live_node(fl_net):
+    """The FL node observes its update-to-final and aggregation histograms, and exports every
+    metric the Grafana dashboard (deploy/grafana) queries."""
+    net = fl_net
+    net.wait_height(4, timeout=90)
+
+    def scrape() -> list:
+        return list(text_string_to_metric_families(
+            urllib.request.urlopen(net.url(0) + "/metrics", timeout=5).read().decode()))
+
+    def samples() -> dict[str, float]:
+        return {s.name: s.value for f in scrape() for s in f.samples}
+
+    got = wait_for(lambda: (s := samples())["fedchain_fl_update_to_final_seconds_count"] > 0
+                   and s["fedchain_fl_aggregation_seconds_count"] > 0 and s, 60, "FL histograms observed")
+    assert 0 < got["fedchain_fl_update_to_final_seconds_sum"] / got["fedchain_fl_update_to_final_seconds_count"] < 120
+    # a labelled counter with nothing counted yet (no reason seen) has a family but no sample
+    series = {f.name + suffix for f in scrape() for suffix in ("", "_total", "_bucket", "_sum", "_count")}
+    missing = grafana_metric_names() - series
+    assert not missing, f"the Grafana dashboard queries metrics no node exports: {sorted(missing)}"
