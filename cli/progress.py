@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cli.client import NodeClient, NodeError
 
 POLL_S = 0.5
+IN_FLIGHT = 1  # a node that follows live may be a block behind the one it joined at any instant
 PLAIN_EVERY_S = 5.0
 
 
@@ -52,8 +53,8 @@ class SyncProgress:
         """(this node's final height, still syncing?, the joined node's final height), or None
         while either does not answer (the daemon is still starting)."""
         try:
+            theirs = self.remote.get_json("/status")  # first: by the time ours answers, it may have that block
             mine = self.local.get_json("/status")
-            theirs = self.remote.get_json("/status")
             return int(mine["final_height"]), bool(mine["syncing"]), int(theirs["final_height"])
         except (NodeError, KeyError, TypeError, ValueError):
             return None
@@ -77,7 +78,7 @@ class SyncProgress:
                 last_plain = time.monotonic()
                 left = f", {(target - height) / rate:.0f} s left" if rate > 0 and target > height else ""
                 self.console.print(f"sync: {height}/{target} blocks ({rate:.1f} blocks/s{left})", highlight=False)
-            if not syncing and height >= target:
+            if not syncing and height >= target - IN_FLIGHT:
                 if self.progress is not None:
                     self.progress.stop()
                     self.progress = None
