@@ -8,17 +8,16 @@ The overlay builds on ``deploy/k8s/base`` (a StatefulSet ``fedchain`` behind the
 * ``kustomization.yaml``: the base, ``testnet.yaml``, N replicas, and the disruption budget that
   keeps a BFT quorum of delegates up.
 
-The homes are made by the same code as a local testnet's (:func:`cli.testnet.create_testnet`,
-into a private temporary folder that is removed afterwards), listening on 0.0.0.0:26657 in every
-pod and advertising ``http://fedchain-I.fedchain:26657``, the pod's stable name; so a pod's home
-is exactly what ``fedchain testnet create`` would have written for it.
+The homes are made by the same code as a local testnet's (:func:`cli.testnet.create_k8s_overlay`
+runs :func:`cli.testnet.create_testnet` into a private temporary folder, removed afterwards),
+listening on 0.0.0.0:26657 in every pod and advertising ``http://fedchain-I.fedchain:26657``, the
+pod's stable name; so a pod's home is exactly what ``fedchain testnet create`` would write for it.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -96,20 +95,14 @@ def base_reference(out: Path, base: str | None) -> str:
     return os.path.relpath(BASE, out.resolve())
 
 
-def write_overlay(out: Path, n: int, *, chain_id: str, slot_ms: int, app: str, base: str | None = None) -> Path:
-    """Write the overlay for an ``n``-node testnet into ``out``; refuses to replace the keys of an
-    existing one."""
-    from cli.testnet import create_testnet
-
+def write_overlay(out: Path, homes: Path, n: int, max_delegates: int, base: str | None = None) -> Path:
+    """Write the overlay of the ``n``-node testnet whose homes are in ``homes`` into ``out``;
+    refuses to replace the keys of an existing one."""
     manifests = out / MANIFESTS
     if manifests.exists():
         raise CliError(f"{manifests} already exists: it holds a testnet's node keys; remove it first")
     reference = base_reference(out, base)
-    with tempfile.TemporaryDirectory(prefix="fedchain-k8s-") as tmp:  # mode 0700: the keys stay private
-        homes = create_testnet(Path(tmp), n, base_port=PORT, one_port=True, chain_id=chain_id, slot_ms=slot_ms,
-                               host="0.0.0.0", advertise_host=advertise_template(), app=app)
-        docs = testnet_manifests(Path(tmp), n)
-        max_delegates = homes[0].genesis.max_delegates
+    docs = testnet_manifests(homes, n)
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(manifests, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:

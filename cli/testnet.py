@@ -7,6 +7,7 @@ every other node. ``up`` starts one daemon process per home (see ``cli/superviso
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -84,6 +85,17 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
     return homes
 
 
+def create_k8s_overlay(out: Path, n: int, *, chain_id: str, slot_ms: int, app: str, base: str | None) -> None:
+    """The Kubernetes overlay of a new N-node testnet (``cli/k8s.py``): its homes are made here,
+    as for a local testnet, in a private temporary folder, then turned into a ConfigMap and a Secret."""
+    from cli import k8s
+
+    with tempfile.TemporaryDirectory(prefix="fedchain-k8s-") as tmp:  # mode 0700: the keys stay private
+        homes = create_testnet(Path(tmp), n, base_port=k8s.PORT, one_port=True, chain_id=chain_id, slot_ms=slot_ms,
+                               host="0.0.0.0", advertise_host=k8s.advertise_template(), app=app)
+        k8s.write_overlay(out, Path(tmp), n, homes[0].genesis.max_delegates, base)
+
+
 def dial_scope(urls: list[str]) -> str:
     """The narrowest dial scope that lets testnet nodes dial each other's URLs when they learn
     them from one another: ``local`` on one host (127.0.0.1), else ``private`` (a LAN or a
@@ -115,9 +127,7 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
            ) -> None:
     """Create a genesis with N staked members and N node homes in DIR (or, with --k8s, a Kubernetes overlay)."""
     if k8s is not None:
-        from cli.k8s import write_overlay
-
-        write_overlay(k8s, n, chain_id=chain_id, slot_ms=slot_ms, app=app, base=k8s_base)
+        create_k8s_overlay(k8s, n, chain_id=chain_id, slot_ms=slot_ms, app=app, base=k8s_base)
         console.print(f"wrote a {n}-node Kubernetes overlay for [bold]{chain_id}[/] to {k8s} "
                       f"(apply with `kubectl apply -k {k8s}`; testnet.yaml holds the node keys)", highlight=False)
         return
