@@ -1,7 +1,7 @@
 """The node's HTTP API (aiohttp), modelled on CometBFT's RPC; see ``docs/node.md``.
 
-:func:`build_api` registers every route of the route tables in ``api_node.py`` and
-``api_chain.py`` on the daemon's application (which also carries the gossip ``/p2p`` endpoint:
+:func:`build_api` registers every route of the route tables in ``api_node.py``, ``api_chain.py``,
+``fl/api.py`` and ``api_dashboard.py`` on the daemon's application (which also carries the gossip ``/p2p`` endpoint:
 one port per node), adds the rate and concurrency limits (``api_limits.py``) and the JSON error
 middleware, and serves the OpenAPI document generated from the same tables.
 """

@@ -63,8 +63,7 @@ def browser(tmp_path):
 @pytest.fixture(scope="module")
 def fl_net(tmp_path_factory):
     net = harness.Testnet(tmp_path_factory.mktemp("dashboard"), 4, slot_ms=2000, app="fl")
-    cfg = net.home(ATTACKER) / "config.toml"
-    cfg.write_text(cfg.read_text().replace('attack = ""', 'attack = "sign_flip"'))
+    net.edit_config(ATTACKER, 'attack = ""', 'attack = "sign_flip"')
     net.start_all()
     try:
         yield net

@@ -37,8 +37,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> int:
 @pytest.mark.timeout(90)
 def test_json_log_format(make_testnet):
     net = make_testnet(1, slot_ms=300)
-    cfg = net.home(0) / "config.toml"
-    cfg.write_text(cfg.read_text().replace('log_format = "text"', 'log_format = "json"'))
+    net.edit_config(0, 'log_format = "text"', 'log_format = "json"')
     net.start_all()
     net.wait_height(2, timeout=30)
     net.stop_all()
