@@ -184,8 +184,9 @@ class StateCollector:
         summary = Metric(PREFIX + "event_loop_lag_seconds",
                          "How late a 50 ms timer fires: quantiles over the recent window, sum and count since start.",
                          "summary")
-        for q, value in zip(("0.5", "0.99", "1"), lag.summary().values()):
-            summary.add_sample(PREFIX + "event_loop_lag_seconds", {"quantile": q}, value / 1000)
+        window = lag.summary()
+        for q, key in (("0.5", "p50_ms"), ("0.99", "p99_ms"), ("1", "max_ms")):
+            summary.add_sample(PREFIX + "event_loop_lag_seconds", {"quantile": q}, window[key] / 1000)
         summary.add_sample(PREFIX + "event_loop_lag_seconds_sum", {}, lag.total_ms / 1000)
         summary.add_sample(PREFIX + "event_loop_lag_seconds_count", {}, lag.count)
         yield summary

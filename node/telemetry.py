@@ -39,7 +39,7 @@ from node.prometheus import NodeMetrics
 log = logging.getLogger("fedchain.telemetry")
 
 BLOCKS_KEPT = 120
-ROUNDS_KEPT = 60
+ROUNDS_KEPT = 40  # the per-sender grid shows 40 heights
 MODEL_POINTS_KEPT = 1024
 SAMPLE_S = 1.0
 PROBE_S = 5.0

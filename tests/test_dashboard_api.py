@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import re
 
+import aiohttp
 import pytest
 
+from gossip.crypto import KeyPair
 from node.api_dashboard import ASSETS, CSP
-from tests.apinode import Node
+from node.daemon import Daemon
+from node.home import load_home
+from tests.apinode import Node, chain_genesis, free_port, start_node
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -51,3 +55,28 @@ async def test_telemetry_of_a_counter_chain(node: Node):
     assert t["process"]["rss_bytes"] > 10 * 2**20 and t["process"]["cpu_seconds"] > 0
     assert set(t["event_loop_lag_ms"]) == {"p50_ms", "p99_ms", "max_ms"}
     assert t["model"] == [] and t["rounds"] == [] and t["peers"] == []
+
+
+async def test_a_restarted_node_reads_its_recent_blocks_back(tmp_path):
+    """The dashboard of a node that just restarted is not empty: /telemetry reads the recent
+    blocks back from the store (without a finality latency: this process did not see them)."""
+    keys = [KeyPair.generate()]
+    port = free_port()
+    async with aiohttp.ClientSession() as session:
+        first = await start_node(tmp_path, chain_genesis(keys), keys, 0, [port], session)
+        try:
+            height = await first.wait_height(5)
+        finally:
+            await first.daemon.stop()
+        home = load_home(tmp_path / "node0")
+        daemon = Daemon(home)
+        await daemon.start()
+        try:
+            again = Node(home, daemon, session)
+            blocks = (await again.ok("/telemetry"))["blocks"]
+            old = [b for b in blocks if b["height"] <= height]
+            assert [b["height"] for b in old] == list(range(1, height + 1))
+            assert all(b["finality_s"] is None for b in old)
+            assert old[0]["interval_s"] is None and all(b["interval_s"] >= 0 for b in old[1:])
+        finally:
+            await daemon.stop()
