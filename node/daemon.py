@@ -27,13 +27,26 @@ from node.faults import DoubleSigningProposer
 from node.fetcher import HttpBlockFetcher
 from node.home import Home, load_home
 from node.looplag import LoopLag
+from node.prometheus import NodeMetrics
+from node.telemetry import Telemetry
 
 log = logging.getLogger("fedchain.node")
 
 
+def log_formatter(log_format: str) -> logging.Formatter:
+    """Plain lines for people, or one JSON object per line (``time``, ``level``, ``logger``,
+    ``message``, ``exc_info`` when there is one) for log shippers such as Fluent Bit or Vector."""
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        return JsonFormatter("{levelname}{name}{message}", style="{", timestamp="time",
+                             rename_fields={"levelname": "level", "name": "logger"})
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def setup_logging(home: Home) -> None:
     level = getattr(logging, home.config.log_level.upper())
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = log_formatter(home.config.log_format)
     handlers: list[logging.Handler] = [logging.StreamHandler(), logging.FileHandler(home.paths.log_file)]
     root = logging.getLogger()
     root.setLevel(level)
@@ -63,6 +76,8 @@ class Daemon:
         else:
             self.app = CounterApp()
         self.loop_lag = LoopLag()
+        self.metrics = NodeMetrics(fl=self.fl is not None)
+        self.telemetry: Telemetry | None = None
         self.web = web.Application(client_max_size=cfg.api.max_body)
         self.gossip.attach(self.web)
         self.session: aiohttp.ClientSession | None = None
@@ -79,7 +94,9 @@ class Daemon:
         self.engine = Engine(self.home.keypair, self.home.genesis, self.store, self.app, self.gossip, fetcher,
                              EngineConfig(max_message=cfg.network.max_message, checkpoint=cfg.sync.checkpoint),
                              proposer=proposer)
-        build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.fl, self.loop_lag)
+        self.telemetry = Telemetry(self.engine.view, self.gossip, self.metrics, self.loop_lag, fl=self.fl,
+                                   session=self.session)
+        build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.telemetry, self.fl)
         self._lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         self.runner = web.AppRunner(self.web, access_log=None)
         await self.runner.setup()
@@ -88,11 +105,14 @@ class Daemon:
         await self.engine.start()
         if self.fl is not None:
             await self.fl.start(self.engine.view, self.session)
+        await self.telemetry.start()
         log.info("node %s serving %s", self.home.keypair.node_id[:12], cfg.network.url)
 
     async def stop(self) -> None:
         if self._lag_task is not None:
             self._lag_task.cancel()
+        if self.telemetry is not None:
+            await self.telemetry.stop()
         if self.engine is not None:
             await self.engine.stop()  # before the FL service closes its blob store: a finalizing block writes to it
         if self.fl is not None:

@@ -57,7 +57,7 @@ def test_four_daemons_train_digits_to_90_percent(make_testnet):
     recs = rounds(net, 0, range(max(2, h - 5), h + 1))
     assert all(r["accepted"] >= 3 for r in recs)
     text = urllib.request.urlopen(net.url(0) + "/metrics", timeout=3).read().decode()
-    assert "fedchain_fl_test_accuracy" in text and "fedchain_event_loop_lag_ms" in text
+    assert "fedchain_fl_test_accuracy_ratio" in text and "fedchain_event_loop_lag_seconds" in text
 
 
 @pytest.mark.timeout(300)
