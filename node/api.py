@@ -19,7 +19,7 @@ from node.api_base import Route, bind, error_middleware
 from node.api_limits import Limiter
 from node.api_chain import CHAIN_ROUTES
 from node.api_dashboard import DASHBOARD_ROUTES
-from node.api_node import NODE_ROUTES, VERSION
+from node.api_node import NODE_ROUTES, VERSION, close_subscribers
 from node.config import NodeConfig
 from node.fl.api import FL_ROUTES
 from node.openapi import build_openapi
@@ -37,7 +37,7 @@ class ApiContext:
     genesis: Genesis
     genesis_text: str = ""
     openapi: dict = field(default_factory=dict)
-    subscribers: int = 0
+    subscribers: set = field(default_factory=set)  # open /subscribe WebSockets, closed at shutdown
     fl: Any = None  # node.fl.service.FLService on a federated-learning chain
     telemetry: Any = None  # node.telemetry.Telemetry: metrics registry, event-loop lag, history, peer probes
     limiter: Limiter | None = None
@@ -66,4 +66,5 @@ def build_api(app: web.Application, engine: Any, gossip: Any, config: NodeConfig
     app.middlewares.extend([ctx.limiter.middleware, error_middleware])
     for route in ROUTES:
         app.router.add_route(route.method, route.path, bind(route, ctx))
+    app.on_shutdown.append(lambda _app: close_subscribers(ctx))
     return ctx

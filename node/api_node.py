@@ -15,7 +15,7 @@ import dataclasses
 import json
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from consensus.engine import TxRejected
 from consensus.types import Tx
@@ -143,9 +143,9 @@ async def subscribe(ctx: Any, request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
     if not ws.can_prepare(request).ok:
         raise ApiError(400, "/subscribe is a WebSocket endpoint; send an Upgrade request")
-    if ctx.subscribers >= ctx.config.api.max_subscribers:
+    if len(ctx.subscribers) >= ctx.config.api.max_subscribers:
         raise ApiError(503, f"too many subscribers (at most {ctx.config.api.max_subscribers})")
-    ctx.subscribers += 1
+    ctx.subscribers.add(ws)
     queue = ctx.engine.subscribe()
     relay: asyncio.Task | None = None
     try:
@@ -159,8 +159,15 @@ async def subscribe(ctx: Any, request: web.Request) -> web.WebSocketResponse:
             relay.cancel()
             await asyncio.gather(relay, return_exceptions=True)
         ctx.engine.unsubscribe(queue)
-        ctx.subscribers -= 1
+        ctx.subscribers.discard(ws)
     return ws
+
+
+async def close_subscribers(ctx: Any) -> None:
+    """At shutdown, say goodbye to every ``/subscribe`` client (1001, going away): otherwise the
+    server's graceful shutdown waits for these long-lived handlers for up to a minute."""
+    await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
+                           for ws in list(ctx.subscribers)), return_exceptions=True)
 
 
 async def get_openapi(ctx: Any, request: web.Request) -> dict:

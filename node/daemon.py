@@ -32,6 +32,8 @@ from node.telemetry import Telemetry
 
 log = logging.getLogger("fedchain.node")
 
+SHUTDOWN_GRACE_S = 5.0
+
 
 def log_formatter(log_format: str) -> logging.Formatter:
     """Plain lines for people, or one JSON object per line (``time``, ``level``, ``logger``,
@@ -98,7 +100,9 @@ class Daemon:
                                    session=self.session)
         build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.telemetry, self.fl)
         self._lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
-        self.runner = web.AppRunner(self.web, access_log=None)
+        # A stopping node lets requests in flight finish for a few seconds, not aiohttp's minute:
+        # a supervisor (systemd, Kubernetes) must see it stop in time.
+        self.runner = web.AppRunner(self.web, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.network.host, cfg.network.port).start()
         await self.gossip.start()

@@ -198,7 +198,7 @@ class StateCollector:
             cut = ctx.limiter.stats.cut
         yield refused
         yield _counter("api_cut", "API answers not taken by their client in time (connection cut).", cut)
-        yield _gauge("api_subscribers", "Open /subscribe WebSockets.", ctx.subscribers)
+        yield _gauge("api_subscribers", "Open /subscribe WebSockets.", len(ctx.subscribers))
 
     def _fl(self, fl: Any) -> Iterator[Metric]:
         values = fl.metrics()

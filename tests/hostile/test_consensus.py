@@ -149,12 +149,7 @@ async def _send_junk(peer: HostilePeer, url: str, chain_id: str, count: int) -> 
             await peer.publish("consensus/evidence", pack(Evidence("double_precommit", a, b).to_wire()))
         if peer.closed:
             return True
-    try:
-        while await peer.receive(timeout=5.0) is not None:
-            pass
-    except asyncio.TimeoutError:
-        pass
-    return peer.closed
+    return await peer.cut_off()
 
 
 @pytest.mark.timeout(180)
@@ -197,7 +192,7 @@ async def forged_blocks(url: str, chain_id: str, count: int, payload_kib: int) -
                     return True, peer.node_id
         except ConnectionError:
             return True, peer.node_id
-        return peer.closed, peer.node_id
+        return await peer.cut_off(), peer.node_id
 
 
 @pytest.mark.timeout(180)
