@@ -18,7 +18,6 @@ from collections import Counter
 import pytest
 
 from gossip.wire import MSG
-from node.config import load_config, save_config
 from node.faults import LIE_DELAY_S, LIE_HEIGHT
 from tests.hostile.peer import HostilePeer
 from tests.integration.conftest import make_testnet  # noqa: F401  (fixture)
@@ -26,15 +25,6 @@ from tests.integration.harness import Testnet as Net, cli, get_json, wait_for
 from tests.integration.test_hostile import metric
 
 pytestmark = pytest.mark.integration
-
-
-def enable_faults(net: Net, i: int, *names: str) -> None:
-    """Switch on ``[fault]`` keys in node ``i``'s config.toml."""
-    path = net.home(i) / "config.toml"
-    config = load_config(path)
-    for name in names:
-        setattr(config.fault, name, True)
-    save_config(config, path)
 
 
 def node_log(net: Net, i: int) -> str:
@@ -73,7 +63,7 @@ def publishers(seen: Counter[tuple[str, str]], topic: str) -> set[str]:
 @pytest.mark.timeout(150)
 def test_a_vote_withholding_delegate_sends_no_vote_and_the_others_finalize_without_it(make_testnet):
     net = make_testnet(4, slot_ms=1000)
-    enable_faults(net, 3, "withhold_votes")
+    net.enable_faults(3, "withhold_votes")
     net.start_all()
     ids = [net.node_id(i) for i in range(4)]
     net.wait_height(2, timeout=60)
@@ -95,7 +85,7 @@ def test_a_vote_withholding_delegate_sends_no_vote_and_the_others_finalize_witho
 @pytest.mark.timeout(180)
 def test_a_delegate_lying_about_its_height_is_backed_off_and_a_restarted_node_still_catches_up(make_testnet):
     net = make_testnet(4, slot_ms=1000)
-    enable_faults(net, 3, "lie_height")
+    net.enable_faults(3, "lie_height")
     net.start_all()
     net.wait_height(2, nodes=[0, 1, 2], timeout=60)
     before = {d["id"]: d["missed_total"] for d in net.get(0, "/delegates")["delegates"]}
@@ -126,7 +116,7 @@ def test_a_delegate_lying_about_its_height_is_backed_off_and_a_restarted_node_st
 @pytest.mark.timeout(150)
 def test_a_mempool_flooding_delegate_fills_only_its_quota_and_honest_transactions_land(make_testnet):
     net = make_testnet(4, slot_ms=1000)
-    enable_faults(net, 3, "flood_mempool")
+    net.enable_faults(3, "flood_mempool")
     net.start_all()
     flooder = net.node_id(3)
     net.wait_height(2, timeout=60)

@@ -89,6 +89,16 @@ class Testnet:
     def node_id(self, i: int) -> str:
         return json.loads((self.home(i) / "node_key.json").read_text())["node_id"]
 
+    def enable_faults(self, i: int, *names: str) -> None:
+        """Switch on ``[fault]`` keys (``node/faults.py``, ``node/fl/faults.py``) in node ``i``'s config."""
+        from node.config import load_config, save_config
+
+        path = self.home(i) / "config.toml"
+        config = load_config(path)
+        for name in names:
+            setattr(config.fault, name, True)
+        save_config(config, path)
+
     def rewrite_genesis(self, start_in_ms: int = 2500) -> None:
         """Apply genesis overrides and move the genesis time just ahead, identically in every home."""
         path = self.home(0) / "genesis.json"

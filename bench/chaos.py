@@ -1,0 +1,477 @@
+"""Chaos: Byzantine delegates, and honest nodes killed, paused and restarted, on the FL testnet.
+
+The default FL testnet (``fedchain testnet create 8 --app fl``: 8 daemons, every one a delegate,
+2 s slots) with two Byzantine delegates switched on in ``[fault]`` (``node/faults.py``): node6
+double-signs and withholds its votes, node7 lies about its height and floods the mempool. For
+ten minutes a seeded schedule hits the six honest nodes, one at a time: SIGKILL then a restart,
+SIGSTOP then SIGCONT, or a clean restart (SIGTERM, then start), and waits until the node has
+caught up before the next fault.
+
+Why one at a time: 8 voters need a quorum of floor(2*8/3)+1 = 6 precommits, so at most 2 may be
+silent; the withholding delegate is one of them, which leaves one honest node that may be down
+(the height liar and flooder still votes). Once the double-signer is jailed the voters are 7 and
+the quorum 5, so a second honest fault would still be within budget, but the schedule keeps to
+the stricter bound throughout. A node counts as down from the fault until it has caught up.
+
+Measured, from the nodes themselves (see :mod:`bench.chaos_watch` and :mod:`bench.chaos_updates`):
+final blocks reverted, heights at which honest nodes disagree, honest updates lost, slots from each
+fault until the chain finalizes its next block (against the same measure at random instants of the
+fault-free warm-up), memory per node (``/proc``), event-loop lag p99 (``/metrics``), machine load.
+``--quick``: 4 daemons (node3 double-signs, lies about its height and floods the mempool, but votes,
+since with 4 voters a withholder would leave no room for an honest fault), 50 s of chaos.
+
+Run: ``python -m bench chaos [--quick] [--seed N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from bench.chaos_updates import account, sent_updates
+from bench.chaos_watch import Watcher
+from bench.common import finish, md_table, one_thread_children, parse_metrics, percentiles
+from node.fl.settings import FLSettings
+from tests.integration.harness import Testnet
+
+KINDS = ("kill", "pause", "restart")
+RECOVERY_TIMEOUT_S = 120.0
+SLOT_MS = 2000
+BACKOFFS = 'fedchain_consensus_events_total{event="sync_backoffs"}'
+
+
+@dataclass(frozen=True)
+class Setup:
+    nodes: int
+    byzantine: dict[int, tuple[str, ...]]
+    warmup_s: float
+    chaos_s: float
+    down_s: tuple[float, float]  # how long a killed node stays down, or a paused one paused
+    gap_s: tuple[float, float]  # quiet time after a node has caught up, before the next fault
+
+
+FULL = Setup(8, {6: ("double_sign", "withhold_votes"), 7: ("lie_height", "flood_mempool")}, 60, 600, (4, 20), (2, 8))
+QUICK = Setup(4, {3: ("double_sign", "lie_height", "flood_mempool")}, 10, 50, (3, 8), (1, 3))
+
+
+def budget(setup: Setup) -> dict:
+    """How many honest nodes may be down at once while the voters that still sign make a quorum."""
+    n = setup.nodes
+    quorum = 2 * n // 3 + 1
+    silent = sum("withhold_votes" in f for f in setup.byzantine.values())
+    return {"voters": n, "quorum": quorum, "withholding": silent, "honest_down_at_once": n - quorum - silent}
+
+
+@dataclass
+class Fault:
+    node: int
+    kind: str
+    down_s: float
+    at: float = 0.0
+    height: int = 0
+    resumed: float = 0.0
+    recovered: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+async def _wait_exit(proc: subprocess.Popen, timeout: float) -> bool:
+    try:
+        await asyncio.to_thread(proc.wait, timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+async def inject(net: Testnet, watcher: Watcher, fault: Fault) -> None:
+    """Carry out one fault on its node, bring the node back, and wait until it has caught up."""
+    i, proc = fault.node, net.procs[fault.node]
+    fault.at, fault.height = time.time(), watcher.chain_top()
+    if fault.kind == "pause":
+        proc.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(fault.down_s)
+        proc.send_signal(signal.SIGCONT)
+    elif fault.kind == "kill":
+        proc.send_signal(signal.SIGKILL)
+        await _wait_exit(proc, 15)
+        await asyncio.sleep(fault.down_s)
+        net.start(i)
+    else:
+        await watcher.quiet(i)  # an open /subscribe holds a stopping daemon for tens of seconds
+        proc.send_signal(signal.SIGTERM)
+        if not await _wait_exit(proc, 20):
+            fault.notes.append("did not stop within 20 s of SIGTERM: killed")
+            proc.send_signal(signal.SIGKILL)
+            await _wait_exit(proc, 15)
+        fault.down_s = time.time() - fault.at
+        net.start(i)
+        watcher.resume(i)
+    fault.resumed = time.time()
+    deadline = fault.resumed + RECOVERY_TIMEOUT_S
+    while time.time() < deadline:
+        try:
+            if (await watcher.get(i, "/status"))["final_height"] >= watcher.chain_top() - 1:
+                fault.recovered = time.time()
+                return
+        except Exception:  # starting up, or still catching up
+            pass
+        await asyncio.sleep(0.5)
+    fault.notes.append(f"not caught up {RECOVERY_TIMEOUT_S:.0f} s after it resumed")
+
+
+async def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.5)
+
+
+async def settle(watcher: Watcher, nodes: list[int], timeout: float = 120.0) -> None:
+    """Wait until every node in ``nodes`` holds the chain's top height plus two more blocks."""
+    target = watcher.chain_top() + 2
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            heights = [(await watcher.get(i, "/status"))["final_height"] for i in nodes]
+            if min(heights) >= target:
+                return
+        except Exception:
+            pass
+        await asyncio.sleep(1.0)
+    raise RuntimeError(f"honest nodes did not all reach height {target} within {timeout:.0f} s after the chaos")
+
+
+def log_counts(net: Testnet, i: int, names: tuple[str, ...]) -> dict[str, int]:
+    """How many ``FAULT <name>:`` lines node ``i`` logged, per fault name."""
+    text = (net.home(i) / "logs" / "node.log").read_text(errors="replace")
+    return {name: text.count(f"FAULT {name}:") for name in names}
+
+
+async def run(net: Testnet, setup: Setup, seed: int) -> dict:
+    """The run itself: warm-up, chaos, settling, and every read made while the daemons still run."""
+    honest = [i for i in range(net.n) if i not in setup.byzantine]
+    liars = [i for i, f in setup.byzantine.items() if "lie_height" in f]
+    readable = [i for i in range(net.n) if i not in liars]
+    rng = random.Random(seed)
+    async with Watcher(net, honest, readable, seed) as w:
+        began = time.time()
+        await wait_until(lambda: w.chain_top() >= 1, 180, "the first final block")
+        warm = time.time()
+        await asyncio.sleep(setup.warmup_s)
+        chaos = time.time()
+        faults: list[Fault] = []
+        kinds: list[str] = []
+        while time.time() - chaos < setup.chaos_s:
+            if not kinds:
+                kinds = rng.sample(KINDS, len(KINDS))  # every kind once per three faults, in random order
+            fault = Fault(rng.choice(honest), kinds.pop(), rng.uniform(*setup.down_s))
+            print(f"[{time.time() - chaos:5.0f} s] {fault.kind} node{fault.node} ({fault.down_s:.1f} s)", flush=True)
+            await inject(net, w, fault)
+            faults.append(fault)
+            await asyncio.sleep(rng.uniform(*setup.gap_s))
+        chaos_end = time.time()
+        await settle(w, honest)
+        for i in readable:
+            await w.read_blocks(i, 1, (await w.get(i, "/status"))["final_height"], "final")
+        top = min(w.chain.top(i) for i in honest)
+        records = {}
+        for h in range(1, top + 1):
+            records[h] = [u["id"] for u in (await w.get(honest[0], f"/fl/updates?height={h}"))["updates"]]
+        privacy = {i: (await w.get(i, "/fl/privacy"))["releases"] for i in range(net.n)}
+        accounts = {i: await w.get(honest[0], f"/accounts/{net.node_id(i)}") for i in setup.byzantine}
+        backoffs = {i: parse_metrics(await w.get(i, "/metrics")).get(BACKOFFS, 0.0) for i in honest}
+        ended = time.time()
+        return {"watcher": w, "faults": faults, "honest": honest, "readable": readable, "began": began,
+                "warm": warm, "chaos": chaos, "chaos_end": chaos_end, "ended": ended, "records": records,
+                "top": top, "privacy": privacy, "accounts": accounts, "backoffs": backoffs,
+                "load": w.load_summary(ended - began)}
+
+
+def liveness(w: Watcher, instants: list[float]) -> list[float | None]:
+    """Slots from each instant until the chain finalized its next block (honest streams); None
+    if it never did before the run ended."""
+    out = []
+    for at in instants:
+        nxt = w.final_after(at)
+        out.append((nxt[1] - at) * 1000 / SLOT_MS if nxt is not None else None)
+    return out
+
+
+def measured(values: list[float | None]) -> dict:
+    """Percentiles of the values that exist, and how many did not."""
+    return {**percentiles([v for v in values if v is not None]), "never": sum(v is None for v in values)}
+
+
+def byzantine_activity(net: Testnet, setup: Setup, obs: dict) -> dict:
+    """What each Byzantine delegate did, as the chain and its own log record it."""
+    blocks = obs["watcher"].chain.blocks.values()
+    out = {}
+    for i, faults in setup.byzantine.items():
+        me = net.node_id(i)
+        acct = obs["accounts"][i]
+        entry = {"faults": list(faults), "fault_log_lines": log_counts(net, i, faults),
+                 "slashed_total": acct["slashed_total"], "jailed_at_end": acct["jailed"]}
+        if "double_sign" in faults:
+            entry["blocks_with_evidence_against_it"] = sum(me in b.offenders for b in blocks)
+        if "withhold_votes" in faults:
+            carried = [b for b in blocks if me in b.commit_signers]
+            entry["commits_with_its_signature"] = len(carried)
+            entry["of_which_in_its_own_blocks"] = sum(b.producer == me for b in carried)
+        if "flood_mempool" in faults:
+            per_block = [b.tx_senders.get(me, 0) for b in blocks]
+            entry["flood_txs_in_blocks"] = sum(per_block)
+            entry["flood_txs_per_block_max"] = max(per_block, default=0)
+        if "lie_height" in faults:
+            entry["honest_sync_backoffs_at_end"] = obs["backoffs"]
+        out[f"node{i}"] = entry
+    return out
+
+
+def resources(w: Watcher, faults: list[Fault], n: int, since: float) -> dict:
+    """Per daemon: resident memory when the chaos began, at the end and at its peak since (over
+    every process the node ran), and the event-loop lag p99 its /metrics reported since."""
+    out = {}
+    for i in range(n):
+        c = w.costs[i]
+        before = [v for t, v in c.rss if t < since]
+        rss = [v for t, v in c.rss if t >= since]
+        lag = [v for t, v in c.lag_p99 if t >= since]
+        out[f"node{i}"] = {"rss_start_mb": before[-1] if before else None, "rss_end_mb": rss[-1] if rss else None,
+                           "rss_peak_mb": max(rss, default=None),
+                           "restarts": sum(f.node == i and f.kind != "pause" for f in faults),
+                           "loop_lag_p99_ms_max": max(lag, default=None),
+                           "loop_lag_p99_ms_median": sorted(lag)[len(lag) // 2] if lag else None}
+    return out
+
+
+def analyse(net: Testnet, setup: Setup, obs: dict) -> dict:
+    """Everything the JSON reports, from the observations and (daemons stopped) the blob stores."""
+    w, faults, honest = obs["watcher"], obs["faults"], obs["honest"]
+    blocks = w.chain.blocks
+    chain_considered = {uid for b in blocks.values() for uid, _, _ in b.considered}
+    api_considered = {uid for ids in obs["records"].values() for uid in ids}
+
+    def final_at(h: int) -> float | None:
+        if h in w.first_final:
+            return w.first_final[h]
+        return blocks[h].time_ms / 1000 if h in blocks else None
+
+    down = {}
+    for f in faults:
+        down.setdefault(f.node, []).append((f.at, f.recovered or obs["ended"]))
+    sent = {i: sent_updates(net.home(i) / "data" / "blobs.sqlite", net.node_id(i)) for i in range(net.n)}
+    genesis = json.loads((net.home(0) / "genesis.json").read_text())
+    max_staleness = FLSettings.from_app_state(genesis["app"]).max_staleness
+    honest_updates = account({i: sent[i] for i in honest}, obs["privacy"], chain_considered, final_at, down,
+                             max_staleness)
+    byz_updates = account({i: sent[i] for i in setup.byzantine}, obs["privacy"], chain_considered, final_at, {},
+                          max_staleness)
+    rng = random.Random(1)
+    baseline = [rng.uniform(obs["warm"] + 2, obs["chaos"]) for _ in range(200)]
+    after = liveness(w, [f.at for f in faults])
+    disagreeing = w.chain.disagreements(honest)
+    return {
+        "setup": {**asdict(setup), "byzantine": {f"node{i}": list(v) for i, v in setup.byzantine.items()},
+                  "honest": [f"node{i}" for i in honest], "slot_ms": SLOT_MS, "kinds": list(KINDS)},
+        "budget": budget(setup),
+        "chain": {"final_height_end": obs["top"], "blocks_decoded": len(blocks),
+                  "skipped_rounds": sum(bool(b.skipped) for b in blocks.values()),
+                  "chaos_s": obs["chaos_end"] - obs["chaos"], "warmup_s": obs["chaos"] - obs["warm"]},
+        "invariants": {"final_blocks_reverted": len(w.chain.reverts), "reverts": w.chain.reverts[:20],
+                       "heights_disagreeing": len(disagreeing), "disagreeing_heights": disagreeing[:20],
+                       "heights_compared": w.chain.common_heights(honest), "block_reports": w.chain.reads,
+                       "fl_records_differing_from_blocks": len(api_considered ^ chain_considered)},
+        "faults": [{"node": f"node{f.node}", "kind": f.kind, "at_s": f.at - obs["chaos"], "down_s": f.down_s,
+                    "height": f.height, "recovery_s": (f.recovered - f.resumed) if f.recovered else None,
+                    "slots_to_next_final": s, "notes": f.notes}
+                   for f, s in zip(faults, after)],
+        "liveness_slots": {"after_fault": measured(after), "baseline_no_fault": measured(liveness(w, baseline))},
+        "recovery_s": percentiles([f.recovered - f.resumed for f in faults if f.recovered]),
+        "updates": {"honest": honest_updates, "byzantine_nodes_trainers": byz_updates, "max_staleness": max_staleness},
+        "byzantine": byzantine_activity(net, setup, obs),
+        "resources": resources(w, faults, net.n, obs["chaos"]),
+        "load": obs["load"],
+        "heights_over_time": sorted((h, t - obs["chaos"]) for h, t in w.first_final.items()),
+        "fault_windows": [(f.node, f.kind, f.at - obs["chaos"], (f.recovered or obs["ended"]) - obs["chaos"])
+                          for f in faults],
+        "rss_over_time": {f"node{i}": [(t - obs["chaos"], v) for t, v in w.costs[i].rss[::5]] for i in range(net.n)},
+    }
+
+
+def plot(result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.common import RESULTS
+
+    colours = {"kill": "tab:red", "pause": "tab:orange", "restart": "tab:blue"}
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    heights = result["heights_over_time"]
+    ax[0].plot([t for _, t in heights], [h for h, _ in heights], color="black", lw=1)
+    for _, kind, start, stop in result["fault_windows"]:
+        ax[0].axvspan(start, stop, color=colours[kind], alpha=0.25, lw=0)
+    ax[0].set(title="final height (shaded: a node down, by fault kind)", xlabel="s since chaos began",
+              ylabel="height")
+    for kind, colour in colours.items():
+        points = [(f["at_s"], f["slots_to_next_final"]) for f in result["faults"]
+                  if f["kind"] == kind and f["slots_to_next_final"] is not None]
+        ax[1].scatter([p[0] for p in points], [p[1] for p in points], color=colour, label=kind, s=18)
+    base = result["liveness_slots"]["baseline_no_fault"]
+    for q, style in (("p50", "--"), ("p95", ":")):
+        if q in base:
+            ax[1].axhline(base[q], color="grey", ls=style, label=f"no fault {q}")
+    ax[1].set(title="slots from a fault to the next final block", xlabel="s since chaos began", ylabel="slots")
+    ax[1].legend(fontsize=7)
+    for name, series in result["rss_over_time"].items():
+        ax[2].plot([t for t, _ in series], [v for _, v in series], lw=1, label=name)
+    ax[2].set(title="resident memory per daemon", xlabel="s since chaos began", ylabel="MiB")
+    ax[2].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "chaos.png", dpi=100)
+    plt.close(fig)
+
+
+def table(result: dict) -> str:
+    inv, upd = result["invariants"], result["updates"]["honest"]["totals"]
+    live = result["liveness_slots"]
+    return (f"faults {len(result['faults'])}, final height {result['chain']['final_height_end']}; "
+            f"reverted {inv['final_blocks_reverted']}, disagreeing heights {inv['heights_disagreeing']} "
+            f"of {inv['heights_compared']}; honest updates sent {upd['sent']}, lost {upd['lost']}; "
+            f"slots to next final p50/p95 {live['after_fault'].get('p50', float('nan')):.2f}/"
+            f"{live['after_fault'].get('p95', float('nan')):.2f} "
+            f"(no fault {live['baseline_no_fault'].get('p50', float('nan')):.2f}/"
+            f"{live['baseline_no_fault'].get('p95', float('nan')):.2f})")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench chaos", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 daemons, 50 s of chaos")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the fault schedule")
+    parser.add_argument("--seconds", type=float, default=None, help="length of the chaos phase")
+    args = parser.parse_args(argv)
+    setup = QUICK if args.quick else FULL
+    if args.seconds is not None:
+        setup = replace(setup, chaos_s=args.seconds)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, one_thread_children():
+        net = Testnet(Path(tmp) / "net", setup.nodes, slot_ms=SLOT_MS, app="fl")
+        for i, names in setup.byzantine.items():
+            net.enable_faults(i, *names)
+        net.start_all()
+        try:
+            obs = asyncio.run(run(net, setup, args.seed))
+        finally:
+            for proc in net.procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGCONT)  # a run cut short mid-pause must still stop cleanly
+            net.stop_all()
+        result = analyse(net, setup, obs)
+    result.update(quick=args.quick, seed=args.seed)
+    return finish("chaos", result, started, plot, table)
+
+
+if __name__ == "__main__":
+    main()
+
+
+def _met(value: int) -> str:
+    return "met" if value == 0 else f"**not met ({value})**"
+
+
+def report(result: dict) -> str:
+    s, inv, live = result["setup"], result["invariants"], result["liveness_slots"]
+    upd, load, b = result["updates"]["honest"], result["load"], result["budget"]
+    tot = upd["totals"]
+    kinds = {k: sum(f["kind"] == k for f in result["faults"]) for k in s["kinds"]}
+    unrecovered = sum(f["recovery_s"] is None for f in result["faults"])
+    byz = ", ".join(f"{name}: {' + '.join(v)}" for name, v in s["byzantine"].items())
+    fate_rows = [[f"node{i}", r["sent"], r["releases"], r["considered"], r["made_stale"], r["superseded"],
+                  r["sender_down"], r["pending_at_end"], r["lost"]] for i, r in upd["per_node"].items()]
+    fate_rows.append(["all honest", tot["sent"], "-", tot["considered"], tot["made_stale"], tot["superseded"],
+                      tot["sender_down"], tot["pending_at_end"], tot["lost"]])
+    byz_rows = []
+    for name, e in result["byzantine"].items():
+        did = [f"{k}: {v} log lines" for k, v in e["fault_log_lines"].items()]
+        if "blocks_with_evidence_against_it" in e:
+            did.append(f"{e['blocks_with_evidence_against_it']} blocks carry evidence against it, slashed "
+                       f"{e['slashed_total']}, jailed at the end: {e['jailed_at_end']}")
+        if "commits_with_its_signature" in e:
+            did.append(f"its precommit is in {e['commits_with_its_signature']} commits, "
+                       f"{e['of_which_in_its_own_blocks']} of them carried by its own blocks")
+        if "flood_txs_in_blocks" in e:
+            did.append(f"{e['flood_txs_in_blocks']} flood transactions in blocks (at most "
+                       f"{e['flood_txs_per_block_max']} per block)")
+        if "honest_sync_backoffs_at_end" in e:
+            did.append(f"honest sync back-offs at the end: {sum(e['honest_sync_backoffs_at_end'].values()):.0f}")
+        byz_rows.append([name, "; ".join(did)])
+    res_rows = [[name, r["restarts"], r["rss_start_mb"], r["rss_end_mb"], r["rss_peak_mb"],
+                 r["loop_lag_p99_ms_median"], r["loop_lag_p99_ms_max"]] for name, r in result["resources"].items()]
+    a, base = live["after_fault"], live["baseline_no_fault"]
+    return f"""## Chaos: Byzantine delegates, crashes, pauses and restarts on the FL testnet
+
+{'Quick run (`--quick`)' if result['quick'] else 'Full run'}: {s['nodes']} FL daemons (the default FL testnet, `fedchain
+testnet create {s['nodes']} --app fl`, 2 s slots), Byzantine delegates {byz}; honest nodes
+{', '.join(s['honest'])}. After {s['warmup_s']:.0f} s without faults, for {result['chain']['chaos_s']:.0f} s a schedule
+(seed {result['seed']}) picks an honest node and a fault at random: SIGKILL then a restart after
+{s['down_s'][0]:.0f}-{s['down_s'][1]:.0f} s, SIGSTOP then SIGCONT after as long, or a clean restart (SIGTERM,
+start); it waits until the node has caught up, then {s['gap_s'][0]:.0f}-{s['gap_s'][1]:.0f} s, then the next
+fault. One honest node is down at a time: {b['voters']} voters need a quorum of {b['quorum']}, so
+{b['voters'] - b['quorum']} may be silent, of which the withholding delegates take {b['withholding']}
+(the other Byzantine behaviours still vote). Faults: {len(result['faults'])} ({', '.join(f'{v} {k}' for k, v in kinds.items())}),
+{unrecovered} node(s) not caught up within {RECOVERY_TIMEOUT_S:.0f} s. Command: `python -m bench chaos{' --quick' if result['quick'] else ''}`
+(measured {result['measured_at']}, wall time {result['wall_time_s']:.0f} s).
+
+Load: this 2-core machine was shared with other test runs: 1-minute load average
+{load['loadavg_1m_mean']:.1f} on average (max {load['loadavg_1m_max']:.1f}), CPUs busy
+{load['machine_busy_pct']:.0f}% of the run, of which the testnet's daemons used
+{load['testnet_cpu_pct_of_machine']:.0f} points; latencies below are noisy accordingly.
+
+| invariant | measured | goal |
+|---|---|---|
+| final blocks reverted (every node's `/blocks`, read {inv['block_reports']} times in all, and its `/subscribe` stream) | {inv['final_blocks_reverted']} | 0: {_met(inv['final_blocks_reverted'])} |
+| heights at which honest nodes hold different blocks (of {inv['heights_compared']} heights every honest node reported) | {inv['heights_disagreeing']} | 0: {_met(inv['heights_disagreeing'])} |
+| honest updates lost (of {tot['sent']} sent) | {tot['lost']} | 0: {_met(tot['lost'])} |
+| `/fl/updates` records differing from the blocks' payloads (update ids) | {inv['fl_records_differing_from_blocks']} | 0 |
+
+Liveness, in slots from a fault until the chain finalized its next block (the earliest
+`final_block` event of any honest node): p50 {a.get('p50', float('nan')):.2f}, p95 {a.get('p95', float('nan')):.2f}, max
+{a.get('max', float('nan')):.2f} over {a['n']} faults ({a['never']} never followed by a final block); the same measure at
+{base['n']} random instants of the fault-free warm-up: p50 {base.get('p50', float('nan')):.2f}, p95
+{base.get('p95', float('nan')):.2f}. A node took {result['recovery_s'].get('p50', float('nan')):.1f} s (p50),
+{result['recovery_s'].get('p95', float('nan')):.1f} s (p95) from its restart or SIGCONT until it had caught up.
+
+What became of every update an honest trainer sent (its own updates in its blob store, checked
+against the privacy releases in `/fl/privacy`; the definitions are in `bench/chaos_updates.py`).
+*Considered*: a final block lists it (accepted or rejected). *Made stale*: the trainer finished
+it after its base had left the window (its node was behind, catching up, or training took longer
+than {result['updates']['max_staleness']} + 1 blocks); every node refuses it as `stale_base`.
+*Superseded*: its sender made a newer update before a block took it (pools keep the newest per
+sender). *Sender down*: its base aged out while its sender was down. *Pending*: still usable when
+the run ended. *Lost*: none of these: the sender stayed up, kept re-announcing it, made nothing
+newer, and no block took it before its base aged out.
+
+{md_table(["node", "sent", "releases", "considered", "made stale", "superseded", "sender down", "pending", "lost"],
+          fate_rows)}
+
+What the Byzantine delegates did (their own `FAULT` log lines, and the chain):
+
+{md_table(["node", "activity"], byz_rows)}
+
+Memory from `/proc` (from the start of the chaos; over every process of a restarted node) and the
+event-loop lag p99 its `/metrics` reported (each value covers the last 2,400 ticks of 50 ms):
+
+{md_table(["node", "restarts", "RSS start (MiB)", "RSS end", "RSS peak", "loop lag p99 median (ms)", "max"],
+          res_rows)}
+
+![chaos](results/chaos.png)
+"""
