@@ -36,6 +36,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import aiohttp
+
 from bench.chaos_updates import account, sent_updates
 from bench.chaos_watch import Watcher
 from bench.common import finish, md_table, one_thread_children, parse_metrics, percentiles
@@ -46,6 +48,8 @@ KINDS = ("kill", "pause", "restart")
 RECOVERY_TIMEOUT_S = 120.0
 SLOT_MS = 2000
 BACKOFFS = 'fedchain_consensus_events_total{event="sync_backoffs"}'
+NOT_YET = (aiohttp.ClientError, OSError, asyncio.TimeoutError, KeyError, ValueError)
+"""What asking a node that is starting, stopped or catching up may raise."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ async def inject(net: Testnet, watcher: Watcher, fault: Fault) -> None:
             if (await watcher.get(i, "/status"))["final_height"] >= watcher.chain_top() - 1:
                 fault.recovered = time.time()
                 return
-        except Exception:  # starting up, or still catching up
+        except NOT_YET:  # starting up, or still catching up
             pass
         await asyncio.sleep(0.5)
     fault.notes.append(f"not caught up {RECOVERY_TIMEOUT_S:.0f} s after it resumed")
@@ -143,7 +147,7 @@ async def settle(watcher: Watcher, nodes: list[int], timeout: float = 120.0) -> 
             heights = [(await watcher.get(i, "/status"))["final_height"] for i in nodes]
             if min(heights) >= target:
                 return
-        except Exception:
+        except NOT_YET:
             pass
         await asyncio.sleep(1.0)
     raise RuntimeError(f"honest nodes did not all reach height {target} within {timeout:.0f} s after the chaos")
@@ -362,6 +366,8 @@ def main(argv: list[str] | None = None) -> dict:
     setup = QUICK if args.quick else FULL
     if args.seconds is not None:
         setup = replace(setup, chaos_s=args.seconds)
+    if budget(setup)["honest_down_at_once"] < 1:
+        raise SystemExit("no honest node may be down while a quorum still signs: the schedule would stall the chain")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, one_thread_children():
         net = Testnet(Path(tmp) / "net", setup.nodes, slot_ms=SLOT_MS, app="fl")

@@ -163,11 +163,18 @@ class Watcher:
         if self.session is not None:
             await self.session.close()
 
-    async def get(self, i: int, path: str) -> Any:
+    async def get(self, i: int, path: str, tries: int = 20) -> Any:
+        """GET ``path`` from node ``i``, JSON or text; over the node's rate limit (429), wait as long
+        as it says and ask again, like any well-behaved client."""
         assert self.session is not None
-        async with self.session.get(self.net.url(i) + path) as resp:
-            resp.raise_for_status()
-            return await resp.json() if resp.content_type == "application/json" else await resp.text()
+        for _ in range(tries - 1):
+            async with self.session.get(self.net.url(i) + path) as resp:
+                if resp.status != 429:
+                    resp.raise_for_status()
+                    return await resp.json() if resp.content_type == "application/json" else await resp.text()
+                wait = float(resp.headers.get("Retry-After", "1"))
+            await asyncio.sleep(wait)
+        raise aiohttp.ClientError(f"{self.net.url(i)}{path}: still refused (429) after {tries - 1} tries")
 
     # ----- what the chain did ----------------------------------------------------------------
     def chain_top(self) -> int:
