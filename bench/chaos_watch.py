@@ -54,7 +54,7 @@ class BlockInfo:
     skipped: str
 
     @classmethod
-    def decode(cls, raw: bytes) -> "BlockInfo":
+    def decode(cls, raw: bytes) -> BlockInfo:
         block = Block.from_wire(unpack(raw, MAX_BLOCK))
         payload = Payload.decode(block.payload, MAX_BLOCK)
         return cls(block.height, block.hash.hex(), block.header.timestamp_ms, block.header.producer,
@@ -147,7 +147,7 @@ class Watcher:
         self._streams: dict[int, aiohttp.ClientWebSocketResponse] = {}
         self._quiet: set[int] = set()
 
-    async def __aenter__(self) -> "Watcher":
+    async def __aenter__(self) -> Watcher:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(CLIENT_ADDR, 0)),
                                              timeout=aiohttp.ClientTimeout(total=15))
         self._tasks = [asyncio.create_task(self._follow(i)) for i in self.honest]
@@ -156,7 +156,7 @@ class Watcher:
         self._tasks.append(asyncio.create_task(self._proc()))
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -215,7 +215,7 @@ class Watcher:
                             h = event["height"]
                             self.first_final.setdefault(h, time.time())
                             self.chain.report(i, h, event["hash"], "stream")
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
                 pass
             await asyncio.sleep(0.5)
 
@@ -240,7 +240,7 @@ class Watcher:
                 if seen >= 1:
                     start = self.rng.randint(1, seen)
                     await self.read_blocks(i, start, min(seen, start + RECHECK - 1), "recheck")
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError, KeyError):
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError):
                 pass  # down, paused or restarting: next round
             await asyncio.sleep(self.sample_s)
 
@@ -251,7 +251,7 @@ class Watcher:
                 lag = parse_metrics(await self.get(i, "/metrics")).get('fedchain_event_loop_lag_ms{quantile="p99"}')
                 if lag is not None:
                     self.costs[i].lag_p99.append((time.time(), lag))
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             await asyncio.sleep(self.metrics_s)
 

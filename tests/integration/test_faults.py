@@ -20,14 +20,13 @@ import pytest
 from gossip.wire import MSG
 from node.faults import LIE_DELAY_S, LIE_HEIGHT
 from tests.hostile.peer import HostilePeer
-from tests.integration.conftest import make_testnet  # noqa: F401  (fixture)
-from tests.integration.harness import Testnet as Net, cli, get_json, wait_for
+from tests.integration.harness import Testnet, cli, get_json, wait_for
 from tests.integration.test_hostile import metric
 
 pytestmark = pytest.mark.integration
 
 
-def node_log(net: Net, i: int) -> str:
+def node_log(net: Testnet, i: int) -> str:
     return (net.home(i) / "logs" / "node.log").read_text(errors="replace")
 
 
@@ -41,7 +40,7 @@ async def watch_gossip(urls: list[str], chain_id: str, seconds: float) -> Counte
         while (left := deadline - loop.time()) > 0:
             try:
                 frame = await peer.receive(timeout=left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
             if frame is None:
                 return
