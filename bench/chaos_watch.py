@@ -36,6 +36,7 @@ from tests.integration.harness import Testnet
 CLIENT_ADDR = "127.0.0.2"
 MAX_BLOCK = 16 * 1024 * 1024
 RECHECK = 20
+LAG_P99 = 'fedchain_event_loop_lag_seconds{quantile="0.99"}'
 """Earlier heights re-read per sampling round and node (a random window), besides the new ones."""
 
 
@@ -248,9 +249,9 @@ class Watcher:
     async def _metrics(self, i: int) -> None:
         while True:
             try:
-                lag = parse_metrics(await self.get(i, "/metrics")).get('fedchain_event_loop_lag_ms{quantile="p99"}')
+                lag = parse_metrics(await self.get(i, "/metrics")).get(LAG_P99)
                 if lag is not None:
-                    self.costs[i].lag_p99.append((time.time(), lag))
+                    self.costs[i].lag_p99.append((time.time(), 1000 * lag))
             except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             await asyncio.sleep(self.metrics_s)

@@ -55,10 +55,10 @@ def measure(n: int, seconds: float, root: Path) -> dict:
     def delta(i: int, key: str) -> float:
         return end[i].get(key, 0.0) - start[i].get(key, 0.0)
 
-    sent = [delta(i, 'fedchain_fl_events_total{event="update_bytes_sent"}') for i in range(n)]
+    sent = [delta(i, "fedchain_fl_update_sent_bytes_total") for i in range(n)]
     updates = [delta(i, 'fedchain_fl_events_total{event="updates_sent"}') for i in range(n)]
     gossip_out = [delta(i, 'fedchain_gossip_bytes_total{direction="out",topic="fl/update"}') for i in range(n)]
-    lag = [end[i].get('fedchain_event_loop_lag_ms{quantile="p99"}', 0.0) for i in range(n)]
+    lag = [1000 * end[i].get('fedchain_event_loop_lag_seconds{quantile="0.99"}', 0.0) for i in range(n)]
     per_update = sum(sent) / max(1.0, sum(updates))
     return {
         "nodes": n, "blocks": blocks, "updates_considered": considered, "params": params,

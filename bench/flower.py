@@ -21,6 +21,8 @@ float32 rounding that is no part of either algorithm. Both sides get the same ``
 value: Krum-type rules need ``n >= 2f + 3``, Bulyan ``n >= 4f + 3``); FedTrimmedAvg cuts
 ``proportiontocut`` such that ``int(p * n) = f``, the count ours trims. Conversion is outside the
 timed call. Flower does not say which updates it used, so its runs record no detection verdicts.
+Flower has no bound on claimed sample counts, so fedchain runs here without its weight cap
+(``weight_cap=None``): the comparison is of the rules themselves; ``bench attacks`` measures the cap.
 
 Run: ``python -m bench flower [--quick]``.
 """
@@ -125,7 +127,7 @@ class Paired:
 
         def ours() -> None:
             t = time.perf_counter()
-            out["fedchain"] = aggregate(rule, updates, weights, f=fe, seed=seed)
+            out["fedchain"] = aggregate(rule, updates, weights, f=fe, seed=seed, weight_cap=None)
             self.ms["fedchain"].append(1000 * (time.perf_counter() - t))
 
         def theirs() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from consensus.accounts import Account
+from consensus.account import Account
 
 
 def quorum(n: int) -> int:
@@ -26,8 +26,8 @@ def candidates(accounts: Mapping[str, Account], height: int, min_candidate_stake
             if acc.stake >= min_candidate_stake and not acc.is_jailed(height)}
 
 
-def scores(accounts: Mapping[str, Account], height: int, min_candidate_stake: int) -> dict[str, int]:
-    """Approval score of every candidate: the total stake of the accounts approving it."""
+def approvals(accounts: Mapping[str, Account], height: int, min_candidate_stake: int) -> dict[str, int]:
+    """Approval of every candidate: the total stake of the accounts approving it."""
     eligible = candidates(accounts, height, min_candidate_stake)
     result = dict.fromkeys(eligible, 0)
     for nid, acc in accounts.items():
@@ -46,5 +46,5 @@ def elect(accounts: Mapping[str, Account], height: int, max_delegates: int,
     Ties are broken by the smaller id. The caller decides what to do when the result is smaller
     than ``min_delegates`` (``ChainState`` keeps the current set).
     """
-    ranked = sorted(scores(accounts, height, min_candidate_stake).items(), key=lambda kv: (-kv[1], kv[0]))
+    ranked = sorted(approvals(accounts, height, min_candidate_stake).items(), key=lambda kv: (-kv[1], kv[0]))
     return sorted(nid for nid, _ in ranked[:max_delegates])

@@ -259,6 +259,10 @@ class Engine:
         known = self.proposals.get(proposal.round)
         return known is not None and known.signed_bytes() == proposal.signed_bytes()
 
+    def behind(self) -> None:
+        """A voter's message from a height ahead: worth a sync round (it proves nothing by itself)."""
+        self.syncer.poke()
+
     def take_commit(self, commit: Commit) -> None:
         """A verified commit for the height being decided (carried by a next-height proposal)."""
         if commit.height == self.height:

@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from consensus.accounts import Account, AccountDecodeError, is_amount, tx_shape_problem
-from consensus.election import elect, quorum, scores
+from consensus.account import Account, AccountDecodeError, is_amount
+from consensus.election import approvals, elect, quorum
 from consensus.genesis import MAX_AMOUNT, Genesis
+from consensus.txrules import tx_shape_problem
 from consensus.types import Evidence, Tx
 from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import is_node_id, sha256
@@ -140,7 +141,7 @@ class ChainState:
         if len(free) >= floor:
             return free
         chosen = set(free)
-        ranked = sorted(self.candidate_scores().items(), key=lambda kv: (-kv[1], kv[0]))
+        ranked = sorted(self.candidate_approvals().items(), key=lambda kv: (-kv[1], kv[0]))
         for nid, _ in ranked:
             if len(chosen) >= floor:
                 break
@@ -188,9 +189,9 @@ class ChainState:
         acc = self._accounts.get(node_id)
         return acc.stake / total if acc is not None and total > 0 else 0.0
 
-    def candidate_scores(self) -> dict[str, int]:
+    def candidate_approvals(self) -> dict[str, int]:
         """Approval score of every candidate as the next election would count it."""
-        return scores(self._accounts, self._height, self.genesis.min_candidate_stake)
+        return approvals(self._accounts, self._height, self.genesis.min_candidate_stake)
 
     # -- transactions ----------------------------------------------------------------------------
 
@@ -459,8 +460,8 @@ class ChainState:
 
     def delegates_json(self) -> list[dict]:
         """Each delegate with stake, trust, approval score and its production record."""
-        score = self.candidate_scores()
-        return [{"id": d, "name": a.name, "stake": a.stake, "trust": self.trust(d), "score": score.get(d, 0),
+        approval = self.candidate_approvals()
+        return [{"id": d, "name": a.name, "stake": a.stake, "trust": self.trust(d), "approval": approval.get(d, 0),
                  "jailed": a.is_jailed(self._height + 1), "produced": a.produced, "missed_total": a.missed_total,
                  "missed_in_row": a.missed_in_row}
                 for d in self._delegates for a in (self._accounts[d],)]

@@ -22,8 +22,17 @@ training. Each attack follows its paper:
 * ``backdoor``: a checkerboard trigger in the bottom-right image corner (or the last features of
   tabular data) and relabelling to ``target_label`` for a fraction of samples.
 
+A weight lie (:func:`claimed_samples`) combines with any of them: sample counts are self-reported,
+so a Byzantine client claims a huge count to make whatever it sends outweigh everyone else in
+every sample-weighted average.
+
 Statistics of "the honest updates" are taken over ``observed`` plus the attackers' own benign
 updates: what colluding clients can see.
+
+``alie``, ``ipm`` and ``minmax`` send one crafted vector from every attacker, which a near-copy
+test catches. Their ``jitter`` parameter (default 0) adds independent noise of ``jitter`` times the
+honest per-coordinate standard deviation to each attacker's copy, so the group looks like as many
+different honest clients (the attack keeps its mean, loses some precision).
 """
 
 from __future__ import annotations
@@ -115,6 +124,20 @@ def _scale(benign: np.ndarray, observed: np.ndarray, rng: np.random.Generator, *
     return factor * benign.astype(np.float64)
 
 
+IN_DISTRIBUTION: frozenset[str] = frozenset({"alie", "ipm", "minmax"})
+
+
+def _jittered(crafted: np.ndarray, benign: np.ndarray, observed: np.ndarray, rng: np.random.Generator,
+              jitter: float) -> np.ndarray:
+    """``crafted`` plus independent N(0, (jitter * honest std)^2) noise per attacker and coordinate."""
+    if not (math.isfinite(jitter) and jitter >= 0):
+        raise ValueError(f"jitter must be a finite number >= 0, got {jitter}")
+    if jitter == 0:
+        return crafted
+    std = _known(benign, observed).std(axis=0)
+    return crafted + jitter * std * rng.standard_normal(benign.shape)
+
+
 _MODEL: dict[str, Callable[..., np.ndarray]] = {
     "sign_flip": _sign_flip, "gaussian": _gaussian, "alie": _alie, "ipm": _ipm, "minmax": _minmax,
     "scale": _scale,
@@ -137,11 +160,28 @@ def craft_updates(name: str, benign: np.ndarray, observed: np.ndarray, rng: np.r
         observed = observed.reshape(0, benign.shape[1])
     if observed.ndim != 2 or observed.shape[1] != benign.shape[1]:
         raise ValueError(f"observed must be (h, {benign.shape[1]}), got {observed.shape}")
+    jitter = float(params.pop("jitter", 0.0)) if name in IN_DISTRIBUTION else 0.0
     try:
         crafted = _MODEL[name](benign, observed, rng, **params)
     except TypeError as exc:
         raise ValueError(f"{name}: {exc}") from exc
-    return np.ascontiguousarray(crafted, dtype=np.float32)
+    return np.ascontiguousarray(_jittered(crafted, benign, observed, rng, jitter), dtype=np.float32)
+
+
+def claimed_samples(true_counts: np.ndarray, byzantine: np.ndarray, claim: float | None) -> np.ndarray:
+    """Sample counts as the aggregator receives them: every Byzantine client claims ``claim``.
+
+    ``claim=None`` means the attackers report their true counts (no weight lie).
+    """
+    counts = np.asarray(true_counts, dtype=np.float64)
+    mask = np.asarray(byzantine, dtype=bool)
+    if counts.shape != mask.shape:
+        raise ValueError(f"true_counts and byzantine must have the same shape, got {counts.shape} and {mask.shape}")
+    if claim is None:
+        return counts.copy()
+    if not (math.isfinite(claim) and claim > 0):
+        raise ValueError(f"claimed sample count must be a positive finite number, got {claim}")
+    return np.where(mask, float(claim), counts)
 
 
 def add_trigger(x: np.ndarray, image_shape: tuple[int, int, int] | None, *, size: int = 3,

@@ -10,6 +10,7 @@ Layout::
 
     moniker = "node0"
     log_level = "info"
+    log_format = "text"         # text | json (one JSON object per line, for log shippers)
 
     [network]
     host = "127.0.0.1"          # listen address
@@ -68,6 +69,7 @@ from gossip.config import SCOPES, GossipConfig, normalize_url
 DEFAULT_PORT = 26657
 DEFAULT_HOST = "127.0.0.1"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(Exception):
@@ -263,6 +265,7 @@ class NodeConfig:
 
     moniker: str = "node"
     log_level: str = "info"
+    log_format: str = "text"  # text, or json: one object per line (time, level, logger, message) for log shippers
     network: NetworkConfig = field(default_factory=NetworkConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
@@ -275,6 +278,8 @@ class NodeConfig:
         self.log_level = self.log_level.lower()
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         for section in (self.network, self.api, self.sync, self.storage, self.fault):
             section.validate()
         return self

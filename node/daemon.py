@@ -27,13 +27,26 @@ from node.faults import DoubleSigningProposer, MempoolFlooder, VoteWithholdingNe
 from node.fetcher import HttpBlockFetcher
 from node.home import Home, load_home
 from node.looplag import LoopLag
+from node.prometheus import NodeMetrics
+from node.telemetry import Telemetry
 
 log = logging.getLogger("fedchain.node")
 
 
+def log_formatter(log_format: str) -> logging.Formatter:
+    """Plain lines for people, or one JSON object per line (``time``, ``level``, ``logger``,
+    ``message``, ``exc_info`` when there is one) for log shippers such as Fluent Bit or Vector."""
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        return JsonFormatter("{levelname}{name}{message}", style="{", timestamp="time",
+                             rename_fields={"levelname": "level", "name": "logger"})
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def setup_logging(home: Home) -> None:
     level = getattr(logging, home.config.log_level.upper())
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = log_formatter(home.config.log_format)
     handlers: list[logging.Handler] = [logging.StreamHandler(), logging.FileHandler(home.paths.log_file)]
     root = logging.getLogger()
     root.setLevel(level)
@@ -63,6 +76,8 @@ class Daemon:
         else:
             self.app = CounterApp()
         self.loop_lag = LoopLag()
+        self.metrics = NodeMetrics(fl=self.fl is not None)
+        self.telemetry: Telemetry | None = None
         self.web = web.Application(client_max_size=cfg.api.max_body)
         self.gossip.attach(self.web)
         self.session: aiohttp.ClientSession | None = None
@@ -81,7 +96,9 @@ class Daemon:
         self.engine = Engine(self.home.keypair, self.home.genesis, self.store, self.app, network, fetcher,
                              EngineConfig(max_message=cfg.network.max_message, checkpoint=cfg.sync.checkpoint),
                              proposer=proposer)
-        build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.fl, self.loop_lag)
+        self.telemetry = Telemetry(self.engine.view, self.gossip, self.metrics, self.loop_lag, fl=self.fl,
+                                   session=self.session)
+        build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.telemetry, self.fl)
         if fault.lie_height:
             self.web.middlewares.append(height_lie_middleware())  # innermost: the limits still apply
         self._lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
@@ -95,6 +112,7 @@ class Daemon:
         if fault.flood_mempool:
             flooder = MempoolFlooder(self.engine.view, self.home.keypair, self.home.genesis.chain_id)
             self._fault_tasks.append(asyncio.create_task(flooder.run(), name="fault-flood-mempool"))
+        await self.telemetry.start()
         log.info("node %s serving %s", self.home.keypair.node_id[:12], cfg.network.url)
 
     async def stop(self) -> None:
@@ -103,6 +121,8 @@ class Daemon:
         await asyncio.gather(*self._fault_tasks, return_exceptions=True)
         if self._lag_task is not None:
             self._lag_task.cancel()
+        if self.telemetry is not None:
+            await self.telemetry.stop()
         if self.engine is not None:
             await self.engine.stop()  # before the FL service closes its blob store: a finalizing block writes to it
         if self.fl is not None:

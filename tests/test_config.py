@@ -20,7 +20,7 @@ def test_defaults_round_trip(tmp_path):
 
 
 def test_custom_values_round_trip(tmp_path):
-    cfg = NodeConfig(moniker="edge-7", log_level="debug")
+    cfg = NodeConfig(moniker="edge-7", log_level="debug", log_format="json")
     cfg.network.port = 30001
     cfg.network.host = "0.0.0.0"
     cfg.network.advertised_url = "http://edge-7.local:30001"
@@ -94,6 +94,7 @@ def test_gossip_config_carries_network_settings():
     ('[sync]\ntrusted_checkpoint = "7:' + "zz" * 32 + '"', "64 hex"),
     ('[sync]\ntrusted_checkpoint = 7', "sync.trusted_checkpoint must be a string"),
     ('log_level = "loud"', "log_level must be one of"),
+    ('log_format = "xml"', "log_format must be one of"),
     ('moniker = ""', "moniker must be 1 to 64"),
     ("moniker = 5", "moniker must be a string"),
     ("this is not toml", "not valid TOML"),

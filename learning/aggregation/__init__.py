@@ -1,9 +1,21 @@
 """Byzantine-robust aggregation of flat float32 model updates.
 
 One entry point, :func:`aggregate`, dispatches to the rule named in the genesis file. Every rule
-returns an :class:`AggregationResult` (aggregate, accepted mask, suspicion scores, reasons) and
-is deterministic: delegates re-run it to verify a block, so the same inputs in the same order
-give a bit-identical vector (see :mod:`._core` for how).
+returns an :class:`AggregationResult` (aggregate, accepted mask, suspicion scores, reasons, info).
+
+Guarantees (delegates re-run the aggregation to verify a block):
+
+* **Bit-identical everywhere.** For the same inputs in the same order (and, for ``clustering``,
+  the same ``evaluate`` return values), every field of the result - vector, accepted, scores,
+  reasons, info - has the same bits on every IEEE-754 machine, whatever its BLAS kernel, thread
+  count or SIMD width: geometry is exact fixed point, the rest fixed-order correctly rounded
+  arithmetic (:mod:`.exact`, :mod:`._core`).
+* **Bounded influence.** Each positive weight is clipped to ``weight_cap`` x the median positive
+  weight before any rule runs (:mod:`.weighting`), so no claimed sample count, however large,
+  buys more than ``weight_cap`` times a typical sender's say.
+* **Finite or an error.** Finite inputs give a vector finite in float32, or
+  :class:`AggregationError` (a ValueError) when no finite aggregate exists; the caller skips the
+  round. NaN/Inf inputs, bad shapes or parameters raise a plain ValueError.
 
 Rules and their modules: ``fedavg``/``trust`` (:mod:`.mean`), ``krum``/``multikrum``/``bulyan``
 (:mod:`.krum`), ``median``/``trimmed_mean`` (:mod:`.coordinate`), ``geomed`` (:mod:`.geomed`),
@@ -24,10 +36,12 @@ from typing import Any
 import numpy as np
 
 from . import clipping, clustering, coordinate, geomed, krum, mean
-from ._core import AggregationResult, Inputs, as_updates, as_vector, require_finite, result
+from ._core import AggregationError, AggregationResult, Inputs, as_updates, as_vector, require_finite, result
 from .staleness import staleness_weight
+from .weighting import DEFAULT_WEIGHT_CAP, cap_weights, check_cap, unit_scale
 
-__all__ = ["DEFAULT_RULE", "RULES", "RULE_NAMES", "AggregationResult", "aggregate", "staleness_weight"]
+__all__ = ["DEFAULT_RULE", "DEFAULT_WEIGHT_CAP", "RULES", "RULE_NAMES", "AggregationError", "AggregationResult",
+           "aggregate", "staleness_weight"]
 
 RULES: dict[str, Callable[..., AggregationResult]] = {
     "fedavg": mean.fedavg,
@@ -59,9 +73,17 @@ def rule_parameters(rule: str) -> set[str]:
     return _params_of(RULES[rule])
 
 
+def _run(fn: Callable[..., AggregationResult], inp: Inputs, params: dict[str, Any]) -> AggregationResult:
+    # With extreme inputs (e.g. a zero radius) a ratio in n-space may overflow to +inf, which the
+    # rules read as "infinitely far"; the vector itself is checked for finiteness in result().
+    with np.errstate(over="ignore"):
+        return fn(inp, **params)
+
+
 def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None, *,
               trust: np.ndarray | None = None, f: int | None = None, seed: int = 0,
-              evaluate: Callable[[np.ndarray], float] | None = None, **params: Any) -> AggregationResult:
+              evaluate: Callable[[np.ndarray], float] | None = None,
+              weight_cap: float | None = DEFAULT_WEIGHT_CAP, **params: Any) -> AggregationResult:
     """Aggregate ``updates`` (n, d) with ``rule``.
 
     ``weights`` (n,): sample counts times staleness weights (default all 1); fedavg, trust,
@@ -70,11 +92,19 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     ignored otherwise. ``f``: assumed number of Byzantine updates (None = the largest the rule
     supports; too large a value is reduced and reported in ``info``). ``seed`` drives the only
     randomness (k-means++ seeding). ``evaluate`` (validation accuracy of a candidate vector) is
-    used by ``"clustering"`` to tune its radius. ``params`` are rule-specific (see each rule).
+    used by ``"clustering"`` to tune its radius; only its return values' order matters.
+    ``weight_cap``: every positive weight is clipped to ``weight_cap`` x the median positive
+    weight (of the updates that take part) before the rule runs; None turns the cap off. The
+    trust factor is chain state, not a claim, and is applied after the cap. ``params`` are
+    rule-specific (see each rule).
+
+    ``info`` always holds ``weight_cap``, ``weight_limit`` (the clip level in the caller's
+    units, None without a cap) and ``weights_clipped`` (indices of the clipped weights).
 
     Updates with zero weight (or zero trust) are excluded before the rule runs: they are reported
     as rejected with score +inf. Raises ValueError on an unknown rule or parameter, bad shapes,
-    NaN/Inf, negative weights, or when every weight is zero.
+    NaN/Inf, negative weights, or when every weight is zero; AggregationError (a ValueError)
+    when the aggregate would not be finite in float32.
     """
     if rule not in RULES:
         raise ValueError(f"unknown aggregation rule {rule!r}; choose one of {', '.join(RULE_NAMES)}")
@@ -84,25 +114,32 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
         raise ValueError(f"{rule}: unknown parameter(s) {sorted(unknown)}; accepted: {sorted(_params_of(fn))}")
     if evaluate is not None and not callable(evaluate):
         raise ValueError("evaluate must be callable")
+    cap = check_cap(weight_cap)
     x = as_updates(updates, check_finite=rule in _CHECK_UP_FRONT)
     n = x.shape[0]
     w = np.ones(n) if weights is None else as_vector(weights, n, "weights")
+    live = w > 0
     zero_reason = "zero weight"
     if rule == "trust":
         if trust is None:
             raise ValueError("trust: the trust-weighted rule needs a trust vector")
         t = as_vector(trust, n, "trust")
         zero_reason = "zero trust or weight"
-        w = w * t
-    live = w > 0
+        live &= t > 0
     if not live.any():
         raise ValueError(f"{rule}: every update has zero weight")
+    w, capping = cap_weights(w, live, cap)
+    w = unit_scale(np.where(live, w, 0.0))
+    if rule == "trust":
+        w = unit_scale(w * unit_scale(t))
     if live.all():
-        return fn(Inputs(x, w, f, int(seed), evaluate), **params)
+        inner = _run(fn, Inputs(x, w, f, int(seed), evaluate), params)
+        inner.info.update(capping)
+        return inner
     if rule not in _CHECK_UP_FRONT:
         require_finite(x)                    # excluded rows must be valid too
     rows = np.flatnonzero(live)
-    inner = fn(Inputs(np.ascontiguousarray(x[rows]), w[rows], f, int(seed), evaluate), **params)
+    inner = _run(fn, Inputs(np.ascontiguousarray(x[rows]), w[rows], f, int(seed), evaluate), params)
     accepted = np.zeros(n, dtype=bool)
     accepted[rows] = inner.accepted
     scores = np.full(n, np.inf)
@@ -110,4 +147,4 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     reasons = [zero_reason] * n
     for pos, reason in zip(rows.tolist(), inner.reasons):
         reasons[pos] = reason
-    return result(inner.vector, accepted, scores, reasons, **inner.info, excluded=int(n - rows.size))
+    return result(inner.vector, accepted, scores, reasons, **inner.info, **capping, excluded=int(n - rows.size))

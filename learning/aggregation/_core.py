@@ -1,23 +1,23 @@
-"""Shared machinery of the aggregation rules: the result type, input checks and exact-order kernels.
+"""Shared machinery of the aggregation rules: the result type, the error type, input checks and the
+kernels that touch the d-dimensional data.
 
-Delegates re-run a block's aggregation to verify it, so every rule must give bit-identical output
-for the same inputs in the same order. The kernels here are built for that:
+Every field of a result must be bit-identical for the same inputs in the same order on every
+machine (delegates re-run the aggregation to verify a block):
 
-* Sums that produce the output vector are elementwise float64 operations over the rows in index
-  order (:func:`weighted_sum`). IEEE elementwise add/multiply are correctly rounded, so the result
-  does not depend on SIMD width, thread count or the BLAS library.
-* Pairwise geometry (:func:`gram`) uses float64 BLAS products over fixed column blocks in a fixed
-  order. It drives *decisions* (which updates are selected) and *coefficients* (Weiszfeld and
-  clipping weights). Coefficients are rounded to float32 before they touch the output
-  (:func:`canonical_coefficients`), so BLAS round-off (~1e-13 relative) could only change a result
-  when a decision or a coefficient sits within that margin of a boundary; on one machine and BLAS
-  build the result is always bit-identical.
+* Geometry (distances, Gram matrices) and every decision or coefficient derived from it come from
+  :mod:`.exact`: exact fixed-point Gram products and fixed-order, correctly rounded n x n steps.
+* Output vectors are elementwise float64 weighted sums over the rows in index order
+  (:func:`weighted_sum`) of the real float32 values, with coefficients normalised to sum to one.
+  IEEE elementwise multiply and add are correctly rounded, so the sum depends on nothing but the
+  inputs; and a convex combination of float32 values cannot overflow float32.
 * Randomness comes only from ``np.random.default_rng(seed)``.
+
+``evaluate`` values supplied by the caller are used only through comparisons, so equal values
+give equal results.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,9 +25,18 @@ from typing import Any
 
 import numpy as np
 
-_BLOCK_BYTES = 32 << 20       # float64 working tile of the Gram product
+from . import exact
+
 _COLUMN_TILE = 32768          # columns per cache-resident tile of the row loops
 MAD_TO_SIGMA = 1.4826         # MAD of a normal sample times this estimates its standard deviation
+
+
+class AggregationError(ValueError):
+    """The rule cannot produce a usable aggregate from these (finite, well-formed) inputs.
+
+    Raised instead of ever returning a vector that is not finite in float32. The caller skips the
+    round (records the reason) rather than moving the model.
+    """
 
 
 @dataclass
@@ -52,7 +61,7 @@ class Inputs:
     """Validated inputs of one aggregation, with the Gram matrix computed at most once."""
 
     updates: np.ndarray                       # (n, d) float32, C-contiguous, finite
-    weights: np.ndarray                       # (n,) float64, > 0
+    weights: np.ndarray                       # (n,) float64 in [0, 1], largest in (0.5, 1]
     f: int | None
     seed: int
     evaluate: Callable[[np.ndarray], float] | None
@@ -63,19 +72,19 @@ class Inputs:
 
     @cached_property
     def gram(self) -> np.ndarray:
-        return gram(self.updates)
+        return exact.gram(self.updates)
 
     @cached_property
     def sq_dists(self) -> np.ndarray:
-        return sq_dists_from_gram(self.gram)
+        return exact.sq_dists_from_gram(self.gram)
 
 
 def as_updates(updates: Any, *, check_finite: bool = True) -> np.ndarray:
     """Check and return ``updates`` as a C-contiguous (n, d) float32 array (no copy if already so).
 
     ``check_finite=False`` leaves the NaN/Inf check to the rule: a rule that forms the Gram
-    matrix or a weighted sum of all rows sees non-finite input there exactly (:func:`gram`,
-    :func:`weighted_mean`), which saves a pass over the data.
+    matrix or a weighted sum of all rows sees non-finite input there exactly
+    (:func:`.exact.gram`, :func:`weighted_mean`), which saves a pass over the data.
     """
     arr = np.asarray(updates)
     if arr.dtype.kind not in "fiu":
@@ -129,35 +138,6 @@ def resolve_f(requested: int | None, max_f: int, rule: str, requirement: str) ->
     return int(requested), ""
 
 
-def gram(x: np.ndarray) -> np.ndarray:
-    """Float64 Gram matrix ``x @ x.T`` accumulated over fixed column blocks, exactly symmetric."""
-    n, d = x.shape
-    width = max(256, min(d, _BLOCK_BYTES // (8 * n)))
-    g = np.zeros((n, n), dtype=np.float64)
-    for start in range(0, d, width):
-        block = x[:, start:start + width].astype(np.float64)
-        g += block @ block.T                  # numpy routes A @ A.T to BLAS syrk: symmetric result
-    if not np.isfinite(np.diagonal(g)).all():  # squared norms: finite exactly when the rows are
-        require_finite(x)
-    return g
-
-
-def sq_dists_from_gram(g: np.ndarray) -> np.ndarray:
-    """Pairwise squared distances ``|a|^2 + |b|^2 - 2ab``, round-off negatives clipped to 0."""
-    sq = np.diagonal(g)
-    dist = sq[:, None] + sq[None, :] - 2.0 * g
-    np.maximum(dist, 0.0, out=dist)
-    np.fill_diagonal(dist, 0.0)
-    return dist
-
-
-def gram_dists_to_combination(g: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """Distances from every row to the point ``coef @ rows``, computed in coefficient space."""
-    gc = g @ coef
-    sq = np.diagonal(g) - 2.0 * gc + float(coef @ gc)
-    return np.sqrt(np.maximum(sq, 0.0))
-
-
 def weighted_sum(x: np.ndarray, coef: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """``sum_i coef[i] * x[i]`` over ``rows`` (index order) in float64, elementwise and exact-order.
 
@@ -181,42 +161,17 @@ def weighted_sum(x: np.ndarray, coef: np.ndarray, rows: np.ndarray | None = None
 
 
 def weighted_mean(x: np.ndarray, weights: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """Weighted mean of ``rows`` as float32; the normaliser is an exactly rounded sum (fsum)."""
+    """Weighted mean of ``rows`` as float32: the fixed-order sum of ``w_i x_i`` divided by the
+    correctly rounded sum of the weights. Weights are at most 1 (:func:`.weighting.unit_scale`),
+    so the sum cannot overflow and the mean stays within the rows' range."""
     sel = np.arange(x.shape[0]) if rows is None else np.asarray(rows)
-    total = math.fsum(float(weights[i]) for i in sel)
-    if total <= 0.0:
-        raise ValueError("weights of the selected updates sum to zero")
+    total = exact.total(weights[sel])
+    if not total > 0.0:                      # only when weights differ by more than 2^1074
+        raise AggregationError("the weights of the selected updates are all zero")
     mean = weighted_sum(x, weights, sel) / total
     if not np.isfinite(mean).all():          # NaN/Inf input propagates to the sum exactly
         require_finite(x[sel])
-        raise ValueError("weighted sum overflowed: weights too large")
     return mean.astype(np.float32)
-
-
-def canonical_coefficients(coef: np.ndarray) -> np.ndarray:
-    """Round coefficients to float32 and renormalise with an exactly rounded sum.
-
-    Coefficients that come out of BLAS-dependent float64 arithmetic are made identical across
-    machines (up to boundary cases of ~1e-6 probability) before they weight the output.
-    """
-    rounded = coef.astype(np.float32).astype(np.float64)
-    return rounded / math.fsum(rounded.tolist())
-
-
-def dists_to(x: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """Euclidean distance of every row of ``x`` to ``center``, for suspicion scores only.
-
-    float32 differences (exact when the values are within a factor 2 of each other, else
-    correctly rounded) and a float32 BLAS dot per row: ~1e-6 relative accuracy, ample for ranking
-    suspicion, and cheaper than the aggregate itself. Never used to compute an aggregate.
-    """
-    c32 = np.asarray(center, dtype=np.float32)
-    diff = np.empty(x.shape[1], dtype=np.float32)
-    sq = np.empty(x.shape[0], dtype=np.float64)
-    for i in range(x.shape[0]):
-        np.subtract(x[i], c32, out=diff)
-        sq[i] = float(np.dot(diff, diff))
-    return np.sqrt(sq)
 
 
 def robust_threshold(values: np.ndarray, multiplier: float, floor: float = 0.01) -> float:
@@ -225,16 +180,23 @@ def robust_threshold(values: np.ndarray, multiplier: float, floor: float = 0.01)
     The floor keeps a degenerate sample (many equal distances, MAD 0) from rejecting everything
     above the median.
     """
-    med = float(np.median(values))
-    sigma = max(MAD_TO_SIGMA * float(np.median(np.abs(values - med))), floor * med)
+    med = exact.median(values)
+    sigma = max(MAD_TO_SIGMA * exact.median(np.abs(values - med)), floor * med)
     return med + multiplier * sigma
 
 
 def result(vector: np.ndarray, accepted: np.ndarray, scores: np.ndarray, reasons: list[str],
            **info: Any) -> AggregationResult:
-    """Assemble an :class:`AggregationResult` with the agreed dtypes."""
-    return AggregationResult(np.ascontiguousarray(vector, dtype=np.float32), np.asarray(accepted, dtype=bool),
-                             np.asarray(scores, dtype=np.float64), reasons, info)
+    """Assemble an :class:`AggregationResult` with the agreed dtypes; AggregationError if the
+    vector is not finite in float32 (the inputs were checked, so that can only be overflow)."""
+    with np.errstate(over="ignore"):         # an overflow is reported below, not warned about
+        vector = np.ascontiguousarray(vector, dtype=np.float32)
+    if not np.isfinite(vector).all():
+        bad = np.flatnonzero(~np.isfinite(vector))
+        raise AggregationError(f"aggregate is not finite in float32 at {bad.size} coordinate(s) "
+                               f"(first {bad[:5].tolist()}): overflow; skip this round")
+    return AggregationResult(vector, np.asarray(accepted, dtype=bool), np.asarray(scores, dtype=np.float64),
+                             reasons, info)
 
 
 def rejection_reasons(accepted: np.ndarray, reason: str, note: str = "") -> list[str]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import AggregationResult, Inputs, canonical_coefficients, gram_dists_to_combination, result, weighted_sum
+from . import exact
+from ._core import AggregationResult, Inputs, result, weighted_sum
 
 
 def centered_clip(inp: Inputs, *, tau: float | None = None, iters: int = 3) -> AggregationResult:
@@ -26,18 +27,18 @@ def centered_clip(inp: Inputs, *, tau: float | None = None, iters: int = 3) -> A
     if tau is not None and not (np.isfinite(tau) and tau > 0):
         raise ValueError(f"centered_clip: tau must be a positive finite number, got {tau}")
     g = inp.gram
-    share = inp.weights / inp.weights.sum()
+    share = exact.normalized(inp.weights)
     coef = np.zeros(inp.n)
-    coef[int(np.argmin(np.sqrt(inp.sq_dists).sum(axis=1)))] = 1.0
+    coef[int(np.argmin(exact.row_sums(np.sqrt(inp.sq_dists))))] = 1.0
     clipped = 0
     for _ in range(iters):
-        dist = gram_dists_to_combination(g, coef)
-        radius = float(np.median(dist)) if tau is None else float(tau)
+        dist = exact.dists_to_combination(g, coef)
+        radius = exact.median(dist) if tau is None else float(tau)
         factor = np.minimum(1.0, radius / np.maximum(dist, 1e-300)) if radius > 0 else (dist == 0).astype(float)
         step = share * factor
-        coef = coef * (1.0 - step.sum()) + step
-        clipped = int((factor < 1.0).sum())
-    coef = canonical_coefficients(coef)
-    vector = weighted_sum(inp.updates, coef).astype(np.float32)
-    scores = gram_dists_to_combination(g, coef)
+        coef = coef * (1.0 - exact.total(step)) + step
+        clipped = int(np.count_nonzero(factor < 1.0))
+    coef = exact.normalized(coef)
+    vector = weighted_sum(inp.updates, coef)
+    scores = exact.dists_to_combination(g, coef)
     return result(vector, np.ones(inp.n, dtype=bool), scores, [""] * inp.n, clipped_last_iter=clipped)

@@ -36,9 +36,10 @@ import math
 
 import numpy as np
 
-from ._core import AggregationResult, Inputs, gram_dists_to_combination, result, robust_threshold, weighted_mean
+from . import exact
+from ._core import AggregationResult, Inputs, result, robust_threshold, weighted_mean
 from .geomed import weiszfeld_coefficients
-from .kmeans import membership, restricted_kmeans
+from .kmeans import membership, quad_forms, restricted_kmeans
 
 DEFAULT_RADIUS = 3.0
 RADIUS_CANDIDATES = (3.0, 2.0, 4.0, 1.5, 6.0)
@@ -59,7 +60,7 @@ def _near_copies(dist: np.ndarray, collusion: float) -> np.ndarray:
     n = dist.shape[0]
     if collusion <= 0 or n < 3:
         return np.zeros(n)
-    limit = collusion * float(np.median(_pairs(dist, np.arange(n))))
+    limit = collusion * exact.median(_pairs(dist, np.arange(n)))
     nearest = np.where(np.eye(n, dtype=bool), np.inf, dist).min(axis=1)
     return np.where(nearest < limit, 2.0 - nearest / max(limit, 1e-300), 0.0)
 
@@ -71,7 +72,7 @@ def _cluster_scores(dist: np.ndarray, labels: np.ndarray, k: int, ref: int, radi
     if within.size == 0:
         return np.zeros(k)
     thr = max(robust_threshold(within, radius, floor=GROUP_FLOOR), 1e-300)
-    return np.array([0.0 if h == ref else float(np.median(_pairs(dist, groups[h], groups[ref]))) / thr
+    return np.array([0.0 if h == ref else exact.median(_pairs(dist, groups[h], groups[ref])) / thr
                      for h in range(k)])
 
 
@@ -92,7 +93,7 @@ def _phase2(g: np.ndarray, survivors: np.ndarray, radius: float) -> tuple[np.nda
     coef_sub, _ = weiszfeld_coefficients(g[np.ix_(sub, sub)], np.ones(sub.size))
     coef = np.zeros(g.shape[0])
     coef[sub] = coef_sub
-    d = gram_dists_to_combination(g, coef)
+    d = exact.dists_to_combination(g, coef)
     ratio = d / max(robust_threshold(d[sub], radius), 1e-300)
     return survivors & (ratio <= 1.0), ratio
 
@@ -135,7 +136,7 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     offset = np.zeros((n, k))
     offset[rest] = membership(sub_labels, k)
     offset -= r0[:, None]
-    centre_r0 = np.einsum("ik,ik->k", offset, g @ offset)     # squared centre-to-R0 distances
+    _, centre_r0 = quad_forms(g, offset)                       # squared centre-to-R0 distances
     sizes = np.bincount(sub_labels, minlength=k)
     ref = min(range(k), key=lambda h: (-sizes[h], centre_r0[h], h))
 

@@ -5,7 +5,8 @@ accepted (it may supply some coordinates and not others) and its score is its di
 aggregate. Columns are processed in blocks so memory stays at one block of copies, never (n, d).
 
 Order-sensitive sums run over *sorted* values: the sorted order of a column is unique, whatever
-sorting algorithm or SIMD width the machine uses, so the float64 sum is reproducible everywhere.
+sorting algorithm or SIMD width the machine uses, once -0 is made +0 (the only two distinct
+values that compare equal; NaN is refused), so the float64 sum is reproducible everywhere.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._core import AggregationResult, Inputs, dists_to, resolve_f, result
+from ._core import AggregationResult, Inputs, resolve_f, result
+from .exact import dists_to
 
 _BLOCK_BYTES = 1 << 20       # sorted working block: stays in cache
 
@@ -31,6 +33,7 @@ def _by_column_block(x: np.ndarray, rows: np.ndarray | None,
     for start in range(0, d, width):
         cols = slice(start, min(d, start + width))
         block = np.ascontiguousarray((x[:, cols] if idx is None else x[idx, cols]).T)
+        block += np.float32(0.0)              # -0 -> +0: ties in the sort cannot differ in bits
         block.sort(axis=1)
         out[cols] = kernel(block)
     return out

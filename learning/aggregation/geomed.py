@@ -2,7 +2,9 @@
 
 The iterate is always a convex combination ``v = sum_i c_i x_i`` of the updates, so every
 distance ``|x_i - v|^2 = G_ii - 2 (G c)_i + c^T G c`` follows from the Gram matrix G: iterations
-cost O(n^2), not O(n d), and only the final combination touches the d-dimensional data.
+cost O(n^2), not O(n d), and only the final combination touches the d-dimensional data. All of it
+runs on the exact Gram matrix in fixed order (:mod:`.exact`), so the coefficients, and hence the
+aggregate, are the same on every machine.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import math
 
 import numpy as np
 
-from ._core import AggregationResult, Inputs, canonical_coefficients, gram_dists_to_combination, result, weighted_sum
+from . import exact
+from ._core import AggregationResult, Inputs, result, weighted_sum
 
 
 def weiszfeld_coefficients(g: np.ndarray, weights: np.ndarray, *, max_iter: int = 100, tol: float = 1e-7,
@@ -21,19 +24,18 @@ def weiszfeld_coefficients(g: np.ndarray, weights: np.ndarray, *, max_iter: int 
     Weiszfeld step: ``c <- (w_i / max(nu, |x_i - v|)) normalised``; ``nu = smoothing`` times the
     median update norm keeps the step finite when ``v`` lands on an update and makes the rule
     scale-free. Stops after ``max_iter`` steps or when the weighted sum of distances improves by
-    less than ``tol`` relative. Returns the coefficients (before canonical rounding) and the
-    number of steps taken.
+    less than ``tol`` relative. Returns the coefficients and the
+    number of steps taken (both identical on every machine).
     """
     if max_iter < 1 or tol < 0 or smoothing <= 0:
         raise ValueError("geomed: need max_iter >= 1, tol >= 0, smoothing > 0")
-    nu = smoothing * max(math.sqrt(max(float(np.median(np.diagonal(g))), 0.0)), 1e-30)
-    coef = weights / weights.sum()
-    objective = float(weights @ gram_dists_to_combination(g, coef))
+    nu = smoothing * max(math.sqrt(max(exact.median(np.diagonal(g)), 0.0)), 1e-30)
+    coef = exact.normalized(weights)
+    objective = exact.total(weights * exact.dists_to_combination(g, coef))
     steps = 0
     for steps in range(1, max_iter + 1):
-        beta = weights / np.maximum(gram_dists_to_combination(g, coef), nu)
-        coef = beta / beta.sum()
-        new_objective = float(weights @ gram_dists_to_combination(g, coef))
+        coef = exact.normalized(weights / np.maximum(exact.dists_to_combination(g, coef), nu))
+        new_objective = exact.total(weights * exact.dists_to_combination(g, coef))
         done = objective - new_objective <= tol * max(objective, 1e-300)
         objective = new_objective
         if done:
@@ -44,7 +46,6 @@ def weiszfeld_coefficients(g: np.ndarray, weights: np.ndarray, *, max_iter: int 
 def geomed(inp: Inputs, *, max_iter: int = 100, tol: float = 1e-7, smoothing: float = 1e-6) -> AggregationResult:
     """Weighted geometric median; every update contributes (with weight falling with distance)."""
     coef, steps = weiszfeld_coefficients(inp.gram, inp.weights, max_iter=max_iter, tol=tol, smoothing=smoothing)
-    coef = canonical_coefficients(coef)
-    vector = weighted_sum(inp.updates, coef).astype(np.float32)
-    scores = gram_dists_to_combination(inp.gram, coef)
+    vector = weighted_sum(inp.updates, coef)
+    scores = exact.dists_to_combination(inp.gram, coef)
     return result(vector, np.ones(inp.n, dtype=bool), scores, [""] * inp.n, iterations=steps)

@@ -2,7 +2,8 @@
 
 Points are the rows behind a Gram matrix, so centres are coefficient vectors and no step touches
 the d-dimensional data. A minimum size keeps a cluster from being one stray point, so clusters
-describe groups of clients. Seeding is k-means++ from a seeded generator (deterministic).
+describe groups of clients. Seeding is k-means++ from a seeded generator; every distance is a
+fixed-order computation on the exact Gram matrix (:mod:`.exact`), so labels agree on every machine.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import math
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from . import exact
+
 
 def membership(labels: np.ndarray, k: int) -> np.ndarray:
     """(n, k) matrix whose column h holds the averaging coefficients of cluster h."""
@@ -20,11 +23,16 @@ def membership(labels: np.ndarray, k: int) -> np.ndarray:
     return a / np.maximum(a.sum(axis=0), 1.0)
 
 
+def quad_forms(g: np.ndarray, coefs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``g @ coefs`` (n, k) and the squared norms ``coefs[:, h] @ g @ coefs[:, h]`` (k,)."""
+    ga = np.stack([exact.matvec(g, coefs[:, h]) for h in range(coefs.shape[1])], axis=1)
+    return ga, np.array([exact.total(coefs[:, h] * ga[:, h]) for h in range(coefs.shape[1])])
+
+
 def centre_sq_dists(g: np.ndarray, coefs: np.ndarray) -> np.ndarray:
     """Squared distances (n, k) from every update to the points ``rows @ coefs[:, h]``."""
-    ga = g @ coefs
-    cc = np.einsum("ik,ik->k", coefs, ga)
-    return np.maximum(np.diagonal(g)[:, None] - 2.0 * ga + cc[None, :], 0.0)
+    ga, cc = quad_forms(g, coefs)
+    return exact.clip_negative(np.diagonal(g)[:, None] - 2.0 * ga + cc[None, :])
 
 
 def _assign(dist: np.ndarray, min_size: int) -> np.ndarray:
@@ -53,7 +61,7 @@ def restricted_kmeans(g: np.ndarray, sq: np.ndarray, k: int, min_size: int, rng:
         centres = [int(rng.integers(n))]
         for _ in range(1, k):
             d2 = sq[:, centres].min(axis=1)
-            total = d2.sum()
+            total = exact.total(d2)
             centres.append(int(rng.choice(n, p=d2 / total)) if total > 0 else int(rng.integers(n)))
         labels = _assign(sq[:, centres], min_size)
         for _ in range(max_iter):
@@ -61,7 +69,7 @@ def restricted_kmeans(g: np.ndarray, sq: np.ndarray, k: int, min_size: int, rng:
             if np.array_equal(new, labels):
                 break
             labels = new
-        inertia = float(centre_sq_dists(g, membership(labels, k))[np.arange(n), labels].sum())
+        inertia = exact.total(centre_sq_dists(g, membership(labels, k))[np.arange(n), labels])
         if inertia < best_inertia:
             best, best_inertia = labels, inertia
     return best

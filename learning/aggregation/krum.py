@@ -3,8 +3,9 @@ et al. 2018).
 
 Krum's score (paper eq. 7) of update i is the sum of its squared distances to its ``n - f - 2``
 nearest neighbours; the update with the lowest score is the one best surrounded by others. All
-distances come from one float64 Gram matrix, so the rules cost one O(n^2 d) product and then work
-in n-space. Ties go to the lowest index (stable ordering) so every delegate selects alike.
+distances come from one exact Gram matrix (:mod:`.exact`), so the rules cost one O(n^2 d) product
+and then work in n-space; scores are sums in sorted order. Ties go to the lowest index (stable
+ordering) so every delegate selects alike.
 
 Requirements: Krum and Multi-Krum need ``n >= 2f + 3``, Bulyan ``n >= 4f + 3``. ``f=None`` takes
 the largest ``f`` the rule supports; a larger ``f`` is reduced to it and the reduction is written
@@ -17,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._core import AggregationResult, Inputs, rejection_reasons, resolve_f, result, weighted_mean
+from .exact import row_sums
 from .coordinate import closest_to_median_mean
 
 
@@ -40,7 +42,7 @@ def iterative_krum(sq: np.ndarray, f: int, count: int) -> tuple[list[int], np.nd
         # The first active entry of an active row is a zero (itself or an identical update), so
         # the smallest neighbours + 1 active entries sum to the smallest neighbours distances.
         keep = live & (np.cumsum(live, axis=1) <= neighbours + 1)
-        scores = np.where(keep, vals, 0.0).sum(axis=1)
+        scores = row_sums(np.where(keep, vals, 0.0))
         if step == 0:
             first = scores.copy()
         scores[~active] = np.inf

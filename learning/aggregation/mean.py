@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._core import AggregationResult, Inputs, dists_to, result, weighted_mean
+from ._core import AggregationResult, Inputs, result, weighted_mean
+from .exact import dists_to
 
 
 def fedavg(inp: Inputs) -> AggregationResult:

@@ -1,27 +1,34 @@
 """Staleness discount of asynchronous updates (FedAsync, Xie et al. 2019): ``(1 + s) ** -a``.
 
-An update trained on a model ``s`` versions old is multiplied by this factor before aggregation.
-The power is taken with Python's scalar ``math.pow`` per element rather than numpy's vectorised
-``power`` (which may use different SIMD approximations on different CPUs), because the weight
-feeds into an aggregate that other delegates must reproduce bit for bit.
+An update trained on a model ``s`` versions old is multiplied by this factor before aggregation,
+and the weight feeds an aggregate that other delegates must reproduce bit for bit. A libm
+``pow`` is not correctly rounded everywhere (glibc, musl, Apple and Windows differ in the last
+bit), nor is numpy's SIMD ``power``. So the power is computed in decimal arithmetic with 34
+significant digits (libmpdec: integer arithmetic, the same on every platform) and then rounded
+once to the nearest float64.
 """
 
 from __future__ import annotations
 
 import math
+from decimal import Context, Decimal
 
 import numpy as np
 
+_DECIMAL = Context(prec=34)
+
 
 def _one(s: float, a: float) -> float:
-    return math.pow(1.0 + s, -a)
+    if a == 0.0:
+        return 1.0
+    return float(_DECIMAL.power(_DECIMAL.add(Decimal(1), Decimal(s)), -Decimal(a)))
 
 
 def staleness_weight(staleness: np.ndarray | int, a: float = 0.5) -> np.ndarray | float:
     """Polynomial staleness weight ``(1 + s)^-a``; an int gives a float, an array a float64 array.
 
     ``s`` counts model versions (non-negative, finite); ``a >= 0`` sets how fast weight decays
-    (``a = 0`` ignores staleness).
+    (``a = 0`` ignores staleness). The result is the same float on every machine.
     """
     a = float(a)
     if not math.isfinite(a) or a < 0:

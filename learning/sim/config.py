@@ -57,6 +57,7 @@ class SimConfig:
     attack: str | None = None
     byzantine_fraction: float = 0.0
     attack_params: dict[str, Any] = field(default_factory=dict)
+    claimed_samples: float | None = None      # weight lie: the sample count Byzantine nodes report
     # compression (None = dense float32)
     topk_fraction: float | None = None
     compress_dtype: str = "float16"
@@ -94,6 +95,9 @@ class SimConfig:
             (self.lr > 0 and self.server_lr > 0, "lr and server_lr must be > 0"),
             (0.0 <= self.byzantine_fraction < 1.0, "byzantine_fraction must be in [0, 1)"),
             (self.attack is not None or self.byzantine_fraction == 0, "byzantine_fraction needs an attack"),
+            (self.claimed_samples is None or (math.isfinite(self.claimed_samples) and self.claimed_samples > 0),
+             "claimed_samples must be a positive finite number"),
+            (self.attack is not None or self.claimed_samples is None, "claimed_samples needs an attack"),
             (self.topk_fraction is None or 0 < self.topk_fraction <= 1, "topk_fraction must be in (0, 1]"),
             (self.clip_norm is None or self.clip_norm > 0, "clip_norm must be > 0"),
             (self.noise_multiplier >= 0, "noise_multiplier must be >= 0"),

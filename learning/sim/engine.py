@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from learning.aggregation import RULE_NAMES, AggregationResult, aggregate, staleness_weight
-from learning.attacks import DATA_ATTACKS, MODEL_ATTACKS, craft_updates
+from learning.attacks import DATA_ATTACKS, MODEL_ATTACKS, claimed_samples, craft_updates
 from learning.compression import dense_bytes, densify, wire_size
 from learning.models import build_model, get_flat, num_params, set_flat
 from learning.privacy import clip_and_noise
@@ -140,10 +140,10 @@ class Simulator:
         updates, sent, dense = self._uploads(jobs)
         staleness = np.array([self.version - j.base_version for j in jobs], dtype=np.float64)
         decay = np.asarray(staleness_weight(staleness, cfg.staleness_a), dtype=np.float64)
-        samples = np.array([j.num_samples for j in jobs], dtype=np.float64)
+        byz = np.array([j.node.byzantine for j in jobs])
+        samples = claimed_samples([j.num_samples for j in jobs], byz, cfg.claimed_samples)
         weights = samples * decay
         step = cfg.server_lr * float(weights.sum() / samples.sum())
-        byz = np.array([j.node.byzantine for j in jobs])
         f = cfg.assumed_byzantine if cfg.assumed_byzantine is not None \
             else math.ceil(cfg.byzantine_fraction * len(jobs))
         trust = np.array([j.node.trust for j in jobs], dtype=np.float64)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.accounts import Account
-from consensus.election import elect, quorum, scores
+from consensus.account import Account
+from consensus.election import approvals, elect, quorum
 from tests.consensus.helpers import IDS, KEYS, run_block, state, tx
 
 
@@ -24,16 +24,16 @@ def _book(*stakes: int, **votes: list[int]) -> dict[str, Account]:
 
 def test_accounts_without_votes_approve_themselves():
     book = _book(50, 300, 10, 200)
-    assert scores(book, 0, 1) == {IDS[0]: 50, IDS[1]: 300, IDS[2]: 10, IDS[3]: 200}
+    assert approvals(book, 0, 1) == {IDS[0]: 50, IDS[1]: 300, IDS[2]: 10, IDS[3]: 200}
     assert elect(book, 0, 2, 1) == sorted([IDS[1], IDS[3]])
 
 
 def test_explicit_votes_replace_self_approval_with_full_stake_each():
     book = _book(50, 300, 10, 200, v1=[0, 2])  # 1 backs 0 and 2 with all 300, not itself
-    assert scores(book, 0, 1) == {IDS[0]: 350, IDS[1]: 0, IDS[2]: 310, IDS[3]: 200}
+    assert approvals(book, 0, 1) == {IDS[0]: 350, IDS[1]: 0, IDS[2]: 310, IDS[3]: 200}
     assert elect(book, 0, 2, 1) == sorted([IDS[0], IDS[2]])
     book = _book(50, 300, 10, 200, v1=[1, 2])  # listing itself keeps its own backing
-    assert scores(book, 0, 1)[IDS[1]] == 300
+    assert approvals(book, 0, 1)[IDS[1]] == 300
 
 
 def test_ties_are_broken_by_the_smaller_id():
@@ -45,10 +45,10 @@ def test_ties_are_broken_by_the_smaller_id():
 def test_jailed_low_stake_and_vote_targets_outside_the_candidates():
     book = _book(100, 100, 0, 100, 5, v3=[2, 4])
     book[IDS[1]].jailed_until = 11
-    assert set(scores(book, 10, 1)) == {IDS[0], IDS[3], IDS[4]}  # 1 jailed, 2 has no stake
-    assert scores(book, 10, 1)[IDS[4]] == 105
-    assert IDS[1] in scores(book, 11, 1)  # jailed while height < jailed_until
-    assert set(scores(book, 11, 6)) == {IDS[0], IDS[1], IDS[3]}  # min_candidate_stake
+    assert set(approvals(book, 10, 1)) == {IDS[0], IDS[3], IDS[4]}  # 1 jailed, 2 has no stake
+    assert approvals(book, 10, 1)[IDS[4]] == 105
+    assert IDS[1] in approvals(book, 11, 1)  # jailed while height < jailed_until
+    assert set(approvals(book, 11, 6)) == {IDS[0], IDS[1], IDS[3]}  # min_candidate_stake
 
 
 def test_stake_and_votes_change_the_set_only_at_the_epoch_boundary():
@@ -67,7 +67,7 @@ def test_stake_and_votes_change_the_set_only_at_the_epoch_boundary():
         run_block(st, producer=IDS[5])
     assert st.height == 40 and st.epoch == 2
     assert st.delegates == sorted([IDS[3], IDS[4], IDS[5], IDS[0]])
-    assert st.candidate_scores()[IDS[4]] > st.candidate_scores()[IDS[1]]
+    assert st.candidate_approvals()[IDS[4]] > st.candidate_approvals()[IDS[1]]
 
 
 def test_too_few_candidates_keep_the_current_set():

@@ -103,10 +103,11 @@ async def test_a_forged_slot_zero_proposal_reads_no_block(engine: Engine) -> Non
     schedule anchor (20,000 reads at height 20,000); the round window refuses it first."""
     reads = Reads(engine.store)
     fresh = KeyPair.generate()
-    for slot in (0, 1, 10**12):
-        assert await engine.inbound.validate_proposal(junk_proposal(engine, fresh, slot)) is Verdict.IGNORE
+    for slot in (0, 1):
+        assert await engine.inbound.validate_proposal(junk_proposal(engine, fresh, slot)) is Verdict.REJECT
+    assert await engine.inbound.validate_proposal(junk_proposal(engine, fresh, 10**12)) is Verdict.IGNORE
     assert reads.count == 0
-    assert engine.metrics["ignored:round_window"] == 3
+    assert engine.metrics["rejected:round_before_parent"] == 2 and engine.metrics["ignored:round_ahead"] == 1
 
 
 async def test_the_proposer_lookup_reads_at_most_one_cycle(engine: Engine) -> None:

@@ -18,7 +18,14 @@ import aiohttp
 from gossip.noise import XXHandshake, generate_private
 from gossip.wire import PROLOGUE
 from tests.hostile.peer import HostilePeer
-from tests.hostile.rawws import Frame, accept_upgrade, payload, read_frame, upgrade, ws_frame
+from tests.hostile.rawws import (
+    Frame,
+    accept_upgrade,
+    payload,
+    read_frame,
+    upgrade,
+    ws_frame,
+)
 
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
            aiohttp.WSMsgType.ERROR)

@@ -145,7 +145,8 @@ def test_huge_answers_from_a_peer_are_cut_at_what_the_request_can_need(make_test
         served = run_hostile(partial(hostile_http_peer, net.url(0), chain_id, free_port(), 12.0), timeout=90)
         print(f"\nbytes taken per answer: {served}\n{describe(monitor)}")
         victims.check(monitor, BOUNDS)
-    assert len(served["status"]) >= 3 and served["blocks"], f"the victim did not ask the attacker: {served}"
+    # the victim asks the liar again and again, backing off (2 s, 4 s, ...) as it keeps failing
+    assert len(served["status"]) >= 2 and served["blocks"], f"the victim did not ask the attacker: {served}"
     assert max(served["status"] + served["blocks"]) < CUT_BELOW, served
 
 

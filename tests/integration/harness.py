@@ -89,15 +89,17 @@ class Testnet:
     def node_id(self, i: int) -> str:
         return json.loads((self.home(i) / "node_key.json").read_text())["node_id"]
 
-    def enable_faults(self, i: int, *names: str) -> None:
-        """Switch on ``[fault]`` keys (``node/faults.py``, ``node/fl/faults.py``) in node ``i``'s config."""
-        from node.config import load_config, save_config
-
+    def edit_config(self, i: int, old: str, new: str) -> None:
+        """Replace the line ``old`` of node ``i``'s config.toml (which must hold it) by ``new``."""
         path = self.home(i) / "config.toml"
-        config = load_config(path)
+        text = path.read_text()
+        assert old in text, f"{path} has no {old!r}"
+        path.write_text(text.replace(old, new))
+
+    def enable_faults(self, i: int, *names: str) -> None:
+        """Switch on boolean ``[fault]`` keys (``node/faults.py``, ``node/fl/faults.py``) of node ``i``."""
         for name in names:
-            setattr(config.fault, name, True)
-        save_config(config, path)
+            self.edit_config(i, f"{name} = false", f"{name} = true")
 
     def rewrite_genesis(self, start_in_ms: int = 2500) -> None:
         """Apply genesis overrides and move the genesis time just ahead, identically in every home."""

@@ -90,7 +90,7 @@ def test_unknown_rule_and_parameter() -> None:
 
 def test_fedavg_known_answer_and_float64_accumulation() -> None:
     x = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, -2.0]], dtype=np.float32)
-    res = aggregate("fedavg", x, np.array([1.0, 1.0, 2.0]))
+    res = aggregate("fedavg", x, np.array([1.0, 1.0, 2.0]), weight_cap=None)
     np.testing.assert_array_equal(res.vector, np.array([3.5, 1.0], dtype=np.float32))
     big = np.array([[1e8], [1.0], [-1e8], [1.0]], dtype=np.float32)
     assert aggregate("fedavg", big).vector[0] == np.float32(0.5)   # float32 running sum would give 0 or 1
@@ -98,7 +98,7 @@ def test_fedavg_known_answer_and_float64_accumulation() -> None:
 
 def test_trust_weighting_is_trust_times_weights() -> None:
     x = np.array([[0.0], [10.0]], dtype=np.float32)
-    res = aggregate("trust", x, np.array([1.0, 3.0]), trust=np.array([3.0, 1.0]))
+    res = aggregate("trust", x, np.array([1.0, 3.0]), trust=np.array([3.0, 1.0]), weight_cap=None)
     assert res.vector[0] == np.float32(5.0)
     res = aggregate("trust", x, trust=np.array([1.0, 0.0]))
     assert res.vector[0] == 0.0 and res.accepted.tolist() == [True, False]
@@ -143,7 +143,7 @@ def test_f_too_large_is_reduced_and_reported() -> None:
 
 def test_multikrum_averages_the_m_best() -> None:
     x = np.array([[0.0], [1.0], [2.0], [3.0], [50.0], [60.0]], dtype=np.float32)
-    res = aggregate("multikrum", x, np.array([1, 1, 1, 3, 1, 1.0]), f=1, m=4)
+    res = aggregate("multikrum", x, np.array([1, 1, 1, 3, 1, 1.0]), f=1, m=4, weight_cap=None)
     assert res.accepted.tolist() == [True, True, True, True, False, False]
     assert res.vector[0] == np.float32((0 + 1 + 2 + 9) / 6)
     with pytest.raises(ValueError, match="m must be"):

@@ -11,6 +11,7 @@ from learning.attacks import (
     add_trigger,
     alie_z,
     backdoor_success_rate,
+    claimed_samples,
     craft_updates,
     poison_data,
 )
@@ -80,6 +81,35 @@ def test_minmax_stays_within_the_honest_max_distance(direction: str) -> None:
     assert reach <= pairwise * (1 + 1e-5)
     assert reach >= pairwise * 0.99           # gamma is maximal: the bound is (nearly) attained
     assert np.linalg.norm(out[0] - known.mean(axis=0)) > 0.1
+
+
+@pytest.mark.parametrize("name", ["alie", "ipm", "minmax"])
+def test_jitter_turns_near_copies_into_distinct_honest_looking_updates(name: str) -> None:
+    benign, observed = _setup(b=6, h=30, d=4000, seed=4)
+    known = np.concatenate([observed, benign]).astype(np.float64)
+    copies = craft_updates(name, benign, observed, np.random.default_rng(5))
+    spread = craft_updates(name, benign, observed, np.random.default_rng(5), jitter=1.0)
+    assert np.ptp(copies, axis=0).max() == 0                       # one vector, sent six times
+    pair = np.linalg.norm(spread[0] - spread[1])
+    honest_pair = np.linalg.norm(known[0] - known[1])
+    assert 0.8 * honest_pair < pair < 1.6 * honest_pair           # as far apart as honest clients
+    np.testing.assert_allclose(spread.mean(axis=0), copies[0], atol=4 * known.std(axis=0).max() / np.sqrt(6))
+    with pytest.raises(ValueError, match="jitter"):
+        craft_updates(name, benign, observed, np.random.default_rng(), jitter=-1.0)
+    with pytest.raises(ValueError, match="jitter"):                # only the in-distribution attacks
+        craft_updates("sign_flip", benign, observed, np.random.default_rng(), jitter=1.0)
+
+
+def test_claimed_samples_lie_only_for_the_attackers() -> None:
+    counts = np.array([10, 20, 30, 40])
+    byz = np.array([False, True, False, True])
+    assert claimed_samples(counts, byz, 1e9).tolist() == [10, 1e9, 30, 1e9]
+    assert claimed_samples(counts, byz, None).tolist() == [10, 20, 30, 40]
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="claimed"):
+            claimed_samples(counts, byz, bad)
+    with pytest.raises(ValueError, match="shape"):
+        claimed_samples(counts, byz[:3], 1e9)
 
 
 def test_scale_boosts_by_participants_by_default() -> None:

@@ -97,6 +97,17 @@ def test_data_attack_and_partition_options() -> None:
     assert sim.run().rounds[-1].accuracy is not None
 
 
+def test_a_sample_count_lie_gains_nothing_under_the_weight_cap() -> None:
+    """IPM with jitter passes as honest; claiming 10^9 samples makes it decide FedAvg's aggregate
+    unless the library caps the weights."""
+    lie = {**BASE, "rounds": 10, "attack": "ipm", "byzantine_fraction": 0.2, "attack_params": {"jitter": 1.0}}
+    uncapped = run_simulation(SimConfig(**lie, claimed_samples=1e9, rule_params={"weight_cap": None}))
+    capped = run_simulation(SimConfig(**lie, claimed_samples=1e9))
+    truthful = run_simulation(SimConfig(**lie))
+    assert uncapped.final_accuracy() < 0.5
+    assert abs(capped.final_accuracy() - truthful.final_accuracy()) < 0.03
+
+
 def test_five_hundred_nodes() -> None:
     cfg = SimConfig(dataset="synthetic", synthetic_alpha=0.0, synthetic_beta=0.0, partition="natural",
                     model="logreg", num_nodes=500, rounds=3, lr=0.05, batch_size=32,
@@ -115,6 +126,8 @@ def test_five_hundred_nodes() -> None:
     ({"noise_multiplier": 1.0}, "clip_norm"),
     ({"rule": "average"}, "aggregation rule"),
     ({"attack": "teleport", "byzantine_fraction": 0.1}, "unknown attack"),
+    ({"claimed_samples": 1e9}, "claimed_samples needs an attack"),
+    ({"attack": "ipm", "byzantine_fraction": 0.1, "claimed_samples": 0.0}, "claimed_samples must be"),
 ])
 def test_config_errors(change: dict, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):

@@ -10,7 +10,7 @@ import pytest
 
 from gossip.codec import DecodeError, pack
 from gossip.crypto import sha256
-from learning.aggregation import staleness_weight
+from learning.aggregation import DEFAULT_WEIGHT_CAP, staleness_weight
 from learning.attacks import craft_updates
 from node.fl.blobs import model_hash
 from node.fl.round import NOT_AGREED, PAYLOAD_VERSION, Considered, Equivocation, Payload, run_round, scores_agree
@@ -57,7 +57,8 @@ def test_fedavg_moves_the_model_by_the_weighted_mean() -> None:
     ups = updates_from(deltas, samples=10)  # 10, 11, 12 samples
     settings = FLSettings(rule="fedavg", server_lr=0.5)
     result = run_round(settings, MODEL, 0, BASE, ups, {}, seed=0, evaluate=None)
-    w = np.array([10, 11, 12], dtype=np.float64)
+    # the library caps each weight at DEFAULT_WEIGHT_CAP x the median claim (11): 12 counts as 11
+    w = np.minimum(np.array([10, 11, 12], dtype=np.float64), DEFAULT_WEIGHT_CAP * 11)
     expected = MODEL + np.float32(0.5) * (w @ deltas.astype(np.float64) / w.sum()).astype(np.float32)
     assert np.allclose(result.model, expected, atol=1e-6)
     assert [c.weight for c in result.payload.considered] == [10.0, 11.0, 12.0]
