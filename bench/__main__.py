@@ -26,6 +26,7 @@ BENCHMARKS = {
     "detection": "bench.detection",
     "ablation": "bench.ablation",
     "flower": "bench.flower",
+    "chaos": "bench.chaos",
     "report": "bench.report",
 }
 

@@ -17,24 +17,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import tempfile
 import urllib.request
 from pathlib import Path
 
-from bench.common import final_blocks, percentiles, write_result
+from bench.common import final_blocks, parse_metrics, percentiles, write_result
 from learning.compression import dense_bytes
 from tests.integration.harness import Testnet
 
 
 def scrape(url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        m = re.match(r"^(\w+(?:\{.*\})?) (\S+)$", line)
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
+    return parse_metrics(urllib.request.urlopen(url + "/metrics", timeout=5).read().decode())
 
 
 def measure(n: int, seconds: float, root: Path) -> dict:

@@ -45,6 +45,9 @@ Layout::
 
     [fault]                     # evaluation-only misbehaviour; never enable on a real chain
     double_sign = false
+    withhold_votes = false
+    lie_height = false
+    flood_mempool = false
     wrong_model = false
     attack = ""                 # sign_flip | gaussian | alie | ipm | minmax | scale | label_flip | backdoor
 """
@@ -227,13 +230,20 @@ class StorageConfig:
 
 @dataclass
 class FaultConfig:
-    """Evaluation-only misbehaviour, used to prove that misbehaviour is caught and punished.
+    """Evaluation-only misbehaviour, used to prove that misbehaviour is caught and punished, or
+    coped with (the Byzantine delegate behaviours are in ``node.faults``).
 
-    ``double_sign`` signs two blocks per own slot; ``wrong_model`` proposes blocks with a wrong
-    model hash; ``attack`` makes the node send poisoned updates (see ``learning.attacks``).
+    ``double_sign`` signs two blocks per own slot; ``withhold_votes`` never sends its own
+    prevotes and precommits; ``lie_height`` makes ``/status`` claim a huge final height and
+    ``/blocks`` serve nothing, slowly; ``flood_mempool`` keeps submitting valid fee-free
+    transactions from the node's account; ``wrong_model`` proposes blocks with a wrong model
+    hash; ``attack`` makes the node send poisoned updates (see ``learning.attacks``).
     """
 
     double_sign: bool = False
+    withhold_votes: bool = False
+    lie_height: bool = False
+    flood_mempool: bool = False
     wrong_model: bool = False
     attack: str = ""
 

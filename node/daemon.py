@@ -23,7 +23,7 @@ from consensus.proposer import BlockProposer
 from consensus.store import ChainStore
 from gossip import Gossip
 from node.api import build_api
-from node.faults import DoubleSigningProposer
+from node.faults import DoubleSigningProposer, MempoolFlooder, VoteWithholdingNetwork, height_lie_middleware
 from node.fetcher import HttpBlockFetcher
 from node.home import Home, load_home
 from node.looplag import LoopLag
@@ -86,19 +86,23 @@ class Daemon:
         self.engine: Engine | None = None
         self.runner: web.AppRunner | None = None
         self._lag_task: asyncio.Task | None = None
+        self._fault_tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        cfg = self.home.config
+        cfg, fault = self.home.config, self.home.config.fault
         self.session = aiohttp.ClientSession()
-        proposer = (partial(DoubleSigningProposer, self.home.keypair, self.gossip) if cfg.fault.double_sign
+        proposer = (partial(DoubleSigningProposer, self.home.keypair, self.gossip) if fault.double_sign
                     else BlockProposer)
+        network = VoteWithholdingNetwork(self.gossip) if fault.withhold_votes else self.gossip
         fetcher = HttpBlockFetcher(self.session, max_block_bytes=self.home.genesis.max_block_bytes)
-        self.engine = Engine(self.home.keypair, self.home.genesis, self.store, self.app, self.gossip, fetcher,
+        self.engine = Engine(self.home.keypair, self.home.genesis, self.store, self.app, network, fetcher,
                              EngineConfig(max_message=cfg.network.max_message, checkpoint=cfg.sync.checkpoint),
                              proposer=proposer)
         self.telemetry = Telemetry(self.engine.view, self.gossip, self.metrics, self.loop_lag, fl=self.fl,
                                    session=self.session)
         build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.telemetry, self.fl)
+        if fault.lie_height:
+            self.web.middlewares.append(height_lie_middleware())  # innermost: the limits still apply
         self._lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         # A stopping node lets requests in flight finish for a few seconds, not aiohttp's minute:
         # a supervisor (systemd, Kubernetes) must see it stop in time.
@@ -109,10 +113,16 @@ class Daemon:
         await self.engine.start()
         if self.fl is not None:
             await self.fl.start(self.engine.view, self.session)
+        if fault.flood_mempool:
+            flooder = MempoolFlooder(self.engine.view, self.home.keypair, self.home.genesis.chain_id)
+            self._fault_tasks.append(asyncio.create_task(flooder.run(), name="fault-flood-mempool"))
         await self.telemetry.start()
         log.info("node %s serving %s", self.home.keypair.node_id[:12], cfg.network.url)
 
     async def stop(self) -> None:
+        for task in self._fault_tasks:
+            task.cancel()
+        await asyncio.gather(*self._fault_tasks, return_exceptions=True)
         if self._lag_task is not None:
             self._lag_task.cancel()
         if self.telemetry is not None:

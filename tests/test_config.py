@@ -35,6 +35,13 @@ def test_custom_values_round_trip(tmp_path):
     assert loaded.fault.any_enabled
 
 
+@pytest.mark.parametrize("key", ["double_sign", "withhold_votes", "lie_height", "flood_mempool", "wrong_model"])
+def test_each_fault_switch_parses_and_counts_as_enabled(key):
+    cfg = parse_config(f"[fault]\n{key} = true\n")
+    assert getattr(cfg.fault, key) is True and cfg.fault.any_enabled
+    assert not parse_config(f"[fault]\n{key} = false\n").fault.any_enabled
+
+
 def test_partial_file_keeps_defaults():
     cfg = parse_config('moniker = "a"\n[network]\nport = 4000\n')
     assert cfg.moniker == "a" and cfg.network.port == 4000
@@ -76,6 +83,10 @@ def test_gossip_config_carries_network_settings():
     ("[api]\nmax_blocks_per_page = 101", "max_blocks_per_page must be between 1 and 100"),
     ("[api]\nmax_body = 1", "max_body must be at least 1024"),
     ('[fault]\ndouble_sign = "yes"', "fault.double_sign must be true or false"),
+    ("[fault]\nwithhold_votes = 1", "fault.withhold_votes must be true or false"),
+    ('[fault]\nlie_height = "true"', "fault.lie_height must be true or false"),
+    ("[fault]\nflood_mempool = 0", "fault.flood_mempool must be true or false"),
+    ("[fault]\nwithold_votes = true", "unknown key [fault] 'withold_votes'"),
     ('[sync]\ntrusted_checkpoint = "12"', "sync.trusted_checkpoint must be HEIGHT:BLOCKHASH"),
     ('[sync]\ntrusted_checkpoint = "0:' + "ab" * 32 + '"', "height must be at least 1"),
     ('[sync]\ntrusted_checkpoint = "-3:' + "ab" * 32 + '"', "sync.trusted_checkpoint must be HEIGHT:BLOCKHASH"),
