@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from cli import query
+from cli.data import data_app
 from cli.node_cmds import init, join, keys_app, node_app
 from cli.testnet import testnet_app
 from cli.tx import tx_app
@@ -20,6 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(data_app, name="data")
 app.add_typer(keys_app, name="keys")
 app.add_typer(node_app, name="node")
 app.add_typer(testnet_app, name="testnet")

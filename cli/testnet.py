@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from cli.common import CliError, console, handles_errors
+from cli.data import DATASETS, FILE_FORMATS, make_testnet_data, write_shard
 from consensus.genesis import GenesisError, make_genesis
 from gossip.crypto import KeyPair
 from gossip.netpolicy import address_class, host_of, parse_ip
@@ -25,7 +26,9 @@ testnet_app = typer.Typer(help="Create and run a local multi-node testnet.", no_
 
 MAX_NODES = 64
 APPS = ("fl", "counter")
-AppOpt = typer.Option("fl", "--app", help="Application: fl (federated learning on digits) or counter.")
+AppOpt = typer.Option("fl", "--app", help="Application: fl (federated learning) or counter.")
+DatasetOpt = typer.Option("digits", "--dataset", help=f"fl: data set cut into one file per node ({', '.join(DATASETS)}).")
+DataFormatOpt = typer.Option("npz", "--data-format", help="fl: format of each node's data file (npz or csv).")
 
 
 def app_state(app: str) -> dict:
@@ -49,7 +52,8 @@ def node_homes(folder: Path) -> list[Path]:
 
 def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain_id: str = "fedchain-local",
                    slot_ms: int = 2000, host: str = DEFAULT_HOST, advertise_host: str = DEFAULT_HOST,
-                   genesis_time_ms: int | None = None, app: str = "fl", one_port: bool = False) -> list[Home]:
+                   genesis_time_ms: int | None = None, app: str = "fl", one_port: bool = False,
+                   dataset: str | None = "digits", data_format: str = "npz") -> list[Home]:
     """Write the genesis and N homes; refuses a folder that already holds a testnet.
 
     ``advertise_host`` is a template formatted with ``i`` (e.g. ``node{i}`` for containers that
@@ -57,9 +61,17 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
     (federated learning on the embedded digits set, with the default FL settings) or ``counter``
     (the built-in minimal application, for exercising the chain alone). Node i listens on
     ``base_port + i``, or on ``base_port`` with ``one_port`` (each on its own host, as in pods).
+
+    For ``fl``, ``dataset`` is cut into one file per node (``node{i}/data/train.{data_format}``,
+    named in that node's ``[data]``) and a public evaluation set that the genesis task pins by
+    hash and every home's blob store holds; ``None`` keeps the built-in data set that every node
+    loads and cuts by its position (used where homes travel without their data, as in the
+    Kubernetes overlay).
     """
     if app not in APPS:
         raise CliError(f"--app must be one of {', '.join(APPS)}, got {app!r}")
+    if data_format not in FILE_FORMATS:
+        raise CliError(f"--data-format must be one of {', '.join(FILE_FORMATS)}, got {data_format!r}")
     ports = [base_port if one_port else base_port + i for i in range(n)]
     if ports[-1] > 65535:
         raise CliError(f"ports {base_port}..{ports[-1]} do not fit below 65536")
@@ -67,8 +79,12 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
         raise CliError(f"{folder} already holds a testnet; remove it or choose another --dir")
     urls = [check_base_url(f"http://{advertise_host.format(i=i)}:{ports[i]}", "node URL") for i in range(n)]
     keys = [KeyPair.generate() for _ in range(n)]
+    state = app_state(app)
+    data = make_testnet_data(dataset, n, state) if app == "fl" and dataset is not None else None
+    if data is not None:
+        state["task"] = data.task
     try:
-        genesis = make_genesis(chain_id, [k.node_id for k in keys], slot_ms=slot_ms, app=app_state(app),
+        genesis = make_genesis(chain_id, [k.node_id for k in keys], slot_ms=slot_ms, app=state,
                                genesis_time_ms=int(time.time() * 1000) if genesis_time_ms is None else genesis_time_ms)
     except GenesisError as exc:
         raise CliError(str(exc)) from None
@@ -80,9 +96,24 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
                          bootstrap=[u for j, u in enumerate(urls) if j != i], moniker=f"node{i}",
                          advertised_url=advertised)
         home.config.network.dial_scope = scope
+        if data is not None:
+            home.config.data.source, home.config.data.format = write_shard(data.shards[i], home.paths.data,
+                                                                            data_format)
+            publish_eval_set(home, data.eval_blob)
         save_config(home.config, home.paths.config)
         homes.append(home)
     return homes
+
+
+def publish_eval_set(home: Home, blob: bytes) -> None:
+    """Put the public evaluation set in ``home``'s blob store, from which its node serves it to peers."""
+    from node.fl.blobs import BlobStore
+
+    store = BlobStore(home.paths.data / "blobs.sqlite")
+    try:
+        store.put("evalset", blob, 0)
+    finally:
+        store.close()
 
 
 def create_k8s_overlay(out: Path, n: int, *, chain_id: str, slot_ms: int, app: str, base: str | None) -> None:
@@ -92,7 +123,7 @@ def create_k8s_overlay(out: Path, n: int, *, chain_id: str, slot_ms: int, app: s
 
     with tempfile.TemporaryDirectory(prefix="fedchain-k8s-") as tmp:  # mode 0700: the keys stay private
         homes = create_testnet(Path(tmp), n, base_port=k8s.PORT, one_port=True, chain_id=chain_id, slot_ms=slot_ms,
-                               host="0.0.0.0", advertise_host=k8s.advertise_template(), app=app)
+                               host="0.0.0.0", advertise_host=k8s.advertise_template(), app=app, dataset=None)
         k8s.write_overlay(out, Path(tmp), n, homes[0].genesis.max_delegates, base)
 
 
@@ -117,7 +148,7 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
                                               help="Host peers dial, a template with {i} (e.g. node{i})."),
            exist_ok: bool = typer.Option(False, "--exist-ok",
                                          help="Succeed without changes if DIR already holds an N-node testnet."),
-           app: str = AppOpt,
+           app: str = AppOpt, dataset: str = DatasetOpt, data_format: str = DataFormatOpt,
            k8s: Optional[Path] = typer.Option(
                None, "--k8s", file_okay=False, resolve_path=True,
                help="Instead of homes, write a Kustomize overlay to this folder: the genesis, node configs and "
@@ -138,7 +169,7 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
         console.print(f"{folder} already holds a {n}-node testnet; nothing to do", highlight=False)
         return
     homes = create_testnet(folder, n, base_port=base_port, chain_id=chain_id, slot_ms=slot_ms, host=host,
-                           advertise_host=advertise_host, app=app)
+                           advertise_host=advertise_host, app=app, dataset=dataset, data_format=data_format)
     console.print(f"created {n}-node testnet [bold]{chain_id}[/] in {folder}", highlight=False)
     for home in homes:
         console.print(f"  {home.paths.root.name:>7}  {home.config.network.url}  {home.keypair.node_id}", highlight=False)
@@ -150,14 +181,14 @@ def up(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOpt,
        slot_ms: int = typer.Option(2000, "--slot-ms", min=10, help="Slot time if the testnet is created now."),
        duration: float = typer.Option(0.0, "--duration", min=0.0,
                                       help="Stop after this many seconds (0: run until Ctrl-C or SIGTERM)."),
-       app: str = AppOpt,
+       app: str = AppOpt, dataset: str = DatasetOpt,
        ) -> None:
     """Start N daemons (creating the testnet first if DIR has none) and show their progress live."""
     from cli.supervisor import Supervisor
 
     homes = node_homes(folder)
     if not homes:
-        create_testnet(folder, n, base_port=base_port, slot_ms=slot_ms, app=app)
+        create_testnet(folder, n, base_port=base_port, slot_ms=slot_ms, app=app, dataset=dataset)
         homes = node_homes(folder)
         console.print(f"created {n}-node testnet in {folder}", highlight=False)
     elif len(homes) != n:

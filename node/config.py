@@ -43,6 +43,14 @@ Layout::
     model_retention = 64        # heights of past global models kept
     update_retention = 0        # heights of updates kept (0 = all: lets new nodes verify history)
 
+    [data]                      # this device's own training data (never in genesis)
+    source = ""                 # file or folder, relative to the home; "" = none (the node does not train)
+    format = ""                 # csv | npz | idx | imagefolder
+    label_column = "label"      # csv: the class column
+    labels = ""                 # idx: the labels file
+    x_key = "x"                 # npz: the arrays of samples and labels
+    y_key = "y"
+
     [fault]                     # evaluation-only misbehaviour; never enable on a real chain
     double_sign = false
     withhold_votes = false
@@ -228,6 +236,30 @@ class StorageConfig:
             raise ConfigError(f"storage.update_retention must be >= 0, got {self.update_retention}")
 
 
+DATA_FORMATS = ("csv", "npz", "idx", "imagefolder")
+
+
+@dataclass
+class DataConfig:
+    """This device's own training data. It is named here, in the node's config, and never in the
+    genesis: only its owner knows where it is, and the daemon reads no one else's data. Relative
+    paths are relative to the home folder (:meth:`NodeConfig` users resolve them)."""
+
+    source: str = ""
+    format: str = ""
+    label_column: str = "label"
+    labels: str = ""
+    x_key: str = "x"
+    y_key: str = "y"
+
+    def validate(self) -> None:
+        if self.source and self.format not in DATA_FORMATS:
+            raise ConfigError(f"data.format must be one of {', '.join(DATA_FORMATS)} "
+                              f"(the format of {self.source}), got {self.format!r}")
+        if self.format == "idx" and self.source and not self.labels:
+            raise ConfigError("data.labels must name the IDX labels file when data.format = \"idx\"")
+
+
 @dataclass
 class FaultConfig:
     """Evaluation-only misbehaviour, used to prove that misbehaviour is caught and punished, or
@@ -270,6 +302,7 @@ class NodeConfig:
     api: ApiConfig = field(default_factory=ApiConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
 
     def validate(self) -> "NodeConfig":
@@ -280,7 +313,7 @@ class NodeConfig:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
-        for section in (self.network, self.api, self.sync, self.storage, self.fault):
+        for section in (self.network, self.api, self.sync, self.storage, self.data, self.fault):
             section.validate()
         return self
 

@@ -110,6 +110,8 @@ class Daemon:
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.network.host, cfg.network.port).start()
         await self.gossip.start()
+        if self.fl is not None:
+            await self.fl.obtain_eval_set(self.session)  # rounds cannot be verified without it
         await self.engine.start()
         if self.fl is not None:
             await self.fl.start(self.engine.view, self.session)
@@ -147,10 +149,17 @@ async def serve(home: Home) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     daemon = Daemon(home)
-    try:
-        await daemon.start()
-        await stop.wait()
+    starting = asyncio.create_task(daemon.start())
+    stopping = asyncio.create_task(stop.wait())
+    try:  # a start that waits (for the evaluation set from peers) still ends on a signal
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            await stopping
     finally:
+        for task in (starting, stopping):
+            task.cancel()
+        await asyncio.gather(starting, stopping, return_exceptions=True)
         await daemon.stop()
 
 

@@ -12,6 +12,7 @@ from node.api_base import ApiError, Param, Route, encode_list_within, page_respo
 
 UPDATE_ID = Param("id", "path", "hash", "Update id: SHA-256 of the encoded update (hex).")
 MODEL_HASH = Param("hash", "path", "hash", "Model hash: SHA-256 of the model's canonical msgpack (hex).")
+EVAL_HASH = Param("hash", "path", "hash", "SHA-256 of the evaluation set's blob (hex), as the genesis task names it.")
 ROUND_HEIGHT = Param("height", "query", "uint", "Height of a final block (default: the newest).", minimum=1)
 RAW = Param("raw", "query", "flag", "1: the exact msgpack bytes of the update as hex.", default=False)
 
@@ -27,7 +28,8 @@ async def get_model(ctx: Any, request: web.Request) -> dict:
     app = fl.app
     metrics = fl.model_metrics if fl.model_metrics.get("hash") == app.model_hash.hex() else {}
     return {**metrics, "hash": app.model_hash.hex(), "height": app.model_height, "params": app.dim,
-            "model": fl.settings.model, "dataset": fl.settings.dataset, "rule": fl.settings.rule,
+            "model": fl.task.model if fl.task else fl.settings.model,
+            "dataset": "local files" if fl.task else fl.settings.dataset, "rule": fl.settings.rule,
             "blob": f"/fl/model/{app.model_hash.hex()}"}
 
 
@@ -36,6 +38,14 @@ async def get_model_blob(ctx: Any, request: web.Request, hash: str) -> web.Respo
     if blob is None:
         raise ApiError(404, f"no model {hash[:12]} here (pruned, or never final)")
     return web.Response(body=blob, content_type="application/msgpack")
+
+
+async def get_eval_set(ctx: Any, request: web.Request, hash: str) -> web.Response:
+    """The task's public evaluation set (the fetching node checks its hash)."""
+    blob = _fl(ctx).eval_set_blob(bytes.fromhex(hash))
+    if blob is None:
+        raise ApiError(404, f"no evaluation set {hash[:12]} here (not this chain's task, or not fetched yet)")
+    return web.Response(body=blob, content_type="application/octet-stream")
 
 
 async def get_updates(ctx: Any, request: web.Request, height: int | None) -> web.Response:
@@ -80,6 +90,10 @@ FL_ROUTES: tuple[Route, ...] = (
     Route("GET", "/fl/model/{hash}", get_model_blob, "Weights of a global model (canonical msgpack).", "fl",
           (MODEL_HASH,), response={"type": "string", "format": "binary"}, errors=(400, 404),
           content_type="application/msgpack", limit="bulk"),
+    Route("GET", "/fl/eval-set/{hash}", get_eval_set, "The genesis task's public evaluation set (a .npz of "
+          "samples x and labels y), named by its SHA-256.", "fl", (EVAL_HASH,),
+          response={"type": "string", "format": "binary"}, errors=(400, 404),
+          content_type="application/octet-stream", limit="bulk"),
     Route("GET", "/fl/updates", get_updates, "The updates a final block considered (accepted or rejected and "
           "why), equivocations punished, and why the round was skipped, if it was.",
           "fl", (ROUND_HEIGHT,), errors=(400, 404), limit="bulk"),

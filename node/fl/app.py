@@ -38,6 +38,7 @@ from node.fl.intake import UpdateIntake
 from node.fl.pool import UpdatePool
 from node.fl.round import NOT_AGREED, Equivocation, Payload, RoundResult, run_round
 from node.fl.settings import FLSettings
+from node.fl.task import Task
 from node.fl.update import ModelUpdate
 from node.fl.verify import BadPayload, Disagreement, EvalLog, EvalReplay, PayloadChecks
 from node.fl.window import Window
@@ -68,6 +69,7 @@ class FLApp(UpdateIntake, PayloadChecks):
                  model_retention: int = 64, update_retention: int = 0) -> None:
         torch.set_num_threads(1)  # room for many daemons per core
         self.settings = settings
+        self.task = Task.from_dict(settings.task) if settings.task else None
         self.chain_id = chain_id
         self.data = data
         self.blobs = blobs
@@ -93,6 +95,8 @@ class FLApp(UpdateIntake, PayloadChecks):
     # ----- model helpers ------------------------------------------------------------------
     def new_net(self) -> torch.nn.Module:
         s, d = self.settings, self.data
+        if self.task is not None:
+            return self.task.build(s.seed)
         return build_model(s.model, d.input_shape, d.num_classes, s.seed)
 
     @property

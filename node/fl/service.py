@@ -18,7 +18,12 @@ from consensus.genesis import Genesis
 from node.fl.faults import fl_app_class, make_trainer
 from node.fl.app import TOPIC_UPDATE, round_key
 from node.fl.blobs import BlobStore
-from node.fl.data import load_node_data
+from learning.datasets import evalset
+from learning.datasets.formats import DataError
+from node.config import ConfigError
+from node.fl.data import NodeData, load_node_data
+from node.fl.localdata import install_eval_set, load_local, parse_eval_set, task_node_data
+from node.fl.task import Task
 from node.fl.settings import FLSettings
 from node.fetcher import JSON_ROOM, FetchError, fetch_update, get_bytes
 from node.fl.trainer import Trainer
@@ -37,8 +42,13 @@ class FLService:
         self.home = home
         self.gossip = gossip
         self.settings = FLSettings.from_app_state(g.app)
-        data = load_node_data(self.settings, home.keypair.node_id, [a["id"] for a in g.accounts])
+        self.task = Task.from_dict(self.settings.task) if self.settings.task else None
         self.blobs = BlobStore(home.paths.data / "blobs.sqlite")
+        self.eval_missing = False
+        if self.task is not None:
+            data = self._task_data(self.task)
+        else:
+            data = load_node_data(self.settings, home.keypair.node_id, [a["id"] for a in g.accounts])
         self.fault = home.config.fault
         self.app = fl_app_class(self.fault)(
             self.settings, g.chain_id, data, self.blobs, fetch=self.fetch_update, fetch_model=self.fetch_model,
@@ -49,6 +59,64 @@ class FLService:
         self.model_metrics: dict[str, Any] = {}
         self._tasks: list[asyncio.Task] = []
 
+    def _task_data(self, task: Task) -> NodeData:
+        """This device's own data, checked against the task (a misfit stops the node here, before it
+        joins), and the public evaluation set if the blob store already holds it."""
+        root = self.home.paths.root
+        try:
+            local = load_local(task, self.home.config.data, root)
+        except DataError as exc:
+            raise ConfigError(f"{exc}. This node does not start with data that does not fit the task; "
+                              f"see what it would train on with `fedchain data check --home {root}`") from None
+        if not len(local):
+            log.warning("no [data] source in %s: this node follows and verifies the chain but does not train",
+                        self.home.paths.config)
+        data = task_node_data(task, local, self.settings.val_fraction, self.settings.seed)
+        blob = self.blobs.get(task.eval_hash)
+        if blob is not None:
+            install_eval_set(data, parse_eval_set(task, blob))
+        self.eval_missing = blob is None
+        return data
+
+    async def obtain_eval_set(self, session: aiohttp.ClientSession, retry_s: float = 1.0) -> None:
+        """Fetch the task's public evaluation set from peers if this node lacks it: the bootstrap
+        nodes first, then every gossip peer, until one serves bytes with the pinned hash. A copy
+        with another hash, or one that does not fit the task, is refused and the next peer asked.
+        The chain is not followed before: rounds cannot be verified without the set."""
+        task = self.task
+        if task is None or not self.eval_missing:
+            return
+        limit = evalset.max_bytes(task.spec, task.eval_set_samples)
+        path = f"/fl/eval-set/{task.eval_set_sha256}"
+        while self.eval_missing:
+            urls = [*self.home.config.network.bootstrap, *(p.url for p in self.gossip.peers() if p.url)]
+            for url in dict.fromkeys(urls):
+                try:
+                    raw = await get_bytes(session, url + path, limit)
+                    if raw is None:
+                        continue
+                    eval_set = parse_eval_set(task, raw)
+                except FetchError as exc:
+                    log.debug("fetching the evaluation set from %s failed: %s", url, exc)
+                    continue
+                except DataError as exc:
+                    self.app.metrics["eval_set_refused"] += 1
+                    log.warning("refused the evaluation set served by %s: %s", url, exc)
+                    continue
+                self.blobs.put("evalset", raw, 0)
+                install_eval_set(self.app.data, eval_set)
+                self.eval_missing = False
+                log.info("fetched the public evaluation set %s from %s (%d samples)",
+                         task.eval_set_sha256[:12], url, len(eval_set))
+                return
+            await asyncio.sleep(retry_s)
+
+    def eval_set_blob(self, digest: bytes) -> bytes | None:
+        """The evaluation set's blob if ``digest`` names it and this node holds it (what peers fetch)."""
+        if self.task is None or digest != self.task.eval_hash or self.eval_missing:
+            return None
+        return self.blobs.get(digest)
+
     async def start(self, engine: Any, session: aiohttp.ClientSession) -> None:
         """After the engine restored the model: subscribe updates, start training and evaluation."""
         self.session = session
@@ -57,7 +125,8 @@ class FLService:
         self.trainer = make_trainer(self.fault, self.app, self.home.keypair, self.gossip.publish,
                                     self.home.paths.data / "trainer.json")
         self.app.listeners.append(self._schedule_evaluation)
-        self._tasks = [asyncio.create_task(self.trainer.run(), name="trainer")]
+        if len(self.app.data.train):  # a node without data of its own follows the chain but sends nothing
+            self._tasks = [asyncio.create_task(self.trainer.run(), name="trainer")]
         self._schedule_evaluation()
 
     async def stop(self) -> None:

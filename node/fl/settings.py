@@ -1,7 +1,8 @@
 """The FL section of the genesis file (``genesis.app``), shared by every node of a chain.
 
-Everything a verifier must agree on lives here: data set and partition (so each node knows its
-shard), model, aggregation rule, compression, privacy, staleness, selection, training schedule,
+Everything a verifier must agree on lives here: the task (model, data shape, the public
+evaluation set; see ``node/fl/task.py``) or, without one, the built-in data set and partition (so
+each node knows its shard) and model, aggregation rule, compression, privacy, staleness, selection, training schedule,
 rewards and penalties. Unknown keys are errors: a typo must not silently fall back to a default
 on some nodes and not on others.
 """
@@ -18,6 +19,7 @@ from learning.models import MODEL_NAMES
 from learning.partition import SCHEMES
 from learning.selection import POLICIES
 from learning.train import LR_SCHEDULES, OPTIMIZERS
+from node.fl.task import Task, TaskError
 
 DATASETS = ("digits", "fashion_mnist", "synthetic")
 
@@ -64,6 +66,7 @@ class FLSettings:
     max_samples: int = 10_000          # cap on any member's declared (and so claimed) sample count
     eval_samples: int = 300            # common validation set for the clustering rule's threshold
     max_update_bytes: int = 4 * 1024 * 1024
+    task: dict = field(default_factory=dict)  # node/fl/task.py; when set, each node trains on its own [data]
 
     @classmethod
     def from_app_state(cls, app: dict[str, Any]) -> "FLSettings":
@@ -107,6 +110,11 @@ class FLSettings:
             (0 <= self.val_fraction < 1 and self.alpha > 0, "val_fraction must be in [0, 1) and alpha > 0"),
         ]
         problems = [msg for ok, msg in checks if not ok]
+        if self.task:
+            try:
+                Task.from_dict(self.task)
+            except TaskError as exc:
+                problems.append(str(exc))
         if self.rule in RULE_NAMES:
             allowed = rule_parameters(self.rule) | {"f"}  # f, the assumed Byzantine count, suits every rule
             unknown = sorted(set(self.rule_params) - allowed)

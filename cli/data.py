@@ -1,0 +1,101 @@
+"""``fedchain data check`` and the data files of a local testnet.
+
+``check`` reads a home's ``[data]`` section and its genesis task and reports what the node would
+train on (samples, class histogram, shape) without starting it. :func:`write_testnet_data` gives
+every testnet node its own file, cut from a data set with the genesis partition scheme, and makes
+the public evaluation set the task pins by hash: each daemon then reads only its own file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from cli.common import CliError, HomeOpt, console, fields_table, handles_errors
+
+data_app = typer.Typer(help="A node's own training data.", no_args_is_help=True)
+DATASETS = ("digits", "fashion_mnist", "synthetic")
+FILE_FORMATS = ("npz", "csv")
+PRESET_MODELS = {"digits": "tabular_mlp", "fashion_mnist": "cnn", "synthetic": "tabular_mlp"}
+"""The model each data set's preset trains: a small MLP for tables, the CNN for Fashion-MNIST images."""
+
+
+@dataclass
+class TestnetData:
+    task: dict            # genesis app.task
+    eval_blob: bytes      # the public evaluation set, content-addressed
+    shards: list          # one learning.data.Dataset per node
+
+
+def make_testnet_data(dataset: str, n: int, app_state: dict) -> TestnetData:
+    """Cut ``dataset`` into a public evaluation set and ``n`` node shards (the genesis FL settings
+    give the partition scheme, its alpha, the seed and the evaluation set's size)."""
+    from gossip.crypto import sha256
+    from learning.datasets import evalset
+    from learning.partition import make_partition
+    from node.fl.data import load_pool
+    from node.fl.settings import FLSettings
+
+    if dataset not in DATASETS:
+        raise CliError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    settings = FLSettings.from_app_state({**app_state, "dataset": dataset})
+    try:
+        pool, _test = load_pool(settings)
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    order = np.random.default_rng(settings.seed).permutation(len(pool))
+    n_eval = min(settings.eval_samples, len(pool) // 5)
+    eval_set = pool.subset(np.sort(order[:n_eval]), "public-eval")
+    rest = pool.subset(np.sort(order[n_eval:]), pool.name)
+    part = make_partition(settings.partition, rest.y, n, seed=settings.seed, alpha=settings.alpha, val_fraction=0.0)
+    shards = [rest.subset(idx, f"node{i}") for i, idx in enumerate(part.train)]
+    blob = evalset.encode(eval_set)
+    task = {"model": PRESET_MODELS[dataset], "input_shape": list(pool.input_shape), "num_classes": pool.num_classes,
+            "eval_set_sha256": sha256(blob).hex(), "eval_set_samples": len(eval_set),
+            "min_samples": max(1, min(10, *(len(s) for s in shards)))}
+    return TestnetData(task, blob, shards)
+
+
+def write_shard(shard, folder: Path, file_format: str) -> tuple[str, str]:
+    """Write one node's data file; returns its ``[data]`` (source, format), relative to the home."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if file_format == "npz":
+        np.savez(folder / "train.npz", x=shard.x.reshape(len(shard), *shard.input_shape), y=shard.y)
+        return "data/train.npz", "npz"
+    header = ",".join([*(f"f{j}" for j in range(shard.x.shape[1])), "label"])
+    table = np.column_stack([shard.x, shard.y])
+    fmt = ["%.7g"] * shard.x.shape[1] + ["%d"]
+    np.savetxt(folder / "train.csv", table, delimiter=",", header=header, comments="", fmt=fmt)
+    return "data/train.csv", "csv"
+
+
+@data_app.command("check")
+@handles_errors
+def check(home: Path = HomeOpt) -> None:
+    """Check HOME's [data] against the chain's task and show what the node would train on."""
+    from learning.datasets.checks import summary
+    from learning.datasets.formats import DataError
+    from node.fl.localdata import data_source, load_local
+    from node.fl.task import Task
+    from node.home import load_home
+
+    h = load_home(home)
+    task_raw = h.genesis.app.get("task")
+    if h.genesis.app.get("kind") != "fl" or not task_raw:
+        raise CliError(f"the genesis of {home} names no FL task: its nodes train on the built-in data set")
+    task = Task.from_dict(task_raw)
+    if not h.config.data.source:
+        raise CliError(f"{h.paths.config} has no [data] source: this node would not train. Set source and format")
+    try:
+        ds = load_local(task, h.config.data, h.paths.root)
+    except DataError as exc:
+        raise CliError(f"{exc}. The node would not start with this data") from None
+    info = summary(ds)
+    rows = {"source": str(data_source(h.config.data, h.paths.root).path), "format": h.config.data.format,
+            "samples": info["samples"], "input shape": info["input_shape"],
+            "classes": " ".join(f"{c}:{k}" for c, k in enumerate(info["classes"])),
+            "task": f"{task.model}, {task.num_classes} classes, at least {task.min_samples} samples"}
+    console.print(fields_table("data fits the task", list(rows.items())))
