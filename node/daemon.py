@@ -65,7 +65,6 @@ class Daemon:
         cfg = home.config
         if cfg.fault.any_enabled:
             log.warning("FAULT INJECTION ENABLED (%s): this node misbehaves on purpose", cfg.fault)
-        self.store = ChainStore(home.paths.chain_db, home.genesis)
         self.gossip = Gossip(home.keypair, cfg.network.gossip_config(home.genesis.chain_id))
         self.fl = None
         if home.genesis.app.get("kind") == "fl":
@@ -77,6 +76,8 @@ class Daemon:
             self.app = self.fl.app
         else:
             self.app = CounterApp()
+        # after the application accepted its task and data: a node that refuses them leaves no chain database
+        self.store = ChainStore(home.paths.chain_db, home.genesis)
         self.loop_lag = LoopLag()
         self.metrics = NodeMetrics(fl=self.fl is not None)
         self.telemetry: Telemetry | None = None

@@ -1,0 +1,117 @@
+"""Each testnet node holds only its own data file; a node with bad data, or with model code other
+than the genesis pins, refuses to start (real ``fedchain node start`` processes)."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from cli.testnet import create_testnet
+from gossip.crypto import sha256
+from learning.data import load_digits
+from node.fl.blobs import BlobStore
+from node.fl.task import Task, TaskError
+from node.home import load_home
+from tests.integration.harness import free_port_block, get_json, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+CUSTOM = REPO / "tests" / "node" / "custom_model.py"
+
+
+@pytest.fixture(scope="module")
+def testnet(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("net")
+    return [h.paths.root for h in create_testnet(folder, 3, base_port=free_port_block(3))]
+
+
+def start(home: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli.main", "node", "start", "--home", str(home)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def edit_task(home: Path, **changes) -> None:
+    path = home / "genesis.json"
+    genesis = json.loads(path.read_text())
+    genesis["app"]["task"].update(changes)
+    path.write_text(json.dumps(genesis))
+
+
+def test_each_node_holds_only_its_own_shard(testnet):
+    homes = [load_home(h) for h in testnet]
+    task = Task.from_dict(homes[0].genesis.app["task"])
+    sources = [h.paths.root / h.config.data.source for h in homes]
+    assert all(s.is_file() and s.is_relative_to(h.paths.root) for s, h in zip(sources, homes))
+    shards = [np.load(s)["x"].reshape(-1, 64) for s in sources]
+    rows = [set(map(bytes, x)) for x in shards]
+    assert not (rows[0] & rows[1]) and not (rows[1] & rows[2]) and not (rows[0] & rows[2])
+    pool, _ = load_digits(seed=0)
+    assert sum(len(x) for x in shards) + task.eval_set_samples == len(pool)
+    for h in homes:   # the public evaluation set is published in every home, under the hash genesis pins
+        store = BlobStore(h.paths.data / "blobs.sqlite")
+        assert sha256(store.get(task.eval_hash)) == task.eval_hash
+        store.close()
+    out = CliRunner().invoke(app, ["data", "check", "--home", str(testnet[1])])
+    assert out.exit_code == 0, out.output
+    assert f"samples      {len(shards[1])}" in out.output and "input shape  [1, 8, 8]" in out.output
+
+
+def test_node_with_bad_data_does_not_start(testnet, tmp_path):
+    home = testnet[0]
+    good = home / "data" / "train.npz"
+    arrays = dict(np.load(good))
+    x = arrays["x"].copy()
+    x[3, 0, 0, 0] = np.nan
+    bad = tmp_path / "nan.npz"
+    np.savez(bad, x=x, y=arrays["y"])
+    config = home / "config.toml"
+    original = config.read_text()
+    try:
+        config.write_text(original.replace('source = "data/train.npz"', f'source = "{bad}"'))
+        res = start(home)
+        assert res.returncode == 1
+        assert f"{bad}: 1 NaN or infinite values (first in sample 3)" in res.stderr
+        assert "does not start with data that does not fit the task" in res.stderr
+        check = CliRunner().invoke(app, ["data", "check", "--home", str(home)])
+        assert check.exit_code == 1 and "NaN" in check.output
+        config.write_text(original.replace('source = "data/train.npz"', 'source = "data/missing.csv"'))
+        res = start(home)
+        assert res.returncode == 1 and "missing.csv: no such file" in res.stderr
+    finally:
+        config.write_text(original)
+
+
+def test_model_code_other_than_genesis_pins_refuses_to_start(tmp_path):
+    home = create_testnet(tmp_path, 1, base_port=free_port_block(1))[0].paths.root
+    right = hashlib.sha256(CUSTOM.read_bytes()).hexdigest()
+    edit_task(home, model="tests.node.custom_model:build", model_code_sha256="0" * 64)
+    res = start(home)
+    assert res.returncode == 1
+    assert f"model code {CUSTOM} has SHA-256 {right}, but the genesis pins {'0' * 64}" in res.stderr
+    assert "this node will not start with other code" in res.stderr
+    edit_task(home, model_code_sha256=right)   # the pinned code: the node starts and serves its model
+    port = load_home(home).config.network.port
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "node", "start", "--home", str(home)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        model = wait_for(lambda: get_json(f"http://127.0.0.1:{port}/fl/model"), 60, "the node to serve /fl/model")
+        assert model["model"] == "tests.node.custom_model:build" and model["params"] == 64 * 16 + 16 + 16 * 10 + 10
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_task_is_checked_strictly():
+    base = {"model": "cnn", "input_shape": [1, 28, 28], "num_classes": 10, "eval_set_sha256": "a" * 64,
+            "eval_set_samples": 100}
+    assert Task.from_dict(base).spec.input_shape == (1, 28, 28)
+    for bad, match in (({"colour": 1}, "unknown key"), ({"input_shape": [0]}, "input_shape"),
+                       ({"model": "x.y:build"}, "model_code_sha256"), ({"eval_set_sha256": "zz"}, "eval_set_sha256"),
+                       ({"loss": "hinge"}, "loss")):
+        with pytest.raises(TaskError, match=match):
+            Task.from_dict({**base, **bad})
