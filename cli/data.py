@@ -25,9 +25,18 @@ PRESET_MODELS = {"digits": "tabular_mlp", "fashion_mnist": "cnn", "synthetic": "
 
 @dataclass
 class TestnetData:
-    task: dict            # genesis app.task
-    eval_blob: bytes      # the public evaluation set, content-addressed
-    shards: list          # one learning.data.Dataset per node
+    """What a testnet's genesis task and each node's ``[data]`` are made from."""
+
+    task: dict                    # genesis app.task
+    eval_blob: bytes              # the public evaluation set, content-addressed
+    shards: list                  # one learning.data.Dataset per node to write into its home, or
+    files: list[Path] | None = None   # one file per node that stays where it is (its owner's own data)
+
+    def place(self, i: int, data_dir: Path, file_format: str) -> tuple[str, str]:
+        """Node ``i``'s ``[data]`` (source, format): its own file, or its shard written into its home."""
+        if self.files is not None:
+            return str(self.files[i]), "csv"
+        return write_shard(self.shards[i], data_dir, file_format)
 
 
 def make_testnet_data(dataset: str, n: int, app_state: dict) -> TestnetData:
@@ -59,6 +68,32 @@ def make_testnet_data(dataset: str, n: int, app_state: dict) -> TestnetData:
     return TestnetData(task, blob, shards)
 
 
+def own_testnet_data(folder: Path, n: int, label_column: str = "label") -> TestnetData:
+    """A testnet on CSV files the operator already has: ``FOLDER/node{i}.csv`` for each node and
+    ``FOLDER/eval.csv``, the public evaluation set. The task (a small MLP, one input per feature
+    column) is read off the evaluation set; each node's file is checked against it here and read
+    in place by its node only."""
+    from gossip.crypto import sha256
+    from learning.datasets import evalset
+    from learning.datasets.checks import DataSpec, check
+    from learning.datasets.formats import DataError, DataSource, read
+
+    files = [folder / f"node{i}.csv" for i in range(n)]
+    try:
+        x, y = read(DataSource(folder / "eval.csv", "csv", label_column))
+        if not len(y):
+            raise DataError(f"{folder / 'eval.csv'}: no samples")
+        spec = DataSpec((x.shape[1],), int(np.nanmax(y)) + 1 if np.isfinite(y).all() else 2, 1)
+        eval_set = check(x, y, spec, str(folder / "eval.csv"))
+        sizes = [len(check(*read(DataSource(f, "csv", label_column)), spec, str(f))) for f in files]
+    except DataError as exc:
+        raise CliError(str(exc)) from None
+    blob = evalset.encode(eval_set)
+    task = {"model": "tabular_mlp", "input_shape": [x.shape[1]], "num_classes": spec.num_classes,
+            "eval_set_sha256": sha256(blob).hex(), "eval_set_samples": len(eval_set), "min_samples": min(10, *sizes)}
+    return TestnetData(task, blob, [], [f.resolve() for f in files])
+
+
 def write_shard(shard, folder: Path, file_format: str) -> tuple[str, str]:
     """Write one node's data file; returns its ``[data]`` (source, format), relative to the home."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,6 +105,28 @@ def write_shard(shard, folder: Path, file_format: str) -> tuple[str, str]:
     fmt = ["%.7g"] * shard.x.shape[1] + ["%d"]
     np.savetxt(folder / "train.csv", table, delimiter=",", header=header, comments="", fmt=fmt)
     return "data/train.csv", "csv"
+
+
+@data_app.command("example")
+@handles_errors
+def example(out: Path = typer.Option(..., "--out", file_okay=False, resolve_path=True, help="Folder to write."),
+            nodes: int = typer.Option(3, "--nodes", min=1, max=64, help="Devices (one CSV file each)."),
+            seed: int = typer.Option(0, "--seed")) -> None:
+    """Write synthetic network-flow CSV files for the intrusion-detection example: node0.csv ..
+    (each device's own records), eval.csv (the public evaluation set) and test.csv (held out)."""
+    from learning.datasets.flows import device_split, flows, write_csv
+
+    train, test = flows(seed=seed)
+    order = np.random.default_rng(seed).permutation(len(train))
+    n_eval = len(train) // 10
+    public, rest = train.subset(np.sort(order[:n_eval])), train.subset(np.sort(order[n_eval:]))
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(public, str(out / "eval.csv"))
+    write_csv(test, str(out / "test.csv"))
+    for i, idx in enumerate(device_split(rest, nodes, seed)):
+        write_csv(rest.subset(idx), str(out / f"node{i}.csv"))
+    console.print(f"wrote {nodes} device files, eval.csv ({len(public)} records) and test.csv ({len(test)}) "
+                  f"to {out}", highlight=False)
 
 
 @data_app.command("check")

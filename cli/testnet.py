@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 
 from cli.common import CliError, console, handles_errors
-from cli.data import DATASETS, FILE_FORMATS, make_testnet_data, write_shard
+from cli.data import DATASETS, FILE_FORMATS, make_testnet_data, own_testnet_data
 from consensus.genesis import GenesisError, make_genesis
 from gossip.crypto import KeyPair
 from gossip.netpolicy import address_class, host_of, parse_ip
@@ -29,6 +29,10 @@ APPS = ("fl", "counter")
 AppOpt = typer.Option("fl", "--app", help="Application: fl (federated learning) or counter.")
 DatasetOpt = typer.Option("digits", "--dataset", help=f"fl: data set cut into one file per node ({', '.join(DATASETS)}).")
 DataFormatOpt = typer.Option("npz", "--data-format", help="fl: format of each node's data file (npz or csv).")
+OwnDataOpt = typer.Option(None, "--own-data", file_okay=False, exists=True, resolve_path=True,
+                          help="fl: a folder of your own CSV files, node0.csv .. node{N-1}.csv (one per node, "
+                               "read in place) and eval.csv (the public evaluation set), instead of --dataset.")
+LabelOpt = typer.Option("label", "--label-column", help="fl with --own-data: the CSV column holding the class.")
 
 
 def app_state(app: str) -> dict:
@@ -53,7 +57,8 @@ def node_homes(folder: Path) -> list[Path]:
 def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain_id: str = "fedchain-local",
                    slot_ms: int = 2000, host: str = DEFAULT_HOST, advertise_host: str = DEFAULT_HOST,
                    genesis_time_ms: int | None = None, app: str = "fl", one_port: bool = False,
-                   dataset: str | None = "digits", data_format: str = "npz") -> list[Home]:
+                   dataset: str | None = "digits", data_format: str = "npz", own_data: Path | None = None,
+                   label_column: str = "label") -> list[Home]:
     """Write the genesis and N homes; refuses a folder that already holds a testnet.
 
     ``advertise_host`` is a template formatted with ``i`` (e.g. ``node{i}`` for containers that
@@ -66,7 +71,8 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
     named in that node's ``[data]``) and a public evaluation set that the genesis task pins by
     hash and every home's blob store holds; ``None`` keeps the built-in data set that every node
     loads and cuts by its position (used where homes travel without their data, as in the
-    Kubernetes overlay).
+    Kubernetes overlay). ``own_data`` instead names a folder of CSV files, ``node{i}.csv`` per node
+    and ``eval.csv`` (see :func:`cli.data.own_testnet_data`).
     """
     if app not in APPS:
         raise CliError(f"--app must be one of {', '.join(APPS)}, got {app!r}")
@@ -80,7 +86,11 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
     urls = [check_base_url(f"http://{advertise_host.format(i=i)}:{ports[i]}", "node URL") for i in range(n)]
     keys = [KeyPair.generate() for _ in range(n)]
     state = app_state(app)
-    data = make_testnet_data(dataset, n, state) if app == "fl" and dataset is not None else None
+    data = None
+    if app == "fl" and own_data is not None:
+        data = own_testnet_data(own_data, n, label_column)
+    elif app == "fl" and dataset is not None:
+        data = make_testnet_data(dataset, n, state)
     if data is not None:
         state["task"] = data.task
     try:
@@ -97,8 +107,8 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
                          advertised_url=advertised)
         home.config.network.dial_scope = scope
         if data is not None:
-            home.config.data.source, home.config.data.format = write_shard(data.shards[i], home.paths.data,
-                                                                            data_format)
+            home.config.data.source, home.config.data.format = data.place(i, home.paths.data, data_format)
+            home.config.data.label_column = label_column
             publish_eval_set(home, data.eval_blob)
         save_config(home.config, home.paths.config)
         homes.append(home)
@@ -149,6 +159,7 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
            exist_ok: bool = typer.Option(False, "--exist-ok",
                                          help="Succeed without changes if DIR already holds an N-node testnet."),
            app: str = AppOpt, dataset: str = DatasetOpt, data_format: str = DataFormatOpt,
+           own_data: Optional[Path] = OwnDataOpt, label_column: str = LabelOpt,
            k8s: Optional[Path] = typer.Option(
                None, "--k8s", file_okay=False, resolve_path=True,
                help="Instead of homes, write a Kustomize overlay to this folder: the genesis, node configs and "
@@ -169,7 +180,8 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
         console.print(f"{folder} already holds a {n}-node testnet; nothing to do", highlight=False)
         return
     homes = create_testnet(folder, n, base_port=base_port, chain_id=chain_id, slot_ms=slot_ms, host=host,
-                           advertise_host=advertise_host, app=app, dataset=dataset, data_format=data_format)
+                           advertise_host=advertise_host, app=app, dataset=dataset, data_format=data_format,
+                           own_data=own_data, label_column=label_column)
     console.print(f"created {n}-node testnet [bold]{chain_id}[/] in {folder}", highlight=False)
     for home in homes:
         console.print(f"  {home.paths.root.name:>7}  {home.config.network.url}  {home.keypair.node_id}", highlight=False)

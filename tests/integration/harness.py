@@ -70,13 +70,13 @@ class Testnet:
     """N node homes and their daemon processes."""
 
     def __init__(self, root: Path, n: int, *, slot_ms: int = 1000, genesis: dict | None = None,
-                 app: str = "counter") -> None:
+                 app: str = "counter", create_args: tuple[str, ...] = ()) -> None:
         self.root = root
         self.n = n
         self.base_port = free_port_block(n + 2)
         self.procs: dict[int, subprocess.Popen] = {}
         res = cli("testnet", "create", str(n), "--dir", str(root), "--base-port", str(self.base_port),
-                  "--slot-ms", str(slot_ms), "--app", app)
+                  "--slot-ms", str(slot_ms), "--app", app, *create_args)
         assert res.returncode == 0, res.stderr + res.stdout
         self.overrides = genesis or {}
 
