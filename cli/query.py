@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
@@ -198,10 +199,19 @@ def mempool(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
 
 def model(height: Optional[int] = typer.Option(None, "--updates", min=1,
                                               help="Also list the updates the block at this height considered."),
+          export: Optional[Path] = typer.Option(None, "--export", dir_okay=False,
+                                                help="Write the model to this file (torch.export; load it with "
+                                                     "torch.export.load(FILE).module())."),
           node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
     """Show the newest final global model: hash, height, accuracy; with --updates H, a round's updates."""
     client = NodeClient(node)
     m = client.get_json("/fl/model")
+    if export is not None:
+        from cli.export import export_model
+
+        export_model(client, m, export)
+        console.print(f"wrote global model {m['hash'][:12]} (height {m['height']}) to {export}", highlight=False)
+        return
     rounds = client.get_json("/fl/updates", height=height) if height is not None else None
     if as_json:
         return print_json({"model": m, "updates": rounds} if rounds is not None else m)
@@ -212,7 +222,8 @@ def model(height: Optional[int] = typer.Option(None, "--updates", min=1,
     console.print(fields_table(f"global model @ {node}", [
         ("hash", m["hash"]), ("height", m["height"]), ("model", f"{m['model']} ({m['params']} parameters)"),
         ("dataset", m["dataset"]), ("rule", m["rule"]), ("test accuracy", pct("test_accuracy")),
-        ("validation accuracy (this node)", pct("val_accuracy")), ("weights", node.rstrip("/") + m["blob"]),
+        ("validation accuracy (this node)", pct("val_accuracy")), ("privacy", m.get("privacy", "-")),
+        ("weights", node.rstrip("/") + m["blob"]),
     ]))
     if rounds is not None:
         table = Table("update", "sender", "weight", "accepted", "reason",

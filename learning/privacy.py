@@ -28,6 +28,21 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 
 
+MEANINGFUL_EPSILON = 10.0
+"""Above this epsilon a differential-privacy "guarantee" bounds nothing an attacker cares about
+(e^10 ~ 22,000 times likelier outcomes); budgets beyond it are reported as no formal privacy."""
+
+
+def guarantee(noise_multiplier: float, epsilon_budget: float, delta: float) -> str:
+    """What a node's privacy settings give, in one plain sentence (API, CLI, dashboard, docs)."""
+    if noise_multiplier <= 0:
+        return "no formal privacy: updates are clipped but not noised"
+    if epsilon_budget > MEANINGFUL_EPSILON:
+        return (f"no formal privacy: the epsilon budget {epsilon_budget:g} is above {MEANINGFUL_EPSILON:g}, "
+                f"where differential privacy stops meaning anything (noise multiplier {noise_multiplier:g})")
+    return f"({epsilon_budget:g}, {delta:g})-differential privacy per node over its whole data (user level)"
+
+
 class PrivacyBudgetExhausted(RuntimeError):
     """Releasing one more update would push epsilon past the node's budget."""
 

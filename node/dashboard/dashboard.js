@@ -192,7 +192,7 @@ function showPrivacy(mine) {
     bar.max = p.epsilon_budget || 1;
     bar.value = Math.min(bar.max, p.epsilon || 0);
     rows.push([[id === view.status.node_id ? who(id) + " (this node)" : who(id), "", id],
-      p.epsilon == null ? "no DP" : sig(p.epsilon), sig(p.epsilon_budget), bar]);
+      p.epsilon == null ? "no DP" : sig(p.epsilon), sig(p.epsilon_budget), bar, p.guarantee || ""]);
   };
   add(view.status.node_id, mine);
   for (const [id, probe] of view.peerProbes || []) add(id, probe.privacy);
@@ -202,6 +202,9 @@ function showPrivacy(mine) {
     const td = document.createElement("td");
     td.appendChild(cells[3]);
     tr.appendChild(td);
+    const what = document.createElement("td");
+    what.textContent = cells[4];  // e.g. "no formal privacy: ..." for the default testnet
+    tr.appendChild(what);
     return tr;
   }));
 }

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from learning.privacy import guarantee
 from node.api_base import ApiError, Param, Route, encode_list_within, page_response
 
 UPDATE_ID = Param("id", "path", "hash", "Update id: SHA-256 of the encoded update (hex).")
@@ -29,7 +30,8 @@ async def get_model(ctx: Any, request: web.Request) -> dict:
     metrics = fl.model_metrics if fl.model_metrics.get("hash") == app.model_hash.hex() else {}
     return {**metrics, "hash": app.model_hash.hex(), "height": app.model_height, "params": app.dim,
             "model": fl.task.model if fl.task else fl.settings.model,
-            "dataset": "local files" if fl.task else fl.settings.dataset, "rule": fl.settings.rule,
+            "dataset": "local files" if fl.task else fl.settings.dataset,
+            "privacy": guarantee(fl.settings.noise_multiplier, fl.settings.epsilon_budget, fl.settings.delta), "rule": fl.settings.rule,
             "blob": f"/fl/model/{app.model_hash.hex()}"}
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from gossip.crypto import KeyPair
 from learning.bounds import compress_within
 from learning.compression import ErrorFeedback, dense_bytes, wire_size
-from learning.privacy import PrivacyAccountant, clip_and_noise
+from learning.privacy import PrivacyAccountant, clip_and_noise, guarantee
 from learning.train import TrainResult, local_train, lr_at
 from node.fl.app import TOPIC_UPDATE, FLApp
 from node.fl.update import ModelUpdate
@@ -198,4 +198,5 @@ class Trainer:
         return {"dp": acc is not None, "epsilon": acc.epsilon() if acc else None, "delta": s.delta,
                 "epsilon_budget": s.epsilon_budget, "noise_multiplier": s.noise_multiplier, "clip": s.clip,
                 "releases": acc.releases if acc else self.steps, "exhausted": self.exhausted,
-                "accountant": "opacus.accountants.RDPAccountant" if acc else None}
+                "accountant": "opacus.accountants.RDPAccountant" if acc else None,
+                "guarantee": guarantee(s.noise_multiplier, s.epsilon_budget, s.delta)}
