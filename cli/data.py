@@ -129,10 +129,9 @@ def example(out: Path = typer.Option(..., "--out", file_okay=False, resolve_path
                   f"to {out}", highlight=False)
 
 
-@data_app.command("check")
-@handles_errors
-def check(home: Path = HomeOpt) -> None:
-    """Check HOME's [data] against the chain's task and show what the node would train on."""
+def checked_data(home: Path) -> tuple[list[tuple[str, object]], int]:
+    """HOME's ``[data]`` checked against its genesis task: the rows ``data check`` shows and the
+    number of samples the node would train on (what it may declare when it registers)."""
     from learning.datasets.checks import summary
     from learning.datasets.formats import DataError
     from node.fl.localdata import data_source, load_local
@@ -151,8 +150,19 @@ def check(home: Path = HomeOpt) -> None:
     except DataError as exc:
         raise CliError(f"{exc}. The node would not start with this data") from None
     info = summary(ds)
-    rows = {"source": str(data_source(h.config.data, h.paths.root).path), "format": h.config.data.format,
-            "samples": info["samples"], "input shape": info["input_shape"],
-            "classes": " ".join(f"{c}:{k}" for c, k in enumerate(info["classes"])),
-            "task": f"{task.model}, {task.num_classes} classes, at least {task.min_samples} samples"}
-    console.print(fields_table("data fits the task", list(rows.items())))
+    settings = h.genesis.app
+    trains_on = info["samples"] - int(settings.get("val_fraction", 0.1) * info["samples"])
+    rows = [("source", data_source(h.config.data, h.paths.root).path), ("format", h.config.data.format),
+            ("samples", info["samples"]), ("trains on", f"{trains_on} (the rest is its own validation split)"),
+            ("input shape", info["input_shape"]),
+            ("classes", " ".join(f"{c}:{k}" for c, k in enumerate(info["classes"]))),
+            ("task", f"{task.model}, {task.num_classes} classes, at least {task.min_samples} samples")]
+    return rows, trains_on
+
+
+@data_app.command("check")
+@handles_errors
+def check(home: Path = HomeOpt) -> None:
+    """Check HOME's [data] against the chain's task and show what the node would train on, without starting it."""
+    rows, _ = checked_data(home)
+    console.print(fields_table("data fits the task", rows))

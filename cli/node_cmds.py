@@ -14,7 +14,7 @@ from cli.progress import SyncProgress
 from cli.query import fetch_genesis, genesis_summary
 from consensus.genesis import Genesis, GenesisError, make_genesis
 from gossip.crypto import KeyPair
-from node.config import DEFAULT_HOST, DEFAULT_PORT, check_base_url, load_config, parse_checkpoint, save_config
+from node.config import DEFAULT_HOST, DEFAULT_PORT, ConfigError, check_base_url, load_config, parse_checkpoint, save_config
 from node.home import HomePaths, init_home, load_genesis, load_home, load_key
 
 keys_app = typer.Typer(help="Manage a node's Ed25519 key.", no_args_is_help=True)
@@ -109,7 +109,15 @@ def join(url: str = typer.Argument(..., help="Base URL of any node of the chain,
          checkpoint: Optional[str] = typer.Option(
              None, "--checkpoint", help="Weak-subjectivity checkpoint HEIGHT:BLOCKHASH, a final block learnt out "
                                         "of band; written to config.toml [sync] trusted_checkpoint."),
-         no_start: bool = typer.Option(False, "--no-start", help="Only create the home; do not start the node.")
+         no_start: bool = typer.Option(False, "--no-start", help="Only create the home; do not start the node."),
+         data: Optional[Path] = typer.Option(None, "--data", exists=True, resolve_path=True,
+                                             help="This device's own training data (file, or folder for "
+                                                  "imagefolder); written to config.toml [data] and checked "
+                                                  "against the chain's task before the node starts."),
+         data_format: str = typer.Option("csv", "--format", help="Format of --data: csv, npz, idx or imagefolder."),
+         label_column: str = typer.Option("label", "--label-column", help="csv: the column holding the class."),
+         labels: Optional[Path] = typer.Option(None, "--labels", exists=True, resolve_path=True,
+                                               help="idx: the labels file (--data is the images file)."),
          ) -> None:
     """Make a home for the chain served at URL (bootstrapped to it), then start the node; it syncs from peers
     while a progress bar shows blocks and time left.
@@ -142,6 +150,8 @@ def join(url: str = typer.Argument(..., help="Base URL of any node of the chain,
                             moniker=moniker, trusted_checkpoint=checkpoint or "")
         console.print(f"joined chain [bold]{genesis.chain_id}[/] (genesis {genesis.hash.hex()}) via {base}\n"
                       f"node id  {created.keypair.node_id}\nlisten   {created.config.network.url}", highlight=False)
+    if data is not None:
+        use_own_data(home, data, data_format, label_column, labels, base)
     if not no_start:
         progress = SyncProgress(local_url(home), base, err_console)
         progress.start()
@@ -149,6 +159,28 @@ def join(url: str = typer.Argument(..., help="Base URL of any node of the chain,
             start_daemon(home)
         finally:
             progress.stop()
+
+
+def use_own_data(home: Path, data: Path, data_format: str, label_column: str, labels: Path | None,
+                 base: str) -> None:
+    """Name ``data`` in the home's ``[data]``, check it against the chain's task (a misfit is an
+    error here, before the node starts), and say how the node becomes a training member."""
+    from cli.data import checked_data
+
+    paths = HomePaths(home)
+    config = load_config(paths.config)
+    config.data.source, config.data.format = str(data), data_format
+    config.data.label_column, config.data.labels = label_column, str(labels) if labels else ""
+    try:
+        save_config(config, paths.config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    rows, samples = checked_data(home)
+    console.print(fields_table("your data fits the chain's task", rows))
+    node_id = load_key(paths.node_key).node_id
+    console.print(f"to train, this node must be a registered member; the chain's admin admits it with\n"
+                  f"  fedchain tx register {node_id} --samples {samples} --node {base}\n"
+                  "until then it follows and verifies the chain", highlight=False)
 
 
 def local_url(home: Path) -> str:

@@ -115,3 +115,30 @@ def test_task_is_checked_strictly():
                        ({"loss": "hinge"}, "loss")):
         with pytest.raises(TaskError, match=match):
             Task.from_dict({**base, **bad})
+
+
+def test_join_with_own_data_checks_it_against_the_task(testnet, tmp_path):
+    node0 = load_home(testnet[0])
+    url = f"http://127.0.0.1:{node0.config.network.port}"
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "node", "start", "--home", str(testnet[0])], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: get_json(url + "/genesis"), 60, "node0 to serve its genesis")
+        pin = node0.genesis.hash.hex()
+        mine = tmp_path / "mine.npz"
+        x, y = load_digits(seed=1)[1].x[:50], load_digits(seed=1)[1].y[:50]
+        np.savez(mine, x=x.reshape(-1, 1, 8, 8), y=y + 5)   # labels 5..14: the task has 10 classes
+        join = ["join", url, "--genesis-hash", pin, "--no-start", "--port", str(free_port_block(1)),
+                "--data", str(mine), "--format", "npz"]
+        bad = CliRunner().invoke(app, [*join, "--home", str(tmp_path / "bad")])
+        assert bad.exit_code == 1
+        assert f"{mine}: " in bad.output and "labels outside 0..9" in bad.output and "would not start" in bad.output
+        np.savez(mine, x=x.reshape(-1, 1, 8, 8), y=y)
+        good = CliRunner().invoke(app, [*join, "--home", str(tmp_path / "good")])
+        assert good.exit_code == 0, good.output
+        node_id = load_home(tmp_path / "good").keypair.node_id
+        assert f"fedchain tx register {node_id} --samples 45 --node {url}" in good.output
+        assert load_home(tmp_path / "good").config.data.source == str(mine)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

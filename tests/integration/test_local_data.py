@@ -76,6 +76,14 @@ def test_global_model_beats_every_device_alone(make_testnet, tmp_path):
     acc = wait_for(lambda: (a := accuracy(global_model(net), test)) > best_alone + 0.1 and a, 300,
                    f"the global model to beat the best device alone ({best_alone:.3f}) by 0.1")
     print(f"local-only accuracies {alone}, global {acc:.3f}")
+    # the exported file is the chain's model, and plain PyTorch runs it
+    out = tmp_path / "model.pt2"
+    res = cli("model", "--node", net.url(0), "--export", str(out))
+    assert res.returncode == 0, res.stderr
+    exported = torch.export.load(out).module()
+    with torch.no_grad():
+        predicted = exported(torch.from_numpy(test.x)).argmax(1).numpy()
+    assert (predicted == test.y).mean() > best_alone + 0.1
     records = [net.get(0, f"/fl/updates?height={h}") for h in range(2, 6)]
     senders = {u["sender"] for r in records for u in r["updates"] if u["accepted"]}
     assert senders == {net.node_id(i) for i in range(3)}   # every device contributed
