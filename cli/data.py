@@ -107,9 +107,12 @@ def write_shard(shard, folder: Path, file_format: str) -> tuple[str, str]:
     return "data/train.csv", "csv"
 
 
+OutOpt = typer.Option(..., "--out", file_okay=False, resolve_path=True, help="Folder to write.")
+
+
 @data_app.command("example")
 @handles_errors
-def example(out: Path = typer.Option(..., "--out", file_okay=False, resolve_path=True, help="Folder to write."),
+def example(out: Path = OutOpt,
             nodes: int = typer.Option(3, "--nodes", min=1, max=64, help="Devices (one CSV file each)."),
             seed: int = typer.Option(0, "--seed")) -> None:
     """Write synthetic network-flow CSV files for the intrusion-detection example: node0.csv ..

@@ -31,7 +31,7 @@ def testnet(tmp_path_factory) -> list[Path]:
 
 
 def start(home: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", "node", "start", "--home", str(home)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "cli.main", "node", "start", "--home", str(home)], cwd=REPO, check=False,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -47,9 +47,8 @@ def check(x: np.ndarray, y: np.ndarray, spec: DataSpec, where: str) -> Dataset:
         row = int(np.flatnonzero(bad.any(axis=1))[0])
         raise DataError(f"{where}: {int(bad.sum())} NaN or infinite values (first in sample {row}); "
                         "fill or drop those samples")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise DataError(f"{where}: labels must be whole numbers 0..{spec.num_classes - 1}")
+    if not np.issubdtype(y.dtype, np.integer) and (not np.all(np.isfinite(y)) or np.any(y != np.round(y))):
+        raise DataError(f"{where}: labels must be whole numbers 0..{spec.num_classes - 1}")
     out_of_range = (y < 0) | (y >= spec.num_classes)
     if out_of_range.any():
         first = y[out_of_range][0]

@@ -18,8 +18,8 @@ import hashlib
 import importlib
 import importlib.util
 import re
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ class Task:
     min_samples: int = 10
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Task":
+    def from_dict(cls, raw: dict[str, Any]) -> Task:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(raw) - known)
         if unknown:

@@ -14,6 +14,7 @@ import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -27,8 +28,8 @@ from learning.datasets.checks import DataSpec
 from learning.datasets.formats import DataSource, read
 from learning.models import build_model, set_flat
 from learning.train import evaluate, local_train
-from node.fl.blobs import BlobStore
 from node.config import save_config
+from node.fl.blobs import BlobStore
 from node.home import init_home, load_home
 from tests.integration.harness import cli, free_port_block, wait_for
 
@@ -99,9 +100,9 @@ class TamperingPeer(BaseHTTPRequestHandler):
     """Serves a well-formed evaluation set whose labels are changed, under the genuine hash's URL."""
 
     blob = b""
-    asked: list[str] = []
+    asked: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:   # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         TamperingPeer.asked.append(self.path)
         if not self.path.startswith("/fl/eval-set/"):
             self.send_error(404)
