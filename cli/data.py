@@ -98,7 +98,11 @@ def write_shard(shard, folder: Path, file_format: str) -> tuple[str, str]:
     """Write one node's data file; returns its ``[data]`` (source, format), relative to the home."""
     folder.mkdir(parents=True, exist_ok=True)
     if file_format == "npz":
-        np.savez(folder / "train.npz", x=shard.x.reshape(len(shard), *shard.input_shape), y=shard.y)
+        x = shard.x.reshape(len(shard), *shard.input_shape)
+        as_bytes = np.round(x * 255).astype(np.uint8)
+        if np.array_equal(as_bytes.astype(np.float32) / 255, x):   # 8-bit images: a quarter of the size
+            x = as_bytes
+        np.savez(folder / "train.npz", x=x, y=shard.y)
         return "data/train.npz", "npz"
     header = ",".join([*(f"f{j}" for j in range(shard.x.shape[1])), "label"])
     table = np.column_stack([shard.x, shard.y])

@@ -30,7 +30,7 @@ def testnet(tmp_path_factory) -> list[Path]:
     return [h.paths.root for h in create_testnet(folder, 3, base_port=free_port_block(3))]
 
 
-def start(home: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+def start(home: Path, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cli.main", "node", "start", "--home", str(home)], cwd=REPO, check=False,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -99,7 +99,7 @@ def test_model_code_other_than_genesis_pins_refuses_to_start(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "node", "start", "--home", str(home)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        model = wait_for(lambda: get_json(f"http://127.0.0.1:{port}/fl/model"), 60, "the node to serve /fl/model")
+        model = wait_for(lambda: get_json(f"http://127.0.0.1:{port}/fl/model"), 240, "the node to serve /fl/model")
         assert model["model"] == "tests.node.custom_model:build" and model["params"] == 64 * 16 + 16 + 16 * 10 + 10
     finally:
         proc.terminate()
@@ -123,7 +123,7 @@ def test_join_with_own_data_checks_it_against_the_task(testnet, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "node", "start", "--home", str(testnet[0])], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: get_json(url + "/genesis"), 60, "node0 to serve its genesis")
+        wait_for(lambda: get_json(url + "/genesis"), 240, "node0 to serve its genesis")
         pin = node0.genesis.hash.hex()
         mine = tmp_path / "mine.npz"
         x, y = load_digits(seed=1)[1].x[:50], load_digits(seed=1)[1].y[:50]

@@ -135,12 +135,20 @@ def test_tampered_evaluation_set_is_refused(make_testnet, tmp_path):
     try:
         hostile_url = f"http://127.0.0.1:{hostile.server_address[1]}"
         home = tmp_path / "joiner"
-        joiner = init_home(home, genesis, port=free_port_block(1), bootstrap=[hostile_url, net.url(0)],
-                           moniker="joiner")
+        joiner = init_home(home, genesis, port=free_port_block(1), bootstrap=[hostile_url], moniker="joiner")
         joiner.config.network.dial_scope = "local"
         save_config(joiner.config, home / "config.toml")
-        net.start(2, home=home)
         url = f"http://127.0.0.1:{joiner.config.network.port}"
+        # with only the hostile peer to ask, the node keeps refusing and never follows the chain;
+        # it still stops at once on SIGTERM
+        proc = net.start(2, home=home)
+        wait_for(lambda: len(TamperingPeer.asked) >= 3, 60, "the joiner to ask the hostile peer again")
+        assert json.loads(urllib.request.urlopen(url + "/status", timeout=3).read())["final_height"] == 0
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+        joiner.config.network.bootstrap = [hostile_url, net.url(0)]
+        save_config(joiner.config, home / "config.toml")
+        net.start(2, home=home)
         wait_for(lambda: json.loads(urllib.request.urlopen(url + "/status", timeout=3).read())["final_height"]
                  >= max(net.heights()), 90, "the joiner to follow the chain")
         assert any(p.startswith("/fl/eval-set/") for p in TamperingPeer.asked)
