@@ -1,5 +1,9 @@
 """The FL side of a daemon: the application, the trainer, the blob store and their wiring.
 
+With a genesis task, the node's own ``[data]`` is checked at construction (a misfit stops the
+node) and the public evaluation set is taken from the blob store or fetched from peers by hash
+before the chain is followed (:meth:`FLService.obtain_eval_set`).
+
 It subscribes the updates topic on gossip, fetches updates a proposal names but this node lacks
 (from the proposer first, then any peer), keeps the accuracy of every new global model on the
 node's validation split and on the common test set, and answers the ``/fl`` API.
@@ -15,16 +19,16 @@ from typing import Any
 import aiohttp
 
 from consensus.genesis import Genesis
-from node.fl.faults import fl_app_class, make_trainer
-from node.fl.app import TOPIC_UPDATE, round_key
-from node.fl.blobs import BlobStore
 from learning.datasets import evalset
 from learning.datasets.formats import DataError
 from node.config import ConfigError
+from node.fl.faults import fl_app_class, make_trainer
+from node.fl.app import TOPIC_UPDATE, round_key
+from node.fl.blobs import BlobStore
 from node.fl.data import NodeData, load_node_data
 from node.fl.localdata import install_eval_set, load_local, parse_eval_set, task_node_data
-from node.fl.task import Task
 from node.fl.settings import FLSettings
+from node.fl.task import Task
 from node.fetcher import JSON_ROOM, FetchError, fetch_update, get_bytes
 from node.fl.trainer import Trainer
 from node.home import Home

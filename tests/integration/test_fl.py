@@ -253,8 +253,11 @@ def test_a_joining_device_contributes_only_once_registered(make_testnet, tmp_pat
     home, port = tmp_path / "device", net.base_port + 4
     log = open(tmp_path / "device.out", "wb")
     pin = net.get(0, "/status")["genesis_hash"]
+    own = tmp_path / "own.npz"   # the device brings its own data (here: digits like the others')
+    shard = np.load(net.home(0) / "data" / "train.npz")
+    np.savez(own, x=shard["x"][::2], y=shard["y"][::2])
     net.procs[4] = subprocess.Popen([*CLI, "join", net.url(0), "--home", str(home), "--port", str(port),
-                                     "--genesis-hash", pin],
+                                     "--genesis-hash", pin, "--data", str(own), "--format", "npz"],
                                     cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_for(lambda: net.get(4, "/status")["final_height"] >= net.heights([0])[0] - 1, 60,
              "the device to sync (verifying every FL round by re-running it)")
