@@ -71,6 +71,8 @@ TOPIC_PROPOSAL = "consensus/proposal"
 TOPIC_VOTE = "consensus/vote"
 TOPIC_TX = "consensus/tx"
 TOPIC_EVIDENCE = "consensus/evidence"
+REGOSSIP_TXS = 64
+"""Pending transactions gossiped again per final block, at most (see Mempool.due_for_gossip)."""
 
 
 class Network(Protocol):
@@ -397,6 +399,8 @@ class Engine:
             return False
         state = self.executor.state
         self.mempool.update(list(block.txs), state)
+        if again := self.mempool.due_for_gossip(state.height, REGOSSIP_TXS, self.genesis.max_block_bytes):
+            self._spawn(self._gossip_txs(again), "tx-regossip")
         self.evidence.update(block.evidence, state)
         self.metrics["blocks_final"] += 1
         self._new_height()
@@ -440,6 +444,11 @@ class Engine:
         self.metrics["evidence_seen"] += 1
         log.warning("equivocation by %s at height %d (%s)", ev.offender[:12], ev.height, ev.kind)
         self._emit({"type": "evidence", "kind": ev.kind, "offender": ev.offender, "height": ev.height})
+
+    async def _gossip_txs(self, txs: list[Tx]) -> None:
+        for tx in txs:
+            await self.network.publish(TOPIC_TX, pack(tx.to_wire()))
+            self.metrics["txs_regossiped"] += 1
 
     async def submit_tx(self, tx: Tx) -> str:
         """Admit a transaction to the mempool and gossip it; raises :class:`TxRejected`."""
