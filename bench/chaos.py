@@ -111,7 +111,6 @@ async def inject(net: Testnet, watcher: Watcher, fault: Fault) -> None:
         await asyncio.sleep(fault.down_s)
         net.start(i)
     else:
-        await watcher.quiet(i)  # an open /subscribe holds a stopping daemon for tens of seconds
         proc.send_signal(signal.SIGTERM)
         if not await _wait_exit(proc, 20):
             fault.notes.append("did not stop within 20 s of SIGTERM: killed")
@@ -119,7 +118,6 @@ async def inject(net: Testnet, watcher: Watcher, fault: Fault) -> None:
             await _wait_exit(proc, 15)
         fault.down_s = time.time() - fault.at
         net.start(i)
-        watcher.resume(i)
     fault.resumed = time.time()
     if await catch_up(watcher, [i], fault.resumed + RECOVERY_TIMEOUT_S):
         fault.recovered = time.time()

@@ -145,8 +145,6 @@ class Watcher:
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
         self._jiffies = machine_jiffies()
-        self._streams: dict[int, aiohttp.ClientWebSocketResponse] = {}
-        self._quiet: set[int] = set()
 
     async def __aenter__(self) -> Watcher:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(CLIENT_ADDR, 0)),
@@ -187,27 +185,12 @@ class Watcher:
         nxt = max(known, default=0) + 1
         return (nxt, self.first_final[nxt]) if nxt in self.first_final else None
 
-    async def quiet(self, i: int) -> None:
-        """Close the stream from node ``i`` and open none until :meth:`resume`: a daemon asked to
-        stop waits for its ``/subscribe`` clients to leave (tens of seconds; see the report)."""
-        self._quiet.add(i)
-        ws = self._streams.pop(i, None)
-        if ws is not None:
-            await ws.close()
-
-    def resume(self, i: int) -> None:
-        self._quiet.discard(i)
-
     async def _follow(self, i: int) -> None:
         """Node ``i``'s final blocks as it announces them; reconnects after every restart."""
         assert self.session is not None
         while True:
-            if i in self._quiet:
-                await asyncio.sleep(0.2)
-                continue
             try:
                 async with self.session.ws_connect(self.net.url(i) + "/subscribe") as ws:
-                    self._streams[i] = ws
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             break

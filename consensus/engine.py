@@ -23,6 +23,7 @@ verification and preparation are the application's to move off the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -70,6 +71,8 @@ TOPIC_PROPOSAL = "consensus/proposal"
 TOPIC_VOTE = "consensus/vote"
 TOPIC_TX = "consensus/tx"
 TOPIC_EVIDENCE = "consensus/evidence"
+REGOSSIP_TXS = 64
+"""Pending transactions gossiped again per final block, at most (see Mempool.due_for_gossip)."""
 
 
 class Network(Protocol):
@@ -217,10 +220,11 @@ class Engine:
             if self._timers:
                 wake_at = min(wake_at, self._timers[0][0])
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, (wake_at - self.now_ms()) / 1000))
-            except asyncio.TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that lands
+            # together with the wake-up, and stop() then waits for this loop forever
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, (wake_at - self.now_ms()) / 1000)):
+                    await self._wake.wait()
 
     def _tick(self) -> None:
         g, now = self.genesis, self.now_ms()
@@ -395,6 +399,8 @@ class Engine:
             return False
         state = self.executor.state
         self.mempool.update(list(block.txs), state)
+        if again := self.mempool.due_for_gossip(state.height, REGOSSIP_TXS, self.genesis.max_block_bytes):
+            self._spawn(self._gossip_txs(again), "tx-regossip")
         self.evidence.update(block.evidence, state)
         self.metrics["blocks_final"] += 1
         self._new_height()
@@ -438,6 +444,11 @@ class Engine:
         self.metrics["evidence_seen"] += 1
         log.warning("equivocation by %s at height %d (%s)", ev.offender[:12], ev.height, ev.kind)
         self._emit({"type": "evidence", "kind": ev.kind, "offender": ev.offender, "height": ev.height})
+
+    async def _gossip_txs(self, txs: list[Tx]) -> None:
+        for tx in txs:
+            await self.network.publish(TOPIC_TX, pack(tx.to_wire()))
+            self.metrics["txs_regossiped"] += 1
 
     async def submit_tx(self, tx: Tx) -> str:
         """Admit a transaction to the mempool and gossip it; raises :class:`TxRejected`."""

@@ -29,10 +29,18 @@ from consensus.state import ChainState
 from consensus.types import Tx
 
 
-@dataclass(frozen=True)
+REGOSSIP_FIRST = 2
+"""Final blocks a pending transaction waits before it is gossiped again; the wait doubles each time."""
+REGOSSIP_LONGEST = 64
+"""The longest wait between two gossips of one pending transaction, in final blocks."""
+
+
+@dataclass(slots=True)
 class _Entry:
     tx: Tx
     size: int
+    due: int  # the height from which it is gossiped again
+    wait: int  # blocks until the gossip after that
 
 
 class Mempool:
@@ -140,7 +148,7 @@ class Mempool:
         if reason is not None:
             return f"stale: {reason}"
         check.apply_tx(tx, stateless_checked=True)
-        self._pending[tx_hash] = _Entry(tx, size)
+        self._pending[tx_hash] = _Entry(tx, size, state.height + REGOSSIP_FIRST, 2 * REGOSSIP_FIRST)
         self._bytes += size
         self._per_sender[tx.sender] += 1
         return None
@@ -168,6 +176,28 @@ class Mempool:
             sim.apply_tx(tx)
             out.append(tx)
             used += entry.size
+        return out
+
+    def due_for_gossip(self, height: int, max_txs: int, max_bytes: int) -> list[Tx]:
+        """Pending transactions to gossip again at ``height``, oldest first, within the limits.
+
+        A transaction is gossiped once when it arrives; a peer that was not connected then, or that
+        refused it as early or over quota, never gets it, and a transaction held by a node that never
+        proposes would wait forever (CometBFT sends a new peer its whole mempool for the same
+        reason). Each pending transaction is therefore sent again after 2, 4, 8, ... up to 64 final
+        blocks: peers that hold it ignore the copy at no cost to anyone, and the bytes per block
+        stay bounded by the limits whatever the pool holds.
+        """
+        out: list[Tx] = []
+        used = 0
+        for entry in self._pending.values():
+            if len(out) >= max_txs or used + entry.size > max_bytes:
+                break
+            if entry.due <= height:
+                out.append(entry.tx)
+                used += entry.size
+                entry.due = height + entry.wait
+                entry.wait = min(2 * entry.wait, REGOSSIP_LONGEST)
         return out
 
     def update(self, committed_txs: list[Tx], state: ChainState) -> None:

@@ -21,6 +21,7 @@ from node.api_chain import CHAIN_ROUTES
 from node.api_dashboard import DASHBOARD_ROUTES
 from node.api_node import NODE_ROUTES, VERSION, close_subscribers
 from node.config import NodeConfig
+from node.connections import ConnectionGuard
 from node.fl.api import FL_ROUTES
 from node.openapi import build_openapi
 
@@ -41,6 +42,7 @@ class ApiContext:
     fl: Any = None  # node.fl.service.FLService on a federated-learning chain
     telemetry: Any = None  # node.telemetry.Telemetry: metrics registry, event-loop lag, history, peer probes
     limiter: Limiter | None = None
+    connections: ConnectionGuard | None = None
     version: str = VERSION
 
 
@@ -61,9 +63,9 @@ def build_api(app: web.Application, engine: Any, gossip: Any, config: NodeConfig
     """Register the API on ``app`` (before it starts) and return the handlers' shared context;
     the metrics registry of ``telemetry`` reads the node's state through that context."""
     ctx = ApiContext(engine.view, gossip, config, genesis, genesis_text(genesis), openapi_document(), fl=fl,
-                     telemetry=telemetry, limiter=Limiter(config.api, ROUTES))
+                     telemetry=telemetry, limiter=Limiter(config.api, ROUTES), connections=ConnectionGuard(config.api))
     telemetry.metrics.collect_state(ctx)
-    app.middlewares.extend([ctx.limiter.middleware, error_middleware])
+    app.middlewares.extend([ctx.connections.middleware, ctx.limiter.middleware, error_middleware])
     for route in ROUTES:
         app.router.add_route(route.method, route.path, bind(route, ctx))
     app.on_shutdown.append(lambda _app: close_subscribers(ctx))

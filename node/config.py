@@ -170,6 +170,9 @@ class ApiConfig:
     max_inflight_per_client: int = 32           # requests of one client being served at once
     max_inflight: int = 64                      # requests of all clients being served at once
     request_timeout_ms: int = 30_000            # to receive a request body, and to send an answer
+    head_timeout_ms: int = 10_000               # to send a request head, from connecting or the last answer
+    max_connections_per_client: int = 256       # TCP connections one address holds (gossip sessions too)
+    max_connections: int = 512                  # TCP connections of all clients (see node/connections.py)
 
     def validate(self) -> None:
         if not 1 <= self.max_blocks_per_page <= 100:
@@ -179,7 +182,8 @@ class ApiConfig:
         if self.max_response_bytes < 64 * 1024:
             raise ConfigError(f"api.max_response_bytes must be at least 65536 bytes, got {self.max_response_bytes}")
         for name in ("max_subscribers", "requests_per_s", "request_burst", "answer_bytes_per_s", "txs_per_s",
-                     "tx_burst", "max_inflight_per_client", "max_inflight", "request_timeout_ms"):
+                     "tx_burst", "max_inflight_per_client", "max_inflight", "request_timeout_ms",
+                     "head_timeout_ms", "max_connections_per_client", "max_connections"):
             _check_positive(getattr(self, name), f"api.{name}")
 
 

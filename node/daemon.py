@@ -23,6 +23,7 @@ from consensus.proposer import BlockProposer
 from consensus.store import ChainStore
 from gossip import Gossip
 from node.api import build_api
+from node.connections import ConnectionGuard, GuardedRunner
 from node.faults import DoubleSigningProposer, MempoolFlooder, VoteWithholdingNetwork, height_lie_middleware
 from node.fetcher import HttpBlockFetcher
 from node.home import Home, load_home
@@ -86,6 +87,7 @@ class Daemon:
         self.session: aiohttp.ClientSession | None = None
         self.engine: Engine | None = None
         self.runner: web.AppRunner | None = None
+        self.connections: ConnectionGuard | None = None
         self._lag_task: asyncio.Task | None = None
         self._fault_tasks: list[asyncio.Task] = []
 
@@ -101,14 +103,16 @@ class Daemon:
                              proposer=proposer)
         self.telemetry = Telemetry(self.engine.view, self.gossip, self.metrics, self.loop_lag, fl=self.fl,
                                    session=self.session)
-        build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.telemetry, self.fl)
+        api = build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.telemetry, self.fl)
         if fault.lie_height:
             self.web.middlewares.append(height_lie_middleware())  # innermost: the limits still apply
         self._lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         # A stopping node lets requests in flight finish for a few seconds, not aiohttp's minute:
         # a supervisor (systemd, Kubernetes) must see it stop in time.
-        self.runner = web.AppRunner(self.web, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+        self.connections = api.connections
+        self.runner = GuardedRunner(self.web, self.connections, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self.runner.setup()
+        self.connections.start()
         await web.TCPSite(self.runner, cfg.network.host, cfg.network.port).start()
         await self.gossip.start()
         if self.fl is not None:
@@ -135,6 +139,8 @@ class Daemon:
         if self.fl is not None:
             await self.fl.stop()
         await self.gossip.stop()
+        if self.connections is not None:
+            await self.connections.stop()
         if self.runner is not None:
             await self.runner.cleanup()
         if self.session is not None:

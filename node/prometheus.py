@@ -199,6 +199,14 @@ class StateCollector:
         yield refused
         yield _counter("api_cut", "API answers not taken by their client in time (connection cut).", cut)
         yield _gauge("api_subscribers", "Open /subscribe WebSockets.", len(ctx.subscribers))
+        if ctx.connections is not None:
+            yield _gauge("api_connections", "Open TCP connections to the HTTP server (gossip sessions included).",
+                         len(ctx.connections.conns))
+            closed = _counter("api_connections_closed", "TCP connections the node refused or closed, by reason.",
+                              labels=("reason",))
+            for reason in ("refused", "evicted", "head_timeout"):
+                closed.add_metric([reason], ctx.connections.stats[reason])
+            yield closed
 
     def _fl(self, fl: Any) -> Iterator[Metric]:
         values = fl.metrics()

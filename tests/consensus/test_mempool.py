@@ -148,3 +148,24 @@ def test_list_and_get_are_json_ready():
 def test_limits_must_be_positive():
     with pytest.raises(ValueError):
         Mempool(max_txs=0)
+
+
+def test_pending_transactions_are_gossiped_again_with_a_growing_wait_and_within_limits():
+    st, pool = state(), Mempool()
+    h = st.height
+    txs = [tx(A, "stake", [10], nonce=1), tx(B, "stake", [10], nonce=1)]
+    for t in txs:
+        assert pool.add(t, st) is None
+    assert pool.due_for_gossip(h + 1, 10, 10**6) == []  # just gossiped on arrival
+    assert pool.due_for_gossip(h + 2, 10, 10**6) == txs
+    assert pool.due_for_gossip(h + 5, 10, 10**6) == []  # the wait doubled to 4 blocks
+    assert pool.due_for_gossip(h + 6, 1, 10**6) == txs[:1]  # at most one this time
+    assert pool.due_for_gossip(h + 6, 10, _size(txs[1]) - 1) == []  # the bytes do not allow B's
+    assert pool.due_for_gossip(h + 6, 10, 10**6) == txs[1:]
+    waits = []
+    last = h + 6
+    for height in range(h + 7, h + 400):
+        if pool.due_for_gossip(height, 10, 10**6):
+            waits.append(height - last)
+            last = height
+    assert waits[:4] == [8, 16, 32, 64] and set(waits[4:]) == {64}  # the wait stops growing at 64

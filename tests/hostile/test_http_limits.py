@@ -9,9 +9,11 @@ attackers send from 127.0.0.2 and up, the monitor and the honest peers from 127.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from functools import partial
+from threading import Thread
 
 import pytest
 
@@ -25,6 +27,7 @@ from tests.hostile.webattack import (
     describe,
     hammer,
     slow_bodies,
+    slow_heads,
     start_victims,
 )
 from tests.integration.test_hostile import metric
@@ -99,3 +102,36 @@ def test_slow_bodies_from_many_addresses_hit_the_per_client_and_total_caps_and_a
     assert outcomes["429 closed"] >= len(stats["results"]) - LIMITS["max_inflight"], outcomes
     assert outcomes["429 open"] == 0, f"a connection refused for concurrency was left open: {outcomes}"
     assert all(r[2] < LIMITS["request_timeout_ms"] / 1000 + 2 for r in admitted), admitted
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.limits(max_connections=48, max_connections_per_client=8, head_timeout_ms=3000)
+def test_request_heads_that_never_end_are_cut_and_hold_few_connections(victims):
+    """Slowloris: connections that start a request head and never finish it once stayed open for
+    as long as the attacker liked (aiohttp has no deadline for a request head), each holding a
+    socket of the victim. Now a head must be complete within ``api.head_timeout_ms``, and the
+    connections one address and all addresses may hold are capped."""
+    net = victims.net
+    sources = [attacker_address(i) for i in range(8)]
+    pid = net.procs[0].pid
+    fds_before = open_fds(pid)
+    with victims.monitor() as monitor:
+        fds, outcome = [], []
+        attack = Thread(target=lambda: outcome.append(run_hostile(slow_heads, net.url(0), sources, 24, 10.0,
+                                                                  timeout=60)))
+        attack.start()
+        while attack.is_alive():
+            fds.append(open_fds(pid))
+            time.sleep(0.2)
+        stats = outcome[0]
+        print(f"\nslow heads: {stats['results'][:3]}..., victim fds {fds_before} -> max {max(fds)}\n{describe(monitor)}")
+        victims.check(monitor, BOUNDS)
+    held = [r for r in stats["results"] if r[1] is None or r[1] > 3.0 + 2.5]
+    assert not held, f"{len(held)} of {len(stats['results'])} slow heads held open past the head deadline"
+    assert max(fds) <= fds_before + 48 + 16, f"victim fds grew from {fds_before} to {max(fds)}"
+    for reason in ("refused", "head_timeout"):  # over the per-address cap; past the deadline
+        assert metric(net, 0, "fedchain_api_connections_closed_total", reason=reason) >= 1, reason

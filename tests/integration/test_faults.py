@@ -105,10 +105,11 @@ def test_a_delegate_lying_about_its_height_is_backed_off_and_a_restarted_node_st
     target = max(net.heights([0, 2]))
     net.wait_height(target, nodes=[1], timeout=60)
     assert net.get(1, f"/blocks/{target}")["hash"] == net.get(0, f"/blocks/{target}")["hash"]
-    # nobody was jailed, and the liar cost the delegates that stayed up no slot
+    # the liar cost the delegates that stayed up no slot and no jail (the restarted node may have
+    # missed enough turns while it was down, however long a loaded machine takes to restart it)
     after = net.get(0, "/delegates")["delegates"]
-    assert not any(d["jailed"] for d in after)
     ids = {net.node_id(i) for i in (0, 2, 3)}
+    assert not any(d["jailed"] for d in after if d["id"] in ids), after
     assert all(d["missed_total"] - before[d["id"]] <= 2 for d in after if d["id"] in ids), (before, after)
 
 
