@@ -134,15 +134,18 @@ class Daemon:
             self._lag_task.cancel()
         if self.telemetry is not None:
             await self.telemetry.stop()
-        if self.engine is not None:
-            await self.engine.stop()  # before the FL service closes its blob store: a finalizing block writes to it
-        if self.fl is not None:
-            await self.fl.stop()
+        # Inputs first (peers' messages, then HTTP requests, which may still read the chain and
+        # the blob store), then the engine (a finalizing block writes to the FL blob store), then
+        # the FL service: a message delivered after its store closed once failed at every stop.
         await self.gossip.stop()
         if self.connections is not None:
             await self.connections.stop()
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.engine is not None:
+            await self.engine.stop()
+        if self.fl is not None:
+            await self.fl.stop()
         if self.session is not None:
             await self.session.close()
         self.store.close()
