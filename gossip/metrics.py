@@ -25,6 +25,9 @@ DROP_REASONS = (
     "ignored",          # topic validator said IGNORE
     "validator_error",  # a validator or deliver callback raised
     "queue_full",       # a per-peer inbox or send queue overflowed
+    "graylisted",       # any frame from a peer whose mesh score is below the graylist threshold
+    "withheld",         # a body we asked for did not come in time (the next announcer is asked)
+    "unsolicited",      # a body we did not ask that peer for, or that does not hash to its id
 )
 
 
