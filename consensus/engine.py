@@ -123,7 +123,8 @@ class Engine:
         self.syncer = Syncer(fetcher, self._peer_urls, self, interval_s=self.config.sync_interval_s,
                              max_message=self.config.max_message,
                              horizon_ms=genesis.unbonding_blocks * genesis.slot_ms,
-                             checkpoint=self.config.checkpoint, wall_ms=self.now_ms, metrics=self.metrics)
+                             checkpoint=self.config.checkpoint, clock=lambda: self.now_ms() / 1000,
+                             wall_ms=self.now_ms, metrics=self.metrics)
         self.inbound = Inbound(self)
         self.view = ChainView(self)
         self.timeouts = Timeouts.for_slot(genesis.slot_ms)

@@ -220,7 +220,7 @@ class GossipSubPolicy:
             return
         assert self._io is not None
         budget = self.p.max_iwant_ids - self._asked[node_id]
-        wanted = [m for m in msg_ids if not self._io.seen(m) and m not in self._promises][:max(0, budget)]
+        wanted = [m for m in msg_ids if not self._io.has_seen(m) and m not in self._promises][:max(0, budget)]
         if not wanted:
             return
         self._asked[node_id] += len(wanted)

@@ -36,6 +36,8 @@ class TopicCounters:
     msgs_in: int = 0
     """Envelopes received on the topic (every copy, duplicates included)."""
     bytes_in: int = 0
+    bodies_in: int = 0
+    """Pulled bodies received (every copy: more than one per message means one was re-fetched)."""
     msgs_out: int = 0
     """Envelopes written to peers (one per peer per message)."""
     bytes_out: int = 0

@@ -24,7 +24,7 @@ class PolicyIO(Protocol):
     def send(self, node_id: str, frame: bytes, topic: str | None = None) -> None:
         """Queue ``frame`` for a connected peer (``topic`` for a cached message resent)."""
 
-    def seen(self, msg_id: bytes) -> bool:
+    def has_seen(self, msg_id: bytes) -> bool:
         """True for a message id already handled here."""
 
     def penalize(self, node_id: str, reason: str) -> None:

@@ -135,8 +135,8 @@ class Puller:
         self.config = config
         self.bodies = BodyCache(config.body_cache_bytes, config.body_ttl, clock)
         self.pending: dict[bytes, Pull] = {}
-        self._finished: OrderedDict[bytes, dict[str, None]] = OrderedDict()
-        """Peers asked for recently finished pulls: a late answer from one is no offence."""
+        self._finished: OrderedDict[bytes, tuple[str, dict[str, None]]] = OrderedDict()
+        """Topic and peers asked of recently finished pulls: a late answer from one is no offence."""
         self._peers = peers
         self._hooks = hooks
 
@@ -185,14 +185,14 @@ class Puller:
         self._hooks.pull_failed(pull)
 
     def _remember(self, pull: Pull) -> None:
-        self._finished[pull.ann.body_id] = pull.asked
+        self._finished[pull.ann.body_id] = (pull.ann.topic, pull.asked)
         while len(self._finished) > 4 * self.config.max_pulls:
             self._finished.popitem(last=False)
 
     def on_body(self, peer: Peer, body_id: bytes, body: bytes) -> None:
         pull = self.pending.get(body_id)
         if pull is None or peer.node_id not in pull.asked:
-            late = peer.node_id in self._finished.get(body_id, {})
+            late = peer.node_id in self._finished.get(body_id, ("", {}))[1]
             self._hooks.on_drop(peer, "duplicate" if late else "unsolicited")
             return
         if len(body) != pull.ann.size or sha256(body) != body_id:
@@ -208,6 +208,14 @@ class Puller:
         if pull.timer is not None:
             pull.timer.cancel()
         self._ask_next(pull)
+
+    def topic_of(self, body_id: bytes) -> str | None:
+        """The topic of a body being pulled or pulled lately (None: we never asked for it)."""
+        pull = self.pending.get(body_id)
+        if pull is not None:
+            return pull.ann.topic
+        finished = self._finished.get(body_id)
+        return finished[0] if finished is not None else None
 
     def on_want(self, peer: Peer, body_id: bytes) -> None:
         entry = self.bodies.get(body_id)

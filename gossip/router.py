@@ -149,6 +149,9 @@ class Router:
         if peer is not None:
             peer.send(frame, topic)
 
+    def has_seen(self, msg_id: bytes) -> bool:
+        return msg_id in self.seen
+
     def penalize(self, node_id: str, reason: str) -> None:
         self.on_drop(self._peers.get(node_id), reason)
 
@@ -177,9 +180,10 @@ class Router:
                 self._on_announcement(peer, Announcement.from_wire(frame[1:]), data)
             elif kind == BODY:
                 body_id, body = parse_body(frame)
-                pull = self.pulls.pending.get(body_id)
-                if pull is not None:
-                    self._metrics.topic(pull.ann.topic).bytes_in += size
+                topic = self.pulls.topic_of(body_id)
+                if topic is not None:
+                    self._metrics.topic(topic).bytes_in += size
+                    self._metrics.topic(topic).bodies_in += 1
                 self.pulls.on_body(peer, body_id, body)
             elif kind == WANT:
                 self._metrics.control_bytes_in += size
