@@ -142,6 +142,11 @@ class Gossip:
         ourselves: the layer above handles its own messages directly."""
         return self._router.publish(topic, body)
 
+    @property
+    def policy(self) -> DisseminationPolicy:
+        """The dissemination policy (its meshes and scores are read by tests and benchmarks)."""
+        return self._policy
+
     def peers(self) -> list[PeerInfo]:
         scores = self._router.scores
         return [PeerInfo(p.node_id, p.url, p.direction, scores.score(p.node_id), p.connected_since,

@@ -170,10 +170,13 @@ class SimSocket:
 
 
 class Network:
-    def __init__(self, loop: asyncio.AbstractEventLoop, seed: int, params: LinkParams) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, seed: int, params: LinkParams,
+                 latencies: dict[tuple[str, ...], float] | None = None) -> None:
+        """``latencies`` fixes the one-way latency of given pairs of addresses (sorted pairs)."""
         self.loop = loop
         self.params = params
         self.seed = seed
+        self._fixed = dict(latencies or {})
         self.rng = random.Random(f"network:{seed}")
         self._listeners: dict[str, tuple[str, Acceptor]] = {}  # url -> (ip, acceptor)
         self._sockets: dict[int, SimSocket] = {}
@@ -185,6 +188,8 @@ class Network:
     def latency(self, a: str, b: str) -> float:
         """One-way latency between two addresses: fixed per pair, drawn from the seed."""
         first, second = sorted((a, b))
+        if (first, second) in self._fixed:
+            return self._fixed[(first, second)]
         digest = hashlib.sha256(f"{self.seed}:{first}:{second}".encode()).digest()
         unit = int.from_bytes(digest[:8], "big") / 2**64
         return self.params.latency_s + (2 * unit - 1) * self.params.jitter_s
@@ -230,6 +235,10 @@ class Network:
         task.add_done_callback(lambda t: self.serving.pop(id(t), None))
         return client, ip
 
+    def dialer(self, ip: str) -> Dialer:
+        """The :class:`gossip.transport.Transport` of the node at ``ip``."""
+        return Dialer(self, ip)
+
     def forget(self, sock: SimSocket) -> None:
         self._sockets.pop(id(sock), None)
 
@@ -255,3 +264,20 @@ class Network:
             return
         for sock in [s for s in self._sockets.values() if s.peer is not None and not self.reachable(s.local, s.remote)]:
             sock.abort()
+
+
+class Dialer:
+    """:class:`gossip.transport.Transport` of one simulated node."""
+
+    def __init__(self, net: Network, ip: str) -> None:
+        self._net = net
+        self._ip = ip
+
+    async def start(self, config: Any) -> None:
+        """Nothing to set up: the network is already there."""
+
+    async def dial(self, url: str) -> tuple[SimSocket, str]:
+        return await self._net.dial(self._ip, url)
+
+    async def close(self) -> None:
+        """Nothing to release."""

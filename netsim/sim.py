@@ -28,7 +28,7 @@ from gossip.crypto import KeyPair
 from netsim.invariants import Invariants
 from netsim.loop import VirtualTimeLoop
 from netsim.network import LinkParams, Network
-from netsim.node import EPOCH_MS, NodeSpec, SimClock, SimNode
+from netsim.node import EPOCH_MS, NodeSpec, SimClock, SimNode, node_ip
 from netsim.probes import Probes
 
 CHAIN_ID = "netsim"
@@ -62,12 +62,6 @@ class SimConfig:
     def at(self, slot: float) -> float:
         """Virtual time (s) of the start of chain slot ``slot`` (slot 0 is genesis)."""
         return self.warmup_s + slot * self.slot_ms / 1000
-
-
-def _ip(i: int) -> str:
-    """Node ``i``'s address: distinct, in 127.0.0.0/8 (never 127.0.0.1, which is every local
-    daemon's and exempt from IP colocation scoring)."""
-    return f"127.{100 + i // 62500}.{(i // 250) % 250}.{i % 250 + 1}"
 
 
 def _rss_mb() -> float:
@@ -104,7 +98,7 @@ class Simulation:
         for i, key in enumerate(keys):
             others = [j for j in range(config.nodes) if j != i]
             peers = self.rng.sample(others, min(config.bootstrap, len(others)))
-            specs.append(NodeSpec(i, key, _ip(i), [f"http://{_ip(j)}:26657" for j in peers]))
+            specs.append(NodeSpec(i, key, node_ip(i), [f"http://{node_ip(j)}:26657" for j in peers]))
         delegates = [k.node_id for k in keys[:config.delegates]]
         self.genesis = make_genesis(CHAIN_ID, delegates, genesis_time_ms=EPOCH_MS + int(config.warmup_s * 1000),
                                     slot_ms=config.slot_ms, max_delegates=config.delegates,
