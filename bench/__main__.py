@@ -25,6 +25,7 @@ BENCHMARKS = {
     "detection": "bench.detection",
     "ablation": "bench.ablation",
     "flower": "bench.flower",
+    "netsim": "bench.netsim",
     "report": "bench.report",
 }
 

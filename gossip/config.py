@@ -27,13 +27,11 @@ DEFAULT_PENALTIES: dict[str, float] = {
     "rejected": 10.0,
     "rate_limited": 0.25,
     "pex_rate": 10.0,
-    "control": 5.0,
     "unsolicited": 5.0,
 }
 """Score cost of one drop, by reason. Reasons not listed cost nothing: a duplicate, a stale
 message or an unknown topic can reach an honest peer through no fault of its own (clock skew,
-topologies where two paths race, a newer software version with more topics). ``control``: a
-gossipsub control frame that breaks its rules (e.g. too many IHAVEs in a heartbeat);
+topologies where two paths race, a newer software version with more topics).
 ``unsolicited``: a body we never asked that peer for, or one that does not hash to its id."""
 
 DEFAULT_ADDRESS_COSTS: dict[str, float] = {

@@ -27,9 +27,6 @@ class PolicyIO(Protocol):
     def has_seen(self, msg_id: bytes) -> bool:
         """True for a message id already handled here."""
 
-    def penalize(self, node_id: str, reason: str) -> None:
-        """Count a drop and charge its penalty (``docs/gossip.md``) to the peer."""
-
 
 class DisseminationPolicy(Protocol):
     def bind(self, io: PolicyIO) -> None:

@@ -18,7 +18,6 @@ then be dropped as a duplicate.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -86,8 +85,7 @@ class Router:
 
     def __init__(self, keypair: KeyPair, config: GossipConfig, peers: dict[str, Peer],
                  policy: DisseminationPolicy, book: AddressBook, admission: Admission,
-                 metrics: MetricsRecorder, on_new_urls: Callable[[], None], clock: Clock,
-                 rng: random.Random) -> None:
+                 metrics: MetricsRecorder, on_new_urls: Callable[[], None], clock: Clock) -> None:
         self.keypair = keypair
         self.config = config
         self.topics: dict[str, Subscription] = {}
@@ -151,9 +149,6 @@ class Router:
 
     def has_seen(self, msg_id: bytes) -> bool:
         return msg_id in self.seen
-
-    def penalize(self, node_id: str, reason: str) -> None:
-        self.on_drop(self._peers.get(node_id), reason)
 
     # ------------------------------------------------------------------ peers
 

@@ -78,8 +78,7 @@ class Gossip:
                                     config.address_costs, self._clock.monotonic)
         self._metrics = MetricsRecorder()
         self._router = Router(keypair, config, self._peers, self._policy, self._book,
-                              self._admission, self._metrics, self._wake_maintenance, self._clock,
-                              self._rng)
+                              self._admission, self._metrics, self._wake_maintenance, self._clock)
         self._transport = transport or WebSocketTransport()
         self._sockets: set[WebSocketLike] = set()
         self._dials: set[asyncio.Task] = set()

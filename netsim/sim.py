@@ -64,7 +64,7 @@ class SimConfig:
         return self.warmup_s + slot * self.slot_ms / 1000
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -190,13 +190,13 @@ class Simulation:
         return jobs
 
     async def main(self) -> None:
-        rss_before = _rss_mb()
+        rss_before = rss_mb()
         await self._start_all()
-        self.rss_per_node_mb = (_rss_mb() - rss_before) / len(self.nodes)
+        self.rss_per_node_mb = (rss_mb() - rss_before) / len(self.nodes)
         jobs = [self.loop.create_task(job) for job in self._schedule()]
         await asyncio.sleep(max(0.0, self.c.at(self.c.slots) - self.loop.time()))
         await asyncio.gather(*jobs)
-        self.rss_peak_mb = _rss_mb()
+        self.rss_peak_mb = rss_mb()
         self.rss_end_per_node_mb = (self.rss_peak_mb - rss_before) / len(self.nodes)
         self.invariants.check_liveness(self.clock.wall_ms() - EPOCH_MS, set(self._running()))
         self.metrics = {n.spec.index: n.gossip.metrics() for n in self.nodes if n.running and n.gossip}
