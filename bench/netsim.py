@@ -91,8 +91,8 @@ def _swarm_part(quick: bool, nodes: int) -> dict[str, Any]:
 
 
 def _chain_part(quick: bool, nodes: int) -> dict[str, Any]:
-    config = SimConfig(nodes=nodes, delegates=min(21, nodes), seed=1, slots=6 if quick else 10,
-                       small_probes=10 if quick else 20, large_probes=3 if quick else 6, link=LinkParams())
+    config = SimConfig(nodes=nodes, delegates=min(21, nodes), seed=1, slots=6, warmup_s=5.0,
+                       small_probes=6, large_probes=2, link=LinkParams())
     return run_chain(config)
 
 
