@@ -61,9 +61,11 @@ class ScoreParams:
     first_delivery_decay: float = 0.97
     first_delivery_cap: float = 20.0
     """P2: messages this peer delivered to us first (decaying, capped); at most 10 points."""
-    invalid_weight: float = -10.0
+    invalid_weight: float = -1.0
     invalid_decay: float = 0.99
-    """P4: messages that failed signature or validation, squared: 3 of them are -90."""
+    """P4: messages that failed signature or validation, squared: 9 of them are -81 (graylisted,
+    about when the penalty score bans: one rejected message is not enough to silence a peer
+    whose other messages, e.g. a delegate's votes, may matter)."""
     colocation_weight: float = -10.0
     colocation_threshold: int = 3
     colocation_exempt: tuple[str, ...] = ("127.0.0.1", "::1")

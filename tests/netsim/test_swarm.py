@@ -85,9 +85,9 @@ def test_a_peer_that_sends_invalid_messages_is_graylisted() -> None:
     async def scenario() -> None:
         await swarm.start_all()
         await swarm.until(6.0)
-        for k in range(3):
+        for k in range(12):  # -1 x 12^2 (less some decay): well below the graylist threshold (-80)
             await swarm.publish(bad, b"bad" + bytes([k]) * 13, 512)
-            await swarm.until(6.5 + k)
+            await swarm.until(6.2 + 0.2 * k)
         await swarm.until(10.0)
         neighbours = [m for m in swarm.live() if m.index != bad and m.gossip is not None
                       and swarm.members[bad].keypair.node_id in {p.node_id for p in m.gossip.peers()}]
