@@ -87,6 +87,7 @@ def _swarm_part(quick: bool, nodes: int) -> dict[str, Any]:
                                    ("flood", nodes, "flood", None), ("full_mesh_8", 8, "flood", None)):
         rows[label] = measure_swarm(n, 1, policy, small, large, bootstrap=7 if n == 8 else 3, mesh=mesh)
         print(f"  swarm {label} ({n} nodes): {rows[label]['wall_s']:.0f} s", flush=True)
+        write_result("netsim", _merge("swarm", rows, quick))  # a long run keeps what it measured so far
     return rows
 
 
