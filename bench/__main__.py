@@ -14,6 +14,7 @@ import time
 BENCHMARKS = {
     "chain": "bench.chain",
     "fl_chain": "bench.fl_chain",
+    "dashboard": "bench.dashboard",
     "learning_accuracy": "bench.learning_accuracy",
     "aggregation_speed": "bench.aggregation_speed",
     "accuracy": "bench.accuracy",
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "ablation": "bench.ablation",
     "flower": "bench.flower",
     "netsim": "bench.netsim",
+    "chaos": "bench.chaos",
     "report": "bench.report",
 }
 

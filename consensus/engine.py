@@ -23,8 +23,10 @@ verification and preparation are the application's to move off the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -106,7 +108,8 @@ class EngineConfig:
 class Engine:
     def __init__(self, keypair: KeyPair, genesis: Any, store: Any, app: Application, network: Network,
                  fetcher: BlockFetcher, config: EngineConfig | None = None, *, clock: Clock | None = None,
-                 proposer: Callable[..., BlockProposer] = BlockProposer) -> None:
+                 proposer: Callable[..., BlockProposer] = BlockProposer,
+                 rng: random.Random | None = None) -> None:  # rng: the peers sync asks (seeded in netsim)
         self.config = config or EngineConfig()
         self.me = keypair.node_id
         self.genesis = genesis
@@ -124,7 +127,7 @@ class Engine:
                              max_message=self.config.max_message,
                              horizon_ms=genesis.unbonding_blocks * genesis.slot_ms,
                              checkpoint=self.config.checkpoint, clock=lambda: self.now_ms() / 1000,
-                             wall_ms=self.now_ms, metrics=self.metrics)
+                             wall_ms=self.now_ms, metrics=self.metrics, rng=rng)
         self.inbound = Inbound(self)
         self.view = ChainView(self)
         self.timeouts = Timeouts.for_slot(genesis.slot_ms)
@@ -218,10 +221,11 @@ class Engine:
             if self._timers:
                 wake_at = min(wake_at, self._timers[0][0])
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, (wake_at - self.now_ms()) / 1000))
-            except asyncio.TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that lands
+            # together with the wake-up, and stop() then waits for this loop forever
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, (wake_at - self.now_ms()) / 1000)):
+                    await self._wake.wait()
 
     def _tick(self) -> None:
         g, now = self.genesis, self.now_ms()
@@ -259,6 +263,10 @@ class Engine:
     def has_proposal(self, proposal: Proposal) -> bool:
         known = self.proposals.get(proposal.round)
         return known is not None and known.signed_bytes() == proposal.signed_bytes()
+
+    def behind(self) -> None:
+        """A voter's message from a height ahead: worth a sync round (it proves nothing by itself)."""
+        self.syncer.poke()
 
     def take_commit(self, commit: Commit) -> None:
         """A verified commit for the height being decided (carried by a next-height proposal)."""

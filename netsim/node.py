@@ -151,7 +151,8 @@ class SimNode:
         self.store = ChainStore(self.db, self.genesis, writer=InlineExecutor())
         fetcher = SimFetcher(self.net, spec.ip, self.lookup)
         self.engine = Engine(spec.keypair, self.genesis, self.store, CounterApp(), self.gossip, fetcher,
-                             EngineConfig(), clock=self.clock)
+                             EngineConfig(), clock=self.clock,
+                             rng=random.Random(f"sync:{self.seed}:{spec.index}:{self.incarnation}"))
         for hook in self.on_start:
             hook(self)
         self.net.listen(spec.url, spec.ip, self.gossip)
