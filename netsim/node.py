@@ -18,15 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consensus.app import CounterApp
 from consensus.engine import Engine, EngineConfig
 from consensus.genesis import Genesis
 from consensus.store import ChainStore
 from gossip import Gossip, GossipConfig
 from gossip.codec import pack
 from gossip.crypto import KeyPair
+from gossip.envelope import Envelope
+from gossip.pull import PullRule
 from netsim.loop import InlineExecutor
 from netsim.network import Network
+from netsim.updates import MAX_BODY, TOPIC, UpdateApp
 
 EPOCH_MS = 1_700_000_000_000
 """Wall-clock time at virtual time zero (fixed: a run reads no real clock)."""
@@ -74,7 +76,8 @@ class NodeSpec:
 
 class SimFetcher:
     """:class:`consensus.sync.BlockFetcher` over the simulated network, answering what a peer's
-    ``/status``, ``/blocks?raw=1`` and ``/commit/{h}?raw=1`` would."""
+    ``/status``, ``/blocks?raw=1``, ``/commit/{h}?raw=1`` and ``/fl/updates/{id}`` would. ``lookup``
+    finds a node by its URL or its node id."""
 
     def __init__(self, net: Network, ip: str, lookup: Callable[[str], SimNode | None]) -> None:
         self._net = net
@@ -119,12 +122,24 @@ class SimFetcher:
         await self._transfer(node, len(raw or b""))
         return raw
 
+    async def update(self, producer: str, uid: bytes) -> Envelope | None:
+        """A proposer's pooled update, as a verifying delegate fetches one it lacks."""
+        try:
+            node = await self._reach(producer)
+        except (ConnectionError, TimeoutError):
+            return None
+        assert node.app is not None
+        env = node.app.held(uid)
+        await self._transfer(node, len(env.body) if env is not None else 0)
+        return env
+
 
 class SimNode:
     """A node's full stack, started, crashed and restarted by the simulation."""
 
     def __init__(self, spec: NodeSpec, genesis: Genesis, net: Network, clock: SimClock, data_dir: Path,
-                 gossip_settings: dict[str, Any], seed: int, lookup: Callable[[str], SimNode | None]) -> None:
+                 gossip_settings: dict[str, Any], seed: int, lookup: Callable[[str], SimNode | None],
+                 shelf: Callable[[bytes], bytes] = bytes) -> None:
         self.spec = spec
         self.genesis = genesis
         self.net = net
@@ -133,9 +148,11 @@ class SimNode:
         self.gossip_settings = gossip_settings
         self.seed = seed
         self.lookup = lookup
+        self.shelf = shelf
         self.gossip: Gossip | None = None
         self.engine: Engine | None = None
         self.store: ChainStore | None = None
+        self.app: UpdateApp | None = None
         self.running = False
         self.incarnation = 0
         self.on_start: list[Callable[[SimNode], None]] = []
@@ -150,7 +167,9 @@ class SimNode:
         self.gossip = Gossip(spec.keypair, config, transport=self.net.dialer(spec.ip), clock=self.clock, rng=rng)
         self.store = ChainStore(self.db, self.genesis, writer=InlineExecutor())
         fetcher = SimFetcher(self.net, spec.ip, self.lookup)
-        self.engine = Engine(spec.keypair, self.genesis, self.store, CounterApp(), self.gossip, fetcher,
+        self.app = UpdateApp(self.genesis.chain_id, fetcher.update, self.shelf)
+        self.gossip.subscribe(TOPIC, self.app.validate, self.app.deliver, pull=PullRule(MAX_BODY))
+        self.engine = Engine(spec.keypair, self.genesis, self.store, self.app, self.gossip, fetcher,
                              EngineConfig(), clock=self.clock,
                              rng=random.Random(f"sync:{self.seed}:{spec.index}:{self.incarnation}"))
         for hook in self.on_start:

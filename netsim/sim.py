@@ -17,6 +17,7 @@ import hashlib
 import random
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from netsim.loop import VirtualTimeLoop
 from netsim.network import LinkParams, Network
 from netsim.node import EPOCH_MS, NodeSpec, SimClock, SimNode, node_ip
 from netsim.probes import Probes
+from netsim.updates import TOPIC as UPDATE_TOPIC
+from netsim.updates import UpdateLedger
 
 CHAIN_ID = "netsim"
 CONSENSUS_TOPICS = ("consensus/proposal", "consensus/vote", "consensus/tx", "consensus/evidence")
@@ -58,6 +61,10 @@ class SimConfig:
     crashes: list[tuple[int, int, int | None]] = field(default_factory=list)
     """(node index, slot it crashes at, slot it restarts at or None)."""
     liveness_slots: int = 10
+    updates_per_slot: int = 4
+    """Model updates published per slot, each by a random running node (FL selects a few
+    trainers per round; every node training every round would not fit the links)."""
+    update_size: int = 50 * 1024
 
     def at(self, slot: float) -> float:
         """Virtual time (s) of the start of chain slot ``slot`` (slot 0 is genesis)."""
@@ -104,17 +111,25 @@ class Simulation:
                                     slot_ms=config.slot_ms, max_delegates=config.delegates,
                                     min_delegates=min(4, config.delegates))
         settings: dict[str, Any] = {"dissemination": config.dissemination}
-        self.nodes = [SimNode(spec, self.genesis, self.net, self.clock, data_dir, settings, config.seed, self._lookup)
+        self.nodes = [SimNode(spec, self.genesis, self.net, self.clock, data_dir, settings, config.seed, self._lookup,
+                              self._keep)
                       for spec in specs]
-        self._by_url = {n.spec.url: n for n in self.nodes}
+        self._by_key = {key: n for n in self.nodes for key in (n.spec.url, n.spec.node_id)}
+        self.ledger = UpdateLedger(config.slot_ms)
+        self._shelf: dict[bytes, bytes] = {}
         for node in self.nodes:
             node.on_start.append(self._attach)
         self.finals: list[tuple[int, int, int, str, int]] = []
         """(virtual ms, node, height, block hash, block timestamp ms) of every final-block event."""
         self._drains: dict[int, asyncio.Task] = {}
 
-    def _lookup(self, url: str) -> SimNode | None:
-        return self._by_url.get(url)
+    def _keep(self, body: bytes) -> bytes:
+        """One copy of each update body for all nodes (what each would keep on disk)."""
+        return self._shelf.setdefault(hashlib.sha256(body).digest(), body)
+
+    def _lookup(self, key: str) -> SimNode | None:
+        """A node by its URL or node id."""
+        return self._by_key.get(key)
 
     def _attach(self, node: SimNode) -> None:
         assert node.gossip is not None and node.engine is not None and node.store is not None
@@ -122,6 +137,8 @@ class Simulation:
         stored = {b.height: b.hash.hex() for b in node.store.blocks(1, 1 << 30)}
         if node.incarnation > 1:
             self.invariants.on_restart(node.spec.index, stored, self.clock.wall_ms() - EPOCH_MS)
+        assert node.app is not None
+        node.app.listeners.append(lambda height, ids: self.ledger.taken(node.spec.index, height, ids, self._now_ms()))
         queue = node.engine.subscribe()
         old = self._drains.pop(node.spec.index, None)
         if old is not None:
@@ -165,6 +182,23 @@ class Simulation:
         self.net.heal()
         self.invariants.healed(self.clock.wall_ms() - EPOCH_MS, self._running())
 
+    def _now_ms(self) -> int:
+        return self.clock.wall_ms() - EPOCH_MS
+
+    async def _crash(self, index: int) -> None:
+        self.ledger.crashed(index, self._now_ms())
+        await self.nodes[index].crash()
+
+    async def _update(self) -> None:
+        """A random running node publishes a model update trained on its final height."""
+        live = [n for n in self.nodes if n.running]
+        node = live[self.rng.randrange(len(live))]
+        assert node.gossip is not None and node.app is not None
+        number = len(self.ledger.updates)
+        body = node.app.height.to_bytes(8, "big") + number.to_bytes(8, "big") + bytes(self.c.update_size - 16)
+        uid = await node.gossip.publish(UPDATE_TOPIC, body)
+        self.ledger.published(uid, node.spec.index, self._now_ms(), node.app.height)
+
     async def _probe(self, size: int) -> None:
         live = [n for n in self.nodes if n.running]
         node = live[self.rng.randrange(len(live))]
@@ -179,12 +213,15 @@ class Simulation:
             for k in range(count):
                 when = span[0] + (span[1] - span[0]) * (k + self.rng.random()) / max(1, count)
                 jobs.append(self._at(when, self._probe, size))
+        for slot in range(1, c.slots - 1):
+            for k in range(c.updates_per_slot):
+                jobs.append(self._at(c.at(slot + (k + self.rng.random()) / c.updates_per_slot), self._update))
         if c.partition_slot is not None:
             jobs.append(self._at(c.at(c.partition_slot), self._partition))
         if c.heal_slot is not None:
             jobs.append(self._at(c.at(c.heal_slot), self._heal))
         for index, down, up in c.crashes:
-            jobs.append(self._at(c.at(down), self.nodes[index].crash))
+            jobs.append(self._at(c.at(down), self._crash, index))
             if up is not None:
                 jobs.append(self._at(c.at(up), self.nodes[index].start))
         return jobs
@@ -198,7 +235,13 @@ class Simulation:
         await asyncio.gather(*jobs)
         self.rss_peak_mb = rss_mb()
         self.rss_end_per_node_mb = (self.rss_peak_mb - rss_before) / len(self.nodes)
-        self.invariants.check_liveness(self.clock.wall_ms() - EPOCH_MS, set(self._running()))
+        self.invariants.check_liveness(self._now_ms(), set(self._running()))
+        self.fates = self.ledger.fates(self._now_ms())
+        for uid, fate in self.fates.items():
+            if fate == "lost":
+                u = self.ledger.updates[uid]
+                self.invariants.violations.append(f"update {uid.hex()[:12]} of node {u.publisher} (published at "
+                                                  f"t={u.at_ms}ms) is in no final block and was not dropped")
         self.metrics = {n.spec.index: n.gossip.metrics() for n in self.nodes if n.running and n.gossip}
         for drain in self._drains.values():
             drain.cancel()
@@ -210,6 +253,7 @@ class Simulation:
     def figures(self) -> dict[str, Any]:
         c, slot = self.c, self.c.slot_ms
         finality = [at - ts for at, _, _, _, ts in self.finals]
+        to_final = self.ledger.to_final_ms()
         times = sorted({h: ts for _, _, h, _, ts in self.finals}.items())
         block_time = [b[1] - a[1] for a, b in zip(times, times[1:]) if b[0] == a[0] + 1]
         heights = [self.invariants.heights.get(i, 0) for i in range(c.nodes)]
@@ -223,6 +267,9 @@ class Simulation:
             "gossip": self._gossip_figures(),
             "memory_per_node_mb": {"after_start": self.rss_per_node_mb, "at_end": self.rss_end_per_node_mb},
             "rss_peak_mb": self.rss_peak_mb,
+"updates": {"published": len(self.fates), "fates": dict(sorted(Counter(self.fates.values()).items())),
+                        "to_final_ms": pct(to_final),
+                        "to_final_slots": {k: v / slot if k != "n" else v for k, v in pct(to_final).items()}},
             "recoveries_ms": [pct(list(r["after_ms"].values())) for r in self.invariants.recoveries],
             "violations": self.invariants.violations,
             "digest": self.digest(),
