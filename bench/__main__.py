@@ -28,6 +28,7 @@ BENCHMARKS = {
     "flower": "bench.flower",
     "netsim": "bench.netsim",
     "chaos": "bench.chaos",
+    "fleet": "bench.fleet",
     "report": "bench.report",
 }
 

@@ -81,13 +81,21 @@ def measure_swarm(n: int, seed: int, dissemination: str, small: int, large: int,
     return figures
 
 
-def _swarm_part(quick: bool, nodes: int) -> dict[str, Any]:
+def _swarm_part(quick: bool, nodes: int, only: set[str] | None = None) -> dict[str, Any]:
+    """Each profile's row; with ``only``, just those profiles, the others kept from the last run.
+    Flooding sends every message to every peer (about three times the work of the mesh per
+    message), so it gets a third of the probes: its figures are per message."""
     small, large = (10, 3) if quick else (30, 10)
-    rows = {}
+    previous = json.loads((RESULTS / "netsim.json").read_text()) if (RESULTS / "netsim.json").exists() else {}
+    rows = dict(previous.get("swarm", {})) if only and previous.get("quick") == quick else {}
     d4 = MeshParams(d=4, d_low=3, d_high=8, d_score=2, d_out=1)
-    for label, n, policy, mesh in (("gossipsub", nodes, "gossipsub", None), ("gossipsub_d4", nodes, "gossipsub", d4),
-                                   ("flood", nodes, "flood", None), ("full_mesh_8", 8, "flood", None)):
-        rows[label] = measure_swarm(n, 1, policy, small, large, bootstrap=7 if n == 8 else 3, mesh=mesh)
+    for label, n, policy, mesh, share in (("gossipsub", nodes, "gossipsub", None, 1),
+                                          ("gossipsub_d4", nodes, "gossipsub", d4, 1),
+                                          ("flood", nodes, "flood", None, 3), ("full_mesh_8", 8, "flood", None, 1)):
+        if only and label not in only:
+            continue
+        rows[label] = measure_swarm(n, 1, policy, max(1, small // share), max(1, large // share),
+                                    bootstrap=7 if n == 8 else 3, mesh=mesh)
         print(f"  swarm {label} ({n} nodes): {rows[label]['wall_s']:.0f} s", flush=True)
         write_result("netsim", _merge("swarm", rows, quick))  # a long run keeps what it measured so far
     return rows
@@ -113,10 +121,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="100 nodes, fewer probes and slots")
     parser.add_argument("--part", choices=("swarm", "chain", "all"), default="all")
     parser.add_argument("--nodes", type=int, default=None)
+    parser.add_argument("--only", default="", help="swarm profiles to run (comma-separated), keeping the others")
     args = parser.parse_args(argv)
     nodes = args.nodes or (100 if args.quick else 1000)
+    only = set(filter(None, args.only.split(",")))
     result: dict[str, Any] = {}
-    for part, fn in (("swarm", _swarm_part), ("chain", _chain_part)):
+    for part, fn in (("swarm", lambda q, n: _swarm_part(q, n, only)), ("chain", _chain_part)):
         if args.part in (part, "all"):
             started = time.perf_counter()
             result = _merge(part, fn(args.quick, nodes), args.quick)
