@@ -219,8 +219,10 @@ def report(r: dict[str, Any]) -> str:
             _verdict(s["large"]["delivery_ms"].get("p99", nan), GOALS["large_p99_ms"], "50 KB delivery p99", " ms"),
             _verdict(s["small"]["duplicates_per_node_per_message"], GOALS["duplicates"],
                      "duplicates per node per message with the mesh (D = 6)"),
-            f"flooding the same connection graph: {rows['flood']['small']['duplicates_per_node_per_message']:.1f} "
-            f"duplicates per node per message; a full mesh of 8: "
+            f"flooding ({rows['flood']['nodes']} nodes, the same kind of connection graph: "
+            f"{rows['flood']['peers'].get('p50', 0):.0f} peers a node): "
+            f"{rows['flood']['small']['duplicates_per_node_per_message']:.1f} "
+            f"duplicates per node per message, about a node's peer count; a full mesh of 8: "
             f"{rows['full_mesh_8']['small']['duplicates_per_node_per_message']:.1f} (n - 2); gossipsub with D = 4: "
             f"{rows['gossipsub_d4']['small']['duplicates_per_node_per_message']:.2f}",
             f"bodies received per node per 50 KB message: {s['large']['bodies_per_node_per_message']:.2f} "
@@ -253,6 +255,13 @@ Command: `python -m bench netsim{' --quick' if r.get('quick') else ''}`.
 {_tables(r)}
 
 {chr(10).join('- ' + v for v in verdicts)}
+
+"MB / node" is the growth of the process's resident memory over the profile, divided by the
+nodes: meaningful for the first profile a process runs (Python keeps what it freed for reuse),
+so the later ones show about zero. Flooding the whole network (every node connected to every
+other, DESIGN's full mesh) costs n - 2 duplicates per node per message, as the 8-node row
+shows; at 1,000 nodes that is about 1,000 copies of every vote per node, which is why meshes
+exist.
 
 Why the mesh cannot reach 3 duplicates with D = 6: a node forwards a new message to every mesh
 peer but the one it came from, so every mesh link carries it once in each direction except the
