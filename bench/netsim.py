@@ -208,6 +208,19 @@ def _verdict(value: float, goal: float, what: str, unit: str = "") -> str:
     return f"{what} {value:.4g}{unit}: misses the goal (<= {goal:g}{unit}) by {value - goal:.3g}{unit} ({value / goal:.2f}x)"
 
 
+def _reduced(r: dict[str, Any]) -> str:
+    """Say so when a part ran on fewer nodes than the goals name (the machine is shared)."""
+    notes = []
+    if "chain" in r and r["chain"]["config"]["nodes"] < 1000:
+        notes.append(f"(b) ran on {r['chain']['config']['nodes']} nodes, a reduced profile "
+                     f"(`--part chain --nodes {r['chain']['config']['nodes']}`): 1,000 full stacks need about "
+                     "ten minutes of one core, more than a 2-core machine shared by four could give in time")
+    small = [k for k, row in r.get("swarm", {}).items() if k != "full_mesh_8" and row["nodes"] < 1000]
+    if small:
+        notes.append(f"swarm profile(s) {', '.join(small)} ran on fewer nodes (see the table), a reduced profile")
+    return "".join(f"\n**Reduced:** {n}." for n in notes)
+
+
 def report(r: dict[str, Any]) -> str:
     nan = float("nan")
     verdicts = []
@@ -250,7 +263,7 @@ is from publication to the publisher's node holding the block that took it as fi
 chain benchmark does on real daemons. "Duplicates" are copies received per node per message
 beyond the first.
 
-Command: `python -m bench netsim{' --quick' if r.get('quick') else ''}`.
+Command: `python -m bench netsim{' --quick' if r.get('quick') else ''}`.{_reduced(r)}
 
 {_tables(r)}
 

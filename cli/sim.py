@@ -39,6 +39,7 @@ def net(nodes: int = typer.Option(100, "--nodes", min=2, max=5000, help="Simulat
         dissemination: str = typer.Option("gossipsub", "--dissemination", help="gossipsub or flood."),
         partition: int = typer.Option(-1, "--partition-slot", help="Split even and odd nodes at this slot."),
         heal: int = typer.Option(-1, "--heal-slot", help="Heal the partition at this slot."),
+        updates: int = typer.Option(4, "--updates-per-slot", min=0, help="Model updates published per slot."),
         as_json: bool = typer.Option(False, "--json", help="Print every figure as JSON.")) -> None:
     """Run one simulation and print its figures."""
     from netsim.network import LinkParams
@@ -53,7 +54,7 @@ def net(nodes: int = typer.Option(100, "--nodes", min=2, max=5000, help="Simulat
     link = LinkParams(latency_s=latency_ms / 1000, jitter_s=jitter_ms / 1000, bandwidth=mbit * 1e6 / 8, loss=loss)
     config = SimConfig(nodes=nodes, delegates=delegates, seed=seed, slots=slots, slot_ms=slot_ms, link=link,
                        dissemination=dissemination, partition_slot=partition if partition >= 0 else None,
-                       heal_slot=heal if heal >= 0 else None)
+                       heal_slot=heal if heal >= 0 else None, updates_per_slot=updates)
     r = run(config)
     if as_json:
         console.print_json(json.dumps(r, default=str))
@@ -70,6 +71,8 @@ def net(nodes: int = typer.Option(100, "--nodes", min=2, max=5000, help="Simulat
         f"{g['consensus']['duplicates_per_node_per_message']:.2f} (consensus)",
         f"{'bodies per node per pulled message':<34} {g['large']['bodies_per_delivery'] or 0:.2f}",
         f"{'bytes sent per node':<34} {g['bytes_out_per_node_per_s'] / 1024:.1f} KiB/s",
+        _row("update to final block", r["updates"]["to_final_ms"]),
+        f"{'update fates':<34} " + ", ".join(f"{k} {v}" for k, v in r["updates"]["fates"].items()),
         f"{'memory per node':<34} {r['memory_per_node_mb']['at_end']:.2f} MB",
     ]
     for rec in r["recoveries_ms"]:

@@ -14,6 +14,7 @@ def test_sim_net_prints_figures_and_is_reproducible() -> None:
     assert first.exit_code == 0, first.output
     assert "invariants                         all held" in first.output
     assert "finality latency" in first.output and "gossip delivery 1 KB" in first.output
+    assert "update to final block" in first.output and "update fates" in first.output
     digest = [line for line in first.output.splitlines() if line.startswith("digest")]
     again = runner.invoke(app, args)
     assert digest and digest == [line for line in again.output.splitlines() if line.startswith("digest")]
