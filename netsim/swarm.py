@@ -44,6 +44,7 @@ class Swarm:
     def __init__(self, n: int, seed: int, *, link: LinkParams | None = None, bootstrap: int = 3,
                  settings: dict[str, Any] | None = None, latencies: dict[tuple[int, int], float] | None = None,
                  loop: VirtualTimeLoop | None = None) -> None:
+        self._owns_loop = loop is None
         self.loop = loop or VirtualTimeLoop()
         self.seed = seed
         self.rng = random.Random(f"swarm:{seed}")
@@ -108,7 +109,13 @@ class Swarm:
                 await self.crash(m.index)
 
     def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
+        """Run a scenario to its end. A swarm runs one: the loop it made is closed afterwards
+        (left to the garbage collector, it would warn in whatever test runs then)."""
+        try:
+            return self.loop.run_until_complete(coro)
+        finally:
+            if self._owns_loop:
+                self.loop.close()
 
     async def until(self, t: float) -> None:
         await asyncio.sleep(max(0.0, t - self.loop.time()))
