@@ -213,8 +213,9 @@ def _reduced(r: dict[str, Any]) -> str:
     notes = []
     if "chain" in r and r["chain"]["config"]["nodes"] < 1000:
         notes.append(f"(b) ran on {r['chain']['config']['nodes']} nodes, a reduced profile "
-                     f"(`--part chain --nodes {r['chain']['config']['nodes']}`): 1,000 full stacks need about "
-                     "ten minutes of one core, more than a 2-core machine shared by four could give in time")
+                     f"(`--part chain --nodes {r['chain']['config']['nodes']}`, {r['chain']['wall_s']:.0f} s of wall time): "
+                     "a run of 1,000 full stacks got about a tenth of a core on this 2-core machine shared by "
+                     "four (load average 15 to 30) and was stopped unfinished")
     small = [k for k, row in r.get("swarm", {}).items() if k != "full_mesh_8" and row["nodes"] < 1000]
     if small:
         notes.append(f"swarm profile(s) {', '.join(small)} ran on fewer nodes (see the table), a reduced profile")
@@ -252,7 +253,7 @@ def report(r: dict[str, Any]) -> str:
     return f"""## Network simulation: 1,000 nodes on a virtual clock
 
 `netsim` runs the real gossip service (handshake, sessions, router, gossipsub), and in (b) the
-real consensus engine, SQLite chain store and counter application of every node, in one process
+real consensus engine, SQLite chain store and simulated update application of every node, in one process
 on a virtual-time event loop over simulated links: 50 +- 20 ms one-way latency per pair, 10
 Mbit/s per direction, 1% loss as TCP sees it (a 200 ms retransmission, head-of-line). CPU time is
 not simulated (what nodes compute takes no virtual time). (a) gossip-only nodes, probes from
