@@ -93,7 +93,7 @@ def _plot(runs: list[dict[str, Any]]) -> None:
     ax[0].legend()
     for key, label in (("update_to_final_ms", "update->final p50"), ("finality_ms", "finality p50"),
                        ("block_time_ms", "block time p50")):
-        ax[1].plot(n, [r[key].get("p50", 0) for r in ok], marker="o", label=label)
+        ax[1].plot(n, [r[key].get("p50", float("nan")) for r in ok], marker="o", label=label)  # nan: none seen
     ax[1].plot(n, [r["event_loop_lag_p99_ms"]["max_over_nodes"] for r in ok], marker="x", label="loop lag p99 (worst)")
     ax[1].set(xlabel="daemons", ylabel="ms", title="latency")
     ax[1].legend(fontsize=7)
