@@ -131,6 +131,9 @@ def report(result: dict[str, Any]) -> str:
     largest_ok = max((r["nodes"] for r in ok if r["block_time_ms"].get("p50", 1e9) <= 2100), default=None)
     limit = (f"The largest fleet that ran: {max(r['nodes'] for r in ok)} daemons; the largest that kept 2 s blocks "
              f"(block time p50 within 5% of the slot): {largest_ok}." if ok else "No fleet ran.")
+    starved = [str(r["nodes"]) for r in ok if not r["update_to_final_ms"].get("n")]
+    if starved:
+        limit += f" With {', '.join(starved)} daemons no block decided an update within the window."
     return f"""## A fleet of real FL daemons on one machine
 
 Real daemons (separate processes, default FL genesis on digits, 2 s slots) on this 2-core
