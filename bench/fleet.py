@@ -158,7 +158,10 @@ daemon; PSS shares them out; USS is what one more daemon costs). Command: `pytho
   a C heap of about 103 MB (Python objects, most of them torch's modules: torch alone adds 121
   MB private at import) and about 150 MB of anonymous mappings, of which five blocks of 16 to 23
   MB appear once the daemon runs (one BLAS thread instead of the default changes nothing; not
-  yet identified). Torch is what training uses, so it stays.
+  yet identified). Torch is what training uses, so it stays; but its optimizers import
+  `torch._dynamo` and sympy on first use (`add_param_group` is wrapped by `torch._disable_dynamo`:
+  +68 MB private), which an SGD step written against tensors directly would avoid - the next cut
+  to make.
 
 ![fleet](results/fleet.png)
 """
