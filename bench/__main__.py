@@ -26,7 +26,9 @@ BENCHMARKS = {
     "detection": "bench.detection",
     "ablation": "bench.ablation",
     "flower": "bench.flower",
+    "netsim": "bench.netsim",
     "chaos": "bench.chaos",
+    "fleet": "bench.fleet",
     "report": "bench.report",
 }
 

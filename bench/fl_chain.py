@@ -19,7 +19,9 @@ import argparse
 import asyncio
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.common import final_blocks, parse_metrics, percentiles, write_result
 from learning.compression import dense_bytes
@@ -30,14 +32,19 @@ def scrape(url: str) -> dict[str, float]:
     return parse_metrics(urllib.request.urlopen(url + "/metrics", timeout=5).read().decode())
 
 
-def measure(n: int, seconds: float, root: Path) -> dict:
+def measure(n: int, seconds: float, root: Path, *, during: Callable[[Testnet], dict[str, Any]] | None = None,
+            warmup_timeout: float = 90) -> dict:
+    """``during`` (optional) is called once the window is over, with the daemons still running;
+    its figures join the result (``bench.fleet`` reads each daemon's memory there)."""
     net = Testnet(root, n, slot_ms=2000, app="fl")
     net.start_all()
     try:
-        net.wait_height(2, timeout=90)
+        net.wait_height(2, timeout=warmup_timeout)
         start = {i: scrape(net.url(i)) for i in range(n)}
         first = net.heights([0])[0]
-        finals = {e["height"]: at for e, at in asyncio.run(final_blocks(net.url(0), seconds))}
+        events = asyncio.run(final_blocks(net.url(0), seconds))
+        finals = {e["height"]: at for e, at in events}
+        extra = during(net) if during is not None else {}
         end = {i: scrape(net.url(i)) for i in range(n)}
         last = net.heights([0])[0]
         latency, considered = [], 0
@@ -71,6 +78,11 @@ def measure(n: int, seconds: float, root: Path) -> dict:
         "dense_gossip_bytes_per_node_per_block": (sum(gossip_out) / n / blocks * dense_bytes(params) / per_update
                                                   if per_update else None),
         "event_loop_lag_p99_ms": {"max_over_nodes": max(lag), "per_node": lag},
+        # block time from consecutive final blocks' timestamps; finality from a block's timestamp to node 0
+        "block_time_ms": percentiles([float(b["time_ms"] - a["time_ms"]) for (a, _), (b, _) in zip(events, events[1:])
+                                      if b["height"] == a["height"] + 1]),
+        "finality_ms": percentiles([at - e["time_ms"] for e, at in events]),
+        **extra,
     }
 
 

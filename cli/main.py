@@ -11,6 +11,7 @@ import typer
 from cli import query
 from cli.data import data_app
 from cli.node_cmds import init, join, keys_app, node_app
+from cli.sim import sim_app
 from cli.testnet import testnet_app
 from cli.tx import tx_app
 
@@ -25,6 +26,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(keys_app, name="keys")
 app.add_typer(node_app, name="node")
 app.add_typer(testnet_app, name="testnet")
+app.add_typer(sim_app, name="sim")
 app.add_typer(tx_app, name="tx")
 app.command("init")(init)
 app.command("join")(join)

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -109,7 +110,8 @@ class EngineConfig:
 class Engine:
     def __init__(self, keypair: KeyPair, genesis: Any, store: Any, app: Application, network: Network,
                  fetcher: BlockFetcher, config: EngineConfig | None = None, *, clock: Clock | None = None,
-                 proposer: Callable[..., BlockProposer] = BlockProposer) -> None:
+                 proposer: Callable[..., BlockProposer] = BlockProposer,
+                 rng: random.Random | None = None) -> None:  # rng: the peers sync asks (seeded in netsim)
         self.config = config or EngineConfig()
         self.me = keypair.node_id
         self.genesis = genesis
@@ -126,7 +128,8 @@ class Engine:
         self.syncer = Syncer(fetcher, self._peer_urls, self, interval_s=self.config.sync_interval_s,
                              max_message=self.config.max_message,
                              horizon_ms=genesis.unbonding_blocks * genesis.slot_ms,
-                             checkpoint=self.config.checkpoint, wall_ms=self.now_ms, metrics=self.metrics)
+                             checkpoint=self.config.checkpoint, clock=lambda: self.now_ms() / 1000,
+                             wall_ms=self.now_ms, metrics=self.metrics, rng=rng)
         self.inbound = Inbound(self)
         self.view = ChainView(self)
         self.timeouts = Timeouts.for_slot(genesis.slot_ms)

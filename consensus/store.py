@@ -24,7 +24,7 @@ import fcntl
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,13 +60,16 @@ class StoreError(RuntimeError):
 class ChainStore:
     """The chain database at ``path`` (a file), checked against the expected ``genesis``."""
 
-    def __init__(self, path: str | os.PathLike, genesis: Genesis) -> None:
+    def __init__(self, path: str | os.PathLike, genesis: Genesis, *, writer: Executor | None = None) -> None:
+        """``writer`` runs every write, one at a time and in order; by default a thread of its
+        own. The network simulation passes one that runs writes at once on the caller's thread,
+        since a thread's timing would make its runs irreproducible."""
         self.path = Path(path)
         self.genesis = genesis
         self._genesis_hash = genesis.hash
         self._cap = max(DEFAULT_MAX_MESSAGE, 2 * genesis.max_block_bytes)
         self._lock_fd = self._take_lock()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain-store")
+        self._writer = writer or ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain-store")
         try:
             self._conn = self._connect()  # the writer's connection, used only on the writer thread
             try:

@@ -27,10 +27,12 @@ DEFAULT_PENALTIES: dict[str, float] = {
     "rejected": 10.0,
     "rate_limited": 0.25,
     "pex_rate": 10.0,
+    "unsolicited": 5.0,
 }
 """Score cost of one drop, by reason. Reasons not listed cost nothing: a duplicate, a stale
 message or an unknown topic can reach an honest peer through no fault of its own (clock skew,
-topologies where two paths race, a newer software version with more topics)."""
+topologies where two paths race, a newer software version with more topics).
+``unsolicited``: a body we never asked that peer for, or one that does not hash to its id."""
 
 DEFAULT_ADDRESS_COSTS: dict[str, float] = {
     "handshake": 2.0,
@@ -41,6 +43,102 @@ DEFAULT_ADDRESS_COSTS: dict[str, float] = {
 costs, when a connection from it fails its handshake, sends a frame that fails authentication
 after it, or gets its node id banned. Node ids are free; addresses are not, so this is what a
 misbehaving host cannot shed by changing keys."""
+
+
+@dataclass
+class ScoreParams:
+    """Peer scoring of gossipsub v1.1, per peer and summed over topics (see ``docs/gossip.md``).
+
+    Positive terms are capped, so good behaviour cannot be banked without bound; counters decay
+    every heartbeat by their ``*_decay`` factor. Weights of penalties are negative.
+    """
+
+    time_in_mesh_weight: float = 0.01
+    time_in_mesh_quantum: float = 1.0
+    time_in_mesh_cap: float = 600.0
+    """P1: seconds in our mesh of a topic / quantum, capped; at most 6 points per topic."""
+    first_delivery_weight: float = 0.5
+    first_delivery_decay: float = 0.97
+    first_delivery_cap: float = 20.0
+    """P2: messages this peer delivered to us first (decaying, capped); at most 10 points."""
+    invalid_weight: float = -1.0
+    invalid_decay: float = 0.99
+    """P4: messages that failed signature or validation, squared: 9 of them are -81 (graylisted,
+    about when the penalty score bans: one rejected message is not enough to silence a peer
+    whose other messages, e.g. a delegate's votes, may matter)."""
+    colocation_weight: float = -10.0
+    colocation_threshold: int = 3
+    colocation_exempt: tuple[str, ...] = ("127.0.0.1", "::1")
+    """P6: peers beyond ``threshold`` on one source address, squared. A testnet on one host has
+    every daemon on 127.0.0.1, which is therefore exempt (as libp2p's whitelist)."""
+    behaviour_weight: float = -10.0
+    behaviour_decay: float = 0.99
+    behaviour_threshold: float = 2.0
+    """P7: grafts during a backoff and broken IWANT promises beyond the threshold, squared."""
+    gossip_threshold: float = -10.0
+    """Below it: no IHAVE to or from the peer, its IWANTs are ignored."""
+    publish_threshold: float = -50.0
+    """Below it: our own messages are not flood-published to the peer."""
+    graylist_threshold: float = -80.0
+    """Below it: every frame from the peer is dropped unread (``graylisted``)."""
+
+
+@dataclass
+class MeshParams:
+    """gossipsub v1.1's mesh (DESIGN section 2: D=6, D_low=4, D_high=12, heartbeat 1 s)."""
+
+    d: int = 6
+    d_low: int = 4
+    d_high: int = 12
+    d_lazy: int = 6
+    """Least peers (outside the mesh) an IHAVE goes to per topic per heartbeat."""
+    d_score: int = 4
+    """Peers kept by score when an oversubscribed mesh is pruned; the rest are kept at random."""
+    d_out: int = 2
+    """Outbound peers (ones we dialled) a mesh keeps when pruned, against inbound eclipses."""
+    gossip_factor: float = 0.25
+    """Share of the other subscribed peers an IHAVE goes to, if more than ``d_lazy``."""
+    flood_peers: int = 8
+    """A node with at most this many connected peers sends every message to all of them: the
+    full mesh DESIGN wants for networks of 8 nodes or fewer (see ``docs/gossip.md``)."""
+    flood_publish: bool = True
+    """Our own messages go to every connected peer above the publish threshold, not only the mesh."""
+    fanout_ttl: float = 60.0
+    """How long a fanout (peers for a topic we publish on without subscribing) outlives its
+    last publication."""
+    history_length: int = 5
+    history_gossip: int = 3
+    """Heartbeats the message cache keeps messages for IWANT, and announces in IHAVE."""
+    mcache_bytes: int = 64 * 1024 * 1024
+    """Bytes of frames the message cache holds at most (oldest first out)."""
+    prune_backoff: int = 60
+    """Seconds a pruned peer must wait before it grafts again."""
+    graft_flood: float = 10.0
+    """A graft this soon after our prune counts double as a behaviour penalty."""
+    max_ihave_ids: int = 500
+    """Message ids in one IHAVE or IWANT frame."""
+    max_ihave_frames: int = 10
+    """IHAVE frames accepted from one peer per heartbeat."""
+    max_iwant_ids: int = 2000
+    """Message ids we ask one peer for per heartbeat."""
+    iwant_followup: float = 3.0
+    """A peer that answered our IWANT must deliver within this, or its promise is broken."""
+    max_transmissions: int = 3
+    """Times one peer may have one cached message sent again through IWANT."""
+    max_topics: int = 64
+    """Topics one peer may subscribe to (a longer ``sub`` frame is malformed)."""
+    score: ScoreParams = field(default_factory=ScoreParams)
+
+    def check(self) -> None:
+        if not 0 < self.d_low <= self.d <= self.d_high:
+            raise ValueError("gossipsub needs 0 < d_low <= d <= d_high")
+        if not 0 <= self.d_out <= self.d_low or self.d_score > self.d:
+            raise ValueError("gossipsub needs d_out <= d_low and d_score <= d")
+        if not 0 < self.history_gossip <= self.history_length:
+            raise ValueError("gossipsub needs 0 < history_gossip <= history_length")
+        s = self.score
+        if not s.graylist_threshold < s.publish_threshold < s.gossip_threshold <= 0:
+            raise ValueError("score thresholds must be graylist < publish < gossip <= 0")
 
 
 def normalize_url(url: str) -> str:
@@ -147,6 +245,26 @@ class GossipConfig:
     """URLs learned from peers are forgotten after this many failed dials in a row (bootstrap
     URLs and peers we were once connected to are kept and retried at the capped backoff)."""
 
+    dissemination: Literal["gossipsub", "flood"] = "gossipsub"
+    """``gossipsub`` (a mesh per topic, which is a full mesh while a node has at most
+    ``mesh.flood_peers`` peers) or ``flood`` (every message to every peer, at any size)."""
+    mesh: MeshParams = field(default_factory=MeshParams)
+    pull_threshold: int = 16 * 1024
+    """Bodies at least this large, on topics subscribed for pulling, are announced and pulled
+    by id (each node receives them once) instead of being pushed to every mesh peer."""
+    pull_timeout: float = 1.0
+    pull_rate: float = 256 * 1024
+    """A requested body must arrive within ``pull_timeout + size / pull_rate`` seconds, or it is
+    asked of the next peer that announced it."""
+    max_pulls: int = 256
+    """Bodies being pulled at once; announcements beyond it are dropped (``queue_full``)."""
+    body_cache_bytes: int = 64 * 1024 * 1024
+    body_ttl: float = 120.0
+    """Bodies kept to serve peers' pulls: at most this many bytes (the publisher with the most
+    bytes loses its oldest first), each for at most ``body_ttl`` seconds."""
+    serves_per_body: int = 2
+    """Times we send one body to one peer (a lost answer may be asked again, a loop may not)."""
+
     score_threshold: float = -100.0
     score_half_life: float = 60.0
     ban_seconds: float = 600.0
@@ -187,6 +305,13 @@ class GossipConfig:
             raise ValueError("send_queue_drop must be 'oldest' or 'newest'")
         if self.score_threshold >= 0:
             raise ValueError("score_threshold must be negative (scores start at 0)")
+        if self.dissemination not in ("gossipsub", "flood"):
+            raise ValueError("dissemination must be 'gossipsub' or 'flood'")
+        self.mesh.check()
+        for name in ("pull_threshold", "pull_timeout", "pull_rate", "max_pulls", "body_cache_bytes",
+                     "body_ttl", "serves_per_body"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
         if any(v < 0 for v in [*self.penalties.values(), *self.address_costs.values()]):
             raise ValueError("penalties and address costs are magnitudes and must be non-negative")
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gossip.codec import DecodeError
 from gossip.crypto import SIGNATURE_SIZE, KeyPair, is_node_id, sha256, signing_bytes, verify
 
 GOSSIP_DOMAIN = "fedchain/gossip"
+ANNOUNCE_DOMAIN = "fedchain/gossip-announce"
+"""Domain of an announcement's signature: never confusable with a pushed message's."""
 MAX_TOPIC_LENGTH = 128
 MAX_SEQ = (1 << 63) - 1
 SEQ_PER_MS = 1000
@@ -94,6 +97,58 @@ class Envelope:
         return cls(topic, sender, seq, body, signature)
 
 
+@dataclass(frozen=True)
+class Announcement:
+    """A signed header ``(topic, sender, seq, body_id, size)`` for a body peers pull by id.
+
+    Large bodies (model updates) are announced rather than pushed, so that each node receives
+    the body once, from one announcer, instead of once per mesh neighbour. ``body_id`` is the
+    SHA-256 of the body, so whoever serves it cannot substitute another; the signature is the
+    publisher's and is forwarded unchanged, like an envelope's.
+    """
+
+    topic: str
+    sender: str
+    seq: int
+    body_id: bytes
+    size: int
+    signature: bytes
+
+    def signing_bytes(self, chain_id: str) -> bytes:
+        return signing_bytes(ANNOUNCE_DOMAIN, chain_id,
+                             [self.topic, self.sender, self.seq, self.body_id, self.size])
+
+    def msg_id(self, chain_id: str) -> bytes:
+        return sha256(self.signing_bytes(chain_id))
+
+    @classmethod
+    def create(cls, keypair: KeyPair, chain_id: str, topic: str, seq: int, body: bytes) -> Announcement:
+        check_topic(topic)
+        unsigned = cls(topic, keypair.node_id, seq, sha256(body), len(body), b"")
+        return cls(topic, keypair.node_id, seq, unsigned.body_id, unsigned.size,
+                   keypair.sign(unsigned.signing_bytes(chain_id)))
+
+    def envelope(self, body: bytes) -> Envelope:
+        """The envelope a subscriber receives once the body is here. Its ``signature`` is the
+        announcement's (over ``body_id = sha256(body)``), not one over ``body`` itself."""
+        return Envelope(self.topic, self.sender, self.seq, body, self.signature)
+
+    def to_wire(self) -> list:
+        return [self.topic, self.sender, self.seq, self.body_id, self.size, self.signature]
+
+    @classmethod
+    def from_wire(cls, fields: object) -> Announcement:
+        if not (isinstance(fields, list) and len(fields) == 6):
+            raise DecodeError("announcement must be [topic, sender, seq, body_id, size, signature]")
+        topic, sender, seq, body_id, size, signature = fields
+        Envelope.from_wire([topic, sender, seq, b"", signature])  # the shared field checks
+        if not (isinstance(body_id, bytes) and len(body_id) == 32):
+            raise DecodeError("announcement body_id must be 32 bytes")
+        if not (type(size) is int and 0 < size <= MAX_SEQ):
+            raise DecodeError("announcement size must be a positive int")
+        return cls(topic, sender, seq, body_id, size, signature)
+
+
 def check_topic(topic: object) -> None:
     """Raise :class:`ValueError` for a topic name that could not travel on the wire."""
     if not (isinstance(topic, str) and 0 < len(topic) <= MAX_TOPIC_LENGTH):
@@ -114,11 +169,12 @@ class SeqClock:
     next millisecond, which keeps seqs unique and drifts only microscopically ahead of time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, wall_ms: Callable[[], int] = now_ms) -> None:
+        self._wall_ms = wall_ms
         self._last = -1
 
     def next(self) -> int:
-        seq = max(now_ms() * SEQ_PER_MS, self._last + 1)
+        seq = max(self._wall_ms() * SEQ_PER_MS, self._last + 1)
         self._last = seq
         return seq
 

@@ -25,6 +25,9 @@ DROP_REASONS = (
     "ignored",          # topic validator said IGNORE
     "validator_error",  # a validator or deliver callback raised
     "queue_full",       # a per-peer inbox or send queue overflowed
+    "graylisted",       # any frame from a peer whose mesh score is below the graylist threshold
+    "withheld",         # a body we asked for did not come in time (the next announcer is asked)
+    "unsolicited",      # a body we did not ask that peer for, or that does not hash to its id
 )
 
 
@@ -33,6 +36,8 @@ class TopicCounters:
     msgs_in: int = 0
     """Envelopes received on the topic (every copy, duplicates included)."""
     bytes_in: int = 0
+    bodies_in: int = 0
+    """Pulled bodies received (every copy: more than one per message means one was re-fetched)."""
     msgs_out: int = 0
     """Envelopes written to peers (one per peer per message)."""
     bytes_out: int = 0

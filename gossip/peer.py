@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 
+from gossip.clock import Clock
 from gossip.codec import DecodeError
 from gossip.config import GossipConfig
 from gossip.limits import BoundedQueue, RateLimiter, TokenBucket
@@ -44,6 +44,8 @@ class PeerInfo:
     score: float
     connected_since: float
     """Unix time the handshake completed."""
+    mesh_score: float = 0.0
+    """The dissemination policy's score of the peer (gossipsub v1.1; 0 under flooding)."""
 
 
 class PeerHooks(Protocol):
@@ -72,7 +74,7 @@ class Peer:
     """A live, authenticated connection. Created by the service after the handshake."""
 
     def __init__(self, ws: WebSocketLike, hello: Hello, channel: SecureChannel, direction: str,
-                 url: str, ip: str, config: GossipConfig, hooks: PeerHooks) -> None:
+                 url: str, ip: str, config: GossipConfig, hooks: PeerHooks, clock: Clock) -> None:
         self.ws = ws
         self.node_id = hello.node_id
         self.url = url
@@ -80,12 +82,12 @@ class Peer:
         self.ip = ip
         """The address the connection comes from (or goes to), as the transport reports it."""
         self.direction = direction
-        self.connected_since = time.time()
+        self.connected_since = clock.wall_ms() / 1000
         self._channel = channel
         self._hooks = hooks
         self._limiter = RateLimiter(config.msg_rate, config.msg_burst, config.byte_rate,
-                                    config.byte_burst)
-        self.pex_limiter = TokenBucket(2.0 / config.pex_min_interval, 4.0)
+                                    config.byte_burst, clock.monotonic)
+        self.pex_limiter = TokenBucket(2.0 / config.pex_min_interval, 4.0, clock.monotonic)
         """Peer-exchange frames this peer may send us (twice the rate we send at, burst 4)."""
         self.pex_pending: dict[str, None] = {}
         """URLs to announce to this peer at its next peer-exchange turn (insertion-ordered)."""

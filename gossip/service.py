@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,14 +22,18 @@ from aiohttp import web
 
 from gossip.admission import Admission
 from gossip.book import AddressBook
+from gossip.clock import Clock, SystemClock, system_rng
 from gossip.config import GossipConfig
 from gossip.crypto import KeyPair
+from gossip.mesh import make_policy
 from gossip.metrics import GossipMetrics, MetricsRecorder
-from gossip.netpolicy import PolicyResolver, address_group, host_of
+from gossip.netpolicy import address_group
 from gossip.peer import Peer, PeerInfo
-from gossip.policy import DisseminationPolicy, FloodPolicy
+from gossip.policy import DisseminationPolicy
+from gossip.pull import PullRule
 from gossip.router import Deliver, Router, Validator
 from gossip.session import HandshakeError, Identity, WebSocketLike, handshake
+from gossip.transport import Transport, WebSocketTransport
 from gossip.wire import WS_MAX_MESSAGE, Close, peers_frame
 
 log = logging.getLogger(__name__)
@@ -49,27 +53,33 @@ class Gossip:
     """Disseminates signed envelopes on topics among authenticated peers (see architecture.md)."""
 
     def __init__(self, keypair: KeyPair, config: GossipConfig,
-                 policy: DisseminationPolicy | None = None) -> None:
+                 policy: DisseminationPolicy | None = None, *, transport: Transport | None = None,
+                 clock: Clock | None = None, rng: random.Random | None = None) -> None:
+        """``transport``, ``clock`` and ``rng`` default to the real network, clocks and entropy;
+        the network simulation passes its own (see :mod:`gossip.clock`)."""
         self.keypair = keypair
         self.config = config
         self.node_id = keypair.node_id
-        self._me = Identity(keypair, config.chain_id, config.listen_url)
+        self._clock = clock or SystemClock()
+        self._rng = rng or system_rng()
+        self._me = Identity(keypair, config.chain_id, config.listen_url, self._rng.randbytes(32))
         self._peers: dict[str, Peer] = {}
-        self._policy = policy or FloodPolicy()
+        self._policy = policy or make_policy(config, self._rng, self._clock.monotonic)
         self._book = AddressBook(
             config.listen_url, new_buckets=config.book_new_buckets,
             tried_buckets=config.book_tried_buckets, bucket_size=config.book_bucket_size,
             backoff_base=config.backoff_base, backoff_max=config.backoff_max,
-            max_failures=config.max_dial_failures, scope=config.dial_scope)
+            max_failures=config.max_dial_failures, scope=config.dial_scope,
+            clock=self._clock.monotonic, rng=self._rng, secret=self._rng.randbytes(32))
         for url in config.bootstrap:
             self._book.add_fixed(url)
         self._admission = Admission(config.max_handshakes, config.max_handshakes_per_ip,
                                     config.handshake_rate, config.handshake_burst,
-                                    config.address_costs)
+                                    config.address_costs, self._clock.monotonic)
         self._metrics = MetricsRecorder()
         self._router = Router(keypair, config, self._peers, self._policy, self._book,
-                              self._admission, self._metrics, self._wake_maintenance)
-        self._session: aiohttp.ClientSession | None = None
+                              self._admission, self._metrics, self._wake_maintenance, self._clock)
+        self._transport = transport or WebSocketTransport()
         self._sockets: set[WebSocketLike] = set()
         self._dials: set[asyncio.Task] = set()
         self._inbound: set[asyncio.Task] = set()
@@ -78,7 +88,7 @@ class Gossip:
         self._wake = asyncio.Event()
         self._running = False
         self._stopped = False
-        self._last_pex = 0.0
+        self._last_pex = float("-inf")
 
     # ------------------------------------------------------------------ public API
 
@@ -87,20 +97,19 @@ class Gossip:
         app.router.add_get("/p2p", self._handle_inbound)
         app.on_shutdown.append(self._on_app_shutdown)
 
-    def subscribe(self, topic: str, validate: Validator, deliver: Deliver) -> None:
+    def subscribe(self, topic: str, validate: Validator, deliver: Deliver,
+                  pull: PullRule | None = None) -> None:
         """Accept ``topic``: ``validate`` decides each envelope, ``deliver`` receives accepted
-        ones. One subscriber per topic; messages on topics without one are dropped."""
-        self._router.subscribe(topic, validate, deliver)
+        ones. One subscriber per topic; messages on topics without one are dropped. With
+        ``pull``, large bodies on the topic are announced and pulled by id (:mod:`gossip.pull`)."""
+        self._router.subscribe(topic, validate, deliver, pull)
 
     async def start(self) -> None:
         """Start dialling (bootstrap first) and the maintenance heartbeat."""
         if self._running or self._stopped:
             raise RuntimeError("Gossip can be started once")
         self._running = True
-        resolver = PolicyResolver(self.config.dial_scope, {host_of(u) for u in self.config.bootstrap})
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=resolver),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.dial_timeout))
+        await self._transport.start(self.config)
         self._maintenance = asyncio.create_task(self._maintain(), name="gossip-maintenance")
 
     async def stop(self) -> None:
@@ -124,18 +133,23 @@ class Gossip:
             for task in stuck:
                 task.cancel()
             await asyncio.gather(*stuck, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        self._router.pulls.close()
+        await self._transport.close()
 
     async def publish(self, topic: str, body: bytes) -> bytes:
         """Sign ``body`` and send it on ``topic``; returns the message id. Not delivered to
         ourselves: the layer above handles its own messages directly."""
         return self._router.publish(topic, body)
 
+    @property
+    def policy(self) -> DisseminationPolicy:
+        """The dissemination policy (its meshes and scores are read by tests and benchmarks)."""
+        return self._policy
+
     def peers(self) -> list[PeerInfo]:
         scores = self._router.scores
-        return [PeerInfo(p.node_id, p.url, p.direction, scores.score(p.node_id), p.connected_since)
-                for p in self._peers.values()]
+        return [PeerInfo(p.node_id, p.url, p.direction, scores.score(p.node_id), p.connected_since,
+                         self._policy.score(p.node_id)) for p in self._peers.values()]
 
     def metrics(self) -> GossipMetrics:
         seen = self._router.seen
@@ -164,17 +178,18 @@ class Gossip:
 
     # ------------------------------------------------------------------ connections
 
-    async def _handle_inbound(self, request: web.Request) -> web.StreamResponse:
-        """Admit (before the upgrade, so a refusal is a small HTTP answer), then serve."""
+    def admit_inbound(self, ip: str) -> str | None:
+        """May a connection from ``ip`` start a handshake? None, or why not (``stopped``,
+        ``busy``, ``throttled``). Every None must be followed by :meth:`serve_inbound`."""
         if not self._running:
-            raise web.HTTPServiceUnavailable(text="gossip is not running")
-        ip = request.remote or ""
+            return "stopped"
         refusal = self._admission.begin(ip)
         if refusal is not None:
             self._metrics.handshake_failures[refusal] += 1
-            if refusal == "busy":
-                raise web.HTTPServiceUnavailable(text="busy: too many handshakes in progress")
-            raise web.HTTPTooManyRequests(text="throttled: this address's handshake budget is spent")
+        return refusal
+
+    async def serve_inbound(self, ws: WebSocketLike, ip: str) -> None:
+        """Run a connection :meth:`admit_inbound` admitted, until it ends."""
         ended = False
 
         def handshake_over() -> None:
@@ -187,13 +202,29 @@ class Gossip:
         assert task is not None
         self._inbound.add(task)
         try:
-            ws = web.WebSocketResponse(heartbeat=self.config.ping_interval,
-                                       max_msg_size=WS_MAX_MESSAGE, timeout=self.config.close_timeout)
-            await ws.prepare(request)
             await self._serve(ws, "in", None, ip, handshake_over)
         finally:
             handshake_over()
             self._inbound.discard(task)
+
+    async def _handle_inbound(self, request: web.Request) -> web.StreamResponse:
+        """Admit (before the upgrade, so a refusal is a small HTTP answer), then serve."""
+        ip = request.remote or ""
+        refusal = self.admit_inbound(ip)
+        if refusal == "stopped":
+            raise web.HTTPServiceUnavailable(text="gossip is not running")
+        if refusal == "busy":
+            raise web.HTTPServiceUnavailable(text="busy: too many handshakes in progress")
+        if refusal is not None:
+            raise web.HTTPTooManyRequests(text="throttled: this address's handshake budget is spent")
+        ws = web.WebSocketResponse(heartbeat=self.config.ping_interval,
+                                   max_msg_size=WS_MAX_MESSAGE, timeout=self.config.close_timeout)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            self._admission.end(ip)
+            raise
+        await self.serve_inbound(ws, ip)
         return ws
 
     async def _on_app_shutdown(self, app: web.Application) -> None:
@@ -214,17 +245,12 @@ class Gossip:
         self._wake_maintenance()
 
     async def _connect(self, url: str) -> _Outcome:
-        assert self._session is not None
         try:
             async with asyncio.timeout(self.config.dial_timeout):
-                ws = await self._session.ws_connect(
-                    url + "/p2p", heartbeat=self.config.ping_interval, max_msg_size=WS_MAX_MESSAGE,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=self.config.close_timeout))
+                ws, ip = await self._transport.dial(url)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.debug("dialling %s failed: %s", url, exc)
             return _Outcome("unreachable")
-        peername = ws.get_extra_info("peername")
-        ip = str(peername[0]) if isinstance(peername, tuple) and peername else ""
         try:
             return await self._serve(ws, "out", url, ip, lambda: None)
         finally:
@@ -238,7 +264,8 @@ class Gossip:
             try:
                 hello, channel = await handshake(
                     ws, self._me, initiator=direction == "out", max_frame=self.config.max_message,
-                    timeout=self.config.handshake_timeout, is_banned=self._router.scores.is_banned)
+                    timeout=self.config.handshake_timeout, is_banned=self._router.scores.is_banned,
+                    ephemeral=self._rng.randbytes(32))
             except HandshakeError as exc:
                 if direction == "in" and exc.reason not in _BENIGN_REFUSALS:
                     self._admission.charge(ip, "handshake")
@@ -247,7 +274,7 @@ class Gossip:
             finally:
                 handshake_over()
             peer = Peer(ws, hello, channel, direction, url or hello.listen_url, ip, self.config,
-                        self._router)
+                        self._router, self._clock)
             try:
                 self._register(peer)
             except HandshakeError as exc:
@@ -293,7 +320,7 @@ class Gossip:
                 raise HandshakeError("too_many_peers", Close.TOO_MANY_PEERS,
                                      f"all {limit} {peer.direction}bound slots are taken")
         self._peers[peer.node_id] = peer
-        self._policy.add_peer(peer.node_id)
+        self._router.add_peer(peer)
         if peer.url:
             if peer.direction == "out":
                 self._book.connected(peer.url, peer.node_id)
@@ -305,7 +332,7 @@ class Gossip:
         if self._peers.get(peer.node_id) is not peer:
             return  # superseded by a newer connection to the same node
         del self._peers[peer.node_id]
-        self._policy.remove_peer(peer.node_id)
+        self._router.remove_peer(peer.node_id)
         if peer.url:
             self._book.lost(peer.url)
         log.info("peer %s disconnected", peer.node_id[:16])
@@ -326,12 +353,12 @@ class Gossip:
 
     def _send_pex(self, peer: Peer, urls: list[str]) -> None:
         peer.send(peers_frame(urls[: self.config.pex_max]))
-        peer.pex_sent_at = time.monotonic()
+        peer.pex_sent_at = self._clock.monotonic()
 
     def _flush_pex(self) -> None:
         """Send each peer what is queued for it, at most once per ``pex_min_interval`` (what
         the receiving side's ``pex_rate`` check allows, with margin)."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now - self._last_pex >= self.config.pex_interval:
             self._last_pex = now
             for peer in self._peers.values():
@@ -360,6 +387,7 @@ class Gossip:
                 self._dial_due()
                 self._policy.heartbeat()
                 self._router.seen.purge()
+                self._router.pulls.bodies.purge()
                 self._router.scores.prune()
                 self._flush_pex()
             except Exception:

@@ -163,12 +163,14 @@ class SecureChannel:
 
 
 async def handshake(ws: WebSocketLike, me: Identity, *, initiator: bool, max_frame: int,
-                    timeout: float, is_banned: Callable[[str], bool]) -> tuple[Hello, SecureChannel]:
+                    timeout: float, is_banned: Callable[[str], bool],
+                    ephemeral: bytes | None = None) -> tuple[Hello, SecureChannel]:
     """Run the handshake on an open WebSocket; return the authenticated peer and the channel.
 
+    ``ephemeral`` is this handshake's fresh X25519 key (drawn from the OS if not given).
     Raises :class:`HandshakeError` on any failure; the caller closes the socket with its code.
     """
-    noise = XXHandshake(initiator, me.static_private, PROLOGUE)
+    noise = XXHandshake(initiator, me.static_private, PROLOGUE, ephemeral)
     try:
         async with asyncio.timeout(timeout):
             if initiator:

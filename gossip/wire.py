@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from gossip.codec import DecodeError, pack, unpack_flat
 from gossip.config import normalize_url
 from gossip.crypto import SIGNATURE_SIZE, is_node_id, signing_bytes
-from gossip.envelope import Envelope
+from gossip.envelope import MAX_TOPIC_LENGTH, Announcement, Envelope
 from gossip.noise import MAX_MESSAGE, TAGLEN
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
+"""3: gossipsub control frames (sub, graft, prune, ihave, iwant) and announce-then-pull frames
+(ann, want, body) besides msg and peers; a version-2 node would take them for malformed frames."""
 PROLOGUE = b"fedchain/p2p"
 """Noise prologue: both sides must use it, or the handshake fails."""
 STATIC_KEY_DOMAIN = "fedchain/p2p-static-key"
@@ -34,6 +36,17 @@ LAST = 0
 
 MSG = "msg"       # [msg, topic, sender, seq, body, signature]
 PEERS = "peers"   # [peers, [url, ...]]
+ANN = "ann"       # [ann, topic, sender, seq, body_id, size, signature]: a body to pull
+WANT = "want"     # [want, body_id]: send me that body
+BODY = "body"     # [body, body_id, bytes]: the answer to a want
+SUB = "sub"       # [sub, [topic, ...]]: every topic the sender subscribes to
+GRAFT = "graft"   # [graft, topic]: add me to your mesh of topic
+PRUNE = "prune"   # [prune, topic, backoff_s]: you left my mesh; no graft before backoff_s
+IHAVE = "ihave"   # [ihave, topic, [msg_id, ...]]: ids of messages I hold
+IWANT = "iwant"   # [iwant, [msg_id, ...]]: send me those messages
+CONTROL = frozenset({SUB, GRAFT, PRUNE, IHAVE, IWANT})
+"""Frames of the dissemination policy (see :mod:`gossip.mesh`)."""
+MSG_ID_SIZE = 32
 _PAYLOAD_ITEMS = 8
 
 
@@ -129,12 +142,100 @@ def peers_frame(urls: list[str]) -> bytes:
     return pack([PEERS, urls])
 
 
-def decode_frame(data: bytes, max_size: int, max_urls: int) -> list:
-    """Decode one frame to ``[type, ...]`` or raise DecodeError (never anything else)."""
-    frame = unpack_flat(data, max_size, max_urls + 2)
+def ann_frame(ann: Announcement) -> bytes:
+    return pack([ANN, *ann.to_wire()])
+
+
+def want_frame(body_id: bytes) -> bytes:
+    return pack([WANT, body_id])
+
+
+def body_frame(body_id: bytes, body: bytes) -> bytes:
+    return pack([BODY, body_id, body])
+
+
+def sub_frame(topics: list[str]) -> bytes:
+    return pack([SUB, topics])
+
+
+def graft_frame(topic: str) -> bytes:
+    return pack([GRAFT, topic])
+
+
+def prune_frame(topic: str, backoff_s: int) -> bytes:
+    return pack([PRUNE, topic, backoff_s])
+
+
+def ihave_frame(topic: str, msg_ids: list[bytes]) -> bytes:
+    return pack([IHAVE, topic, msg_ids])
+
+
+def iwant_frame(msg_ids: list[bytes]) -> bytes:
+    return pack([IWANT, msg_ids])
+
+
+def decode_frame(data: bytes, max_size: int, max_items: int) -> list:
+    """Decode one frame to ``[type, ...]`` or raise DecodeError (never anything else).
+
+    ``max_items`` bounds the longest list a frame may carry (peer URLs, topics, message ids)."""
+    frame = unpack_flat(data, max_size, max_items + 3)
     if not (frame and isinstance(frame[0], str)):
         raise DecodeError("frame must be an array starting with its type")
     return frame
+
+
+def _topic(value: object) -> str:
+    if not (isinstance(value, str) and 0 < len(value) <= MAX_TOPIC_LENGTH):
+        raise DecodeError("topic must be a non-empty short string")
+    return value
+
+
+def _body_id(value: object) -> bytes:
+    if not (isinstance(value, bytes) and len(value) == MSG_ID_SIZE):
+        raise DecodeError("a body or message id is 32 bytes")
+    return value
+
+
+def parse_want(frame: list) -> bytes:
+    if len(frame) != 2:
+        raise DecodeError("expected [want, body_id]")
+    return _body_id(frame[1])
+
+
+def parse_body(frame: list) -> tuple[bytes, bytes]:
+    if not (len(frame) == 3 and isinstance(frame[2], bytes)):
+        raise DecodeError("expected [body, body_id, bytes]")
+    return _body_id(frame[1]), frame[2]
+
+
+def parse_sub(frame: list, max_topics: int) -> list[str]:
+    if not (len(frame) == 2 and isinstance(frame[1], list) and len(frame[1]) <= max_topics):
+        raise DecodeError(f"expected [sub, [topic, ...]] with at most {max_topics} topics")
+    return [_topic(t) for t in frame[1]]
+
+
+def parse_graft(frame: list) -> str:
+    if len(frame) != 2:
+        raise DecodeError("expected [graft, topic]")
+    return _topic(frame[1])
+
+
+def parse_prune(frame: list) -> tuple[str, int]:
+    if not (len(frame) == 3 and type(frame[2]) is int and 0 <= frame[2] <= 3600):
+        raise DecodeError("expected [prune, topic, backoff seconds in 0..3600]")
+    return _topic(frame[1]), frame[2]
+
+
+def parse_ihave(frame: list, max_ids: int) -> tuple[str, list[bytes]]:
+    if not (len(frame) == 3 and isinstance(frame[2], list) and len(frame[2]) <= max_ids):
+        raise DecodeError(f"expected [ihave, topic, [msg_id, ...]] with at most {max_ids} ids")
+    return _topic(frame[1]), [_body_id(i) for i in frame[2]]
+
+
+def parse_iwant(frame: list, max_ids: int) -> list[bytes]:
+    if not (len(frame) == 2 and isinstance(frame[1], list) and len(frame[1]) <= max_ids):
+        raise DecodeError(f"expected [iwant, [msg_id, ...]] with at most {max_ids} ids")
+    return [_body_id(i) for i in frame[1]]
 
 
 def parse_peers(frame: list, max_urls: int) -> list[str]:

@@ -10,6 +10,7 @@ how to get them when they are missing.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import io
 import pickle
 from dataclasses import dataclass
@@ -154,11 +155,18 @@ def load_fashion_mnist(folder: str | Path | None = None) -> tuple[Dataset, Datas
 # ----------------------------------------------------------------------------- digits
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
-    """scikit-learn's bundled 8x8 digits (1797 samples), pixels 0..16 scaled to [0, 1]."""
-    from sklearn.datasets import load_digits as _sk_digits
+    """scikit-learn's bundled 8x8 digits (1797 samples), pixels 0..16 scaled to [0, 1].
 
-    bunch = _sk_digits()
-    full = Dataset(bunch.data / 16.0, bunch.target, 10, "digits", (1, 8, 8))
+    Read from the file scikit-learn ships, as ``sklearn.datasets.load_digits`` reads it (same
+    values, same order), without importing scikit-learn: that import costs every daemon about
+    50 MB of resident memory for one CSV file."""
+    package = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    if package is None or not package.submodule_search_locations:
+        raise FileNotFoundError("scikit-learn (which ships the digits data set) is not installed")
+    path = Path(list(package.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, mode="rt", encoding="utf-8") as fh:
+        raw = np.loadtxt(fh, delimiter=",")
+    full = Dataset(raw[:, :-1] / 16.0, raw[:, -1].astype(int), 10, "digits", (1, 8, 8))
     return train_test_split(full, test_fraction, seed)
 
 

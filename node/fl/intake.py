@@ -110,6 +110,11 @@ class UpdateIntake:
         self.blobs.put("update", raw, update.base_height)
         return update
 
+    def screen_update(self, sender: str, size: int) -> Verdict:
+        """Whether an announced update is worth pulling: only members submit updates (its size
+        is bounded by the topic's ``max_body``); everything else is checked on the body."""
+        return Verdict.ACCEPT if self.state_view().member_samples(sender) is not None else Verdict.REJECT
+
     async def validate_update_msg(self, env: Any) -> Verdict:
         """Gossip validator of ``fl/update``: forward only what a delegate could aggregate, and a
         first proof of equivocation (so the evidence spreads); never penalize a relay for an

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from consensus.genesis import Genesis
+from gossip.pull import PullRule
 from learning.datasets import evalset
 from learning.datasets.formats import DataError
 from node.config import ConfigError
@@ -125,7 +126,9 @@ class FLService:
         """After the engine restored the model: subscribe updates, start training and evaluation."""
         self.session = session
         self.app.state_view = lambda: engine.state
-        self.gossip.subscribe(TOPIC_UPDATE, self.app.validate_update_msg, self.app.deliver_update)
+        # Updates are announced and pulled by id (gossip.pull): each node receives each once.
+        self.gossip.subscribe(TOPIC_UPDATE, self.app.validate_update_msg, self.app.deliver_update,
+                              pull=PullRule(self.settings.max_update_bytes, self.app.screen_update))
         self.trainer = make_trainer(self.fault, self.app, self.home.keypair, self.gossip.publish,
                                     self.home.paths.data / "trainer.json")
         self.app.listeners.append(self._schedule_evaluation)

@@ -13,6 +13,7 @@ import pytest
 from gossip import Verdict
 from gossip.codec import pack
 from gossip.crypto import KeyPair
+from gossip.wire import PROTOCOL_VERSION
 from tests.gossip.conftest import CHAIN, TOPIC, Node, NodeFactory, wait_until
 from tests.gossip.rawpeer import RawPeer
 
@@ -250,7 +251,7 @@ async def test_handshake_with_someone_elses_key(node: Node, make_raw) -> None:
     assert node.gossip.metrics().handshake_failures == {"bad_auth": 1}
 
 
-@pytest.mark.parametrize("first", [b"\xc1", b"\x01" * 32 + pack({"a": 1}), b"\x01" * 32 + pack([2])])
+@pytest.mark.parametrize("first", [b"\xc1", b"\x01" * 32 + pack({"a": 1}), b"\x01" * 32 + pack([PROTOCOL_VERSION])])
 async def test_garbage_instead_of_the_first_handshake_message(node: Node, make_raw, first: bytes) -> None:
     raw = make_raw()
     await raw.connect(node.url)

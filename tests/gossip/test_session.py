@@ -15,7 +15,7 @@ from gossip.codec import pack
 from gossip.crypto import KeyPair
 from gossip.noise import XXHandshake, generate_private
 from gossip.session import HandshakeError, Identity, SecureChannel, SessionError, handshake
-from gossip.wire import PROLOGUE, WS_MAX_MESSAGE, Close, identity_payload, static_key_bytes
+from gossip.wire import PROLOGUE, PROTOCOL_VERSION, WS_MAX_MESSAGE, Close, identity_payload, static_key_bytes
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -140,7 +140,7 @@ async def test_a_relay_cannot_pass_one_nodes_identity_off_on_its_own_session(ws_
     b_task = asyncio.create_task(handshake(b_ws, b, initiator=False, max_frame=1 << 20, timeout=3,
                                            is_banned=lambda _: False))
     with_b = XXHandshake(True, relay_static, PROLOGUE)
-    await to_b.send_bytes(with_b.write_message(pack([2, CHAIN])))
+    await to_b.send_bytes(with_b.write_message(pack([PROTOCOL_VERSION, CHAIN])))
     b_identity = with_b.read_message((await to_b.receive()).data)  # B's real payload
     a_task = asyncio.create_task(handshake(a_ws, identity(), initiator=True, max_frame=1 << 20,
                                            timeout=3, is_banned=lambda _: False))
@@ -182,7 +182,7 @@ async def test_transcript_mismatch_fails_the_handshake(ws_pair: Pair) -> None:
     each side believes the other is on its own chain) leaves the two sides with different
     transcripts, and the next message does not authenticate."""
     def rewrite(i: int, message: bytes) -> bytes:
-        return message[:32] + pack([2, "chain-b"]) if i == 0 else message
+        return message[:32] + pack([PROTOCOL_VERSION, "chain-b"]) if i == 0 else message
 
     a_result, _ = await relay_handshake(ws_pair, identity("chain-a"), identity("chain-b"), rewrite)
     assert isinstance(a_result, HandshakeError) and a_result.reason == "bad_auth"
@@ -197,8 +197,8 @@ async def test_tampered_handshake_message_fails(ws_pair: Pair) -> None:
 
 
 @pytest.mark.parametrize("chain, version, reason, code", [
-    ("other-chain", 2, "wrong_chain", Close.WRONG_CHAIN),
-    (CHAIN, 3, "version", Close.VERSION),
+    ("other-chain", 3, "wrong_chain", Close.WRONG_CHAIN),
+    (CHAIN, 4, "version", Close.VERSION),
 ])
 async def test_wrong_chain_or_version_is_refused_by_name(ws_pair: Pair, chain: str, version: int,
                                                         reason: str, code: int) -> None:
