@@ -42,8 +42,8 @@ def net(nodes: int = typer.Option(100, "--nodes", min=2, max=5000, help="Simulat
         updates: int = typer.Option(4, "--updates-per-slot", min=0, help="Model updates published per slot."),
         as_json: bool = typer.Option(False, "--json", help="Print every figure as JSON.")) -> None:
     """Run one simulation and print its figures."""
-    from netsim.network import LinkParams
-    from netsim.sim import SimConfig, run
+    from node.netsim.network import LinkParams
+    from node.netsim.sim import SimConfig, run
 
     if dissemination not in ("gossipsub", "flood"):
         raise CliError("--dissemination must be gossipsub or flood")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from netsim.invariants import Invariants
-from netsim.sim import SimConfig, run
-from netsim.updates import STALE_HEIGHTS, UpdateLedger
+from node.netsim.invariants import Invariants
+from node.netsim.sim import SimConfig, run
+from node.netsim.updates import STALE_HEIGHTS, UpdateLedger
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(nodes=12, delegates=4, slots=4, small_probes=4, large_probes=1)
@@ -31,7 +31,7 @@ def test_one_seed_gives_one_run_and_another_seed_another() -> None:
 
 def test_a_run_does_not_depend_on_the_process_hash_seed() -> None:
     """Set iteration order of strings changes with PYTHONHASHSEED; a run must not."""
-    code = ("import json; from netsim.sim import SimConfig, run; "
+    code = ("import json; from node.netsim.sim import SimConfig, run; "
             f"print(json.dumps(run(SimConfig(seed=4, **{SMALL!r}))['digest']))")
     digests = set()
     for hash_seed in ("0", "12345"):

@@ -5,7 +5,7 @@ when one withholds the body). Deterministic: each test is one seeded run on virt
 from __future__ import annotations
 
 from gossip.mesh import GossipSubPolicy
-from netsim.swarm import PULL, PUSH, Swarm
+from node.netsim.swarm import PULL, PUSH, Swarm
 
 
 def tag(name: str) -> bytes:

@@ -26,9 +26,9 @@ from gossip.codec import pack
 from gossip.crypto import KeyPair
 from gossip.envelope import Envelope
 from gossip.pull import PullRule
-from netsim.loop import InlineExecutor
-from netsim.network import Network
-from netsim.updates import MAX_BODY, TOPIC, UpdateApp
+from node.netsim.loop import InlineExecutor
+from node.netsim.network import Network
+from node.netsim.updates import MAX_BODY, TOPIC, UpdateApp
 
 EPOCH_MS = 1_700_000_000_000
 """Wall-clock time at virtual time zero (fixed: a run reads no real clock)."""

@@ -18,9 +18,9 @@ from typing import Any
 from gossip import Envelope, Gossip, GossipConfig, Verdict
 from gossip.crypto import KeyPair
 from gossip.pull import PullRule
-from netsim.loop import VirtualTimeLoop
-from netsim.network import LinkParams, Network
-from netsim.node import SimClock, node_ip
+from node.netsim.loop import VirtualTimeLoop
+from node.netsim.network import LinkParams, Network
+from node.netsim.node import SimClock, node_ip
 
 PUSH = "swarm/push"
 PULL = "swarm/pull"

@@ -26,13 +26,13 @@ import numpy as np
 
 from consensus.genesis import make_genesis
 from gossip.crypto import KeyPair
-from netsim.invariants import Invariants
-from netsim.loop import VirtualTimeLoop
-from netsim.network import LinkParams, Network
-from netsim.node import EPOCH_MS, NodeSpec, SimClock, SimNode, node_ip
-from netsim.probes import Probes
-from netsim.updates import TOPIC as UPDATE_TOPIC
-from netsim.updates import UpdateLedger
+from node.netsim.invariants import Invariants
+from node.netsim.loop import VirtualTimeLoop
+from node.netsim.network import LinkParams, Network
+from node.netsim.node import EPOCH_MS, NodeSpec, SimClock, SimNode, node_ip
+from node.netsim.probes import Probes
+from node.netsim.updates import TOPIC as UPDATE_TOPIC
+from node.netsim.updates import UpdateLedger
 
 CHAIN_ID = "netsim"
 CONSENSUS_TOPICS = ("consensus/proposal", "consensus/vote", "consensus/tx", "consensus/evidence")
