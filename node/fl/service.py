@@ -15,12 +15,12 @@ from typing import Any
 import aiohttp
 
 from consensus.genesis import Genesis
-from node.fl.faults import fl_app_class, make_trainer
+from node.fetcher import JSON_ROOM, FetchError, fetch_update, get_bytes
 from node.fl.app import TOPIC_UPDATE, round_key
 from node.fl.blobs import BlobStore
 from node.fl.data import load_node_data
+from node.fl.faults import fl_app_class, make_trainer
 from node.fl.settings import FLSettings
-from node.fetcher import JSON_ROOM, FetchError, fetch_update, get_bytes
 from node.fl.trainer import Trainer
 from node.home import Home
 
