@@ -26,7 +26,16 @@ import numpy as np
 from bench.chain import measure_testnet
 from bench.common import RESULTS, write_result
 from bench.fl_chain import measure as measure_fl
-from bench.simruns import by_label, fedchain, mean_std, pm, pyplot, run_all, with_seeds
+from bench.simruns import (
+    by_label,
+    fedavg,
+    fedchain,
+    mean_std,
+    pm,
+    pyplot,
+    run_all,
+    with_seeds,
+)
 
 SLOT_MS = 2000
 
@@ -44,7 +53,7 @@ def _sim_rows(s: dict[str, Any], workers: int) -> list[dict[str, Any]]:
     for n in s["sizes"]:
         base = {"dataset": s["dataset"], "partition": "iid", "num_nodes": n, "model": "logreg",
                 "batch_size": s["batch_size"], "lr": s["lr"], "rounds": s["rounds"]}
-        specs += with_seeds(f"{n}/FedAvg", base, s["seeds"], nodes=n, method="FedAvg")
+        specs += with_seeds(f"{n}/FedAvg", fedavg(base), s["seeds"], nodes=n, method="FedAvg")
         specs += with_seeds(f"{n}/fedchain", fedchain(base), s["seeds"], nodes=n, method="fedchain")
     rows = []
     for runs in by_label(run_all(specs, workers)).values():

@@ -28,6 +28,7 @@ class SimConfig:
     num_nodes: int = 20
     rounds: int = 20
     clients_per_round: int | None = None      # sync: nodes per round; async: updates per aggregation
+    participants: list[list[int]] | None = None   # sync: the nodes of each round, replaying a chain's blocks
     mode: str = "sync"
     speed_sigma: float = 0.5                  # lognormal spread of node speeds (async)
     # data heterogeneity the FL settings leave to the data set
@@ -40,8 +41,9 @@ class SimConfig:
     byzantine_fraction: float = 0.0
     attack_params: dict[str, Any] = field(default_factory=dict)
     claimed_samples: float | None = None      # weight lie: what Byzantine nodes claim, past any declared cap
-    # chain state and evaluation
+    # chain state, noise and evaluation
     initial_stake: int = INITIAL_STAKE        # trust = stake share; rounds reward and penalize as a chain does
+    noise_seed: int | None = None             # DP noise stream (None: fl.seed); vary it alone to see what noise moves
     eval_every: int = 1
 
     @classmethod
@@ -62,6 +64,9 @@ class SimConfig:
             (self.clients_per_round is None or 1 <= self.clients_per_round <= self.num_nodes,
              "clients_per_round must be in [1, num_nodes]"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
+            (self.participants is None or (self.mode == "sync" and len(self.participants) == self.rounds and all(
+                p and all(0 <= i < self.num_nodes for i in p) for p in self.participants)),
+             "participants must name, for each of the rounds of a sync run, nodes in [0, num_nodes)"),
             (0.0 <= self.byzantine_fraction < 1.0, "byzantine_fraction must be in [0, 1)"),
             (self.attack is not None or self.byzantine_fraction == 0, "byzantine_fraction needs an attack"),
             (self.claimed_samples is None or (math.isfinite(self.claimed_samples) and self.claimed_samples > 0),

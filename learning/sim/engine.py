@@ -12,7 +12,8 @@ chain's blocks do (block rewards to producers aside).
 
 Sync: each round, ``clients_per_round`` nodes (all by default) train from the current model.
 With privacy accounting on (noise_multiplier > 0) the nodes are Poisson-sampled with rate
-``clients_per_round / num_nodes``, the participation model the accountant assumes.
+``clients_per_round / num_nodes``, the participation model the accountant assumes. Or each round
+has the nodes ``participants`` names (replaying which nodes a chain's blocks aggregated).
 
 Async (FedAsync / FedBuff style): every node trains continuously at its own speed; updates
 arrive in simulated-time order, and every ``clients_per_round`` arrivals are aggregated. An
@@ -163,10 +164,12 @@ class Simulator:
         byz = [n.node_id for n in self.nodes if n.byzantine]
         return SimResult(self.cfg, byz, rounds)
 
-    def _select(self) -> list[VirtualNode]:
+    def _select(self, r: int) -> list[VirtualNode]:
         cfg = self.cfg
         k = cfg.clients_per_round or cfg.num_nodes
-        if k == cfg.num_nodes:
+        if cfg.participants is not None:
+            chosen = [self.nodes[i] for i in sorted(set(cfg.participants[r]))]
+        elif k == cfg.num_nodes:
             chosen = self.nodes
         elif cfg.fl.noise_multiplier > 0:   # Poisson sampling, as the accountant assumes
             mask = self._select_rng.random(cfg.num_nodes) < k / cfg.num_nodes
@@ -180,7 +183,7 @@ class Simulator:
         stats = []
         for r in range(self.cfg.rounds):
             started = time.perf_counter()
-            chosen = self._select()
+            chosen = self._select(r)
             if not chosen:
                 if not any(n.client.can_release() for n in self.nodes):
                     break                     # every privacy budget is spent

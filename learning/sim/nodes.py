@@ -57,7 +57,7 @@ def build_nodes(cfg: SimConfig, fed: Federation, dim: int) -> list[VirtualNode]:
     n_byz = round(cfg.byzantine_fraction * cfg.num_nodes)
     byz = set(stream(seed, STREAM_BYZANTINE).choice(cfg.num_nodes, n_byz, replace=False).tolist())
     poison_rng = stream(seed, STREAM_POISON)
-    noise_rng = stream(seed, STREAM_NOISE)
+    noise_rng = stream(seed if cfg.noise_seed is None else cfg.noise_seed, STREAM_NOISE)
     speeds = stream(seed, STREAM_SPEED).lognormal(0.0, cfg.speed_sigma, cfg.num_nodes)
     sizes = fed.partition.sizes()
     rate = participation_rate(cfg)
