@@ -15,6 +15,7 @@ BENCHMARKS = {
     "chain": "bench.chain",
     "fl_chain": "bench.fl_chain",
     "fidelity": "bench.fidelity",
+    "dashboard": "bench.dashboard",
     "learning_accuracy": "bench.learning_accuracy",
     "aggregation_speed": "bench.aggregation_speed",
     "accuracy": "bench.accuracy",
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "detection": "bench.detection",
     "ablation": "bench.ablation",
     "flower": "bench.flower",
+    "chaos": "bench.chaos",
     "report": "bench.report",
 }
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -33,6 +34,16 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """A Prometheus text page as ``{'name{labels}': value}`` (labels exactly as the node prints them)."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^(\w+(?:\{.*\})?) (\S+)$", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
 
 
 def md_table(headers: list[str], rows: list[list[Any]]) -> str:

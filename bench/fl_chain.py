@@ -17,24 +17,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import tempfile
 import urllib.request
 from pathlib import Path
 
-from bench.common import final_blocks, percentiles, write_result
+from bench.common import final_blocks, parse_metrics, percentiles, write_result
 from learning.compression import dense_bytes
 from tests.integration.harness import Testnet
 
 
 def scrape(url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        m = re.match(r"^(\w+(?:\{.*\})?) (\S+)$", line)
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
+    return parse_metrics(urllib.request.urlopen(url + "/metrics", timeout=5).read().decode())
 
 
 def measure(n: int, seconds: float, root: Path) -> dict:
@@ -62,10 +55,10 @@ def measure(n: int, seconds: float, root: Path) -> dict:
     def delta(i: int, key: str) -> float:
         return end[i].get(key, 0.0) - start[i].get(key, 0.0)
 
-    sent = [delta(i, 'fedchain_fl_events_total{event="update_bytes_sent"}') for i in range(n)]
+    sent = [delta(i, "fedchain_fl_update_sent_bytes_total") for i in range(n)]
     updates = [delta(i, 'fedchain_fl_events_total{event="updates_sent"}') for i in range(n)]
     gossip_out = [delta(i, 'fedchain_gossip_bytes_total{direction="out",topic="fl/update"}') for i in range(n)]
-    lag = [end[i].get('fedchain_event_loop_lag_ms{quantile="p99"}', 0.0) for i in range(n)]
+    lag = [1000 * end[i].get('fedchain_event_loop_lag_seconds{quantile="0.99"}', 0.0) for i in range(n)]
     per_update = sum(sent) / max(1.0, sum(updates))
     return {
         "nodes": n, "blocks": blocks, "updates_considered": considered, "params": params,

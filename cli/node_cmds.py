@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from cli.common import CliError, HomeOpt, console, fields_table, handles_errors
+from cli.common import CliError, HomeOpt, console, err_console, fields_table, handles_errors
+from cli.progress import SyncProgress
 from cli.query import fetch_genesis, genesis_summary
 from consensus.genesis import Genesis, GenesisError, make_genesis
 from gossip.crypto import KeyPair
@@ -110,7 +111,8 @@ def join(url: str = typer.Argument(..., help="Base URL of any node of the chain,
                                         "of band; written to config.toml [sync] trusted_checkpoint."),
          no_start: bool = typer.Option(False, "--no-start", help="Only create the home; do not start the node.")
          ) -> None:
-    """Make a home for the chain served at URL (bootstrapped to it), then start the node; it syncs from peers.
+    """Make a home for the chain served at URL (bootstrapped to it), then start the node; it syncs from peers
+    while a progress bar shows blocks and time left.
 
     The genesis is accepted only if its hash is --genesis-hash (or, for a home that already has
     one, the same genesis), or with --trust-genesis.
@@ -141,7 +143,19 @@ def join(url: str = typer.Argument(..., help="Base URL of any node of the chain,
         console.print(f"joined chain [bold]{genesis.chain_id}[/] (genesis {genesis.hash.hex()}) via {base}\n"
                       f"node id  {created.keypair.node_id}\nlisten   {created.config.network.url}", highlight=False)
     if not no_start:
-        start_daemon(home)
+        progress = SyncProgress(local_url(home), base, err_console)
+        progress.start()
+        try:
+            start_daemon(home)
+        finally:
+            progress.stop()
+
+
+def local_url(home: Path) -> str:
+    """Where this machine reaches the node of ``home`` (its listen address; loopback for a wildcard)."""
+    net = load_config(HomePaths(home).config).network
+    host = "127.0.0.1" if net.host in ("0.0.0.0", "") else "[::1]" if net.host == "::" else net.host
+    return f"http://{host}:{net.port}"
 
 
 def start_daemon(home: Path) -> None:

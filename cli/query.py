@@ -7,13 +7,15 @@ Each prints a compact rich rendering by default and the node's JSON answer with 
 from __future__ import annotations
 
 import functools
+import json
 import time
 from typing import Any, Callable, Optional
 
 import typer
+from rich.live import Live
 from rich.table import Table
 
-from cli.client import NodeClient
+from cli.client import NodeClient, NodeError
 from cli.common import CliError, JsonOpt, NodeOpt, console, fields_table, handles_errors, print_json, short
 from consensus.genesis import Genesis, GenesisError
 from consensus.state import ChainState
@@ -32,18 +34,68 @@ def _age(time_ms: int | None) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-def status(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
-    """Show a node's identity, heights and sync state."""
-    s = NodeClient(node).get_json("/status")
-    if as_json:
-        return print_json(s)
-    console.print(fields_table(f"{s.get('moniker', '')} @ {s.get('url', node)}", [
+def status_table(s: dict, node: str) -> Table:
+    return fields_table(f"{s.get('moniker', '')} @ {s.get('url', node)}", [
         ("chain", s["chain_id"]), ("genesis hash", s["genesis_hash"]), ("node id", s["node_id"]),
         ("height", s["height"]),
         ("final height", s["final_height"]), ("latest block", f"{s['latest_block_hash']} ({_age(s['latest_block_time_ms'])})"),
         ("epoch", s["epoch"]), ("delegate", "yes" if s["is_delegate"] else "no"),
         ("syncing", "yes" if s["syncing"] else "no"), ("peers", s["peers"]), ("mempool", s["mempool_size"]),
-    ]))
+    ])
+
+
+def status(node: str = NodeOpt, as_json: bool = JsonOpt,
+           watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until Ctrl-C."),
+           interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between refreshes (--watch)."),
+           ) -> None:
+    """Show a node's identity, heights and sync state; with --watch, keep refreshing until Ctrl-C."""
+    client = NodeClient(node)
+    if watch:
+        return watch_status(client, node, interval, as_json)
+    s = client.get_json("/status")
+    if as_json:
+        return print_json(s)
+    console.print(status_table(s, node))
+
+
+def watch_status(client: NodeClient, node: str, interval: float, as_json: bool) -> None:
+    """Refresh the status until Ctrl-C (a clean exit). On a terminal the table is redrawn in place
+    with the block rate since the watch began; elsewhere, or with --json, one snapshot per refresh
+    (JSON: one object per line). A node that stops answering is shown as such, not an exit: a
+    watch outlives a restart."""
+    first: tuple[float, int] | None = None
+
+    def render() -> Any:
+        nonlocal first
+        try:
+            s = client.get_json("/status")
+        except NodeError as exc:
+            return {"error": str(exc)} if as_json else f"[red]{exc}[/] (retrying every {interval:g} s)"
+        if as_json:
+            return s
+        now, height = time.monotonic(), s["final_height"]
+        first = first or (now, height)
+        rate = (height - first[1]) / (now - first[0]) * 60 if now > first[0] else 0.0
+        table = status_table(s, node)
+        table.add_row("blocks / min", f"{rate:.1f} (since the watch began)")
+        table.caption = f"refreshed {time.strftime('%H:%M:%S')} every {interval:g} s; Ctrl-C to stop"
+        return table
+
+    try:
+        if console.is_interactive and not as_json:
+            with Live(render(), console=console, auto_refresh=False) as live:
+                while True:
+                    time.sleep(interval)
+                    live.update(render(), refresh=True)
+        while True:
+            view = render()
+            if as_json:
+                typer.echo(json.dumps(view, sort_keys=True))
+            else:
+                console.print(view)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
 
 
 def fetch_genesis(url: str) -> Genesis:

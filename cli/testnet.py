@@ -7,8 +7,10 @@ every other node. ``up`` starts one daemon process per home (see ``cli/superviso
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -47,21 +49,23 @@ def node_homes(folder: Path) -> list[Path]:
 
 def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain_id: str = "fedchain-local",
                    slot_ms: int = 2000, host: str = DEFAULT_HOST, advertise_host: str = DEFAULT_HOST,
-                   genesis_time_ms: int | None = None, app: str = "fl") -> list[Home]:
+                   genesis_time_ms: int | None = None, app: str = "fl", one_port: bool = False) -> list[Home]:
     """Write the genesis and N homes; refuses a folder that already holds a testnet.
 
     ``advertise_host`` is a template formatted with ``i`` (e.g. ``node{i}`` for containers that
     reach each other by service name); by default every node is on 127.0.0.1. ``app`` is ``fl``
     (federated learning on the embedded digits set, with the default FL settings) or ``counter``
-    (the built-in minimal application, for exercising the chain alone).
+    (the built-in minimal application, for exercising the chain alone). Node i listens on
+    ``base_port + i``, or on ``base_port`` with ``one_port`` (each on its own host, as in pods).
     """
     if app not in APPS:
         raise CliError(f"--app must be one of {', '.join(APPS)}, got {app!r}")
-    if base_port + n - 1 > 65535:
-        raise CliError(f"ports {base_port}..{base_port + n - 1} do not fit below 65536")
+    ports = [base_port if one_port else base_port + i for i in range(n)]
+    if ports[-1] > 65535:
+        raise CliError(f"ports {base_port}..{ports[-1]} do not fit below 65536")
     if node_homes(folder):
         raise CliError(f"{folder} already holds a testnet; remove it or choose another --dir")
-    urls = [check_base_url(f"http://{advertise_host.format(i=i)}:{base_port + i}", "node URL") for i in range(n)]
+    urls = [check_base_url(f"http://{advertise_host.format(i=i)}:{ports[i]}", "node URL") for i in range(n)]
     keys = [KeyPair.generate() for _ in range(n)]
     try:
         genesis = make_genesis(chain_id, [k.node_id for k in keys], slot_ms=slot_ms, app=app_state(app),
@@ -72,13 +76,24 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
     scope = dial_scope(urls)
     for i, key in enumerate(keys):
         advertised = urls[i] if advertise_host != host else ""
-        home = init_home(folder / f"node{i}", genesis, port=base_port + i, host=host, keypair=key,
+        home = init_home(folder / f"node{i}", genesis, port=ports[i], host=host, keypair=key,
                          bootstrap=[u for j, u in enumerate(urls) if j != i], moniker=f"node{i}",
                          advertised_url=advertised)
         home.config.network.dial_scope = scope
         save_config(home.config, home.paths.config)
         homes.append(home)
     return homes
+
+
+def create_k8s_overlay(out: Path, n: int, *, chain_id: str, slot_ms: int, app: str, base: str | None) -> None:
+    """The Kubernetes overlay of a new N-node testnet (``cli/k8s.py``): its homes are made here,
+    as for a local testnet, in a private temporary folder, then turned into a ConfigMap and a Secret."""
+    from cli import k8s
+
+    with tempfile.TemporaryDirectory(prefix="fedchain-k8s-") as tmp:  # mode 0700: the keys stay private
+        homes = create_testnet(Path(tmp), n, base_port=k8s.PORT, one_port=True, chain_id=chain_id, slot_ms=slot_ms,
+                               host="0.0.0.0", advertise_host=k8s.advertise_template(), app=app)
+        k8s.write_overlay(out, Path(tmp), n, homes[0].genesis.max_delegates, base)
 
 
 def dial_scope(urls: list[str]) -> str:
@@ -103,8 +118,19 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
            exist_ok: bool = typer.Option(False, "--exist-ok",
                                          help="Succeed without changes if DIR already holds an N-node testnet."),
            app: str = AppOpt,
+           k8s: Optional[Path] = typer.Option(
+               None, "--k8s", file_okay=False, resolve_path=True,
+               help="Instead of homes, write a Kustomize overlay to this folder: the genesis, node configs and "
+                    "keys as a ConfigMap and a Secret for the StatefulSet of deploy/k8s/base."),
+           k8s_base: Optional[str] = typer.Option(
+               None, "--k8s-base", help="The base the overlay builds on (default: this checkout's deploy/k8s/base)."),
            ) -> None:
-    """Create a genesis with N staked members and N node homes in DIR."""
+    """Create a genesis with N staked members and N node homes in DIR (or, with --k8s, a Kubernetes overlay)."""
+    if k8s is not None:
+        create_k8s_overlay(k8s, n, chain_id=chain_id, slot_ms=slot_ms, app=app, base=k8s_base)
+        console.print(f"wrote a {n}-node Kubernetes overlay for [bold]{chain_id}[/] to {k8s} "
+                      f"(apply with `kubectl apply -k {k8s}`; testnet.yaml holds the node keys)", highlight=False)
+        return
     existing = node_homes(folder)
     if exist_ok and existing:
         if len(existing) != n:

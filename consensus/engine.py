@@ -23,6 +23,7 @@ verification and preparation are the application's to move off the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -217,10 +218,11 @@ class Engine:
             if self._timers:
                 wake_at = min(wake_at, self._timers[0][0])
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, (wake_at - self.now_ms()) / 1000))
-            except asyncio.TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that lands
+            # together with the wake-up, and stop() then waits for this loop forever
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, (wake_at - self.now_ms()) / 1000)):
+                    await self._wake.wait()
 
     def _tick(self) -> None:
         g, now = self.genesis, self.now_ms()
@@ -258,6 +260,10 @@ class Engine:
     def has_proposal(self, proposal: Proposal) -> bool:
         known = self.proposals.get(proposal.round)
         return known is not None and known.signed_bytes() == proposal.signed_bytes()
+
+    def behind(self) -> None:
+        """A voter's message from a height ahead: worth a sync round (it proves nothing by itself)."""
+        self.syncer.poke()
 
     def take_commit(self, commit: Commit) -> None:
         """A verified commit for the height being decided (carried by a next-height proposal)."""

@@ -60,6 +60,7 @@ class Consensus(Protocol):
     def current_slot(self) -> int: ...
     def has_proposal(self, proposal: Proposal) -> bool: ...
     def take_commit(self, commit: Commit) -> None: ...
+    def behind(self) -> None: ...
     async def take_proposal(self, proposal: Proposal, block: Block, proof: list[Vote]) -> None: ...
     async def take_vote(self, vote: Vote) -> None: ...
     def evidence_seen(self, ev: Evidence) -> None: ...
@@ -111,8 +112,22 @@ class Inbound:
         self.future.clear()
         return items
 
-    def _round_ok(self, rnd: int) -> bool:
-        return self.e.executor.parent_slot < rnd <= self.e.current_slot() + 1
+    def _other_height(self, height: int, sender: str) -> Verdict:
+        """Neither this height nor the next: dropped; from a voter and ahead, a hint that this
+        node is behind (the syncer checks by fetching verified blocks, and paces itself)."""
+        if height > self.e.height and sender in self.e.executor.voters:
+            self.e.behind()
+        return self._drop("other_height", Verdict.IGNORE)
+
+    def _round_problem(self, rnd: int) -> Verdict | None:
+        """None if ``rnd`` may be a round of this height. A round not after the parent block's
+        slot is impossible for an honest sender (the parent is final: everyone agrees on its
+        slot), so it is junk; one ahead of our clock by more than a slot may be a relay's clock."""
+        if rnd <= self.e.executor.parent_slot:
+            return self._drop("round_before_parent", Verdict.REJECT)
+        if rnd > self.e.current_slot() + 1:
+            return self._drop("round_ahead", Verdict.IGNORE)
+        return None
 
     # ----- proposals ----------------------------------------------------------------------------
     async def validate_proposal(self, env: Any) -> Verdict:
@@ -128,9 +143,9 @@ class Inbound:
         if proposal.height == e.height + 1:
             return self._next_height(proposal, block, proof)
         if proposal.height != e.height:
-            return self._drop("other_height", Verdict.IGNORE)
-        if not self._round_ok(proposal.round):
-            return self._drop("round_window", Verdict.IGNORE)
+            return self._other_height(proposal.height, proposal.proposer)
+        if (refused := self._round_problem(proposal.round)) is not None:
+            return refused
         if block.header.timestamp_ms > e.now_ms() + e.genesis.max_clock_drift_ms:
             return self._drop("future_timestamp", Verdict.REJECT)
         if proposal.proposer != e.executor.schedule.proposer(proposal.round):
@@ -173,11 +188,11 @@ class Inbound:
         if vote.height == e.height + 1:
             return self._buffer(vote.voter, "vote", vote)
         if vote.height != e.height:
-            return self._drop("other_height", Verdict.IGNORE)
+            return self._other_height(vote.height, vote.voter)
         if vote.voter not in e.executor.voters:
             return self._drop("vote_not_delegate", Verdict.REJECT)
-        if not self._round_ok(vote.round):
-            return self._drop("round_window", Verdict.IGNORE)
+        if (refused := self._round_problem(vote.round)) is not None:
+            return refused
         if e.machine.votes.has(vote):
             return self._drop("duplicate", Verdict.IGNORE)
         if not vote.verify_signature():

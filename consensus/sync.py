@@ -23,7 +23,9 @@ must lead to that hash.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -36,6 +38,11 @@ log = logging.getLogger("fedchain.sync")
 
 PAGE = 100
 MAX_SOURCES_PER_ROUND = 3
+ASKED_PER_ROUND = 3
+"""Peers whose height a round asks for: a few at random, so the cost of syncing stays flat as
+the network grows (every peer asking every peer each second is O(n^2) requests)."""
+MIN_GAP_S = 0.5
+"""Rounds are at least this far apart, however often the syncer is poked."""
 BACKOFF_BASE_S = 2.0
 BACKOFF_MAX_S = 300.0
 
@@ -68,7 +75,7 @@ class Syncer:
                  interval_s: float, max_message: int, horizon_ms: int,
                  checkpoint: tuple[int, bytes] | None = None, clock: Callable[[], float] = time.monotonic,
                  wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
-                 metrics: Counter | None = None) -> None:
+                 metrics: Counter | None = None, rng: random.Random | None = None) -> None:
         self.fetcher = fetcher
         self.peers = peers
         self.target = target
@@ -82,11 +89,12 @@ class Syncer:
         self._failures: dict[str, tuple[int, float]] = {}  # url -> (failures in a row, retry after)
         self._decided: tuple[int, bytes, Commit] | None = None
         self.metrics: Counter = metrics if metrics is not None else Counter()
+        self._rng = rng or random.Random()
         self.stale_trust = False  # the trusted point is older than the horizon: a checkpoint is needed
         self.active = False  # fetching from a peer right now
 
     def poke(self) -> None:
-        """Ask for a sync round now."""
+        """Ask for a sync round soon (a peer looks ahead); rounds stay ``MIN_GAP_S`` apart."""
         self._wake.set()
 
     def fetch_decided(self, height: int, block_hash: bytes, commit: Commit) -> None:
@@ -96,10 +104,11 @@ class Syncer:
 
     async def run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
-            except asyncio.TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that lands
+            # together with the wake-up, and stop() then waits for this loop forever
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.sync_once()
@@ -107,6 +116,7 @@ class Syncer:
                 raise
             except Exception as exc:  # one bad round must not end syncing
                 log.warning("sync round failed: %s", exc)
+            await asyncio.sleep(MIN_GAP_S)
 
     # ----- peers and trust --------------------------------------------------------------------
     def _usable(self, url: str) -> bool:
@@ -136,6 +146,7 @@ class Syncer:
         if self._decided is not None:
             await self._fetch_decided()
         urls = [u for u in self.peers() if u and self._usable(u)]
+        urls = self._rng.sample(urls, min(len(urls), ASKED_PER_ROUND))
         claims = await asyncio.gather(*(self._claim(u) for u in urls))
         ahead = sorted(((h, u) for h, u in claims if h >= self.target.height), reverse=True)
         for claimed, url in ahead[:MAX_SOURCES_PER_ROUND]:

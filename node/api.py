@@ -1,7 +1,7 @@
 """The node's HTTP API (aiohttp), modelled on CometBFT's RPC; see ``docs/node.md``.
 
-:func:`build_api` registers every route of the route tables in ``api_node.py`` and
-``api_chain.py`` on the daemon's application (which also carries the gossip ``/p2p`` endpoint:
+:func:`build_api` registers every route of the route tables in ``api_node.py``, ``api_chain.py``,
+``fl/api.py`` and ``api_dashboard.py`` on the daemon's application (which also carries the gossip ``/p2p`` endpoint:
 one port per node), adds the rate and concurrency limits (``api_limits.py``) and the JSON error
 middleware, and serves the OpenAPI document generated from the same tables.
 """
@@ -18,12 +18,13 @@ from consensus.genesis import Genesis
 from node.api_base import Route, bind, error_middleware
 from node.api_limits import Limiter
 from node.api_chain import CHAIN_ROUTES
-from node.api_node import NODE_ROUTES, VERSION
+from node.api_dashboard import DASHBOARD_ROUTES
+from node.api_node import NODE_ROUTES, VERSION, close_subscribers
 from node.config import NodeConfig
 from node.fl.api import FL_ROUTES
 from node.openapi import build_openapi
 
-ROUTES: tuple[Route, ...] = NODE_ROUTES + CHAIN_ROUTES + FL_ROUTES
+ROUTES: tuple[Route, ...] = NODE_ROUTES + CHAIN_ROUTES + FL_ROUTES + DASHBOARD_ROUTES
 """Every API route; ``/blocks/latest`` precedes ``/blocks/{height}`` so it is matched first."""
 
 @dataclass
@@ -36,10 +37,11 @@ class ApiContext:
     genesis: Genesis
     genesis_text: str = ""
     openapi: dict = field(default_factory=dict)
-    subscribers: int = 0
+    subscribers: set = field(default_factory=set)  # open /subscribe WebSockets, closed at shutdown
     fl: Any = None  # node.fl.service.FLService on a federated-learning chain
-    loop_lag: Any = None  # node.looplag.LoopLag
+    telemetry: Any = None  # node.telemetry.Telemetry: metrics registry, event-loop lag, history, peer probes
     limiter: Limiter | None = None
+    version: str = VERSION
 
 
 def genesis_text(genesis: Genesis) -> str:
@@ -55,11 +57,14 @@ def openapi_document(routes: tuple[Route, ...] = ROUTES) -> dict:
 
 
 def build_api(app: web.Application, engine: Any, gossip: Any, config: NodeConfig, genesis: Genesis,
-              fl: Any = None, loop_lag: Any = None) -> ApiContext:
-    """Register the API on ``app`` (before it starts) and return the handlers' shared context."""
+              telemetry: Any, fl: Any = None) -> ApiContext:
+    """Register the API on ``app`` (before it starts) and return the handlers' shared context;
+    the metrics registry of ``telemetry`` reads the node's state through that context."""
     ctx = ApiContext(engine.view, gossip, config, genesis, genesis_text(genesis), openapi_document(), fl=fl,
-                     loop_lag=loop_lag, limiter=Limiter(config.api, ROUTES))
+                     telemetry=telemetry, limiter=Limiter(config.api, ROUTES))
+    telemetry.metrics.collect_state(ctx)
     app.middlewares.extend([ctx.limiter.middleware, error_middleware])
     for route in ROUTES:
         app.router.add_route(route.method, route.path, bind(route, ctx))
+    app.on_shutdown.append(lambda _app: close_subscribers(ctx))
     return ctx

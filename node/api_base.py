@@ -216,6 +216,7 @@ class Route:
     body: dict | None = None
     content_type: str = "application/json"
     limit: str = "normal"  # a key of LIMIT_KINDS: which limits of node/api_limits.py apply
+    redirect: str = ""  # the route only redirects here (302 with a Location), e.g. / to /dashboard
 
     def __post_init__(self) -> None:
         if self.limit not in LIMIT_KINDS:

@@ -15,14 +15,12 @@ import dataclasses
 import json
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from consensus.engine import TxRejected
 from consensus.types import Tx
 from gossip.codec import DecodeError, unpack
 from node.api_base import ApiError, Route
-from node.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
-from node.prometheus import node_metrics
 
 VERSION = "0.1.0"
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
@@ -58,7 +56,10 @@ async def get_status(ctx: Any, request: web.Request) -> dict:
 
 
 async def get_net_info(ctx: Any, request: web.Request) -> dict:
-    peers = [_plain(p) for p in ctx.gossip.peers()]
+    """Connected peers with their score and the last measured round trip (``node/telemetry.py``)."""
+    rtts = ctx.telemetry.peer_rtts()
+    peers = [{**_plain(p), "rtt_ms": round(rtts[p.node_id] * 1000, 3) if p.node_id in rtts else None}
+             for p in ctx.gossip.peers()]
     return {"url": ctx.config.network.url, "max_peers": ctx.config.network.max_peers,
             "n_peers": len(peers), "peers": peers,
             "banned": [{"node_id": nid, "seconds_left": left} for nid, left in sorted(ctx.gossip.banned().items())]}
@@ -70,15 +71,9 @@ async def get_genesis(ctx: Any, request: web.Request) -> web.Response:
 
 
 async def get_metrics(ctx: Any, request: web.Request) -> web.Response:
-    """The node's metrics, plus what the API's limits refused and cut."""
-    reg = node_metrics(ctx.engine, ctx.gossip, ctx.fl, ctx.loop_lag)
-    if ctx.limiter is not None:
-        stats = ctx.limiter.stats
-        refused = reg.counter("api_refused_total", "API requests answered 429, by the limit they hit.")
-        for reason, count in sorted(stats.refused.items()):
-            refused.add(count, reason=reason)
-        reg.counter("api_cut_total", "API answers not taken by their client in time (connection cut).", stats.cut)
-    return web.Response(body=reg.render().encode(), headers={"Content-Type": PROMETHEUS_TYPE})
+    """The node's metrics (``node/prometheus.py``), in the text format the scraper's Accept asks for."""
+    body, content_type = ctx.telemetry.metrics.exposition(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
@@ -148,9 +143,9 @@ async def subscribe(ctx: Any, request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
     if not ws.can_prepare(request).ok:
         raise ApiError(400, "/subscribe is a WebSocket endpoint; send an Upgrade request")
-    if ctx.subscribers >= ctx.config.api.max_subscribers:
+    if len(ctx.subscribers) >= ctx.config.api.max_subscribers:
         raise ApiError(503, f"too many subscribers (at most {ctx.config.api.max_subscribers})")
-    ctx.subscribers += 1
+    ctx.subscribers.add(ws)
     queue = ctx.engine.subscribe()
     relay: asyncio.Task | None = None
     try:
@@ -164,8 +159,15 @@ async def subscribe(ctx: Any, request: web.Request) -> web.WebSocketResponse:
             relay.cancel()
             await asyncio.gather(relay, return_exceptions=True)
         ctx.engine.unsubscribe(queue)
-        ctx.subscribers -= 1
+        ctx.subscribers.discard(ws)
     return ws
+
+
+async def close_subscribers(ctx: Any) -> None:
+    """At shutdown, say goodbye to every ``/subscribe`` client (1001, going away): otherwise the
+    server's graceful shutdown waits for these long-lived handlers for up to a minute."""
+    await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
+                           for ws in list(ctx.subscribers)), return_exceptions=True)
 
 
 async def get_openapi(ctx: Any, request: web.Request) -> dict:
@@ -184,9 +186,11 @@ NODE_ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", get_health, "Liveness: answers while the node serves.", "node",
           response={"type": "object", "properties": {"ok": {"type": "boolean"}}}, limit="light"),
     Route("GET", "/status", get_status, "Identity, heights, sync state and peer count of this node.", "node"),
-    Route("GET", "/net_info", get_net_info, "Connected gossip peers, and the node ids banned for misbehaviour.", "node"),
+    Route("GET", "/net_info", get_net_info, "Connected gossip peers (score, round trip of GET /health in ms), and the "
+          "node ids banned for misbehaviour.", "node"),
     Route("GET", "/genesis", get_genesis, "The chain's genesis file.", "node", limit="bulk"),
-    Route("GET", "/metrics", get_metrics, "Prometheus metrics (text exposition 0.0.4).", "node",
+    Route("GET", "/metrics", get_metrics, "Prometheus metrics: text format 0.0.4, or OpenMetrics when the "
+          "Accept header asks for it.", "node",
           response={"type": "string"}, content_type="text/plain"),
     Route("POST", "/txs", post_tx, "Submit a signed transaction.", "state",
           response={"type": "object", "properties": {"hash": {"type": "string"}}},

@@ -10,6 +10,7 @@ Layout::
 
     moniker = "node0"
     log_level = "info"
+    log_format = "text"         # text | json (one JSON object per line, for log shippers)
 
     [network]
     host = "127.0.0.1"          # listen address
@@ -44,6 +45,9 @@ Layout::
 
     [fault]                     # evaluation-only misbehaviour; never enable on a real chain
     double_sign = false
+    withhold_votes = false
+    lie_height = false
+    flood_mempool = false
     wrong_model = false
     attack = ""                 # sign_flip | gaussian | alie | ipm | minmax | scale | label_flip | backdoor
 """
@@ -65,6 +69,7 @@ from gossip.config import SCOPES, GossipConfig, normalize_url
 DEFAULT_PORT = 26657
 DEFAULT_HOST = "127.0.0.1"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(Exception):
@@ -225,13 +230,20 @@ class StorageConfig:
 
 @dataclass
 class FaultConfig:
-    """Evaluation-only misbehaviour, used to prove that misbehaviour is caught and punished.
+    """Evaluation-only misbehaviour, used to prove that misbehaviour is caught and punished, or
+    coped with (the Byzantine delegate behaviours are in ``node.faults``).
 
-    ``double_sign`` signs two blocks per own slot; ``wrong_model`` proposes blocks with a wrong
-    model hash; ``attack`` makes the node send poisoned updates (see ``learning.attacks``).
+    ``double_sign`` signs two blocks per own slot; ``withhold_votes`` never sends its own
+    prevotes and precommits; ``lie_height`` makes ``/status`` claim a huge final height and
+    ``/blocks`` serve nothing, slowly; ``flood_mempool`` keeps submitting valid fee-free
+    transactions from the node's account; ``wrong_model`` proposes blocks with a wrong model
+    hash; ``attack`` makes the node send poisoned updates (see ``learning.attacks``).
     """
 
     double_sign: bool = False
+    withhold_votes: bool = False
+    lie_height: bool = False
+    flood_mempool: bool = False
     wrong_model: bool = False
     attack: str = ""
 
@@ -253,6 +265,7 @@ class NodeConfig:
 
     moniker: str = "node"
     log_level: str = "info"
+    log_format: str = "text"  # text, or json: one object per line (time, level, logger, message) for log shippers
     network: NetworkConfig = field(default_factory=NetworkConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
@@ -265,6 +278,8 @@ class NodeConfig:
         self.log_level = self.log_level.lower()
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         for section in (self.network, self.api, self.sync, self.storage, self.fault):
             section.validate()
         return self

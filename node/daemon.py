@@ -23,17 +23,32 @@ from consensus.proposer import BlockProposer
 from consensus.store import ChainStore
 from gossip import Gossip
 from node.api import build_api
-from node.faults import DoubleSigningProposer
+from node.faults import DoubleSigningProposer, MempoolFlooder, VoteWithholdingNetwork, height_lie_middleware
 from node.fetcher import HttpBlockFetcher
 from node.home import Home, load_home
 from node.looplag import LoopLag
+from node.prometheus import NodeMetrics
+from node.telemetry import Telemetry
 
 log = logging.getLogger("fedchain.node")
+
+SHUTDOWN_GRACE_S = 5.0
+
+
+def log_formatter(log_format: str) -> logging.Formatter:
+    """Plain lines for people, or one JSON object per line (``time``, ``level``, ``logger``,
+    ``message``, ``exc_info`` when there is one) for log shippers such as Fluent Bit or Vector."""
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        return JsonFormatter("{levelname}{name}{message}", style="{", timestamp="time",
+                             rename_fields={"levelname": "level", "name": "logger"})
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def setup_logging(home: Home) -> None:
     level = getattr(logging, home.config.log_level.upper())
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = log_formatter(home.config.log_format)
     handlers: list[logging.Handler] = [logging.StreamHandler(), logging.FileHandler(home.paths.log_file)]
     root = logging.getLogger()
     root.setLevel(level)
@@ -63,36 +78,55 @@ class Daemon:
         else:
             self.app = CounterApp()
         self.loop_lag = LoopLag()
+        self.metrics = NodeMetrics(fl=self.fl is not None)
+        self.telemetry: Telemetry | None = None
         self.web = web.Application(client_max_size=cfg.api.max_body)
         self.gossip.attach(self.web)
         self.session: aiohttp.ClientSession | None = None
         self.engine: Engine | None = None
         self.runner: web.AppRunner | None = None
         self._lag_task: asyncio.Task | None = None
+        self._fault_tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        cfg = self.home.config
+        cfg, fault = self.home.config, self.home.config.fault
         self.session = aiohttp.ClientSession()
-        proposer = (partial(DoubleSigningProposer, self.home.keypair, self.gossip) if cfg.fault.double_sign
+        proposer = (partial(DoubleSigningProposer, self.home.keypair, self.gossip) if fault.double_sign
                     else BlockProposer)
+        network = VoteWithholdingNetwork(self.gossip) if fault.withhold_votes else self.gossip
         fetcher = HttpBlockFetcher(self.session, max_block_bytes=self.home.genesis.max_block_bytes)
-        self.engine = Engine(self.home.keypair, self.home.genesis, self.store, self.app, self.gossip, fetcher,
+        self.engine = Engine(self.home.keypair, self.home.genesis, self.store, self.app, network, fetcher,
                              EngineConfig(max_message=cfg.network.max_message, checkpoint=cfg.sync.checkpoint),
                              proposer=proposer)
-        build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.fl, self.loop_lag)
+        self.telemetry = Telemetry(self.engine.view, self.gossip, self.metrics, self.loop_lag, fl=self.fl,
+                                   session=self.session)
+        build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.telemetry, self.fl)
+        if fault.lie_height:
+            self.web.middlewares.append(height_lie_middleware())  # innermost: the limits still apply
         self._lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
-        self.runner = web.AppRunner(self.web, access_log=None)
+        # A stopping node lets requests in flight finish for a few seconds, not aiohttp's minute:
+        # a supervisor (systemd, Kubernetes) must see it stop in time.
+        self.runner = web.AppRunner(self.web, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.network.host, cfg.network.port).start()
         await self.gossip.start()
         await self.engine.start()
         if self.fl is not None:
             await self.fl.start(self.engine.view, self.session)
+        if fault.flood_mempool:
+            flooder = MempoolFlooder(self.engine.view, self.home.keypair, self.home.genesis.chain_id)
+            self._fault_tasks.append(asyncio.create_task(flooder.run(), name="fault-flood-mempool"))
+        await self.telemetry.start()
         log.info("node %s serving %s", self.home.keypair.node_id[:12], cfg.network.url)
 
     async def stop(self) -> None:
+        for task in self._fault_tasks:
+            task.cancel()
+        await asyncio.gather(*self._fault_tasks, return_exceptions=True)
         if self._lag_task is not None:
             self._lag_task.cancel()
+        if self.telemetry is not None:
+            await self.telemetry.stop()
         if self.engine is not None:
             await self.engine.stop()  # before the FL service closes its blob store: a finalizing block writes to it
         if self.fl is not None:

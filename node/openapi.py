@@ -92,6 +92,9 @@ def _operation(route: Route) -> dict:
         "operationId": route.handler.__name__.lstrip("_"),
         "responses": {"200": {"description": "OK", "content": {route.content_type: {"schema": route.response}}}},
     }
+    if route.redirect:
+        op["responses"] = {"302": {"description": f"Redirect to {route.redirect}",
+                                   "headers": {"Location": {"schema": {"type": "string", "const": route.redirect}}}}}
     if route.params:
         op["parameters"] = [
             {"name": p.name, "in": p.location, "required": p.required, "description": p.description,

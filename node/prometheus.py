@@ -1,110 +1,71 @@
-"""Prometheus text exposition format (version 0.0.4), written by hand.
+"""The node's Prometheus metrics (``GET /metrics``), produced with the official client library.
 
-The format is small and stable, and the node only exports a few gauges and counters, so a
-dependency on a client library would buy nothing. What matters is getting the details right:
-valid metric and label names, escaped label values, one HELP/TYPE pair per family, and samples of
-one family kept together (Prometheus rejects a family split across the page).
+Every node has a registry of its own (never the library's global one, so two nodes in one process,
+as in the API tests, never mix their numbers). It holds three kinds of metrics:
+
+* the state of the node's parts, read at scrape time by :class:`StateCollector` from what they
+  already count (the engine's counters, gossip's snapshot, the FL service's counters, the API
+  limiter's refusals, the loop-lag window): the way an exporter exposes another component;
+* histograms of things this node sees happen, observed by :mod:`node.telemetry`: block interval,
+  finality latency (slot start to final here), update-to-final latency and aggregation time;
+* the client library's process, platform and garbage-collector collectors (resident memory, CPU
+  seconds, open file descriptors, Python version).
+
+Names follow the Prometheus conventions: a ``fedchain_`` prefix, base units in the name
+(``_seconds``, ``_bytes``, ``_ratio``), ``_total`` on counters, one label per dimension. The text
+format is chosen by the scraper's ``Accept`` header (0.0.4 by default, OpenMetrics on request).
+``docs/operations.md`` lists every metric.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
-_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-KINDS = ("gauge", "counter", "untyped")
+PREFIX = "fedchain_"
 
+# Buckets in seconds. Slots are 2-3 s, so block intervals and finality sit around there; an update
+# waits for training, gossip and the next slot; aggregation of a round takes milliseconds to seconds.
+SLOT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 12.0, 20.0, 30.0, 60.0)
+UPDATE_BUCKETS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+AGGREGATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _format_value(value: float) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-@dataclass
-class Family:
-    """One metric family: a name, a type, a help line and its labelled samples."""
-
-    name: str
-    kind: str
-    help: str
-    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise ValueError(f"invalid metric name {self.name!r}")
-        if self.kind not in KINDS:
-            raise ValueError(f"invalid metric type {self.kind!r}")
-
-    def add(self, value: float, **labels: str) -> "Family":
-        for key in labels:
-            if not _LABEL.match(key) or key.startswith("__"):
-                raise ValueError(f"invalid label name {key!r}")
-        self.samples.append(({k: str(v) for k, v in labels.items()}, value))
-        return self
-
-    def render(self) -> str:
-        lines = [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
-        for labels, value in self.samples:
-            if labels:
-                body = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels.items()))
-                lines.append(f"{self.name}{{{body}}} {_format_value(value)}")
-            else:
-                lines.append(f"{self.name} {_format_value(value)}")
-        return "\n".join(lines)
+# FL counters that have a unit or are not counters get a family of their own; the rest of the FL
+# service's counters go to fedchain_fl_events_total{event=...}.
+FL_COUNTERS = {
+    "trainer:train_seconds_total": ("fl_train_seconds", "Seconds spent training local updates."),
+    "trainer:update_bytes_sent": ("fl_update_sent_bytes", "Bytes of the updates this node sent (compressed)."),
+    "trainer:dense_bytes_equivalent": ("fl_update_dense_equivalent_bytes",
+                                       "Bytes the same updates would take as dense float32 vectors."),
+}
+FL_GAUGES = {
+    "val_accuracy": ("fl_val_accuracy_ratio", "Global model accuracy on this node's validation split."),
+    "val_loss": ("fl_val_loss", "Global model loss on this node's validation split."),
+    "test_accuracy": ("fl_test_accuracy_ratio", "Global model accuracy on the common test set."),
+    "test_loss": ("fl_test_loss", "Global model loss on the common test set."),
+    "epsilon": ("fl_privacy_epsilon", "Differential-privacy epsilon this node has spent."),
+    "trainer:waiting_for_registration": ("fl_waiting_for_registration",
+                                         "1 while this node's trainer waits to be a registered member."),
+}
 
 
-class Registry:
-    """An ordered set of families, rendered as one exposition page."""
-
-    def __init__(self, prefix: str = "") -> None:
-        self.prefix = prefix
-        self._families: dict[str, Family] = {}
-
-    def family(self, name: str, kind: str, help: str) -> Family:
-        """The family ``prefix + name``, created on first use; its type must not change."""
-        full = self.prefix + name
-        fam = self._families.get(full)
-        if fam is None:
-            fam = self._families[full] = Family(full, kind, help)
-        elif fam.kind != kind:
-            raise ValueError(f"metric {full} registered as {fam.kind}, not {kind}")
-        return fam
-
-    def gauge(self, name: str, help: str, value: float | None = None, **labels: str) -> Family:
-        fam = self.family(name, "gauge", help)
-        return fam if value is None else fam.add(value, **labels)
-
-    def counter(self, name: str, help: str, value: float | None = None, **labels: str) -> Family:
-        fam = self.family(name, "counter", help)
-        return fam if value is None else fam.add(value, **labels)
-
-    def render(self) -> str:
-        return "".join(fam.render() + "\n" for fam in self._families.values())
+def _gauge(name: str, doc: str, value: float | None = None, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, doc, value=value, labels=labels or None)
 
 
-def _split_counters(counters: dict[str, int]) -> dict[str, dict[str, int]]:
-    """Engine counters are named ``group:reason`` or plain ``event``; group them for labels."""
-    groups: dict[str, dict[str, int]] = {}
+def _counter(name: str, doc: str, value: float | None = None, labels: tuple[str, ...] = ()) -> CounterMetricFamily:
+    return CounterMetricFamily(PREFIX + name, doc, value=value, labels=labels or None)
+
+
+def _grouped(counters: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Counters named ``group:reason`` (or plain ``event``, group "") grouped for labels."""
+    groups: dict[str, dict[str, float]] = {}
     for key, value in sorted(counters.items()):
         group, _, reason = key.partition(":")
         if reason:
@@ -114,65 +75,196 @@ def _split_counters(counters: dict[str, int]) -> dict[str, dict[str, int]]:
     return groups
 
 
-def node_metrics(engine: Any, gossip: Any, fl: Any = None, loop_lag: Any = None) -> Registry:
-    """The node's metrics page: chain heights, peers, mempool, gossip traffic and every drop reason,
-    plus federated learning (accuracy, updates, bytes, epsilon) and event-loop lag when given."""
-    reg = Registry("fedchain_")
-    status = engine.status()
-    reg.gauge("height", "Height of the newest block this node holds.", status["height"])
-    reg.gauge("final_height", "Height of the newest final block.", status["final_height"])
-    reg.gauge("mempool_size", "Transactions waiting in the mempool.", status["mempool_size"])
-    reg.gauge("is_delegate", "1 if this node is a delegate of the current height.", int(status["is_delegate"]))
-    reg.gauge("syncing", "1 while catching up from peers.", int(status["syncing"]))
-    gm = gossip.metrics()
-    reg.gauge("peers", "Connected gossip peers.", gm.peers_connected)
-    reg.gauge("peers_banned", "Peers currently kept out for misbehaviour.", gm.peers_banned)
-    msgs = reg.counter("gossip_messages_total", "Gossip envelopes by topic and direction.")
-    nbytes = reg.counter("gossip_bytes_total", "Gossip envelope bytes by topic and direction.")
-    delivered = reg.counter("gossip_delivered_total", "Envelopes accepted by the topic validator.")
-    for topic, c in sorted(gm.topics.items()):
-        msgs.add(c.msgs_in, topic=topic, direction="in").add(c.msgs_out, topic=topic, direction="out")
-        nbytes.add(c.bytes_in, topic=topic, direction="in").add(c.bytes_out, topic=topic, direction="out")
-        delivered.add(c.delivered, topic=topic)
-    reg.counter("gossip_control_bytes_total", "Handshake, peer-exchange and ping bytes.", gm.control_bytes_in,
-                direction="in").add(gm.control_bytes_out, direction="out")
-    dropped = reg.counter("gossip_dropped_total", "Gossip messages dropped, by reason.")
-    for reason, count in sorted(gm.drops.items()):
-        dropped.add(count, reason=reason)
-    groups = _split_counters(engine.metrics_view())
-    rejected = reg.counter("consensus_rejected_total", "Consensus messages refused, by reason.")
-    for reason, count in groups.pop("rejected", {}).items():
-        rejected.add(count, reason=reason)
-    tx_rejected = reg.counter("tx_rejected_total", "Transactions refused by the mempool, by reason.")
-    for reason, count in groups.pop("tx_rejected", {}).items():
-        tx_rejected.add(count, reason=reason)
-    events = reg.counter("consensus_events_total", "Other consensus counters (synced blocks, evidence...).")
-    for group, counts in groups.items():
-        for name, count in counts.items():
-            events.add(count, event=f"{group}:{name}" if group else name)
-    if loop_lag is not None:
-        lag = reg.gauge("event_loop_lag_ms", "How late a 50 ms timer fires, over the recent window.")
-        for q, value in loop_lag.summary().items():
-            lag.add(value, quantile=q.removesuffix("_ms"))
-    if fl is not None:
-        _fl_metrics(reg, fl)
-    return reg
+class StateCollector:
+    """The parts' own counters and snapshots as metric families, read when scraped.
+
+    ``ctx`` is the API's context (:class:`node.api.ApiContext`): the engine's read side, gossip,
+    the config, the FL service, the limiter and the telemetry (event-loop lag, peer round trips).
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._chain()
+        yield from self._delegates()
+        yield from self._gossip()
+        yield from self._engine_counters()
+        yield from self._node()
+        if self.ctx.fl is not None:
+            yield from self._fl(self.ctx.fl)
+
+    def _chain(self) -> Iterator[Metric]:
+        ctx = self.ctx
+        s = ctx.engine.status()
+        info = _gauge("info", "Identity of this node (always 1).",
+                      labels=("node_id", "chain_id", "moniker", "version", "app"))
+        info.add_metric([s["node_id"], s["chain_id"], ctx.config.moniker, ctx.version,
+                         ctx.genesis.app.get("kind", "counter")], 1)
+        yield info
+        yield _gauge("height", "Height of the newest block this node holds.", s["height"])
+        yield _gauge("final_height", "Height of the newest final block.", s["final_height"])
+        yield _gauge("latest_block_time_seconds", "Timestamp of the newest final block (Unix seconds).",
+                     s["latest_block_time_ms"] / 1000)
+        yield _gauge("epoch", "Current election epoch.", s["epoch"])
+        yield _gauge("mempool_transactions", "Transactions waiting in the mempool.", s["mempool_size"])
+        yield _gauge("is_delegate", "1 if this node is a delegate of the current height.", int(s["is_delegate"]))
+        yield _gauge("syncing", "1 while catching up from peers.", int(s["syncing"]))
+
+    def _delegates(self) -> Iterator[Metric]:
+        d = self.ctx.engine.delegates_view()
+        yield _gauge("delegates", "Delegates of the current epoch.", len(d["delegates"]))
+        yield _gauge("quorum", "Precommits a block needs to be final.", d["quorum"])
+        families = {
+            "stake": _gauge("delegate_stake", "Stake of each delegate.", labels=("delegate",)),
+            "trust": _gauge("delegate_trust_ratio", "Trust of each delegate: its share of all stake.",
+                            labels=("delegate",)),
+            "produced": _gauge("delegate_produced_blocks", "Blocks each delegate produced (chain state).",
+                               labels=("delegate",)),
+            "missed_total": _gauge("delegate_missed_slots", "Slots each delegate missed (chain state).",
+                                   labels=("delegate",)),
+            "jailed": _gauge("delegate_jailed", "1 while a delegate is jailed.", labels=("delegate",)),
+        }
+        for row in d["delegates"]:
+            for key, family in families.items():
+                family.add_metric([row["id"]], float(row[key]))
+        yield from families.values()
+
+    def _gossip(self) -> Iterator[Metric]:
+        gm = self.ctx.gossip.metrics()
+        yield _gauge("peers", "Connected gossip peers.", gm.peers_connected)
+        yield _gauge("peers_banned", "Peers currently kept out for misbehaviour.", gm.peers_banned)
+        rtt = _gauge("peer_rtt_seconds", "Round trip of GET /health to each connected peer (node/telemetry.py).",
+                     labels=("peer",))
+        for node_id, seconds in sorted(self.ctx.telemetry.peer_rtts().items()):
+            rtt.add_metric([node_id], seconds)
+        yield rtt
+        msgs = _counter("gossip_messages", "Gossip envelopes by topic and direction.", labels=("direction", "topic"))
+        nbytes = _counter("gossip_bytes", "Gossip envelope bytes by topic and direction.",
+                          labels=("direction", "topic"))
+        delivered = _counter("gossip_delivered", "Envelopes accepted by the topic validator.", labels=("topic",))
+        for topic, c in sorted(gm.topics.items()):
+            msgs.add_metric(["in", topic], c.msgs_in)
+            msgs.add_metric(["out", topic], c.msgs_out)
+            nbytes.add_metric(["in", topic], c.bytes_in)
+            nbytes.add_metric(["out", topic], c.bytes_out)
+            delivered.add_metric([topic], c.delivered)
+        yield from (msgs, nbytes, delivered)
+        control = _counter("gossip_control_bytes", "Handshake, peer-exchange and ping bytes.", labels=("direction",))
+        control.add_metric(["in"], gm.control_bytes_in)
+        control.add_metric(["out"], gm.control_bytes_out)
+        yield control
+        for name, doc, counts in (("gossip_dropped", "Gossip messages dropped, by reason.", gm.drops),
+                                  ("gossip_handshake_failures", "Failed or refused peer handshakes, by reason.",
+                                   gm.handshake_failures)):
+            family = _counter(name, doc, labels=("reason",))
+            for reason, count in sorted(counts.items()):
+                family.add_metric([reason], count)
+            yield family
+        yield _counter("gossip_bans", "Peers banned since start.", gm.bans)
+
+    def _engine_counters(self) -> Iterator[Metric]:
+        groups = _grouped(self.ctx.engine.metrics_view())
+        for group, name, doc in (("rejected", "consensus_rejected", "Consensus messages refused, by reason."),
+                                 ("tx_rejected", "tx_rejected", "Transactions refused by the mempool, by reason.")):
+            family = _counter(name, doc, labels=("reason",))
+            for reason, count in groups.pop(group, {}).items():
+                family.add_metric([reason], count)
+            yield family
+        events = _counter("consensus_events", "Other consensus counters (synced blocks, evidence...).",
+                          labels=("event",))
+        for group, counts in groups.items():
+            for name, count in counts.items():
+                events.add_metric([f"{group}:{name}" if group else name], count)
+        yield events
+
+    def _node(self) -> Iterator[Metric]:
+        ctx = self.ctx
+        lag = ctx.telemetry.loop_lag
+        summary = Metric(PREFIX + "event_loop_lag_seconds",
+                         "How late a 50 ms timer fires: quantiles over the recent window, sum and count since start.",
+                         "summary")
+        window = lag.summary()
+        for q, key in (("0.5", "p50_ms"), ("0.99", "p99_ms"), ("1", "max_ms")):
+            summary.add_sample(PREFIX + "event_loop_lag_seconds", {"quantile": q}, window[key] / 1000)
+        summary.add_sample(PREFIX + "event_loop_lag_seconds_sum", {}, lag.total_ms / 1000)
+        summary.add_sample(PREFIX + "event_loop_lag_seconds_count", {}, lag.count)
+        yield summary
+        refused = _counter("api_refused", "API requests answered 429, by the limit they hit.", labels=("reason",))
+        cut = 0
+        if ctx.limiter is not None:
+            for reason, count in sorted(ctx.limiter.stats.refused.items()):
+                refused.add_metric([reason], count)
+            cut = ctx.limiter.stats.cut
+        yield refused
+        yield _counter("api_cut", "API answers not taken by their client in time (connection cut).", cut)
+        yield _gauge("api_subscribers", "Open /subscribe WebSockets.", len(ctx.subscribers))
+
+    def _fl(self, fl: Any) -> Iterator[Metric]:
+        values = fl.metrics()
+        yield _gauge("fl_model_height", "Height of the newest final global model.", fl.app.model_height)
+        for key, (name, doc) in FL_GAUGES.items():
+            if key in values:
+                yield _gauge(name, doc, values.pop(key))
+        if fl.trainer is not None:
+            yield _gauge("fl_privacy_epsilon_budget", "Epsilon after which this node stops contributing.",
+                         fl.settings.epsilon_budget)
+        for key, (name, doc) in FL_COUNTERS.items():
+            if key in values:
+                yield _counter(name, doc, values.pop(key))
+        rejected = _counter("fl_updates_rejected", "Gossiped updates refused at admission, by reason.",
+                            labels=("reason",))
+        events = _counter("fl_events", "Federated-learning counters (updates sent, accepted, rejected...).",
+                          labels=("event",))
+        for key, value in sorted(values.items()):
+            _, _, name = key.partition(":")
+            if name.startswith("update_rejected:"):
+                rejected.add_metric([name.split(":", 1)[1]], value)
+            else:
+                events.add_metric([name or key], value)
+        yield from (rejected, events)
 
 
-def _fl_metrics(reg: Registry, fl: Any) -> None:
-    values = fl.metrics()
-    for key, help_text in (("val_accuracy", "Global model accuracy on this node's validation split."),
-                           ("val_loss", "Global model loss on this node's validation split."),
-                           ("test_accuracy", "Global model accuracy on the common test set."),
-                           ("epsilon", "Differential privacy epsilon spent by this node.")):
-        if key in values:
-            reg.gauge(f"fl_{key}", help_text, values.pop(key))
-    reg.gauge("fl_model_height", "Height of the newest final global model.", fl.app.model_height)
-    rejected = reg.counter("fl_updates_rejected_total", "Gossiped updates refused at admission, by reason.")
-    events = reg.counter("fl_events_total", "Federated-learning counters (updates sent, accepted, bytes...).")
-    for key, value in sorted(values.items()):
-        group, _, name = key.partition(":")
-        if name.startswith("update_rejected:"):
-            rejected.add(value, reason=name.split(":", 1)[1])
-        else:
-            events.add(value, event=name)
+class NodeMetrics:
+    """One node's registry: the histograms observed as things happen (the FL ones on FL chains
+    only), the process collectors, and (once the API context exists) the :class:`StateCollector`."""
+
+    def __init__(self, fl: bool = False) -> None:
+        # _created series would double every counter and histogram with a timestamp gauge that
+        # nobody graphs (and that Prometheus ignores in the 0.0.4 text format).
+        disable_created_metrics()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._process = ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(PREFIX + name, doc, buckets=buckets, registry=self.registry)
+
+        self.block_interval = histogram("block_interval_seconds",
+                                        "Time between the timestamps of consecutive final blocks.", SLOT_BUCKETS)
+        self.finality_latency = histogram("finality_latency_seconds",
+                                          "From the start of a block's slot to this node holding it final.",
+                                          SLOT_BUCKETS)
+        self.update_to_final: Histogram | None = None
+        self.aggregation: Histogram | None = None
+        if fl:
+            self.update_to_final = histogram("fl_update_to_final_seconds",
+                                             "From an update's creation (its sender's clock) to the final block "
+                                             "that decided it, as seen here.", UPDATE_BUCKETS)
+            self.aggregation = histogram("fl_aggregation_seconds",
+                                         "Time to run one aggregation round (proposing or verifying).",
+                                         AGGREGATION_BUCKETS)
+
+    def collect_state(self, ctx: Any) -> None:
+        """Add the state of the node's parts, read through the API context at every scrape."""
+        self.registry.register(StateCollector(ctx))
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The metrics page and its content type, in the format the scraper's ``Accept`` asks for."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    def process(self) -> dict[str, float]:
+        """The process collector's values (resident memory, CPU seconds, open fds...) by sample name."""
+        return {s.name: s.value for family in self._process.collect() for s in family.samples}

@@ -121,7 +121,7 @@ async def test_metrics(node: Node):
     samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
                if line and not line.startswith("#")}
     assert samples["fedchain_final_height"] >= 4
-    assert samples["fedchain_peers"] == 0 and samples["fedchain_mempool_size"] == 0
+    assert samples["fedchain_peers"] == 0 and samples["fedchain_mempool_transactions"] == 0
     assert 'fedchain_gossip_dropped_total{reason="bad_signature"}' in samples
     assert "# TYPE fedchain_gossip_messages_total counter" in text
 

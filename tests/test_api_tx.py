@@ -6,12 +6,13 @@ import asyncio
 import json
 import time
 
+import aiohttp
 import pytest
 
 from consensus.types import Tx
 from gossip.codec import pack
 from gossip.crypto import KeyPair
-from tests.apinode import Node, expect_error
+from tests.apinode import Node, chain_genesis, expect_error, free_port, start_node
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -109,3 +110,18 @@ async def test_chunked_oversized_body_is_413(node: Node):
             yield b"\x00" * 64 * 1024
 
     await expect_error(node, "POST", "/txs", 413, "limit", data=chunks(), headers=MSGPACK)
+
+
+
+async def test_a_stopping_node_says_goodbye_to_its_subscribers(tmp_path):
+    """An open /subscribe WebSocket once held a stopping node for most of a minute: the server's
+    graceful shutdown waited for the long-lived handler. The node now closes it (1001)."""
+    async with aiohttp.ClientSession() as session:
+        keys = [KeyPair.generate()]
+        n = await start_node(tmp_path, chain_genesis(keys), keys, 0, [free_port()], session)
+        await n.wait_height(2)
+        ws = await session.ws_connect(n.url + "/subscribe")
+        await ws.receive(timeout=10)  # an event: the subscription is live
+        await asyncio.wait_for(n.daemon.stop(), timeout=30)
+        msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY

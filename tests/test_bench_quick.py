@@ -1,9 +1,10 @@
-"""The benchmark harness end to end: one real ``--quick`` benchmark in a subprocess.
+"""The benchmark harness end to end: real ``--quick`` benchmarks in a subprocess.
 
 ``python -m bench communication --quick`` runs simulator federations in a spawned process pool,
 writes its JSON and PNG into a temporary results folder (``FEDCHAIN_BENCH_RESULTS``), and its
 report section must render from that JSON. Nothing is mocked, so a change that breaks the
-simulator records, the pool, the result layout or the report fails here.
+simulator records, the pool, the result layout or the report fails here. ``python -m bench chaos
+--quick`` runs real daemons under faults, and its invariants are asserted here.
 """
 
 from __future__ import annotations
@@ -19,15 +20,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_quick(name: str, results: Path, timeout: float) -> dict:
+    """``python -m bench NAME --quick`` with its results in ``results``; its JSON, once the PNG exists."""
+    env = {**os.environ, "FEDCHAIN_BENCH_RESULTS": str(results)}
+    proc = subprocess.run([sys.executable, "-m", "bench", name, "--quick"], cwd=REPO, env=env, check=False,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((results / f"{name}.json").read_text())
+    assert (results / f"{name}.png").stat().st_size > 0
+    assert result["benchmark"] == name and result["quick"] is True
+    return result
+
+
 @pytest.mark.timeout(120)
 def test_communication_quick_writes_sane_results(tmp_path: Path) -> None:
-    env = {**os.environ, "FEDCHAIN_BENCH_RESULTS": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "bench", "communication", "--quick"], cwd=REPO, env=env, check=False,
-                          capture_output=True, text=True, timeout=110)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    result = json.loads((tmp_path / "communication.json").read_text())
-    assert (tmp_path / "communication.png").stat().st_size > 0
-    assert result["benchmark"] == "communication" and result["quick"] is True
+    result = run_quick("communication", tmp_path, 110)
 
     rows = {(r["nodes"], r["encoding"]): r for r in result["rows"]}
     dense, ours = rows[(50, "dense float32")], rows[(50, result["headline"])]
@@ -49,3 +56,42 @@ def test_communication_quick_writes_sane_results(tmp_path: Path) -> None:
 
     section = report(result)
     assert section.startswith("## Communication") and "results/communication.png" in section
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_chaos_quick_keeps_final_blocks_final_and_honest_nodes_agreeing(tmp_path: Path) -> None:
+    """``python -m bench chaos --quick``: 4 FL daemons, one Byzantine (double-signs, lies about its
+    height, floods the mempool), honest nodes killed, paused and restarted one at a time."""
+    result = run_quick("chaos", tmp_path, 290)
+    inv = result["invariants"]
+    assert inv["final_blocks_reverted"] == 0, inv["reverts"]
+    assert inv["heights_disagreeing"] == 0, inv["disagreeing_heights"]
+    assert inv["fl_records_differing_from_blocks"] == 0
+    # the checks covered the chain: every height compared, each read several times
+    assert inv["heights_compared"] >= 10 and inv["heights_compared"] >= result["chain"]["final_height_end"] - 1
+    assert inv["block_reports"] > 3 * inv["heights_compared"]
+    # the schedule ran faults of every kind, one at a time, and every victim caught up again
+    faults = result["faults"]
+    assert len(faults) >= 3 and {f["kind"] for f in faults} == {"kill", "pause", "restart"}
+    assert all(f["recovery_s"] is not None for f in faults), faults
+    assert all(a["at_s"] + a["down_s"] <= b["at_s"] for a, b in zip(faults, faults[1:]))
+    # every honest update has exactly one fate, and the node's own privacy releases match them
+    updates = result["updates"]["honest"]
+    for node in updates["per_node"].values():
+        assert node["sent"] > 0 and node["considered"] > 0
+        assert node["sent"] == sum(node[f] for f in ("considered", "made_stale", "superseded", "sender_down",
+                                                     "pending_at_end", "lost"))
+        assert node["releases"] >= node["sent"]
+    # the Byzantine delegate really misbehaved, and the chain saw it
+    byz = result["byzantine"]["node3"]
+    assert byz["fault_log_lines"]["lie_height"] >= 1 and byz["fault_log_lines"]["flood_mempool"] >= 1
+    assert byz["blocks_with_evidence_against_it"] >= 1 and byz["slashed_total"] > 0
+    assert result["liveness_slots"]["after_fault"]["never"] == 0
+    for name, r in result["resources"].items():
+        assert r["rss_peak_mb"] > 0 and r["loop_lag_p99_ms_max"] is not None, name
+
+    from bench.chaos import report
+
+    section = report(result)
+    assert section.startswith("## Chaos") and "results/chaos.png" in section

@@ -20,7 +20,7 @@ def test_defaults_round_trip(tmp_path):
 
 
 def test_custom_values_round_trip(tmp_path):
-    cfg = NodeConfig(moniker="edge-7", log_level="debug")
+    cfg = NodeConfig(moniker="edge-7", log_level="debug", log_format="json")
     cfg.network.port = 30001
     cfg.network.host = "0.0.0.0"
     cfg.network.advertised_url = "http://edge-7.local:30001"
@@ -33,6 +33,13 @@ def test_custom_values_round_trip(tmp_path):
     assert loaded == cfg
     assert loaded.network.url == "http://edge-7.local:30001"
     assert loaded.fault.any_enabled
+
+
+@pytest.mark.parametrize("key", ["double_sign", "withhold_votes", "lie_height", "flood_mempool", "wrong_model"])
+def test_each_fault_switch_parses_and_counts_as_enabled(key):
+    cfg = parse_config(f"[fault]\n{key} = true\n")
+    assert getattr(cfg.fault, key) is True and cfg.fault.any_enabled
+    assert not parse_config(f"[fault]\n{key} = false\n").fault.any_enabled
 
 
 def test_partial_file_keeps_defaults():
@@ -76,6 +83,10 @@ def test_gossip_config_carries_network_settings():
     ("[api]\nmax_blocks_per_page = 101", "max_blocks_per_page must be between 1 and 100"),
     ("[api]\nmax_body = 1", "max_body must be at least 1024"),
     ('[fault]\ndouble_sign = "yes"', "fault.double_sign must be true or false"),
+    ("[fault]\nwithhold_votes = 1", "fault.withhold_votes must be true or false"),
+    ('[fault]\nlie_height = "true"', "fault.lie_height must be true or false"),
+    ("[fault]\nflood_mempool = 0", "fault.flood_mempool must be true or false"),
+    ("[fault]\nwithold_votes = true", "unknown key [fault] 'withold_votes'"),
     ('[sync]\ntrusted_checkpoint = "12"', "sync.trusted_checkpoint must be HEIGHT:BLOCKHASH"),
     ('[sync]\ntrusted_checkpoint = "0:' + "ab" * 32 + '"', "height must be at least 1"),
     ('[sync]\ntrusted_checkpoint = "-3:' + "ab" * 32 + '"', "sync.trusted_checkpoint must be HEIGHT:BLOCKHASH"),
@@ -83,6 +94,7 @@ def test_gossip_config_carries_network_settings():
     ('[sync]\ntrusted_checkpoint = "7:' + "zz" * 32 + '"', "64 hex"),
     ('[sync]\ntrusted_checkpoint = 7', "sync.trusted_checkpoint must be a string"),
     ('log_level = "loud"', "log_level must be one of"),
+    ('log_format = "xml"', "log_format must be one of"),
     ('moniker = ""', "moniker must be 1 to 64"),
     ("moniker = 5", "moniker must be a string"),
     ("this is not toml", "not valid TOML"),

@@ -22,6 +22,7 @@ when the model changes, or when its update was considered on an unchanged model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -151,10 +152,9 @@ class Trainer:
                             log.exception("training round failed")
                             self.metrics["train_errors"] += 1
                         continue
-                try:
-                    await asyncio.wait_for(self._wake.wait(), min(5.0, self.reannounce_s))
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):  # not wait_for: see consensus.engine's ticker
+                    async with asyncio.timeout(min(5.0, self.reannounce_s)):
+                        await self._wake.wait()
         finally:
             self._worker.shutdown(wait=False, cancel_futures=True)
 

@@ -18,7 +18,14 @@ import aiohttp
 from gossip.noise import XXHandshake, generate_private
 from gossip.wire import PROLOGUE
 from tests.hostile.peer import HostilePeer
-from tests.hostile.rawws import Frame, accept_upgrade, payload, read_frame, upgrade, ws_frame
+from tests.hostile.rawws import (
+    Frame,
+    accept_upgrade,
+    payload,
+    read_frame,
+    upgrade,
+    ws_frame,
+)
 
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
            aiohttp.WSMsgType.ERROR)
@@ -136,7 +143,7 @@ async def poison_peer_exchange(url: str, chain_id: str, trap_port: int, sybils: 
                     report["sent"] += 1
         deadline = time.monotonic() + hold_s
         while time.monotonic() < deadline:
-            await asyncio.gather(*(_drain(p, 0.2) for p in peers))
+            await asyncio.gather(*(p.cut_off(0.2) for p in peers))
         report["closed"] = sum(p.closed for p in peers)
     finally:
         for peer in peers:
@@ -144,16 +151,6 @@ async def poison_peer_exchange(url: str, chain_id: str, trap_port: int, sybils: 
         server.close()
     report["trap_hits"] = hits
     return report
-
-
-async def _drain(peer: HostilePeer, timeout: float) -> None:
-    """Read (and so answer pings) for up to ``timeout`` seconds."""
-    if peer.closed:
-        return
-    with contextlib.suppress(TimeoutError, ConnectionError, aiohttp.ClientError, RuntimeError):
-        async with asyncio.timeout(timeout):
-            while await peer.receive(timeout=timeout) is not None:
-                pass
 
 
 async def hold_sybils(url: str, chain_id: str, count: int, hold_s: float) -> dict:
@@ -178,12 +175,12 @@ async def hold_sybils(url: str, chain_id: str, count: int, hold_s: float) -> dic
                     await peer.close()
                     await asyncio.sleep(0.1)
                     continue
-                await _drain(peer, 0.3)  # a refusal (too many peers) comes right after the handshake
+                await peer.cut_off(0.3)  # a refusal (too many peers) comes right after the handshake
                 if peer.closed:
                     report["refused"] += 1
                 else:
                     report["admitted"] += 1
-            await asyncio.gather(*(_drain(p, 0.1) for p in alive))
+            await asyncio.gather(*(p.cut_off(0.1) for p in alive))
         report["held"] = sum(not p.closed for p in peers)
         return report
     finally:

@@ -9,6 +9,8 @@ WebSocket (``send_unsealed``), e.g. instead of a handshake message.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -91,6 +93,16 @@ class HostilePeer:
     @property
     def closed(self) -> bool:
         return self.ws is None or self.ws.closed
+
+    async def cut_off(self, timeout: float = 5.0) -> bool:
+        """True once the victim has closed the connection; reads (so answers pings) for up to
+        ``timeout`` seconds until it does. A victim's ban lands after our last frames were
+        written, so a flood that merely finished sending has not yet been answered."""
+        with contextlib.suppress(TimeoutError, ConnectionError, aiohttp.ClientError, RuntimeError):
+            async with asyncio.timeout(timeout):
+                while not self.closed and await self.receive(timeout=timeout) is not None:
+                    pass
+        return self.closed
 
     async def close(self) -> None:
         if self.ws is not None and not self.ws.closed:

@@ -8,12 +8,24 @@ memory and responsiveness stay within the stated bounds; and that the attack cos
 from __future__ import annotations
 
 import asyncio
+import json
+
 import pytest
 from aiohttp import web
 
-from consensus.types import EMPTY_HASH, Evidence, Tx, Vote
+from consensus.inbound import encode_proposal
+from consensus.types import (
+    EMPTY_HASH,
+    Block,
+    BlockHeader,
+    Evidence,
+    Proposal,
+    Tx,
+    Vote,
+    merkle_root,
+)
 from gossip.codec import pack
-from gossip.crypto import KeyPair
+from gossip.crypto import KeyPair, sha256
 from tests.hostile.harness import Bounds, run_hostile
 from tests.hostile.peer import HostilePeer
 from tests.integration.harness import cli
@@ -137,12 +149,7 @@ async def _send_junk(peer: HostilePeer, url: str, chain_id: str, count: int) -> 
             await peer.publish("consensus/evidence", pack(Evidence("double_precommit", a, b).to_wire()))
         if peer.closed:
             return True
-    try:
-        while await peer.receive(timeout=5.0) is not None:
-            pass
-    except asyncio.TimeoutError:
-        pass
-    return peer.closed
+    return await peer.cut_off()
 
 
 @pytest.mark.timeout(180)
@@ -156,3 +163,80 @@ def test_strangers_votes_for_the_next_height_and_their_evidence_get_the_sender_c
     assert metric(net, 0, "fedchain_consensus_rejected_total", reason="not_a_candidate") >= 1
     for i in range(1, net.n):  # nothing of it was forwarded
         assert metric(net, i, "fedchain_consensus_rejected_total", reason="not_a_candidate") == 0
+
+
+# ----- forged slots, oversized far-future blocks, and a delegate voting in every round ---------------
+
+def _block_for(chain_id: str, status: dict, signer: KeyPair, height: int, slot: int, payload: bytes) -> Block:
+    header = BlockHeader(chain_id, height, slot, 0, bytes.fromhex(status["latest_block_hash"]), signer.node_id,
+                         merkle_root([]), sha256(payload), merkle_root([]), EMPTY_HASH, EMPTY_HASH, b"")
+    return Block(header, signer.sign(header.signed_bytes()), (), payload)
+
+
+async def forged_blocks(url: str, chain_id: str, count: int, payload_kib: int) -> tuple[bool, str]:
+    """Proposals signed by a fresh key: slot 0 at the victim's height (once a walk over the whole
+    chain), and oversized ones for heights far ahead (once kept in a cache bounded by count)."""
+    async with HostilePeer(chain_id) as peer:
+        await peer.connect(url)
+        async with peer.session.get(url + "/status") as resp:
+            status = await resp.json()
+        payload = b"\x00" * (payload_kib * 1024)
+        try:
+            for i in range(count):
+                height = status["height"] + (1 if i % 2 == 0 else 5 + i)
+                slot = 0 if i % 2 == 0 else status["current_slot"] + 1
+                block = _block_for(chain_id, status, peer.keypair, height, slot, payload if i % 2 else b"")
+                proposal = Proposal(chain_id, height, slot, block.hash, -1, peer.node_id).signed(peer.keypair)
+                await peer.publish("consensus/proposal", encode_proposal(proposal, block, []))
+                if peer.closed:
+                    return True, peer.node_id
+        except ConnectionError:
+            return True, peer.node_id
+        return await peer.cut_off(), peer.node_id
+
+
+@pytest.mark.timeout(180)
+def test_forged_slots_and_oversized_far_future_blocks_cost_little_and_cut_the_sender_off(victims):
+    net = victims.net
+    chain_id = net.get(0, "/genesis")["chain_id"]
+    with victims.monitor() as monitor:
+        cut_off, attacker = run_hostile(forged_blocks, net.url(0), chain_id, 400, 512, timeout=120)
+        victims.check(monitor, Bounds(rss_growth_mb=100))
+    assert cut_off and attacker in victims.banned(0)
+    assert metric(net, 0, "fedchain_consensus_rejected_total", reason="round_before_parent") >= 1
+
+
+async def vote_in_every_round(url: str, chain_id: str, seed: bytes, rounds: int) -> int:
+    """A real delegate's key voting nil in round after round (past, present and far ahead)."""
+    delegate = KeyPair.from_seed(seed)
+    async with HostilePeer(chain_id) as peer:
+        await peer.connect(url)
+        sent = 0
+        for r in range(rounds):
+            if r % 500 == 0:
+                async with peer.session.get(url + "/status") as resp:
+                    status = await resp.json()
+            rnd = (status["current_slot"] + 2 + r) if r % 2 else r // 2  # far ahead, or long past
+            vote = Vote("prevote", chain_id, status["height"] + 1, rnd, EMPTY_HASH, delegate.node_id).signed(delegate)
+            try:
+                await peer.publish("consensus/vote", pack(vote.to_wire()))
+            except ConnectionError:
+                break
+            sent += 1
+            if peer.closed:
+                break
+        return sent
+
+
+@pytest.mark.timeout(180)
+def test_a_delegate_voting_in_every_round_costs_a_bounded_amount(victims):
+    net = victims.net
+    chain_id = net.get(0, "/genesis")["chain_id"]
+    seed = bytes.fromhex(json.loads((net.home(3) / "node_key.json").read_text())["seed"])
+    with victims.monitor() as monitor:
+        sent = run_hostile(vote_in_every_round, net.url(0), chain_id, seed, 20_000, timeout=120)
+        victims.check(monitor, Bounds())
+    assert sent > 0
+    refused = (metric(net, 0, "fedchain_consensus_rejected_total", reason="round_before_parent")
+               + metric(net, 0, "fedchain_consensus_events_total", event="ignored:round_ahead"))
+    assert refused >= 1

@@ -23,7 +23,13 @@ from gossip.codec import pack
 from gossip.crypto import KeyPair, sha256
 from node.config import ApiConfig
 from tests.hostile.harness import Bounds, run_hostile
-from tests.hostile.webattack import attacker_address, configure_api, describe, hammer, start_victims
+from tests.hostile.webattack import (
+    attacker_address,
+    configure_api,
+    describe,
+    hammer,
+    start_victims,
+)
 from tests.integration.harness import Testnet, get_json, http_status, wait_for
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,14 @@ from consensus.types import Tx
 from gossip.codec import pack
 from gossip.crypto import KeyPair
 from tests.hostile.harness import Bounds, run_hostile
-from tests.hostile.webattack import attacker_address, configure_api, describe, hammer, slow_bodies, start_victims
+from tests.hostile.webattack import (
+    attacker_address,
+    configure_api,
+    describe,
+    hammer,
+    slow_bodies,
+    start_victims,
+)
 from tests.integration.test_hostile import metric
 
 pytestmark = pytest.mark.integration

@@ -89,6 +89,18 @@ class Testnet:
     def node_id(self, i: int) -> str:
         return json.loads((self.home(i) / "node_key.json").read_text())["node_id"]
 
+    def edit_config(self, i: int, old: str, new: str) -> None:
+        """Replace the line ``old`` of node ``i``'s config.toml (which must hold it) by ``new``."""
+        path = self.home(i) / "config.toml"
+        text = path.read_text()
+        assert old in text, f"{path} has no {old!r}"
+        path.write_text(text.replace(old, new))
+
+    def enable_faults(self, i: int, *names: str) -> None:
+        """Switch on boolean ``[fault]`` keys (``node/faults.py``, ``node/fl/faults.py``) of node ``i``."""
+        for name in names:
+            self.edit_config(i, f"{name} = false", f"{name} = true")
+
     def rewrite_genesis(self, start_in_ms: int = 2500) -> None:
         """Apply genesis overrides and move the genesis time just ahead, identically in every home."""
         path = self.home(0) / "genesis.json"
