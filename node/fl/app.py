@@ -77,6 +77,8 @@ class FLApp(UpdateIntake, PayloadChecks):
         self.model_retention = model_retention  # heights of past global models kept
         self.update_retention = update_retention  # heights of updates kept; 0 = all (new nodes verify history)
         self.pool = UpdatePool()
+        self.early: dict[tuple[str, int], ModelUpdate] = {}  # updates on the next model, kept until it is final here
+        self.early_bytes = 0
         self.window = Window()
         self.metrics: Counter[str] = Counter()
         self.state_view: Callable[[], Any] | None = None  # set by the node: the chain's final state
@@ -235,6 +237,8 @@ class FLApp(UpdateIntake, PayloadChecks):
         self.window.advance(h, p.new_hash, s.max_staleness, claims, punished)
         self.pool.settle(claims, punished)
         self.pool.prune(h - s.max_staleness)
+        if self.state_view is not None:
+            self.admit_early()
         self.model_since_s = {k: v for k, v in self.model_since_s.items() if k in self.window.recent}
         self.model_since_s[h] = time.monotonic()
         self._results = {k: v for k, v in self._results.items() if k > h}
@@ -299,6 +303,7 @@ class FLApp(UpdateIntake, PayloadChecks):
         updates = [self.local_update(c.update_id) for c in p.considered]
         if any(u is None for u in updates):
             return None
+        self.metrics["rounds_rerun_at_finalize"] += 1
         replay = EvalReplay(self.model_evaluator(), p.evals, len(self.data.public_eval))  # final: not checked
         result = block_round(self.settings, self.model, self.model_height, self.model_hash, updates,
                              self.trust_of(ctx.state, updates), ctx.height, replay)
