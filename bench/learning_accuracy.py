@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from bench.common import RESULTS, write_result
-    from learning.data import load_fashion_mnist
     from bench.simruns import FEDAVG
+    from learning.data import load_fashion_mnist
     from learning.sim import SimConfig
 
     torch.set_num_threads(args.threads)
