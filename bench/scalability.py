@@ -53,7 +53,7 @@ def _sim_rows(s: dict[str, Any], workers: int) -> list[dict[str, Any]]:
     specs = []
     for n in s["sizes"]:
         base = {"dataset": s["dataset"], "partition": "iid", "num_nodes": n, "model": "logreg",
-                "batch_size": s["batch_size"], "lr": s["lr"], "rounds": s["rounds"]}
+                "batch_size": s["batch_size"], "lr": s["lr"], "rounds": s["rounds"], "local_epochs": 1}
         specs += with_seeds(f"{n}/FedAvg", fedavg(base), s["seeds"], nodes=n, method="FedAvg")
         specs += with_seeds(f"{n}/fedchain", fedchain(base), s["seeds"], nodes=n, method="fedchain")
     rows = []
@@ -178,7 +178,7 @@ def report(r: dict[str, Any]) -> str:
     return f"""## Scalability in node count (paper 1, Fig 11; Secured-FL, Figs 4 and 9)
 
 The papers plot accuracy and time against the number of nodes. (a) Simulator: {r['dataset']},
-{r['model']}, IID, every node every round, {r['rounds']} rounds, {r['seeds']} seeds; the whole
+{r['model']}, IID, every node every round, 1 local epoch, {r['rounds']} rounds, {r['seeds']} seeds; the whole
 data set is split among the nodes, so more nodes means fewer local samples and steps each.
 Wall time per round (median over rounds) covers local training of every node, compression, the aggregation rule and
 one test evaluation, on one core per run (two runs in parallel). (b) Real daemons as separate
