@@ -123,13 +123,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench scalability", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 and 50 simulated nodes, one 4-daemon testnet each")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seeds", type=int, help="simulator seeds per size (default 3; --quick 2)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     s = _setup(args.quick)
+    if args.seeds:
+        s["seeds"] = args.seeds
     sim = _sim_rows(s, args.workers)
     sim_wall = time.perf_counter() - started
     daemons = _daemon_rows(s)
-    result = {"quick": args.quick, "dataset": s["dataset"], "model": "logreg", "partition": "iid",
+    result = {"quick": args.quick, "command": " ".join(["python -m bench scalability", *(argv or [])]), "dataset": s["dataset"], "model": "logreg", "partition": "iid",
               "rounds": s["rounds"], "seeds": s["seeds"], "simulator": sim, "simulator_wall_s": sim_wall,
               "daemons": daemons, "slot_ms": SLOT_MS, "blocks": s["blocks"], "fl_window_s": s["fl_window"],
               "wall_time_s": time.perf_counter() - started}
@@ -187,7 +190,7 @@ finality latency ({r['blocks']} blocks), the FL application (digits, the genesis
 update-to-final-block latency and event-loop lag over a {r['fl_window_s']:.0f} s window after warm-up
 (each daemon's lag p99 covers its last {LAG_WINDOW_S:.0f} s{steady_note(r['fl_window_s'])}).
 
-Command: `python -m bench scalability{' --quick' if r['quick'] else ''}` (wall time {r['wall_time_s']:.0f} s, of which simulator {r['simulator_wall_s']:.0f} s).
+Command: `{r.get('command') or 'python -m bench scalability' + (' --quick' if r['quick'] else '')}` (wall time {r['wall_time_s']:.0f} s, of which simulator {r['simulator_wall_s']:.0f} s).
 
 {_tables(r)}
 
