@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -56,6 +57,7 @@ def measure(n: int, seconds: float, root: Path) -> dict:
         events = asyncio.run(final_blocks(net.url(0), seconds))
         finals = {e["height"]: at for e, at in events}
         end = {i: scrape(net.url(i)) for i in range(n)}
+        load = os.getloadavg()  # the machine is shared: how busy it was while lag was measured
         last = net.heights([0])[0]
         latency, considered = [], 0
         for h in sorted(finals):
@@ -93,6 +95,7 @@ def measure(n: int, seconds: float, root: Path) -> dict:
         # the same dissemination (own updates plus forwarding) if every update were dense float32
         "dense_gossip_bytes_per_node_per_block": (sum(gossip_out) / n / blocks * dense_bytes(params) / per_update
                                                   if per_update else None),
+        "load_average_1_5_15m": list(load),
         "event_loop_lag_p99_ms": {"max_over_nodes": max(lag), "median_over_nodes": float(np.median(lag)),
                                   "per_node": lag},
         # final rounds a node re-ran on its event loop (it had not verified the block), and updates
