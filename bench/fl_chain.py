@@ -47,6 +47,33 @@ def scrape(url: str) -> dict[str, float]:
     return parse_metrics(urllib.request.urlopen(url + "/metrics", timeout=5).read().decode())
 
 
+def loop_lag(n: int, start: dict[int, dict[str, float]], end: dict[int, dict[str, float]], seconds: float) -> dict:
+    """Every daemon's loop-lag p99 at ``end``, and the CPU the daemons used between the scrapes
+    (in cores: above the machine's two, timers wait for a core whatever the code does)."""
+    lag = [1000 * end[i].get('fedchain_event_loop_lag_seconds{quantile="0.99"}', 0.0) for i in range(n)]
+    cpu = sum(end[i].get("process_cpu_seconds_total", 0.0) - start[i].get("process_cpu_seconds_total", 0.0)
+              for i in range(n))
+    return {"max_over_nodes": max(lag), "median_over_nodes": float(np.median(lag)), "per_node": lag,
+            "daemon_cpu_cores": cpu / seconds, "load_average_1_5_15m": list(os.getloadavg())}
+
+
+def measure_counter_lag(n: int, seconds: float, root: Path) -> dict:
+    """The same window on daemons of the counter application (no FL work at all): the loop lag
+    that the machine's load alone causes, the floor under the FL figure."""
+    net = Testnet(root, n, slot_ms=2000)
+    net.start_all()
+    try:
+        net.wait_height(2, timeout=90)
+        start = {i: scrape(net.url(i)) for i in range(n)}
+        events = asyncio.run(final_blocks(net.url(0), seconds))
+        end = {i: scrape(net.url(i)) for i in range(n)}
+    finally:
+        net.stop_all()
+    return {"nodes": n, "app": "counter", "blocks": len(events),
+            "finality_latency_ms": percentiles([at - e["time_ms"] for e, at in events]),
+            "event_loop_lag_p99_ms": loop_lag(n, start, end, seconds)}
+
+
 def measure(n: int, seconds: float, root: Path) -> dict:
     net = Testnet(root, n, slot_ms=2000, app="fl")
     net.start_all()
@@ -57,7 +84,6 @@ def measure(n: int, seconds: float, root: Path) -> dict:
         events = asyncio.run(final_blocks(net.url(0), seconds))
         finals = {e["height"]: at for e, at in events}
         end = {i: scrape(net.url(i)) for i in range(n)}
-        load = os.getloadavg()  # the machine is shared: how busy it was while lag was measured
         last = net.heights([0])[0]
         latency, considered = [], 0
         for h in sorted(finals):
@@ -77,8 +103,6 @@ def measure(n: int, seconds: float, root: Path) -> dict:
     sent = [delta(i, "fedchain_fl_update_sent_bytes_total") for i in range(n)]
     updates = [delta(i, 'fedchain_fl_events_total{event="updates_sent"}') for i in range(n)]
     gossip_out = [delta(i, 'fedchain_gossip_bytes_total{direction="out",topic="fl/update"}') for i in range(n)]
-    lag = [1000 * end[i].get('fedchain_event_loop_lag_seconds{quantile="0.99"}', 0.0) for i in range(n)]
-
     def total(event: str) -> int:
         return round(sum(delta(i, f'fedchain_fl_events_total{{event="{event}"}}') for i in range(n)))
 
@@ -95,9 +119,7 @@ def measure(n: int, seconds: float, root: Path) -> dict:
         # the same dissemination (own updates plus forwarding) if every update were dense float32
         "dense_gossip_bytes_per_node_per_block": (sum(gossip_out) / n / blocks * dense_bytes(params) / per_update
                                                   if per_update else None),
-        "load_average_1_5_15m": list(load),
-        "event_loop_lag_p99_ms": {"max_over_nodes": max(lag), "median_over_nodes": float(np.median(lag)),
-                                  "per_node": lag},
+        "event_loop_lag_p99_ms": loop_lag(n, start, end, seconds),
         # final rounds a node re-ran on its event loop (it had not verified the block), and updates
         # a node kept while one block behind instead of fetching them later: both summed over nodes
         "rounds_rerun_at_finalize": total("rounds_rerun_at_finalize"),

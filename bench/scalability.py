@@ -14,6 +14,7 @@ Run: ``python -m bench scalability [--quick]``.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ import numpy as np
 
 from bench.chain import measure_testnet
 from bench.common import RESULTS, write_result
-from bench.fl_chain import LAG_WINDOW_S, STEADY_S, steady_note
+from bench.fl_chain import LAG_WINDOW_S, STEADY_S, measure_counter_lag, steady_note
 from bench.fl_chain import measure as measure_fl
 from bench.simruns import (
     by_label,
@@ -86,7 +87,9 @@ def _daemon_rows(s: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
             chain.append(_guarded("chain", n, partial(measure_testnet, n, s["blocks"], SLOT_MS, Path(tmp) / f"chain{n}")))
         for n in s["daemons"]:
             fl.append(_guarded("fl", n, partial(measure_fl, n, s["fl_window"], Path(tmp) / f"fl{n}")))
-    return {"chain": chain, "fl": fl}
+        n = max(s["daemons"])
+        floor = _guarded("counter loop lag", n, partial(measure_counter_lag, n, s["fl_window"], Path(tmp) / "floor"))
+    return {"chain": chain, "fl": fl, "counter_lag": floor}
 
 
 def _plot(result: dict[str, Any]) -> None:
@@ -124,15 +127,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="20 and 50 simulated nodes, one 4-daemon testnet each")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, help="simulator seeds per size (default 3; --quick 2)")
+    parser.add_argument("--parts", default="sim,daemons",
+                        help="comma-separated subset of sim,daemons; the other is kept from the last results")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     s = _setup(args.quick)
     if args.seeds:
         s["seeds"] = args.seeds
-    sim = _sim_rows(s, args.workers)
-    sim_wall = time.perf_counter() - started
-    daemons = _daemon_rows(s)
-    result = {"quick": args.quick, "command": " ".join(["python -m bench scalability", *(argv or [])]), "dataset": s["dataset"], "model": "logreg", "partition": "iid",
+    command = " ".join(["python -m bench scalability", *(argv or [])])
+    parts = set(args.parts.split(","))
+    last = json.loads((RESULTS / "scalability.json").read_text()) if parts != {"sim", "daemons"} else {}
+    if "sim" in parts:
+        sim, sim_wall, sim_command = _sim_rows(s, args.workers), time.perf_counter() - started, command
+    else:  # the simulator rows of the last run, with what produced them
+        sim, sim_wall = last["simulator"], last["simulator_wall_s"]
+        sim_command = last.get("sim_command") or last["command"]
+        s.update(rounds=last["rounds"], seeds=last["seeds"])
+    daemons = _daemon_rows(s) if "daemons" in parts else last["daemons"]
+    result = {"quick": args.quick, "command": command, "sim_command": sim_command, "dataset": s["dataset"],
+              "model": "logreg", "partition": "iid",
               "rounds": s["rounds"], "seeds": s["seeds"], "simulator": sim, "simulator_wall_s": sim_wall,
               "daemons": daemons, "slot_ms": SLOT_MS, "blocks": s["blocks"], "fl_window_s": s["fl_window"],
               "wall_time_s": time.perf_counter() - started}
@@ -141,6 +154,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(_tables(result))
     print(f"wrote {path} in {result['wall_time_s']:.0f} s")
     return result
+
+
+def _commands(r: dict[str, Any]) -> str:
+    """The command(s) that produced the result: a run of one part keeps the other's rows."""
+    command = r.get("command") or "python -m bench scalability" + (" --quick" if r["quick"] else "")
+    sim_command = r.get("sim_command") or command
+    if sim_command == command:
+        return f"Command: `{command}` (wall time {r['wall_time_s']:.0f} s, of which simulator {r['simulator_wall_s']:.0f} s)."
+    return (f"Commands: simulator `{sim_command}` ({r['simulator_wall_s']:.0f} s); real daemons `{command}` "
+            f"({r['wall_time_s']:.0f} s).")
 
 
 def _ms(p: dict[str, Any]) -> str:
@@ -172,6 +195,24 @@ def _tables(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _load_note(r: dict[str, Any]) -> str:
+    """CPU the FL daemons used and the machine's load, against the same window on counter daemons."""
+    rows = [row for row in r["daemons"]["fl"] if "error" not in row and "daemon_cpu_cores" in row["event_loop_lag_p99_ms"]]
+    if not rows:
+        return ""
+    used = "; ".join(f"{row['nodes']} daemons {row['event_loop_lag_p99_ms']['daemon_cpu_cores']:.2f} cores "
+                     f"(load average {row['event_loop_lag_p99_ms']['load_average_1_5_15m'][0]:.1f})" for row in rows)
+    text = f"CPU the FL daemons used during the window, on 2 cores shared with other work: {used}."
+    floor = r["daemons"].get("counter_lag")
+    if floor and "error" not in floor:
+        lag = floor["event_loop_lag_p99_ms"]
+        text += (f" The same window on {floor['nodes']} daemons of the counter application (no FL work at all): "
+                 f"loop-lag p99 worst {lag['max_over_nodes']:.0f} / median {lag['median_over_nodes']:.0f} ms, "
+                 f"{lag['daemon_cpu_cores']:.2f} cores, load average {lag['load_average_1_5_15m'][0]:.1f}, finality "
+                 f"{_ms(floor['finality_latency_ms'])} ms: the lag this machine's load causes without any FL work.")
+    return text
+
+
 def report(r: dict[str, Any]) -> str:
     sim = {(row["nodes"], row["method"]): row for row in r["simulator"]}
     sizes = sorted({row["nodes"] for row in r["simulator"]})
@@ -190,12 +231,13 @@ finality latency ({r['blocks']} blocks), the FL application (digits, the genesis
 update-to-final-block latency and event-loop lag over a {r['fl_window_s']:.0f} s window after warm-up
 (each daemon's lag p99 covers its last {LAG_WINDOW_S:.0f} s{steady_note(r['fl_window_s'])}).
 
-Command: `{r.get('command') or 'python -m bench scalability' + (' --quick' if r['quick'] else '')}` (wall time {r['wall_time_s']:.0f} s, of which simulator {r['simulator_wall_s']:.0f} s).
+{_commands(r)}
 
 {_tables(r)}
 
 From {sizes[0]} to {sizes[-1]} simulated nodes the wall time per round grows {growth['FedAvg']:.1f}x for
 FedAvg and {growth['fedchain']:.1f}x for fedchain (the baseline run in the same process).
+{_load_note(r)}
 Daemon sizes that failed on this 2-core machine: {', '.join(failed) if failed else 'none'}. Every
 daemon shares the same two cores, so latencies at the largest size include CPU contention, not
 only protocol cost.
