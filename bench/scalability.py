@@ -80,16 +80,26 @@ def _guarded(what: str, n: int, fn: Callable[[], dict[str, Any]]) -> dict[str, A
     return row
 
 
-def _daemon_rows(s: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    chain, fl = [], []
+PARTS = ("sim", "chain", "fl", "floor")
+"""Parts of the benchmark: simulator, counter daemons, FL daemons, loop-lag floor (counter daemons
+over the FL window)."""
+
+
+def _daemon_rows(s: dict[str, Any], parts: set[str], last: dict[str, Any]) -> dict[str, Any]:
+    """The daemon measurements of ``parts``; the others are the last run's."""
+    rows = dict(last.get("daemons", {}))
+    n = max(s["daemons"])
     with tempfile.TemporaryDirectory() as tmp:
-        for n in s["daemons"]:
-            chain.append(_guarded("chain", n, partial(measure_testnet, n, s["blocks"], SLOT_MS, Path(tmp) / f"chain{n}")))
-        for n in s["daemons"]:
-            fl.append(_guarded("fl", n, partial(measure_fl, n, s["fl_window"], Path(tmp) / f"fl{n}")))
-        n = max(s["daemons"])
-        floor = _guarded("counter loop lag", n, partial(measure_counter_lag, n, s["fl_window"], Path(tmp) / "floor"))
-    return {"chain": chain, "fl": fl, "counter_lag": floor}
+        if "chain" in parts:
+            rows["chain"] = [_guarded("chain", k, partial(measure_testnet, k, s["blocks"], SLOT_MS, Path(tmp) / f"c{k}"))
+                             for k in s["daemons"]]
+        if "fl" in parts:
+            rows["fl"] = [_guarded("fl", k, partial(measure_fl, k, s["fl_window"], Path(tmp) / f"fl{k}"))
+                          for k in s["daemons"]]
+        if "floor" in parts:
+            rows["counter_lag"] = _guarded("counter loop lag", n,
+                                           partial(measure_counter_lag, n, s["fl_window"], Path(tmp) / "floor"))
+    return rows
 
 
 def _plot(result: dict[str, Any]) -> None:
@@ -127,8 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="20 and 50 simulated nodes, one 4-daemon testnet each")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, help="simulator seeds per size (default 3; --quick 2)")
-    parser.add_argument("--parts", default="sim,daemons",
-                        help="comma-separated subset of sim,daemons; the other is kept from the last results")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)}; the others are kept from the last results")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     s = _setup(args.quick)
@@ -136,15 +146,20 @@ def main(argv: list[str] | None = None) -> dict:
         s["seeds"] = args.seeds
     command = " ".join(["python -m bench scalability", *(argv or [])])
     parts = set(args.parts.split(","))
-    last = json.loads((RESULTS / "scalability.json").read_text()) if parts != {"sim", "daemons"} else {}
+    unknown = parts - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    last = json.loads((RESULTS / "scalability.json").read_text()) if parts != set(PARTS) else {}
     if "sim" in parts:
-        sim, sim_wall, sim_command = _sim_rows(s, args.workers), time.perf_counter() - started, command
-    else:  # the simulator rows of the last run, with what produced them
+        sim, sim_wall = _sim_rows(s, args.workers), time.perf_counter() - started
+    else:  # the simulator rows of the last run
         sim, sim_wall = last["simulator"], last["simulator_wall_s"]
-        sim_command = last.get("sim_command") or last["command"]
         s.update(rounds=last["rounds"], seeds=last["seeds"])
-    daemons = _daemon_rows(s) if "daemons" in parts else last["daemons"]
-    result = {"quick": args.quick, "command": command, "sim_command": sim_command, "dataset": s["dataset"],
+    daemons = _daemon_rows(s, parts, last)
+    # what produced each part: this command, or the last run's
+    earlier = last.get("part_commands") or dict.fromkeys(PARTS, last.get("command"))
+    part_commands = {p: command if p in parts else earlier.get(p) for p in PARTS}
+    result = {"quick": args.quick, "command": command, "part_commands": part_commands, "dataset": s["dataset"],
               "model": "logreg", "partition": "iid",
               "rounds": s["rounds"], "seeds": s["seeds"], "simulator": sim, "simulator_wall_s": sim_wall,
               "daemons": daemons, "slot_ms": SLOT_MS, "blocks": s["blocks"], "fl_window_s": s["fl_window"],
@@ -157,13 +172,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _commands(r: dict[str, Any]) -> str:
-    """The command(s) that produced the result: a run of one part keeps the other's rows."""
+    """The command(s) that produced the result: a run of some parts keeps the others' rows."""
     command = r.get("command") or "python -m bench scalability" + (" --quick" if r["quick"] else "")
-    sim_command = r.get("sim_command") or command
-    if sim_command == command:
+    by_part = {p: c for p, c in (r.get("part_commands") or dict.fromkeys(PARTS, command)).items() if c}
+    if set(by_part.values()) == {command}:
         return f"Command: `{command}` (wall time {r['wall_time_s']:.0f} s, of which simulator {r['simulator_wall_s']:.0f} s)."
-    return (f"Commands: simulator `{sim_command}` ({r['simulator_wall_s']:.0f} s); real daemons `{command}` "
-            f"({r['wall_time_s']:.0f} s).")
+    names = {"sim": "simulator", "chain": "counter daemons", "fl": "FL daemons", "floor": "loop-lag floor"}
+    return "Commands: " + "; ".join(f"{names[p]} `{c}`" for p, c in by_part.items()) + "."
 
 
 def _ms(p: dict[str, Any]) -> str:
