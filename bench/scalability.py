@@ -171,6 +171,14 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def _seeds(r: dict[str, Any]) -> str:
+    full = 2 if r["quick"] else 3
+    if r["seeds"] >= full:
+        return f"{r['seeds']} seeds"
+    return (f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''} (a reduced profile, the full one has {full}: "
+            "no spread across seeds, and wall times are those of a busy shared machine)")
+
+
 def _commands(r: dict[str, Any]) -> str:
     """The command(s) that produced the result: a run of some parts keeps the others' rows."""
     command = r.get("command") or "python -m bench scalability" + (" --quick" if r["quick"] else "")
@@ -237,7 +245,7 @@ def report(r: dict[str, Any]) -> str:
     return f"""## Scalability in node count (paper 1, Fig 11; Secured-FL, Figs 4 and 9)
 
 The papers plot accuracy and time against the number of nodes. (a) Simulator: {r['dataset']},
-{r['model']}, IID, every node every round, 1 local epoch, {r['rounds']} rounds, {r['seeds']} seeds; the whole
+{r['model']}, IID, every node every round, 1 local epoch, {r['rounds']} rounds, {_seeds(r)}; the whole
 data set is split among the nodes, so more nodes means fewer local samples and steps each.
 Wall time per round (median over rounds) covers local training of every node, compression, the aggregation rule and
 one test evaluation, on one core per run (two runs in parallel). (b) Real daemons as separate
