@@ -183,6 +183,13 @@ def _tables(r: dict[str, Any]) -> str:
     return "\n\n".join(out)
 
 
+def _one_chain_note(r: dict[str, Any]) -> str:
+    if all(size["chains"] > 1 for size in r["sizes"]):
+        return ""
+    return (" With one chain run per size the chain's own spread is unknown, so \"within noise\" rests on the "
+            "simulator's spread alone: stricter than with several chain runs.")
+
+
 def _pm(stat: dict[str, Any]) -> str:
     return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
 
@@ -209,7 +216,7 @@ Command: `{r.get('command') or 'python -m bench fidelity' + (' --quick' if r['qu
 
 {_tables(r)}
 
-Summary: {verdicts}.
+Summary: {verdicts}.{_one_chain_note(r)}
 
 ![simulator against daemons](results/fidelity.png)
 """
