@@ -14,6 +14,7 @@ import time
 BENCHMARKS = {
     "chain": "bench.chain",
     "fl_chain": "bench.fl_chain",
+    "fidelity": "bench.fidelity",
     "dashboard": "bench.dashboard",
     "learning_accuracy": "bench.learning_accuracy",
     "aggregation_speed": "bench.aggregation_speed",

@@ -1,9 +1,9 @@
 """Ablation of fedchain's defences under a fixed attack (Secured-FL Table 3).
 
-Full fedchain = the product pipeline: two-phase clustering with its dynamic threshold (the MAD
-radius multiplier chosen each round by validation accuracy), admission of registered members
-only, differential privacy (clip 1.0, noise multiplier 0.01) and top-10% sparsification with
-error feedback (float16 values). Each variant switches one part off:
+Full fedchain = the product pipeline, the genesis defaults (``bench.simruns.fedchain``): two-phase
+clustering with its dynamic threshold (the MAD radius multiplier chosen each round by validation
+accuracy), admission of registered members only, clipping and noise and top-k sparsification
+with error feedback. Each variant switches one part off:
 
 * clustering off: plain FedAvg of every admitted update;
 * dynamic threshold off: the clustering rule without its validation callback, so the radius is
@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, write_result
-from bench.robustness import FMNIST, PRODUCT_PIPELINE, mean_std, pin_threads, plt_module, pm, run_all, simulate_job
+from bench.robustness import (
+    FMNIST,
+    mean_std,
+    pin_threads,
+    plt_module,
+    pm,
+    run_all,
+    simulate_job,
+)
 
 ATTACK = "sign_flip"
 FRACTION = 0.2
@@ -95,10 +103,9 @@ def variants(unregistered: int) -> dict[str, tuple[dict, Any]]:
 
 
 def measure(seeds: int, rounds: int, unregistered: int, workers: int) -> dict:
-    from learning.aggregation import DEFAULT_RULE
+    from learning.sim import SimConfig
 
-    full = {**FMNIST, **PRODUCT_PIPELINE, "rule": DEFAULT_RULE, "rounds": rounds, "attack": ATTACK,
-            "byzantine_fraction": FRACTION}
+    full = {**FMNIST, "rounds": rounds, "attack": ATTACK, "byzantine_fraction": FRACTION}
     table = variants(unregistered)
     jobs = [{"config": {**full, **over, "seed": s}, "aggregator": agg} for over, agg in table.values()
             for s in range(seeds)]
@@ -118,7 +125,8 @@ def measure(seeds: int, rounds: int, unregistered: int, workers: int) -> dict:
     for cell in out.values():
         cell["delta_points"] = mean_std(100 * (a - b) for a, b in zip(cell["per_seed"], base))
     return {"attack": ATTACK, "fraction": FRACTION, "unregistered": unregistered, "seeds": seeds,
-            "config": full, "variants": out, "sim_wall_time": sum(r["wall_time"] for r in rows)}
+            "config": SimConfig.of(**full).to_dict(), "variants": out,
+            "sim_wall_time": sum(r["wall_time"] for r in rows)}
 
 
 def plot(result: dict) -> None:

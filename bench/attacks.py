@@ -3,6 +3,10 @@
 Two parts, because the full rule x attack x fraction product on Fashion-MNIST does not fit the
 time budget:
 
+Every run is the product's pipeline (the genesis defaults: clip, noise, top-k with error feedback
+within the norm bound every node admits) with the rule under test; attackers send through that
+pipeline too, as a careful attacker must to be admitted.
+
 * Grid (fast configuration): scikit-learn digits, 20 nodes, Dirichlet(0.5), 64-unit MLP, one
   seed. Every rule of ``RULE_NAMES`` x every attack of :mod:`learning.attacks` (model poisoning:
   sign_flip, gaussian, alie, ipm, minmax, scale; data injection: label_flip; backdoor) x 10-50%
@@ -35,7 +39,17 @@ import time
 from typing import Any
 
 from bench.common import RESULTS, write_result
-from bench.robustness import DIGITS, FMNIST, mean_std, pin_threads, plt_module, pm, run_all, simulate_job
+from bench.robustness import (
+    DIGITS,
+    FMNIST,
+    mean_std,
+    pin_threads,
+    plt_module,
+    pm,
+    run_all,
+    simulate_job,
+)
+from bench.simruns import describe
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5)
 HEADLINE_FRACTIONS = (0.2, 0.4)
@@ -97,7 +111,7 @@ def headline(rule: str, attacks: tuple[str, ...], fractions: tuple[float, ...], 
     clean = rows[:seeds]
     clean_acc = [r["final_accuracy"] for r in clean]
     out: dict[str, Any] = {
-        "dataset": "fashion_mnist", "rule": rule, "seeds": seeds, "config": {**FMNIST, "rounds": rounds},
+        "dataset": "fashion_mnist", "rule": rule, "seeds": seeds, "config": {**FMNIST, "rule": rule, "rounds": rounds},
         "clean": {"accuracy": mean_std(clean_acc), "per_seed": clean_acc},
         "fgsm": {e: mean_std(r["fgsm_accuracy"][e] for r in clean) for e in clean[0]["fgsm_accuracy"]},
         "attacks": {}, "wall_time": sum(r["wall_time"] for r in rows)}
@@ -388,8 +402,9 @@ def report(result: dict) -> str:
         f"Headline run: {_ran(h, result)}; grid run: {_ran(g, result)}. Headline: "
         f"`{h['rule']}` on full Fashion-MNIST, {h['config']['num_nodes']} nodes, Dirichlet(0.5), 64-unit MLP, "
         f"{h['config']['rounds']} rounds of {h['config']['local_epochs']} local epoch (batch "
-        f"{h['config']['batch_size']}, lr {h['config']['lr']}, momentum {h['config']['momentum']}), dense "
-        f"float32 updates, no DP; {h['seeds']} seeds, mean ± std, drop paired by seed.",
+        f"{h['config']['batch_size']}, lr {h['config']['lr']}, momentum {h['config']['momentum']}), the product's "
+        f"pipeline ({describe(h['config'])}); attackers send through the same pipeline (norm bound included); "
+        f"{h['seeds']} seeds, mean ± std, drop paired by seed.",
         "",
         f"Clean accuracy: {pm(h['clean']['accuracy'])}%.",
         "",

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, write_result
-from bench.robustness import FMNIST, pin_threads, plt_module, run_all, simulate_job, thin_curve
+from bench.robustness import (
+    FMNIST,
+    pin_threads,
+    plt_module,
+    run_all,
+    simulate_job,
+    thin_curve,
+)
 
 REJECTING = ("clustering", "krum", "multikrum", "bulyan")
 SCORING = ("median", "trimmed_mean", "geomed", "centered_clip", "fedavg")

@@ -28,6 +28,7 @@ import numpy as np
 from bench.common import RESULTS, finish
 from bench.simruns import (
     by_label,
+    fedavg,
     fedchain,
     first_reaching,
     mean_std,
@@ -36,6 +37,7 @@ from bench.simruns import (
     run_all,
     with_seeds,
 )
+from learning.sim import SimConfig
 
 DEVICE_WATTS = 6.4
 DEVICE_SOURCE = ("Raspberry Pi 4 Model B, 1280 mA at 5 V (6.4 W) under `stress --cpu 4` "
@@ -57,9 +59,15 @@ def _setup(quick: bool) -> dict[str, Any]:
 
 def _variants(s: dict[str, Any], model: str, rounds: int) -> dict[str, dict[str, Any]]:
     base = {"dataset": s["dataset"], "partition": "dirichlet", "dirichlet_alpha": 0.5, "num_nodes": 20,
-            "model": model, "batch_size": s["batch_size"], "lr": s["lr"], "rounds": rounds}
-    return {"FedAvg (dense)": base, "fedchain top-5% float16": fedchain(base),
-            "fedchain top-2% int8": fedchain(base, topk=0.02, dtype="int8")}
+            "model": model, "batch_size": s["batch_size"], "lr": s["lr"], "rounds": rounds, "local_epochs": 1}
+    ours = fedchain(base)
+    return {"FedAvg (dense)": fedavg(base), f"fedchain (genesis: {_encoding(ours)})": ours,
+            "fedchain top-2% int8": {**ours, "topk_fraction": 0.02, "encoding": "int8"}}
+
+
+def _encoding(config: dict[str, Any]) -> str:
+    s = SimConfig.of(**config).fl
+    return f"top-{100 * s.topk_fraction:g}% {s.encoding}"
 
 
 def round_energy(run: dict[str, Any], radio: dict[str, float], watts: float) -> dict[str, np.ndarray]:

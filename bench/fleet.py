@@ -91,7 +91,7 @@ def _plot(runs: list[dict[str, Any]]) -> None:
     ax[0].axhline(RSS_GOAL_MB, ls=":", c="k")
     ax[0].set(xlabel="daemons", ylabel="MB per daemon (median)", title="memory per FL daemon (goal dotted)")
     ax[0].legend()
-    for key, label in (("update_to_final_ms", "update->final p50"), ("finality_ms", "finality p50"),
+    for key, label in (("update_to_final_ms", "update->final p50"), ("finality_latency_ms", "finality p50"),
                        ("block_time_ms", "block time p50")):
         ax[1].plot(n, [r[key].get("p50", float("nan")) for r in ok], marker="o", label=label)  # nan: none seen
     ax[1].plot(n, [r["event_loop_lag_p99_ms"]["max_over_nodes"] for r in ok], marker="x", label="loop lag p99 (worst)")
@@ -109,8 +109,8 @@ def _table(runs: list[dict[str, Any]]) -> str:
             rows.append([r["nodes"], "failed: " + r["error"]] + [None] * 10)
             continue
         m, u = r["memory_mb"], r["update_to_final_ms"]
-        rows.append([r["nodes"], r["blocks"], r["block_time_ms"].get("p50"), r["finality_ms"].get("p50"),
-                     r["finality_ms"].get("p95"), u.get("p50"), u.get("p95"),
+        rows.append([r["nodes"], r["blocks"], r["block_time_ms"].get("p50"), r["finality_latency_ms"].get("p50"),
+                     r["finality_latency_ms"].get("p95"), u.get("p50"), u.get("p95"),
                      r["event_loop_lag_p99_ms"]["max_over_nodes"], m["rss"].get("p50"), m["pss"].get("p50"),
                      m["uss"].get("p50"), r["daemons_alive"]])
     return md_table(["daemons", "blocks", "block time p50 (ms)", "finality p50 (ms)", "p95", "update->final p50 (ms)",

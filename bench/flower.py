@@ -30,6 +30,7 @@ Run: ``python -m bench flower [--quick]``.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +38,14 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, percentiles, write_result
-from bench.robustness import FMNIST, mean_std, pin_threads, plt_module, run_all, simulate_job
+from bench.robustness import (
+    FMNIST,
+    mean_std,
+    pin_threads,
+    plt_module,
+    run_all,
+    simulate_job,
+)
 
 LABELS = {"fedavg": "FedAvg", "krum": "Krum", "multikrum": "MultiKrum", "median": "FedMedian",
           "trimmed_mean": "FedTrimmedAvg", "bulyan": "Bulyan"}
@@ -154,7 +162,9 @@ def measure(rules: tuple[str, ...], attacks: tuple[str | None, ...], rounds: int
     base = {**FMNIST, "rounds": rounds, "seed": seed}
     jobs, keys = [], []
     for attack in attacks:
-        atk = {"attack": attack, "byzantine_fraction": FRACTION if attack else 0.0}
+        # the Byzantine count the rules are told, as a chain's genesis would (rule_params f)
+        atk = {"attack": attack, "byzantine_fraction": FRACTION if attack else 0.0,
+               "rule_params": {"f": math.ceil(FRACTION * base["num_nodes"])} if attack else {}}
         for rule in rules:
             for system in ("fedchain", "flower"):
                 jobs.append({"config": {**base, **atk, "rule": rule}, "aggregator": Paired(rule, system)})

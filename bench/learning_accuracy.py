@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from bench.common import RESULTS, write_result
+    from bench.simruns import FEDAVG
     from learning.data import load_fashion_mnist
     from learning.sim import SimConfig
 
@@ -128,13 +129,15 @@ def main(argv: list[str] | None = None) -> dict:
         "cnn": _central("cnn", central_train, test, central_epochs, 0.05, 64, args.seed),
         "mlp": _central("mlp", central_train, test, central_epochs, 0.05, 32, args.seed),
     }
-    base = {"dataset": "fashion_mnist", "data_dir": args.data_dir, "partition": "dirichlet", "dirichlet_alpha": 0.5,
-            "num_nodes": 20, "model": "mlp", "lr": 0.05, "momentum": 0.9, "local_epochs": 2, "batch_size": 32,
-            "seed": args.seed}
+    # FedAvg as McMahan et al. (dense, unclipped, constant step); only the encoding varies
+    base = {"dataset": "fashion_mnist", "data_dir": args.data_dir or "", "partition": "dirichlet",
+            "dirichlet_alpha": 0.5, "num_nodes": 20, "model": "mlp", "lr": 0.05, "momentum": 0.9, "local_epochs": 2,
+            "batch_size": 32, "seed": args.seed, **FEDAVG}
+    top1 = {**base, "topk_fraction": 0.01, "encoding": "float16"}
     runs = {
-        "dense": _federated(SimConfig(**base, rounds=rounds)),
-        "top1%+EF": _federated(SimConfig(**base, rounds=2 * rounds, topk_fraction=0.01)),
-        "top1% no EF": _federated(SimConfig(**base, rounds=rounds, topk_fraction=0.01, error_feedback=False)),
+        "dense": _federated(SimConfig.of(**base, rounds=rounds)),
+        "top1%+EF": _federated(SimConfig.of(**top1, rounds=2 * rounds)),
+        "top1% no EF": _federated(SimConfig.of(**{**top1, "error_feedback": False}, rounds=rounds)),
     }
     dense, sparse = runs["dense"], runs["top1%+EF"]
     dense_total = dense["cumulative_bytes"][-1]

@@ -17,7 +17,6 @@ import math
 import multiprocessing
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -25,17 +24,17 @@ from typing import Any
 import numpy as np
 
 from bench.common import THREAD_VARS, one_thread_children
+from bench.simruns import fedchain
 
+# The tasks (data, model, local training); everything else is the product's pipeline, the genesis
+# defaults (bench.simruns.fedchain), with the rule a run compares set on top.
 # Fast configuration: scikit-learn digits (1 437 training images, 8x8), for full cross products.
-DIGITS = {"dataset": "digits", "partition": "dirichlet", "dirichlet_alpha": 0.5, "num_nodes": 20,
-          "model": "tabular_mlp", "lr": 0.1, "momentum": 0.9, "local_epochs": 2, "batch_size": 16}
+DIGITS = fedchain({"dataset": "digits", "partition": "dirichlet", "dirichlet_alpha": 0.5, "num_nodes": 20,
+                   "model": "tabular_mlp", "lr": 0.1, "momentum": 0.9, "local_epochs": 2, "batch_size": 16})
 # Main configuration: Fashion-MNIST (60 000 training images), the product's 64-unit MLP, one
 # local epoch per round (the product default is 4; one keeps the suite inside its time budget).
-FMNIST = {"dataset": "fashion_mnist", "partition": "dirichlet", "dirichlet_alpha": 0.5, "num_nodes": 20,
-          "model": "tabular_mlp", "lr": 0.1, "momentum": 0.9, "local_epochs": 1, "batch_size": 64}
-# The privacy and compression settings of the product's genesis defaults (node/fl/settings.py).
-PRODUCT_PIPELINE = {"clip_norm": 1.0, "noise_multiplier": 0.01, "dp_delta": 1e-5,
-                    "topk_fraction": 0.1, "compress_dtype": "float16", "error_feedback": True}
+FMNIST = fedchain({"dataset": "fashion_mnist", "partition": "dirichlet", "dirichlet_alpha": 0.5, "num_nodes": 20,
+                   "model": "tabular_mlp", "lr": 0.1, "momentum": 0.9, "local_epochs": 1, "batch_size": 64})
 BACKDOOR_TARGET = 0   # learning.attacks' default target label
 
 
@@ -86,7 +85,7 @@ def probe_model(sim: Any, eps: Sequence[float], evasion_shares: Sequence[float])
     from learning.evasion import fgsm
     from learning.models import set_flat
 
-    cfg, test, shape = sim.cfg, sim.fed.test, sim.fed.train.image_shape
+    cfg, test, shape = sim.cfg, sim.fed.test, sim.fed.pool.image_shape
     set_flat(sim.model, sim.global_flat)
     sim.model.eval()
 
@@ -100,7 +99,7 @@ def probe_model(sim: Any, eps: Sequence[float], evasion_shares: Sequence[float])
     for e in eps:
         adv_correct = predict(fgsm(sim.model, test.x, test.y, e, clip=clip)) == test.y
         out["fgsm_accuracy"][str(e)] = float(adv_correct.mean())
-        out["evasion_mix"][str(e)] = {str(s): _mix_accuracy(correct, adv_correct, s, cfg.seed) for s in evasion_shares}
+        out["evasion_mix"][str(e)] = {str(s): _mix_accuracy(correct, adv_correct, s, cfg.fl.seed) for s in evasion_shares}
     if cfg.attack == "backdoor":
         target = cfg.attack_params.get("target_label", BACKDOOR_TARGET)
         out["backdoor_success"] = backdoor_success_rate(predict, test.x, test.y, target, shape,
@@ -121,14 +120,10 @@ def simulate(config: dict, aggregator: Any = None, eps: Sequence[float] = (), ev
     from learning.sim import SimConfig, Simulator
 
     started = time.perf_counter()
-    sim = Simulator(SimConfig(**config), aggregator=aggregate if aggregator is None else aggregator)
+    sim = Simulator(SimConfig.of(**config), aggregator=aggregate if aggregator is None else aggregator)
     if hasattr(aggregator, "bind"):
         aggregator.bind(sim)
-    with warnings.catch_warnings():
-        # Opacus' RDP accountant notes when its smallest order is optimal (tiny noise, as the
-        # product's 0.01 multiplier gives); the epsilon it reports is still an upper bound.
-        warnings.filterwarnings("ignore", message="Optimal order is the smallest alpha")
-        result = sim.run()
+    result = sim.run()
     row: dict[str, Any] = {
         "config": config, "accuracy": [r.accuracy for r in result.rounds], "final_accuracy": result.final_accuracy(),
         "summary": result.summary(), "byzantine_nodes": result.byzantine,

@@ -6,13 +6,14 @@ Workers are *spawned*, not forked: forking a process whose OpenMP pool has run c
 Every run is a pure function of its :class:`~learning.sim.SimConfig`, so a result never depends
 on which worker ran it or in which order.
 
-The fedchain profile used across the benchmarks lives here too (:func:`fedchain`), so every
-table compares the same system against its baselines.
+The product profile used across the benchmarks lives here too, read from the genesis defaults
+(:data:`PRODUCT`, :func:`fedchain`), and so does the FedAvg baseline (:data:`FEDAVG`): every table
+compares the settings a chain runs by default against the same baseline.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -23,12 +24,20 @@ import numpy as np
 import torch
 
 from bench.common import one_thread_children
-from learning.aggregation import DEFAULT_RULE
+from learning.settings import FLSettings
 from learning.sim import RoundStats, SimConfig, Simulator
 from learning.train import local_train
 
-LR_BETA = 10.0
-"""beta of eta_t = eta_0 / sqrt(t + beta): the step decays to half its first size after 3*beta rounds."""
+PRODUCT = FLSettings()
+"""The genesis defaults (what ``fedchain testnet create`` writes): the product every benchmark's
+"fedchain" runs."""
+TASK_KEYS = frozenset({"dataset", "data_dir", "partition", "dirichlet_alpha", "clients", "val_fraction", "model",
+                       "seed", "eval_samples", "local_epochs", "batch_size", "lr", "optimizer", "momentum"})
+"""FL settings that describe the task (data, model, local training): a benchmark chooses them per
+data set, for fedchain and its baselines alike. Every other FL setting is the product's."""
+FEDAVG = {"rule": "fedavg", "topk_fraction": None, "clip_norm": None, "noise_multiplier": 0.0,
+          "lr_schedule": "constant"}
+"""FedAvg as McMahan et al. run it: dense float32 updates, no clipping or noise, a constant step."""
 
 
 @dataclass(frozen=True)
@@ -41,16 +50,31 @@ class RunSpec:
     tags: dict[str, Any] = field(default_factory=dict)   # free-form grouping keys, echoed back
 
 
-def fedchain(base: dict[str, Any], topk: float = 0.05, dtype: str = "float16") -> dict[str, Any]:
-    """FedAvg config ``base`` turned into fedchain's: robust default rule, top-k with error feedback,
-    and the decaying step eta_t = eta_0 / sqrt(t + beta) of paper eq. 6.
+def fedchain(task: dict[str, Any]) -> dict[str, Any]:
+    """The product on ``task``: the task's FL settings and simulation knobs, and the genesis
+    defaults for the whole pipeline (rule, clip, noise, top-k encoding, error feedback, schedule,
+    staleness). A benchmark that changes part of the pipeline says so explicitly on top of this."""
+    fl_names = {f.name for f in dataclasses.fields(FLSettings)}
+    pipeline = sorted(k for k in task if k in fl_names and k not in TASK_KEYS)
+    if pipeline:
+        raise ValueError(f"a task may not set the product's pipeline settings {pipeline}")
+    return dict(task)
 
-    eta_0 = lr * sqrt(beta), so round 0 takes the same step as FedAvg with ``lr`` and later
-    rounds smaller ones: the comparison is then about the schedule, not about a larger step.
-    """
-    return {**base, "rule": DEFAULT_RULE, "topk_fraction": topk, "compress_dtype": dtype,
-            "error_feedback": True, "lr_schedule": "inv_sqrt", "lr_beta": LR_BETA,
-            "lr": base["lr"] * math.sqrt(LR_BETA)}
+
+def fedavg(task: dict[str, Any]) -> dict[str, Any]:
+    """The FedAvg baseline on ``task``."""
+    return {**task, **FEDAVG}
+
+
+def describe(config: dict[str, Any]) -> str:
+    """The pipeline of a run, in words, for report headers."""
+    s = SimConfig.of(**config).fl
+    dp = (f"clip {s.clip_norm:g}, noise multiplier {s.noise_multiplier:g}" if s.clip_norm is not None
+          else "no clipping or noise")
+    enc = (f"top-{100 * s.topk_fraction:g}% {s.encoding}{' with error feedback' if s.error_feedback else ''}"
+           if s.topk_fraction is not None else "dense float32")
+    lr = (f"eta_t = {s.lr:g}/sqrt(t + {s.lr_beta:g})" if s.lr_schedule == "inv_sqrt" else f"constant lr {s.lr:g}")
+    return f"rule `{s.rule}`, {dp}, {enc}, {lr}"
 
 
 def with_seeds(label: str, config: dict[str, Any], seeds: int, meter: bool = False,
@@ -88,7 +112,7 @@ def simulate(spec: RunSpec) -> dict[str, Any]:
     """Worker: run one spec and return a compact, JSON-ready per-round record."""
     torch.set_num_threads(1)
     started = time.perf_counter()
-    cfg = SimConfig(**spec.config)
+    cfg = SimConfig.of(**spec.config)
     sim = MeteredSimulator(cfg) if spec.meter else Simulator(cfg)
     speeds = [n.speed for n in sim.nodes]
     result = sim.run()
@@ -100,7 +124,7 @@ def simulate(spec: RunSpec) -> dict[str, Any]:
         "bytes_sent": [r.bytes_sent for r in rounds], "dense_bytes": [r.dense_bytes for r in rounds],
         "num_updates": [r.num_updates for r in rounds], "num_accepted": [r.num_accepted for r in rounds],
         "dropped_stale": [r.dropped_stale for r in rounds], "max_epsilon": [r.max_epsilon for r in rounds],
-        "wall_time": [r.wall_time for r in rounds],
+        "wall_time": [r.wall_time for r in rounds], "skipped": [r.skipped for r in rounds],
         # a synchronous round lasts as long as its slowest participant takes (simulated seconds)
         "straggler_time": [max(speeds[i] for i in r.nodes) for r in rounds],
         "speeds": speeds,
@@ -113,26 +137,12 @@ def simulate(spec: RunSpec) -> dict[str, Any]:
     return record
 
 
-class _MeteredCompressor:
-    """A node's compressor that adds the CPU time of each compression to the simulator's meter."""
-
-    def __init__(self, inner: Any, meter: MeteredSimulator) -> None:
-        self.inner = inner
-        self.meter = meter
-
-    def compress(self, delta: np.ndarray) -> Any:
-        t0 = time.process_time()
-        out = self.inner.compress(delta)
-        self.meter.cpu_compress += time.process_time() - t0
-        return out
-
-
 class MeteredSimulator(Simulator):
     """The simulator, plus the CPU seconds (``time.process_time``) of every node's local work.
 
-    Local work is what a device does itself: training from the global model, clipping and noise
-    (both inside ``_train``), and top-k compression with error feedback (wrapped compressors).
-    Evaluation and aggregation are not billed to the devices. ``cpu_rounds`` holds one
+    Local work is what a device does itself: its release (training from the global model,
+    clipping and noise) and sending it (top-k compression with error feedback within the norm
+    bound). Evaluation and aggregation are not billed to the devices. ``cpu_rounds`` holds one
     (train, compress) pair of CPU seconds per aggregation, summed over that round's nodes.
     """
 
@@ -144,18 +154,21 @@ class MeteredSimulator(Simulator):
         # One untimed step first, so one-time costs (thread pools, allocator, first autograd
         # pass) are not billed to whichever node trains first. The shared model is reloaded
         # from the global vector before every job, so this leaves no trace in the run.
-        first = self.nodes[0]
-        local_train(self.model, first.x[:cfg.batch_size or len(first.x)], first.y[:cfg.batch_size or len(first.y)],
-                    start=self.global_flat, lr=cfg.lr, optimizer=cfg.optimizer)
-        for node in self.nodes:
-            if node.compressor is not None:
-                node.compressor = _MeteredCompressor(node.compressor, self)  # type: ignore[assignment]
+        first, s = self.nodes[0].client, cfg.fl
+        rows = s.batch_size or len(first.x)
+        local_train(self.model, first.x[:rows], first.y[:rows], start=self.global_flat, lr=s.lr, optimizer=s.optimizer)
 
     def _train(self, node: Any) -> Any:
         t0 = time.process_time()
         job = super()._train(node)
         self.cpu_train += time.process_time() - t0
         return job
+
+    def _send(self, jobs: list) -> list:
+        t0 = time.process_time()
+        sent = super()._send(jobs)
+        self.cpu_compress += time.process_time() - t0
+        return sent
 
     def _aggregate(self, jobs: list, *args: Any) -> RoundStats:
         stats = super()._aggregate(jobs, *args)

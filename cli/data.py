@@ -42,25 +42,22 @@ class TestnetData:
 def make_testnet_data(dataset: str, n: int, app_state: dict) -> TestnetData:
     """Cut ``dataset`` into a public evaluation set and ``n`` node shards (the genesis FL settings
     give the partition scheme, its alpha, the seed and the evaluation set's size)."""
+    import dataclasses
+
     from gossip.crypto import sha256
     from learning.datasets import evalset
-    from learning.partition import make_partition
-    from node.fl.data import load_pool
+    from learning.federation import split
     from node.fl.settings import FLSettings
 
     if dataset not in DATASETS:
         raise CliError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     settings = FLSettings.from_app_state({**app_state, "dataset": dataset})
-    try:
-        pool, _test = load_pool(settings)
+    try:  # the simulator's split; whole shards (each node keeps its validation split itself)
+        fed = split(dataclasses.replace(settings, val_fraction=0.0), n)
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    order = np.random.default_rng(settings.seed).permutation(len(pool))
-    n_eval = min(settings.eval_samples, len(pool) // 5)
-    eval_set = pool.subset(np.sort(order[:n_eval]), "public-eval")
-    rest = pool.subset(np.sort(order[n_eval:]), pool.name)
-    part = make_partition(settings.partition, rest.y, n, seed=settings.seed, alpha=settings.alpha, val_fraction=0.0)
-    shards = [rest.subset(idx, f"node{i}") for i, idx in enumerate(part.train)]
+    pool, eval_set = fed.pool, fed.public_eval
+    shards = [fed.shard(i) for i in range(n)]
     blob = evalset.encode(eval_set)
     task = {"model": PRESET_MODELS[dataset], "input_shape": list(pool.input_shape), "num_classes": pool.num_classes,
             "eval_set_sha256": sha256(blob).hex(), "eval_set_samples": len(eval_set),

@@ -107,8 +107,8 @@ def test_panel_follows_the_lead_rule_and_records_every_rule() -> None:
 
 def test_simulator_runs_the_given_aggregator() -> None:
     panel = Panel(("median",))
-    cfg = SimConfig(dataset="digits", model="logreg", num_nodes=8, rounds=2, rule="krum", attack="sign_flip",
-                    byzantine_fraction=0.25)
+    cfg = SimConfig.of(dataset="digits", model="logreg", num_nodes=8, rounds=2, rule="krum", attack="sign_flip",
+                       byzantine_fraction=0.25)
     result = Simulator(cfg, aggregator=panel).run()
     assert len(panel.report()) == 2
     assert [r.num_accepted for r in result.rounds] == [1, 1]

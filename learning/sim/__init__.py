@@ -1,14 +1,15 @@
 """Federated-learning simulator: many virtual nodes in one process (see :mod:`learning.sim.engine`).
 
-Typical use::
+Every node runs the product's client pipeline (:mod:`learning.client`) and every aggregation the
+product's round (:mod:`learning.round`), with the chain's FL settings. Typical use::
 
     from learning.sim import SimConfig, run_simulation
-    result = run_simulation(SimConfig(dataset="digits", num_nodes=50, rule="multikrum",
-                                      attack="sign_flip", byzantine_fraction=0.2))
+    result = run_simulation(SimConfig.of(dataset="digits", rule="multikrum", num_nodes=50,
+                                         attack="sign_flip", byzantine_fraction=0.2))
     print(result.summary())
 """
 
-from learning.sim.config import DATASETS, MODES, RoundStats, SimConfig, SimResult
+from learning.sim.config import MODES, RoundStats, SimConfig, SimResult
 from learning.sim.engine import Simulator
 
 
@@ -17,4 +18,4 @@ def run_simulation(cfg: SimConfig) -> SimResult:
     return Simulator(cfg).run()
 
 
-__all__ = ["DATASETS", "MODES", "RoundStats", "SimConfig", "SimResult", "Simulator", "run_simulation"]
+__all__ = ["MODES", "RoundStats", "SimConfig", "SimResult", "Simulator", "run_simulation"]

@@ -1,118 +1,87 @@
 """Simulator settings and results.
 
-One :class:`SimConfig` describes a whole experiment (data, partition, model, local training,
-aggregation rule, attack, compression, privacy, sync or async timing, seed); the simulator is a
-pure function of it, so a JSON dump of the config reproduces a run.
+A :class:`SimConfig` is the chain's FL settings (:class:`learning.settings.FLSettings`, with the
+product's defaults) plus what only a simulation has: how many nodes, how many rounds, how fast
+each is, who attacks and how. The simulator is a pure function of it, so a JSON dump of the
+config reproduces a run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from learning.compression import DTYPES
-from learning.models import MODEL_NAMES
-from learning.partition import SCHEMES
-from learning.train import LR_SCHEDULES, OPTIMIZERS
+from learning.settings import FLSettings
 
-DATASETS = ("digits", "fashion_mnist", "synthetic", "cifar10")
 MODES = ("sync", "async")
+INITIAL_STAKE = 100
+"""Stake of every node at the start (``consensus.genesis.make_genesis``'s default for testnets)."""
 
 
 @dataclass
 class SimConfig:
-    """Everything that defines one simulated federation (defaults: 20 nodes, digits, FedAvg)."""
+    """A simulated federation: the FL settings every node runs, and the simulation's own knobs."""
 
-    # data and partition
-    dataset: str = "digits"
-    data_dir: str | None = None               # folder for fashion_mnist / cifar10
-    synthetic_alpha: float = 1.0
-    synthetic_beta: float = 1.0
-    partition: str = "iid"                    # "natural" is the default sensible choice for synthetic
-    dirichlet_alpha: float = 0.5              # also the quantity-skew concentration
-    shards_per_client: int = 2
-    min_samples: int = 2
-    val_fraction: float = 0.1
-    # model and local training
-    model: str = "logreg"
+    fl: FLSettings = field(default_factory=FLSettings)
     num_nodes: int = 20
     rounds: int = 20
     clients_per_round: int | None = None      # sync: nodes per round; async: updates per aggregation
-    local_epochs: int = 1
-    batch_size: int | None = 32               # None = full batch
-    lr: float = 0.1
-    lr_schedule: str = "constant"             # or "inv_sqrt": lr / sqrt(round + lr_beta)
-    lr_beta: float = 1.0
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    prox_mu: float = 0.0
-    server_lr: float = 1.0                    # global model += server_lr * aggregate
-    # aggregation
-    rule: str = "fedavg"
-    rule_params: dict[str, Any] = field(default_factory=dict)
-    assumed_byzantine: int | None = None      # f given to the rule; None = ceil(fraction * updates)
-    trust_decay: float = 0.8                  # trust <- decay * trust + (1 - decay) * accepted
+    participants: list[list[int]] | None = None   # sync: the nodes of each round, replaying a chain's blocks
+    mode: str = "sync"
+    speed_sigma: float = 0.5                  # lognormal spread of node speeds (async)
+    # data heterogeneity the FL settings leave to the data set
+    synthetic_alpha: float = 1.0              # FedProx Synthetic(alpha, beta)
+    synthetic_beta: float = 1.0
+    shards_per_client: int = 2
+    min_samples: int = 2
     # attack
     attack: str | None = None
     byzantine_fraction: float = 0.0
     attack_params: dict[str, Any] = field(default_factory=dict)
-    claimed_samples: float | None = None      # weight lie: the sample count Byzantine nodes report
-    # compression (None = dense float32)
-    topk_fraction: float | None = None
-    compress_dtype: str = "float16"
-    error_feedback: bool = True
-    # differential privacy (None = off)
-    clip_norm: float | None = None
-    noise_multiplier: float = 0.0
-    epsilon_budget: float | None = None       # None = track epsilon without a cap
-    dp_delta: float = 1e-5
-    # timing
-    mode: str = "sync"
-    staleness_a: float = 0.5                  # FedAsync polynomial: weight (1 + staleness)^-a
-    max_staleness: int = 4                    # older updates are dropped
-    speed_sigma: float = 0.5                  # lognormal spread of node speeds (async)
-    # evaluation
-    seed: int = 0
+    claimed_samples: float | None = None      # weight lie: what Byzantine nodes claim, past any declared cap
+    # chain state, noise and evaluation
+    initial_stake: int = INITIAL_STAKE        # trust = stake share; rounds reward and penalize as a chain does
+    noise_seed: int | None = None             # DP noise stream (None: fl.seed); vary it alone to see what noise moves
     eval_every: int = 1
-    server_val_size: int = 500                # validation samples the rule's evaluate() uses
+
+    @classmethod
+    def of(cls, **fields: Any) -> SimConfig:
+        """A config from one flat mapping: :class:`FLSettings` fields go to ``fl`` (the rest of the
+        FL settings keep the product's defaults), every other key is a simulation knob."""
+        fl_names = {f.name for f in dataclasses.fields(FLSettings)}
+        fl = FLSettings(**{k: v for k, v in fields.items() if k in fl_names})
+        return cls(fl=fl, **{k: v for k, v in fields.items() if k not in fl_names})
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent setting."""
+        self.fl.validate()
         checks: list[tuple[bool, str]] = [
-            (self.dataset in DATASETS, f"dataset must be one of {DATASETS}"),
-            (self.partition in SCHEMES, f"partition must be one of {SCHEMES}"),
-            (self.partition != "natural" or self.dataset == "synthetic", "only synthetic data has a natural partition"),
-            (self.model in MODEL_NAMES, f"model must be one of {MODEL_NAMES}"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}"),
             (self.mode in MODES, f"mode must be one of {MODES}"),
-            (self.compress_dtype in DTYPES, f"compress_dtype must be one of {DTYPES}"),
             (self.num_nodes >= 1 and self.rounds >= 1, "num_nodes and rounds must be >= 1"),
+            (self.fl.clients in (0, self.num_nodes), "fl.clients must be 0 or num_nodes (one shard per node)"),
             (self.clients_per_round is None or 1 <= self.clients_per_round <= self.num_nodes,
              "clients_per_round must be in [1, num_nodes]"),
-            (self.local_epochs >= 1 and self.eval_every >= 1, "local_epochs and eval_every must be >= 1"),
-            (self.lr > 0 and self.server_lr > 0, "lr and server_lr must be > 0"),
+            (self.eval_every >= 1, "eval_every must be >= 1"),
+            (self.participants is None or (self.mode == "sync" and len(self.participants) == self.rounds and all(
+                p and all(0 <= i < self.num_nodes for i in p) for p in self.participants)),
+             "participants must name, for each of the rounds of a sync run, nodes in [0, num_nodes)"),
             (0.0 <= self.byzantine_fraction < 1.0, "byzantine_fraction must be in [0, 1)"),
             (self.attack is not None or self.byzantine_fraction == 0, "byzantine_fraction needs an attack"),
             (self.claimed_samples is None or (math.isfinite(self.claimed_samples) and self.claimed_samples > 0),
              "claimed_samples must be a positive finite number"),
             (self.attack is not None or self.claimed_samples is None, "claimed_samples needs an attack"),
-            (self.topk_fraction is None or 0 < self.topk_fraction <= 1, "topk_fraction must be in (0, 1]"),
-            (self.clip_norm is None or self.clip_norm > 0, "clip_norm must be > 0"),
-            (self.noise_multiplier >= 0, "noise_multiplier must be >= 0"),
-            (self.epsilon_budget is None or self.epsilon_budget > 0, "epsilon_budget must be > 0"),
-            (self.clip_norm is not None or self.noise_multiplier == 0, "noise needs a clip_norm"),
-            (self.max_staleness >= 0 and self.staleness_a >= 0, "max_staleness and staleness_a must be >= 0"),
-            (0.0 <= self.trust_decay < 1.0, "trust_decay must be in [0, 1)"),
-            (self.server_val_size >= 1, "server_val_size must be >= 1"),
+            (self.initial_stake >= 1, "initial_stake must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"invalid simulation config: {message}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Flat and JSON-ready: what :meth:`of` reads back."""
+        out = asdict(self)
+        return {**out.pop("fl"), **out}
 
 
 @dataclass
@@ -137,6 +106,7 @@ class RoundStats:
     dropped_stale: int
     max_epsilon: float           # largest epsilon spent by any node so far (0 without DP)
     wall_time: float             # seconds of real time this round took
+    skipped: str = ""            # why the round was skipped (model unchanged), '' if it was not
     nodes: list[int] = field(default_factory=list)        # sender of each update, in order
     byzantine: list[bool] = field(default_factory=list)   # ground truth per update
     scores: list[float] = field(default_factory=list)     # the rule's suspicion per update (for ROC)

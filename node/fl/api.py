@@ -31,7 +31,7 @@ async def get_model(ctx: Any, request: web.Request) -> dict:
     return {**metrics, "hash": app.model_hash.hex(), "height": app.model_height, "params": app.dim,
             "model": fl.task.model if fl.task else fl.settings.model,
             "dataset": "local files" if fl.task else fl.settings.dataset,
-            "privacy": guarantee(fl.settings.noise_multiplier, fl.settings.epsilon_budget, fl.settings.delta), "rule": fl.settings.rule,
+            "privacy": guarantee(fl.settings.noise_multiplier, fl.settings.epsilon_budget, fl.settings.dp_delta), "rule": fl.settings.rule,
             "blob": f"/fl/model/{app.model_hash.hex()}"}
 
 

@@ -18,9 +18,9 @@ import json
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,14 +29,14 @@ from consensus.app import BlockContext, BlockOutcome, PayloadVerdict
 from consensus.types import SignedHeader
 from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import sha256
-from learning.bounds import update_norm_bound
+from learning.client import norm_bound
 from learning.models import build_model, get_flat, set_flat
 from learning.train import evaluate, prepare_optimizers
 from node.fl.blobs import BlobError, BlobStore, model_bytes, parse_model
 from node.fl.data import NodeData
 from node.fl.intake import UpdateIntake
 from node.fl.pool import UpdatePool
-from node.fl.round import NOT_AGREED, Equivocation, Payload, RoundResult, run_round
+from node.fl.round import NOT_AGREED, Equivocation, Payload, RoundResult, block_round
 from node.fl.settings import FLSettings
 from node.fl.task import Task
 from node.fl.update import ModelUpdate
@@ -80,6 +80,8 @@ class FLApp(UpdateIntake, PayloadChecks):
         self.model_retention = model_retention  # heights of past global models kept
         self.update_retention = update_retention  # heights of updates kept; 0 = all (new nodes verify history)
         self.pool = UpdatePool()
+        self.early: dict[tuple[str, int], ModelUpdate] = {}  # updates on the next model, kept until it is final here
+        self.early_bytes = 0
         self.window = Window()
         self.metrics: Counter[str] = Counter()
         self.state_view: Callable[[], Any] | None = None  # set by the node: the chain's final state
@@ -87,7 +89,7 @@ class FLApp(UpdateIntake, PayloadChecks):
         self.model_hash = b""
         self.model_height = 0
         self.model_missing = False  # the chain moved to a model whose weights this node has yet to fetch
-        self.norm_bound = update_norm_bound(settings.clip, settings.noise_multiplier, self.dim, settings.encoding)
+        self.norm_bound = norm_bound(settings, self.dim)
         self.model_since_s: dict[int, float] = {}
         self.listeners: list[Callable[[], None]] = []
         self._results: dict[int, OrderedDict[bytes, RoundResult]] = {}
@@ -111,16 +113,19 @@ class FLApp(UpdateIntake, PayloadChecks):
         ds = getattr(self.data, which)
         return evaluate(net, ds.x, ds.y)
 
-    def round_evaluator(self) -> Callable[[np.ndarray], float]:
-        """The rules' ``evaluate``: public-set accuracy of the current model moved by a candidate."""
-        model, lr = self.model, np.float32(self.settings.server_lr)
-        return lambda delta: self.accuracy(model + lr * delta, "public_eval")[0]
+    def model_evaluator(self) -> Callable[[np.ndarray], float]:
+        """The round's ``evaluate``: accuracy of a candidate global model on the public set."""
+        return lambda vector: self.accuracy(vector, "public_eval")[0]
 
     async def run_round_async(self, updates: list[ModelUpdate], height: int, trust: dict[str, float],
                               evaluate: Callable[[np.ndarray], float]) -> RoundResult:
-        """The round on the current model, in a worker thread (the model is taken before it starts)."""
+        """The round on the current model, in a worker thread (the model is taken before it starts);
+        a model it produces is on disk before this returns, so it can be named by a final block."""
         args = (self.settings, self.model, self.model_height, self.model_hash, updates, trust, height, evaluate)
-        return await asyncio.to_thread(run_round, *args)
+        result = await asyncio.to_thread(block_round, *args)
+        if result.payload.new_hash != result.payload.base_hash:
+            await self.blobs.put_durable("model", model_bytes(result.model), height)
+        return result
 
     async def _ensure_model(self) -> None:
         """Fetch the current model's weights if this node only knows their hash; LookupError if no
@@ -182,7 +187,7 @@ class FLApp(UpdateIntake, PayloadChecks):
         updates = self.pool.select(self.window.recent, st.is_member, self.window.punished.__contains__,
                                    self.model_height, s.max_updates, s.selection, st.trust, ctx.height,
                                    self.model_since_s)
-        recorder = EvalLog(self.round_evaluator())
+        recorder = EvalLog(self.model_evaluator())
         result = await self.run_round_async(updates, ctx.height, self.trust_of(st, updates), recorder)
         return RoundResult(replace(result.payload, evals=tuple(recorder.values), equivocations=evidence,
                                    faults=faults), result.model)
@@ -222,6 +227,8 @@ class FLApp(UpdateIntake, PayloadChecks):
         result = self._results.get(h, {}).get(sha256(payload)) or self._recompute(ctx, payload)
         p = result.payload if result is not None else self._decode_final(payload)
         if result is not None:
+            # queued (a model this node computed while verifying is on disk already); also keeps an
+            # unchanged model from being pruned while it is current
             self.blobs.put("model", model_bytes(result.model), h)
             self.model, self.model_missing = result.model, False
         elif p.new_hash != self.model_hash:
@@ -235,6 +242,8 @@ class FLApp(UpdateIntake, PayloadChecks):
         self.window.advance(h, p.new_hash, s.max_staleness, claims, punished)
         self.pool.settle(claims, punished)
         self.pool.prune(h - s.max_staleness)
+        if self.state_view is not None:
+            self.admit_early()
         self.model_since_s = {k: v for k, v in self.model_since_s.items() if k in self.window.recent}
         self.model_since_s[h] = time.monotonic()
         self._results = {k: v for k, v in self._results.items() if k > h}
@@ -299,9 +308,10 @@ class FLApp(UpdateIntake, PayloadChecks):
         updates = [self.local_update(c.update_id) for c in p.considered]
         if any(u is None for u in updates):
             return None
-        replay = EvalReplay(self.round_evaluator(), p.evals, len(self.data.public_eval))  # final: not checked
-        result = run_round(self.settings, self.model, self.model_height, self.model_hash, updates,
-                           self.trust_of(ctx.state, updates), ctx.height, replay)
+        self.metrics["rounds_rerun_at_finalize"] += 1
+        replay = EvalReplay(self.model_evaluator(), p.evals, len(self.data.public_eval))  # final: not checked
+        result = block_round(self.settings, self.model, self.model_height, self.model_hash, updates,
+                             self.trust_of(ctx.state, updates), ctx.height, replay)
         return RoundResult(p, result.model) if result.payload.new_hash == p.new_hash else None
 
     def _decode_final(self, payload: bytes) -> Payload:

@@ -1,20 +1,34 @@
 """Content-addressed blobs (global models, updates) in their own SQLite file.
 
 A blob's key is the SHA-256 of its bytes, so a write is idempotent and a blob can be fetched from
-any peer and checked on arrival. Blobs are written *before* the block that names them commits; a
-crash between the two leaves an unreferenced blob, never a block whose model is missing. Old
-blobs are pruned by height with a retention setting.
+any peer and checked on arrival. Old blobs are pruned by height with a retention setting.
+
+Writes never run on the event loop: a commit waits for the disk (an fsync), tens of milliseconds
+on a busy device, and a daemon writes every update it admits. They go, in order, to one writer
+thread with its own connection; until a write has committed its blob is served from memory, so a
+reader never misses a blob that was put. :meth:`BlobStore.put_durable` waits for the commit
+(without blocking the loop), for what must be on disk before a block naming it commits: a
+crash can leave an unreferenced blob, never a final block whose model is missing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from gossip.codec import DecodeError, decode_array, encode_array, pack, unpack
 from gossip.crypto import sha256
+
+log = logging.getLogger("fedchain.fl")
+
+MAX_PENDING_BYTES = 64 << 20
+"""Bytes of blobs waiting for the writer; a put beyond this waits for the writer to catch up."""
 
 
 class BlobError(Exception):
@@ -40,28 +54,80 @@ def parse_model(data: bytes, max_size: int) -> np.ndarray:
     return vec
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS blobs (hash BLOB PRIMARY KEY, kind TEXT NOT NULL, "
+                   "height INTEGER NOT NULL, data BLOB NOT NULL)")
+        db.execute("CREATE INDEX IF NOT EXISTS blobs_height ON blobs(kind, height)")
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise BlobError(f"{path} is not a usable blob store ({exc}); move it away to refetch from peers") from exc
+
+
 class BlobStore:
     def __init__(self, path: Path) -> None:
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS blobs (hash BLOB PRIMARY KEY, kind TEXT NOT NULL, "
-                             "height INTEGER NOT NULL, data BLOB NOT NULL)")
-            self._db.execute("CREATE INDEX IF NOT EXISTS blobs_height ON blobs(kind, height)")
-        except sqlite3.DatabaseError as exc:
-            raise BlobError(f"{path} is not a usable blob store ({exc}); move it away to refetch from peers") from exc
+        self._db = _connect(path)           # the writer's connection, used on the writer thread only
+        self._reader = _connect(path)       # reads, on the caller's thread (the loop)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fl-blobs")
+        self._lock = threading.Lock()
+        self._pending: dict[bytes, bytes] = {}   # hash -> bytes put but not yet committed
+        self._pending_bytes = 0
+        self._last: Future | None = None
 
+    # ----- writes (on the writer thread, in call order) -----------------------------------------
     def put(self, kind: str, data: bytes, height: int) -> bytes:
-        """Store ``data`` under its hash; storing it again at a later height keeps it that much
-        longer (an unchanged global model must not be pruned while it is still current)."""
+        """Store ``data`` under its hash (queued; readers see it at once). Storing it again at a
+        later height keeps it that much longer: an unchanged global model must not be pruned
+        while it is still current."""
         key = sha256(data)
-        self._db.execute("INSERT INTO blobs(hash, kind, height, data) VALUES (?, ?, ?, ?) "
-                         "ON CONFLICT(hash) DO UPDATE SET height = MAX(height, excluded.height)",
-                         (key, kind, height, data))
+        if self._pending_bytes > MAX_PENDING_BYTES and self._last is not None:
+            self._last.result()  # the disk cannot keep up: wait rather than hold unbounded memory
+        with self._lock:
+            if key not in self._pending:
+                self._pending[key] = data
+                self._pending_bytes += len(data)
+        self._last = self._writer.submit(self._write, key, kind, data, height)
         return key
 
+    async def put_durable(self, kind: str, data: bytes, height: int) -> bytes:
+        """:meth:`put`, returning once the write has committed (the loop keeps running)."""
+        key = self.put(kind, data, height)
+        await asyncio.wrap_future(self._last)
+        return key
+
+    def prune(self, kind: str, below_height: int) -> None:
+        """Delete ``kind`` blobs stored below ``below_height`` (queued after earlier writes)."""
+        self._last = self._writer.submit(self._prune, kind, below_height)
+
+    def flush(self) -> None:
+        """Wait until every queued write has committed (raises what a write raised)."""
+        self._writer.submit(lambda: None).result()
+
+    def _write(self, key: bytes, kind: str, data: bytes, height: int) -> None:
+        try:
+            self._db.execute("INSERT INTO blobs(hash, kind, height, data) VALUES (?, ?, ?, ?) "
+                             "ON CONFLICT(hash) DO UPDATE SET height = MAX(height, excluded.height)",
+                             (key, kind, height, data))
+        except sqlite3.Error:
+            log.exception("writing %s blob %s failed", kind, key.hex()[:12])
+            raise
+        finally:
+            with self._lock:
+                if self._pending.pop(key, None) is not None:
+                    self._pending_bytes -= len(data)
+
+    def _prune(self, kind: str, below_height: int) -> None:
+        self._db.execute("DELETE FROM blobs WHERE kind = ? AND height < ?", (kind, below_height))
+
+    # ----- reads ------------------------------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
-        row = self._db.execute("SELECT data FROM blobs WHERE hash = ?", (key,)).fetchone()
+        with self._lock:
+            pending = self._pending.get(key)
+        if pending is not None:
+            return pending
+        row = self._reader.execute("SELECT data FROM blobs WHERE hash = ?", (key,)).fetchone()
         if row is None:
             return None
         if sha256(row[0]) != key:
@@ -69,14 +135,17 @@ class BlobStore:
         return row[0]
 
     def has(self, key: bytes) -> bool:
-        return self._db.execute("SELECT 1 FROM blobs WHERE hash = ?", (key,)).fetchone() is not None
-
-    def prune(self, kind: str, below_height: int) -> int:
-        cur = self._db.execute("DELETE FROM blobs WHERE kind = ? AND height < ?", (kind, below_height))
-        return cur.rowcount
+        with self._lock:
+            if key in self._pending:
+                return True
+        return self._reader.execute("SELECT 1 FROM blobs WHERE hash = ?", (key,)).fetchone() is not None
 
     def count(self, kind: str) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM blobs WHERE kind = ?", (kind,)).fetchone()[0]
+        """Committed blobs of ``kind`` (after :meth:`flush`, every one put)."""
+        return self._reader.execute("SELECT COUNT(*) FROM blobs WHERE kind = ?", (kind,)).fetchone()[0]
 
     def close(self) -> None:
+        """Finish the queued writes, then close."""
+        self._writer.shutdown(wait=True)
         self._db.close()
+        self._reader.close()

@@ -20,7 +20,7 @@ import numpy as np
 from consensus.app import BlockContext
 from gossip.crypto import sha256
 from learning.attacks import DATA_ATTACKS, MODEL_ATTACKS, craft_updates, poison_data
-from learning.train import TrainResult
+from learning.client import Release
 from node.fl.app import FLApp
 from node.fl.round import Payload, RoundResult
 from node.fl.trainer import Trainer
@@ -43,26 +43,30 @@ class WrongModelApp(FLApp):
 
 
 class AttackingTrainer(Trainer):
-    """A trainer that sends ``attack`` updates instead of honest ones."""
+    """A trainer that sends ``attack`` updates instead of honest ones, through the same pipeline
+    (compression, norm bound, sample cap) as every honest node."""
 
     def __init__(self, *args: Any, attack: str, **kwargs: Any) -> None:
         if attack not in ATTACKS:
             raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
         super().__init__(*args, **kwargs)
         self.attack = attack
+        self._attack_rng = np.random.default_rng()  # used on the worker thread only
         log.warning("ATTACK ENABLED: this node sends %s updates on purpose (evaluation only)", attack)
         if attack in DATA_ATTACKS:
-            d = self.app.data.train
-            self.x, self.y = poison_data(attack, self.x, self.y, np.random.default_rng(0), d.num_classes,
-                                         d.image_shape)
+            d, c = self.app.data.train, self.client
+            c.x, c.y = poison_data(attack, c.x, c.y, np.random.default_rng(0), d.num_classes, d.image_shape)
 
-    def _release(self, result: TrainResult, base_hash: bytes) -> np.ndarray:
-        noised = super()._release(result, base_hash)
+    def _observed(self, base_hash: bytes) -> list[np.ndarray]:
         if self.attack not in MODEL_ATTACKS:
-            return noised
-        observed = [u.dense() for u in self.app.pool.on_base(base_hash) if u.sender != self.keypair.node_id]
-        seen = np.stack(observed) if observed else noised[None]
-        return craft_updates(self.attack, noised[None], seen, self._rng)[0]
+            return []
+        return [u.dense() for u in self.app.pool.on_base(base_hash) if u.sender != self.keypair.node_id]
+
+    def _craft(self, release: Release, observed: list[np.ndarray]) -> np.ndarray:
+        if self.attack not in MODEL_ATTACKS:
+            return release.vector
+        seen = np.stack(observed) if observed else release.vector[None]
+        return craft_updates(self.attack, release.vector[None], seen, self._attack_rng)[0]
 
 
 def fl_app_class(fault: Any) -> type[FLApp]:

@@ -25,6 +25,9 @@ from node.fl.update import ModelUpdate
 
 log = logging.getLogger("fedchain.fl")
 
+EARLY_BYTES = 8 << 20
+"""Bytes of updates kept for a model this node has yet to finalize (one per sender)."""
+
 
 class UpdateIntake:
     """Mixin of :class:`node.fl.app.FLApp`: the update side of the application."""
@@ -42,8 +45,9 @@ class UpdateIntake:
         cap = self.settings.max_samples
         return min(declared, cap) if declared else cap
 
-    def check_update(self, u: ModelUpdate, state: Any) -> str | None:
-        """Why ``u`` may not be aggregated now (None if it may): the admission rules."""
+    def check_update(self, u: ModelUpdate, state: Any, *, base: bool = True) -> str | None:
+        """Why ``u`` may not be aggregated now (None if it may): the admission rules (``base=False``
+        leaves out the base model, for an update on a model this node has yet to finalize)."""
         if u.chain_id != self.chain_id:
             return "wrong_chain"
         if u.sparse.dim != self.dim:
@@ -51,7 +55,8 @@ class UpdateIntake:
         bound = self.sample_bound(state, u.sender)
         if bound is None:
             return "unregistered"
-        problem = self.window.base_problem(u.base_height, u.base_hash, self.model_height, self.settings.max_staleness)
+        problem = base and self.window.base_problem(u.base_height, u.base_hash, self.model_height,
+                                                     self.settings.max_staleness)
         if problem:
             return problem
         if u.num_samples > bound:
@@ -61,6 +66,26 @@ class UpdateIntake:
         if not u.verify_signature():
             return "bad_signature"
         return None
+
+    def _keep_early(self, update: ModelUpdate) -> None:
+        """Keep an update on the next model (this node is one block behind) that passes every other
+        check: one per sender, within :data:`EARLY_BYTES`; :meth:`admit_early` takes it in once
+        that block is final here, so a proposal listing it needs no fetch from a peer."""
+        size = len(update.encode())
+        if (update.base_height != self.model_height + 1 or update.base_key in self.early
+                or self.early_bytes + size > EARLY_BYTES or self.check_update(update, self.state_view(), base=False)):
+            return
+        self.early[update.base_key] = update
+        self.early_bytes += size
+
+    def admit_early(self) -> None:
+        """After a final block: admit the kept updates whose base this node now knows."""
+        ready = [u for u in self.early.values() if u.base_height <= self.model_height]
+        for u in ready:
+            del self.early[u.base_key]
+            self.early_bytes -= len(u.encode())
+            if self.check_update(u, self.state_view()) is None and self.admit(u) is None:
+                self.metrics["updates_kept_until_base_final"] += 1
 
     def admit(self, update: ModelUpdate) -> str | None:
         """Take a checked update into the pool (or, if it equivocates, keep it as evidence) and the
@@ -129,6 +154,7 @@ class UpdateIntake:
             return Verdict.IGNORE  # a repeat (e.g. a re-announcement): no need to check it again
         reason = self.check_update(update, self.state_view())
         if reason == "unknown_base" and update.base_height > self.model_height:
+            self._keep_early(update)
             return Verdict.IGNORE  # we are behind; not the sender's fault
         if reason:
             self.metrics[f"update_rejected:{reason}"] += 1

@@ -12,8 +12,8 @@ speed, trust, data size and staleness).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

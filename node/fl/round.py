@@ -1,10 +1,11 @@
-"""One aggregation round: the step a proposer runs and every verifying delegate re-runs.
+"""One aggregation round as a block carries it: the step a proposer runs and every verifying
+delegate re-runs.
 
-Given the current global model, the updates a block lists (in the listed order) and the senders'
-trust, it weights each update by samples x staleness (FedAsync polynomial), runs the genesis
-rule, and adds the aggregate to the model. A round that cannot produce a finite model (the rule
-raises, or the step overflows) is *skipped*: the model stays, every update is listed with the
-reason, nobody is rewarded or penalized. Same inputs in the same order give the same decisions
+The round itself is :func:`learning.round.run_round`, the function the simulator runs too:
+weights = samples x staleness discount, the genesis rule, the aggregate added to the model, or a
+skipped round (model unchanged, every update listed with the reason, nobody rewarded or
+penalized). This module turns it into the block payload: every update considered, the rule's
+evaluations, equivocation evidence, faults. Same inputs in the same order give the same decisions
 (update, sender, weight, accepted, reason) and model hash on every CPU; suspicion scores are only
 reported and may differ in their last bits, so they are compared within :data:`SCORE_TOLERANCE`.
 """
@@ -12,13 +13,13 @@ reported and may differ in their last bits, so they are compared within :data:`S
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from gossip.codec import DecodeError, pack, unpack
-from learning.aggregation import aggregate, staleness_weight
+from learning.round import run_round
 from node.fl.blobs import model_hash
 from node.fl.settings import FLSettings
 from node.fl.update import ModelUpdate
@@ -103,7 +104,7 @@ class Payload:
                      [e.to_wire() for e in self.equivocations], [[h, p] for h, p in self.faults], self.skipped])
 
     @classmethod
-    def decode(cls, data: bytes, max_size: int) -> "Payload":
+    def decode(cls, data: bytes, max_size: int) -> Payload:
         obj = unpack(data, max_size)
         if not (isinstance(obj, list) and len(obj) == 9 and obj[0] == PAYLOAD_VERSION):
             raise DecodeError(f"not an {PAYLOAD_VERSION} payload")
@@ -149,40 +150,18 @@ class RoundResult:
     model: np.ndarray
 
 
-def skipped_round(settings: FLSettings, model: np.ndarray, base_hash: bytes, updates: list[ModelUpdate],
-                  weights: list[float], why: str) -> RoundResult:
-    """The model unchanged, every update listed as not accepted because the round was skipped."""
-    considered = tuple(Considered(u.id, u.sender, u.base_height, float(w), False, f"round skipped: {why}", math.nan)
-                       for u, w in zip(updates, weights))
-    return RoundResult(Payload(settings.rule, base_hash, base_hash, considered, skipped=why), model)
-
-
-def run_round(settings: FLSettings, model: np.ndarray, model_height: int, base_hash: bytes,
-              updates: list[ModelUpdate], trust: dict[str, float], seed: int,
-              evaluate: Callable[[np.ndarray], float] | None) -> RoundResult:
-    """Aggregate ``updates`` (in this order) onto ``model``; pure and deterministic."""
+def block_round(settings: FLSettings, model: np.ndarray, model_height: int, base_hash: bytes,
+                updates: list[ModelUpdate], trust: dict[str, float], seed: int,
+                evaluate: Callable[[np.ndarray], float] | None) -> RoundResult:
+    """:func:`learning.round.run_round` on ``updates`` (in this order), as a block's payload; pure
+    and deterministic. ``evaluate`` scores a candidate model; staleness is in heights."""
     if not updates:
         return RoundResult(Payload(settings.rule, base_hash, base_hash, ()), model)
-    stacked = np.stack([u.dense() for u in updates]).astype(np.float32, copy=False)
-    staleness = np.array([model_height - u.base_height for u in updates], dtype=np.float64)
-    weights = np.array([u.num_samples for u in updates], dtype=np.float64) * staleness_weight(
-        staleness, settings.staleness_a)
-    trusts = np.array([trust.get(u.sender, 0.0) for u in updates], dtype=np.float64)
-    effective = weights * trusts if settings.rule == "trust" else weights
-    if not (effective > 0).any():  # nobody carries weight (e.g. every sender has zero stake): no step
-        considered = tuple(Considered(u.id, u.sender, u.base_height, float(w), False, "zero weight", math.inf)
-                           for u, w in zip(updates, weights))
-        return RoundResult(Payload(settings.rule, base_hash, base_hash, considered), model)
-    try:
-        result = aggregate(settings.rule, stacked, weights, trust=trusts if settings.rule == "trust" else None,
-                           seed=seed, evaluate=evaluate, **settings.rule_params)
-    except ValueError as exc:  # the library's AggregationError (non-finite result) is a ValueError
-        return skipped_round(settings, model, base_hash, updates, weights.tolist(), f"aggregation failed: {exc}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        new_model = (model + np.float32(settings.server_lr) * result.vector).astype(np.float32)
-    if not np.isfinite(new_model).all():
-        return skipped_round(settings, model, base_hash, updates, weights.tolist(), "the new model is not finite")
-    considered = tuple(
-        Considered(u.id, u.sender, u.base_height, float(w), bool(a), str(r), float(s))
-        for u, w, a, r, s in zip(updates, weights, result.accepted, result.reasons, result.scores))
-    return RoundResult(Payload(settings.rule, base_hash, model_hash(new_model), considered), new_model)
+    outcome = run_round(settings, model, np.stack([u.dense() for u in updates]), [u.num_samples for u in updates],
+                        [model_height - u.base_height for u in updates], [trust.get(u.sender, 0.0) for u in updates],
+                        seed=seed, evaluate=evaluate)
+    considered = tuple(Considered(u.id, u.sender, u.base_height, float(w), bool(a), r, float(s))
+                       for u, w, a, r, s in zip(updates, outcome.weights.tolist(), outcome.accepted.tolist(),
+                                                outcome.reasons, outcome.scores.tolist()))
+    new_hash = base_hash if outcome.model is model else model_hash(outcome.model)
+    return RoundResult(Payload(settings.rule, base_hash, new_hash, considered, skipped=outcome.skipped), outcome.model)

@@ -41,7 +41,7 @@ class ModelUpdate:
     def signed_bytes(self) -> bytes:
         return signing_bytes("fedchain/update", self.chain_id, self._fields())
 
-    def signed(self, keypair: KeyPair) -> "ModelUpdate":
+    def signed(self, keypair: KeyPair) -> ModelUpdate:
         return replace(self, signature=keypair.sign(self.signed_bytes()))
 
     def verify_signature(self) -> bool:
@@ -59,14 +59,19 @@ class ModelUpdate:
     def to_wire(self) -> list:
         return [self.chain_id, *self._fields(), self.signature]
 
-    def encode(self) -> bytes:
+    @cached_property
+    def _encoded(self) -> bytes:
         return pack(self.to_wire())
+
+    def encode(self) -> bytes:
+        """The canonical bytes (computed once: an update is encoded to hash, store and send it)."""
+        return self._encoded
 
     def dense(self) -> np.ndarray:
         return densify(self.sparse)
 
     @classmethod
-    def from_wire(cls, obj: Any, max_dim: int) -> "ModelUpdate":
+    def from_wire(cls, obj: Any, max_dim: int) -> ModelUpdate:
         """Parse an untrusted update; shape, types and the sparse payload are fully checked."""
         if not (isinstance(obj, list) and len(obj) == 9):
             raise DecodeError("update must be a 9-element array")

@@ -21,8 +21,9 @@ proposer's value, so the rule's decisions are the proposer's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -120,7 +121,7 @@ class PayloadChecks:
         banned = await self._check_evidence(ctx, p)
         updates = await self._check_listed(ctx, p, banned)
         await self._check_faults(ctx, p)
-        replay = EvalReplay(self.round_evaluator(), p.evals, len(self.data.public_eval))
+        replay = EvalReplay(self.model_evaluator(), p.evals, len(self.data.public_eval))
         result = await self.run_round_async(updates, ctx.height, self.trust_of(ctx.state, updates), replay)
         mine = result.payload
         replay.check()

@@ -57,7 +57,7 @@ class Window:
                      sorted([s, h] for s, h in self.punished)])
 
     @classmethod
-    def decode(cls, data: bytes) -> "Window":
+    def decode(cls, data: bytes) -> Window:
         try:
             recent, claims, punished = unpack(data, 1 << 24)
             return cls({int(h): bytes(v) for h, v in recent},

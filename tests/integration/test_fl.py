@@ -138,7 +138,7 @@ def test_delegates_on_different_cpu_kinds_keep_deciding_rounds(make_testnet):
     from tests.integration.test_hostile import metric
 
     net = make_testnet(4, slot_ms=2000, app="fl",
-                       genesis={"app": FLSettings(encoding="float32", topk=1.0).to_app_state()})
+                       genesis={"app": FLSettings(encoding="float32", topk_fraction=1.0).to_app_state()})
     net.rewrite_genesis()
     for i, core in enumerate(("Haswell", "Prescott", "Sandybridge", "Nehalem")):
         env = {**os.environ, "OPENBLAS_CORETYPE": core, "ATEN_CPU_CAPABILITY": ("default", "avx2")[i % 2],

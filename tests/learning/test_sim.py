@@ -1,26 +1,48 @@
-"""The simulator end to end on digits and synthetic data (small, bounded runs)."""
+"""The simulator end to end on digits and synthetic data (small, bounded runs), and its config:
+the chain's FL settings plus simulation knobs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
+from learning.settings import FLSettings
 from learning.sim import SimConfig, Simulator, run_simulation
 
-BASE = {"dataset": "digits", "model": "logreg", "num_nodes": 20, "rounds": 20, "lr": 0.1, "local_epochs": 2,
-        "batch_size": 16}
+TASK = {"dataset": "digits", "partition": "iid", "model": "logreg", "num_nodes": 20, "rounds": 20, "lr": 0.1,
+        "local_epochs": 2, "batch_size": 16}
+# FedAvg as McMahan et al.: dense updates, no clip or noise, a constant step
+FEDAVG = {"rule": "fedavg", "topk_fraction": None, "clip_norm": None, "noise_multiplier": 0.0,
+          "lr_schedule": "constant"}
+BASE = {**TASK, **FEDAVG}
 # Sign flip scaled by 4: the reversed updates outweigh the honest ones, so plain FedAvg diverges.
 SIGN_FLIP = {"attack": "sign_flip", "byzantine_fraction": 0.2, "attack_params": {"scale": 4.0}}
+F4 = {"rule_params": {"f": 4}}  # the Byzantine count a chain's genesis would tell the rule
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def test_the_config_is_the_fl_settings_plus_simulation_knobs() -> None:
+    """Every FL setting, and its default, is FLSettings' (the genesis defaults); the simulation
+    adds only knobs FLSettings does not have."""
+    assert SimConfig().fl == FLSettings() and SimConfig.of() == SimConfig()
+    fl_names = {f.name for f in dataclasses.fields(FLSettings)}
+    sim_names = {f.name for f in dataclasses.fields(SimConfig)} - {"fl"}
+    assert not fl_names & sim_names
+    cfg = SimConfig.of(**{**TASK, "rule": "median", "noise_multiplier": 0.5, "seed": 3})
+    assert cfg.fl == dataclasses.replace(FLSettings(), dataset="digits", partition="iid", model="logreg", lr=0.1,
+                                         local_epochs=2, batch_size=16, rule="median", noise_multiplier=0.5, seed=3)
+    assert (cfg.num_nodes, cfg.rounds) == (20, 20)
+    assert SimConfig.of(**cfg.to_dict()) == cfg and set(cfg.to_dict()) == fl_names | sim_names
+
+
 @pytest.fixture(scope="module")
 def clean_fedavg() -> float:
-    return run_simulation(SimConfig(**BASE)).final_accuracy()
+    return run_simulation(SimConfig.of(**BASE)).final_accuracy()
 
 
 def test_clean_fedavg_learns(clean_fedavg: float) -> None:
@@ -29,12 +51,14 @@ def test_clean_fedavg_learns(clean_fedavg: float) -> None:
 
 @pytest.mark.parametrize("rule", ["multikrum", "clustering"])
 def test_robust_rule_survives_sign_flip_where_fedavg_collapses(clean_fedavg: float, rule: str) -> None:
-    attacked = run_simulation(SimConfig(**BASE, **SIGN_FLIP))
-    defended = run_simulation(SimConfig(**BASE, **SIGN_FLIP, rule=rule))
+    attacked = run_simulation(SimConfig.of(**BASE, **SIGN_FLIP))
+    defended = run_simulation(SimConfig.of(**{**BASE, **SIGN_FLIP, **F4, "rule": rule}))
     assert attacked.final_accuracy() < 0.5
     assert defended.final_accuracy() > clean_fedavg - 0.05
     total = defended.summary()
-    assert total["detection_recall"] > 0.9 and total["detection_precision"] > 0.9
+    # precision: each node's shard is the chain's (the public evaluation set is carved out first), 57
+    # digits, so honest updates scatter and a few are refused
+    assert total["detection_recall"] > 0.9 and total["detection_precision"] > 0.85
     assert len(defended.byzantine) == 4
     for r in defended.rounds:
         assert r.true_pos + r.false_neg == r.num_byzantine == 4
@@ -43,7 +67,7 @@ def test_robust_rule_survives_sign_flip_where_fedavg_collapses(clean_fedavg: flo
 
 
 def test_deterministic_and_json_ready() -> None:
-    cfg = SimConfig(**{**BASE, "rounds": 4}, clients_per_round=8, topk_fraction=0.1)
+    cfg = SimConfig.of(**{**TASK, "rounds": 4}, clients_per_round=8)  # the product pipeline, noise seeded
     a, b = run_simulation(cfg), run_simulation(cfg)
     assert [r.accuracy for r in a.rounds] == [r.accuracy for r in b.rounds]
     assert [r.bytes_sent for r in a.rounds] == [r.bytes_sent for r in b.rounds]
@@ -52,7 +76,7 @@ def test_deterministic_and_json_ready() -> None:
 
 
 def test_compression_counts_exact_bytes() -> None:
-    sim = Simulator(SimConfig(**{**BASE, "rounds": 3}, topk_fraction=0.01, compress_dtype="int8"))
+    sim = Simulator(SimConfig.of(**{**BASE, "rounds": 3, "topk_fraction": 0.01, "encoding": "int8"}))
     result = sim.run()
     k = max(1, round(0.01 * sim.dim))
     assert 256 <= sim.dim < 65536 and k < 64
@@ -61,21 +85,22 @@ def test_compression_counts_exact_bytes() -> None:
         assert r.bytes_sent == 20 * per_update
         assert r.dense_bytes == 20 * 4 * sim.dim
     assert result.summary()["compression_ratio"] > 30
-    assert all(np.abs(n.compressor.residual).max() > 0 for n in sim.nodes)
+    assert all(np.abs(n.client.compressor.residual).max() > 0 for n in sim.nodes)
 
 
 def test_privacy_budget_stops_nodes() -> None:
-    cfg = SimConfig(**{**BASE, "rounds": 50}, clip_norm=1.0, noise_multiplier=3.0, epsilon_budget=5.0)
+    cfg = SimConfig.of(**{**BASE, "rounds": 50, "clip_norm": 1.0, "noise_multiplier": 3.0, "epsilon_budget": 5.0})
     sim = Simulator(cfg)
     result = sim.run()
     assert len(result.rounds) < 50                         # every node ran out of budget
-    assert all(not n.accountant.can_release() for n in sim.nodes)
+    assert all(not n.client.can_release() for n in sim.nodes)
     assert 0 < result.rounds[-1].max_epsilon <= 5.0
 
 
 def test_async_mode_reports_staleness() -> None:
-    cfg = SimConfig(**{**BASE, "rounds": 30}, mode="async", clients_per_round=5, max_staleness=2,
-                    speed_sigma=1.0, rule="multikrum", **SIGN_FLIP)
+    cfg = SimConfig.of(**{**BASE, "rounds": 30, "rule": "multikrum", "rule_params": {"f": 1}}, mode="async",
+                       clients_per_round=5,
+                       max_staleness=2, speed_sigma=1.0, **SIGN_FLIP)
     result = run_simulation(cfg)
     assert len(result.rounds) == 30
     assert all(r.num_updates == 5 for r in result.rounds)
@@ -87,13 +112,13 @@ def test_async_mode_reports_staleness() -> None:
 
 
 def test_data_attack_and_partition_options() -> None:
-    cfg = SimConfig(**{**BASE, "rounds": 5}, partition="dirichlet", dirichlet_alpha=0.3,
-                    attack="label_flip", byzantine_fraction=0.3, attack_params={"fraction": 1.0})
+    cfg = SimConfig.of(**{**BASE, "rounds": 5, "partition": "dirichlet", "dirichlet_alpha": 0.3},
+                       attack="label_flip", byzantine_fraction=0.3, attack_params={"fraction": 1.0})
     sim = Simulator(cfg)
     flipped = [n for n in sim.nodes if n.byzantine]
     assert len(flipped) == 6
     idx = sim.fed.partition.train[flipped[0].node_id]
-    assert np.array_equal(flipped[0].y, 9 - sim.fed.train.y[idx])
+    assert np.array_equal(flipped[0].client.y, 9 - sim.fed.pool.y[idx])
     assert sim.run().rounds[-1].accuracy is not None
 
 
@@ -101,17 +126,18 @@ def test_a_sample_count_lie_gains_nothing_under_the_weight_cap() -> None:
     """IPM with jitter passes as honest; claiming 10^9 samples makes it decide FedAvg's aggregate
     unless the library caps the weights."""
     lie = {**BASE, "rounds": 10, "attack": "ipm", "byzantine_fraction": 0.2, "attack_params": {"jitter": 1.0}}
-    uncapped = run_simulation(SimConfig(**lie, claimed_samples=1e9, rule_params={"weight_cap": None}))
-    capped = run_simulation(SimConfig(**lie, claimed_samples=1e9))
-    truthful = run_simulation(SimConfig(**lie))
+    uncapped = run_simulation(SimConfig.of(**lie, claimed_samples=1e9, rule_params={"weight_cap": None}))
+    capped = run_simulation(SimConfig.of(**lie, claimed_samples=1e9))
+    truthful = run_simulation(SimConfig.of(**lie))
     assert uncapped.final_accuracy() < 0.5
     assert abs(capped.final_accuracy() - truthful.final_accuracy()) < 0.03
 
 
 def test_five_hundred_nodes() -> None:
-    cfg = SimConfig(dataset="synthetic", synthetic_alpha=0.0, synthetic_beta=0.0, partition="natural",
-                    model="logreg", num_nodes=500, rounds=3, lr=0.05, batch_size=32,
-                    topk_fraction=0.1, rule="multikrum", **SIGN_FLIP)
+    cfg = SimConfig.of(**{**FEDAVG, "topk_fraction": 0.1, "rule": "multikrum", "rule_params": {"f": 100}},
+                       dataset="synthetic",
+                       synthetic_alpha=0.0, synthetic_beta=0.0, partition="natural", model="logreg", num_nodes=500,
+                       rounds=3, lr=0.05, batch_size=32, **SIGN_FLIP)
     result = run_simulation(cfg)
     assert [r.num_updates for r in result.rounds] == [500, 500, 500]
     assert len(result.byzantine) == 100
@@ -123,12 +149,13 @@ def test_five_hundred_nodes() -> None:
     ({"partition": "natural"}, "natural partition"),
     ({"clients_per_round": 21}, "clients_per_round"),
     ({"byzantine_fraction": 0.2}, "needs an attack"),
-    ({"noise_multiplier": 1.0}, "clip_norm"),
-    ({"rule": "average"}, "aggregation rule"),
+    ({"noise_multiplier": 1.0}, "noise needs a clip_norm"),
+    ({"clients": 7}, "one shard per node"),
+    ({"rule": "average"}, "rule must be one of"),
     ({"attack": "teleport", "byzantine_fraction": 0.1}, "unknown attack"),
     ({"claimed_samples": 1e9}, "claimed_samples needs an attack"),
     ({"attack": "ipm", "byzantine_fraction": 0.1, "claimed_samples": 0.0}, "claimed_samples must be"),
 ])
 def test_config_errors(change: dict, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
-        Simulator(SimConfig(**{**BASE, **change}))
+        Simulator(SimConfig.of(**{**BASE, **change}))

@@ -64,7 +64,7 @@ def round_updates(app: FLApp, flipped: bool = True) -> list[ModelUpdate]:
     if flipped:
         deltas[3] = craft_updates("sign_flip", deltas[3:], deltas[:3], np.random.default_rng(0), scale=3.0)[0]
     return [make_update(KEYS[i], d, base_hash=app.model_hash, base_height=app.model_height, samples=50 + i,
-                        topk=SETTINGS.topk, dtype=SETTINGS.encoding) for i, d in enumerate(deltas)]
+                        topk=SETTINGS.topk_fraction, dtype=SETTINGS.encoding) for i, d in enumerate(deltas)]
 
 
 def admit_all(apps: list[FLApp], updates: list[ModelUpdate]) -> None:

@@ -72,7 +72,7 @@ async def test_missing_updates_are_fetched_from_the_proposer(new_app) -> None:
 async def test_a_round_that_cannot_produce_a_finite_model_is_skipped(new_app) -> None:
     """A genesis with a huge clip admits values near the float32 limit; a round whose model would
     overflow changes nothing, rewards and penalizes no update, and the chain goes on."""
-    loose = FLSettings(rule="fedavg", clip=1e38)
+    loose = FLSettings(rule="fedavg", clip_norm=1e38)
     proposer, verifier = new_app(0, settings=loose), new_app(1, settings=loose)
 
     async def round_of(height: int, updates: list) -> bytes:

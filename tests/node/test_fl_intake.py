@@ -19,8 +19,17 @@ from node.fl.round import Equivocation, Payload
 from node.fl.settings import FLSettings
 from node.fl.update import ModelUpdate
 from tests.consensus.helpers import IDS, KEYS, OUTSIDER, genesis, tx
-from tests.node.helpers import (SETTINGS, STATE, admit_all, advance_empty, ctx, make_update, round_updates, screen,
-                                signed_header)
+from tests.node.helpers import (
+    SETTINGS,
+    STATE,
+    admit_all,
+    advance_empty,
+    ctx,
+    make_update,
+    round_updates,
+    screen,
+    signed_header,
+)
 
 
 def _fresh(app: FLApp, key: KeyPair = KEYS[1], **kw: Any) -> ModelUpdate:
@@ -208,3 +217,38 @@ def test_open_membership_ends_with_the_bond_for_the_application_too(new_app) -> 
     state.end_block()
     assert app.check_update(update, state) == "unregistered"
 
+
+async def test_an_update_on_a_model_this_node_has_not_finalized_yet_is_kept_until_it_has(new_app) -> None:
+    """A node one block behind cannot check an update's base yet: it does not forward it (IGNORE),
+    but keeps it and admits it once the block is final here, instead of fetching it again from a
+    peer when a proposal lists it. Only what passes every other check is kept, one per sender."""
+    ahead, behind = new_app(0), new_app(1)
+    for app in (ahead, behind):
+        app.state_view = lambda: STATE
+    payload = await ahead.prepare_payload(ctx(1))
+    ahead.finalize_block(ctx(1), payload)
+    early = _fresh(ahead)                                   # trained on height 1, which `behind` lacks
+    forged = replace(_fresh(ahead, key=KEYS[2]), seq=99)    # bad signature: never kept
+    for update in (early, forged):
+        assert await screen(behind, update) is Verdict.IGNORE and behind.pool.get(update.id) is None
+    behind.finalize_block(ctx(1), payload)
+    assert behind.pool.get(early.id) is not None and behind.check_update(early, STATE) is None
+    assert behind.pool.get(forged.id) is None and behind.metrics["updates_kept_until_base_final"] == 1
+
+
+async def test_updates_kept_for_the_next_model_are_bounded_in_bytes_and_one_per_sender(new_app, monkeypatch) -> None:
+    """What a node behind keeps is bounded: one update per sender for the next model, and at most
+    EARLY_BYTES in all; what does not fit is dropped (peers still serve it by id)."""
+    ahead, behind = new_app(0), new_app(1)
+    for app in (ahead, behind):
+        app.state_view = lambda: STATE
+    payload = await ahead.prepare_payload(ctx(1))
+    ahead.finalize_block(ctx(1), payload)
+    first, again, other = _fresh(ahead), replace(_fresh(ahead), seq=7).signed(KEYS[1]), _fresh(ahead, key=KEYS[2])
+    monkeypatch.setattr("node.fl.intake.EARLY_BYTES", len(first.encode()) + len(other.encode()) - 1)
+    for update in (first, again, other):
+        assert await screen(behind, update) is Verdict.IGNORE
+    assert [u.id for u in behind.early.values()] == [first.id] and behind.early_bytes == len(first.encode())
+    behind.finalize_block(ctx(1), payload)
+    assert behind.early == {} and behind.early_bytes == 0
+    assert behind.pool.get(first.id) is not None and behind.pool.get(other.id) is None

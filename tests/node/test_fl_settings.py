@@ -18,7 +18,7 @@ def test_defaults_round_trip_through_the_app_state() -> None:
 
 
 def test_non_default_settings_round_trip() -> None:
-    custom = FLSettings(dataset="synthetic", rule="krum", rule_params={"f": 1}, topk=0.5, encoding="int8",
+    custom = FLSettings(dataset="synthetic", rule="krum", rule_params={"f": 1}, topk_fraction=0.5, encoding="int8",
                         error_feedback=False, selection="pso", max_updates=8, lr=0.05, optimizer="adam")
     assert FLSettings.from_app_state(custom.to_app_state()) == custom
 
@@ -40,13 +40,25 @@ def test_unknown_keys_are_named() -> None:
 
 
 def test_ints_are_accepted_for_floats() -> None:
-    settings = FLSettings.from_app_state({"lr": 1, "alpha": 2})
+    settings = FLSettings.from_app_state({"lr": 1, "dirichlet_alpha": 2})
     assert settings.lr == 1.0 and isinstance(settings.lr, float)
-    assert isinstance(settings.alpha, float)
+    assert isinstance(settings.dirichlet_alpha, float)
+
+
+def test_keys_of_earlier_versions_name_their_new_names() -> None:
+    with pytest.raises(SettingsError, match=r"unknown FL setting\(s\): clip \(now clip_norm\), topk \(now topk_fraction\)"):
+        FLSettings.from_app_state({"topk": 0.1, "clip": 1.0})
+
+
+def test_optional_settings_take_none_or_their_type() -> None:
+    assert FLSettings.from_app_state({"batch_size": None}).batch_size is None
+    with pytest.raises(SettingsError, match="FL setting batch_size must be int"):
+        FLSettings.from_app_state({"batch_size": 3.5})
+    assert FLSettings.from_app_state({"clip_norm": 2}).clip_norm == 2.0
 
 
 @pytest.mark.parametrize("key, value", [
-    ("seed", "0"), ("seed", 1.5), ("seed", True), ("max_updates", None),
+    ("seed", "0"), ("seed", 1.5), ("seed", True), ("max_updates", None), ("clip_norm", "1"),
     ("lr", "0.1"), ("lr", True), ("lr", [0.1]),
     ("error_feedback", 1), ("error_feedback", "yes"),
     ("rule", 3), ("dataset", None), ("rule_params", []), ("rule_params", "f=1"),
@@ -58,7 +70,10 @@ def test_wrong_types_are_refused(key: str, value: Any) -> None:
 
 @pytest.mark.parametrize("overrides, message", [
     ({"dataset": "imagenet"}, "dataset must be one of"),
-    ({"partition": "natural"}, "partition must be one of"),
+    ({"partition": "natural"}, "only synthetic data has a natural partition"),
+    ({"partition": "natural", "dataset": "synthetic"}, "a chain cannot use the natural partition"),
+    ({"clip_norm": None, "noise_multiplier": 0.0}, "a chain needs clip_norm"),
+    ({"topk_fraction": None}, "a chain needs topk_fraction"),
     ({"partition": "bogus"}, "partition must be one of"),
     ({"model": "resnet50"}, "model must be one of"),
     ({"rule": "average"}, "rule must be one of"),
@@ -66,13 +81,13 @@ def test_wrong_types_are_refused(key: str, value: Any) -> None:
     ({"selection": "best"}, "selection must be one of"),
     ({"optimizer": "lbfgs"}, "optimizer must be one of"),
     ({"lr_schedule": "cosine"}, "lr_schedule must be one of"),
-    ({"topk": 0.0}, "topk must be in (0, 1]"),
-    ({"topk": 1.5}, "topk must be in (0, 1]"),
-    ({"clip": 0.0}, "clip must be > 0"),
-    ({"noise_multiplier": -0.1}, "noise_multiplier >= 0"),
+    ({"topk_fraction": 0.0}, "topk_fraction must be in (0, 1]"),
+    ({"topk_fraction": 1.5}, "topk_fraction must be in (0, 1]"),
+    ({"clip_norm": 0.0}, "clip_norm must be > 0"),
+    ({"noise_multiplier": -0.1}, "noise_multiplier must be >= 0"),
     ({"epsilon_budget": 0.0}, "epsilon_budget must be > 0"),
-    ({"delta": 0.0}, "delta in (0, 1)"),
-    ({"delta": 1.0}, "delta in (0, 1)"),
+    ({"dp_delta": 0.0}, "dp_delta in (0, 1)"),
+    ({"dp_delta": 1.0}, "dp_delta in (0, 1)"),
     ({"max_staleness": -1}, "max_staleness and staleness_a must be >= 0"),
     ({"staleness_a": -0.5}, "max_staleness and staleness_a must be >= 0"),
     ({"max_updates": 0}, "max_updates, local_epochs and batch_size must be >= 1"),
@@ -87,7 +102,8 @@ def test_wrong_types_are_refused(key: str, value: Any) -> None:
     ({"eval_samples": -1}, "clients and eval_samples must be >= 0"),
     ({"val_fraction": 1.0}, "val_fraction must be in [0, 1)"),
     ({"val_fraction": -0.1}, "val_fraction must be in [0, 1)"),
-    ({"alpha": 0.0}, "alpha > 0"),
+    ({"dirichlet_alpha": 0.0}, "dirichlet_alpha > 0"),
+    ({"momentum": -0.5}, "momentum and prox_mu must be >= 0"),
 ])
 def test_each_invalid_range_is_refused(overrides: dict, message: str) -> None:
     with pytest.raises(SettingsError) as info:
@@ -97,9 +113,9 @@ def test_each_invalid_range_is_refused(overrides: dict, message: str) -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(SettingsError) as info:
-        FLSettings.from_app_state({"topk": 2.0, "lr": -1.0, "dataset": "x"})
+        FLSettings.from_app_state({"topk_fraction": 2.0, "lr": -1.0, "dataset": "x"})
     text = str(info.value)
-    assert "topk" in text and "lr and server_lr" in text and "dataset" in text
+    assert "topk_fraction" in text and "lr and server_lr" in text and "dataset" in text
     assert text.count("; ") == 2
 
 

@@ -5,19 +5,23 @@ one base. Real training on the node's digits shard."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from consensus.state import ChainState
 from learning.bounds import sparse_norm
+from learning.sim import SimConfig, Simulator
+from learning.sim.nodes import STREAM_NOISE, stream
 from node.fl.app import FLApp
 from node.fl.round import Payload
 from node.fl.settings import FLSettings
 from node.fl.trainer import Trainer
 from node.fl.update import ModelUpdate
 from tests.consensus.helpers import IDS, KEYS, OUTSIDER, genesis, tx
-from tests.node.helpers import STATE, ctx
+from tests.node.helpers import SETTINGS, STATE, ctx
 
 
 class Outbox:
@@ -106,3 +110,51 @@ async def test_an_update_considered_without_changing_the_model_lets_the_node_tra
     assert (second.base_height, second.base_hash) == (1, first.base_hash) and second.sender == IDS[0]
     assert app.check_update(second, state) is None and app.admit(second) == "duplicate"  # admitted already
     assert not np.array_equal(second.dense(), first.dense())
+
+
+async def test_the_trainer_and_the_simulator_make_the_same_update(new_app, tmp_path: Path) -> None:
+    """Both run learning.client: for the same settings, shard, model and seeds, the daemon's update
+    is the simulator's bit for bit (noise drawn from the same seeded generator, or none at all)."""
+    for noise in (0.0, 0.01):
+        settings = replace(SETTINGS, noise_multiplier=noise)
+        app = new_app(0, settings=settings)
+        app.state_view = lambda: STATE
+        sim = Simulator(SimConfig(fl=settings, num_nodes=4))
+        rng = stream(settings.seed, STREAM_NOISE)  # the simulator's noise generator, seeded alike
+        trainer = Trainer(app, KEYS[0], Outbox(app), tmp_path / f"trainer{noise}.json", noise_rng=rng)
+        assert np.array_equal(sim.global_flat, app.model)  # same genesis model
+        for _ in range(2):  # the second update also carries the first one's residual
+            update = await trainer.train_once()
+            job = sim._train(sim.nodes[0])
+            sent = sim._send([job])[0]
+            assert update.sparse.indices.tobytes() == sent.sparse.indices.tobytes()
+            assert update.sparse.values.tobytes() == sent.sparse.values.tobytes()
+            assert (update.sparse.scale, update.num_samples, update.loss) == (sent.sparse.scale, sent.num_samples,
+                                                                             sent.loss)
+        assert np.array_equal(trainer.client.compressor.residual, sim.nodes[0].client.compressor.residual)
+
+
+class StalledDisk(Trainer):
+    """A trainer whose state file write waits for ``gate`` (a disk that stops answering)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.saving, self.gate, self.timed_out = threading.Event(), threading.Event(), False
+
+    def _save(self, *args) -> None:
+        self.saving.set()
+        self.timed_out = not self.gate.wait(timeout=10)
+        super()._save(*args)
+
+
+async def test_a_stalled_state_write_does_not_stall_the_event_loop(new_app, tmp_path: Path) -> None:
+    """Saving, clipping, compressing and signing run on the trainer's worker: while the state file
+    write hangs, the loop itself sees it hang and lets it go."""
+    app = new_app(0)
+    app.state_view = lambda: STATE
+    trainer = StalledDisk(app, KEYS[0], Outbox(app), tmp_path / "trainer.json")
+    task = asyncio.create_task(trainer.train_once())
+    await until(trainer.saving.is_set, "the state write to start")  # only a free loop gets here
+    trainer.gate.set()
+    update = await task
+    assert not trainer.timed_out and update is not None and trainer.pending.id == update.id

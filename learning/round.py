@@ -1,0 +1,100 @@
+"""One aggregation round: admitted updates in, the new global model (or a skipped round) out.
+
+The step a chain's proposer runs and every verifying delegate re-runs (``node/fl/round.py`` wraps
+it in the block payload), and the step the simulator runs after every round of local work.
+
+* Weights: each update's claimed sample count times its staleness discount ``(1 + s)^-a``
+  (FedAsync's polynomial, in decimal arithmetic so every CPU gets the same float). The discount
+  only weighs updates against each other; the step is ``server_lr`` times the aggregate whatever
+  the staleness (see ``docs/decisions.md``).
+* Trust is the sender's stake share (paper eq. 9), chain state rather than a claim; only the
+  ``trust`` rule uses it.
+* The rule is :func:`learning.aggregation.aggregate`, which caps every weight at a multiple of
+  the median first.
+* A round in which nobody carries weight leaves the model as it was (every update "zero weight").
+  A round whose rule raises (``AggregationError`` is a ``ValueError``) or whose new model is not
+  finite is *skipped* with its reason: model unchanged, nobody rewarded or penalized.
+
+The same inputs in the same order give the same bits on every machine (the aggregation library's
+guarantee, and float32 arithmetic here), provided ``evaluate`` returns the same values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from learning.aggregation import AggregationResult, aggregate, staleness_weight
+from learning.settings import FLSettings
+
+Aggregator = Callable[..., AggregationResult]
+"""``aggregate``'s signature: benchmarks pass a wrapper or another library's rule."""
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What a round made of its updates, in their order."""
+
+    model: np.ndarray          # the new global model (the old one, the same object, if it did not move)
+    weights: np.ndarray        # (n,) float64: samples x staleness discount, as the payload lists them
+    accepted: np.ndarray       # (n,) bool
+    reasons: list[str]         # '' when accepted
+    scores: np.ndarray         # (n,) float64 suspicion (higher = more suspicious; nan when skipped)
+    skipped: str = ""          # why the round was skipped ('' if it was not)
+
+
+def round_weights(samples: Sequence[float], staleness: Sequence[float], staleness_a: float) -> np.ndarray:
+    """Sample counts times the staleness discount ``(1 + s)^-a``, float64, the same on every CPU."""
+    discount = np.asarray(staleness_weight(np.asarray(staleness, dtype=np.float64), staleness_a), dtype=np.float64)
+    return np.asarray(samples, dtype=np.float64) * discount
+
+
+def stake_changes(settings: FLSettings, outcome: RoundOutcome) -> list[int]:
+    """Stake each update's sender gains (accepted) or loses (rejected); nothing in a skipped round."""
+    if outcome.skipped:
+        return [0] * len(outcome.reasons)
+    return [settings.reward_accepted if ok else -settings.penalty_rejected for ok in outcome.accepted.tolist()]
+
+
+def skipped(model: np.ndarray, weights: np.ndarray, why: str) -> RoundOutcome:
+    """The model unchanged, every update not accepted because the round was skipped."""
+    n = len(weights)
+    return RoundOutcome(model, weights, np.zeros(n, dtype=bool), [f"round skipped: {why}"] * n,
+                        np.full(n, np.nan), skipped=why)
+
+
+def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samples: Sequence[float],
+              staleness: Sequence[float], trust: Sequence[float], *, seed: int,
+              evaluate: Callable[[np.ndarray], float] | None = None,
+              aggregator: Aggregator = aggregate) -> RoundOutcome:
+    """Aggregate ``updates`` (n, d) onto ``model`` with the settings' rule.
+
+    ``samples``, ``staleness`` (model versions since each update's base) and ``trust`` (each
+    sender's stake share) are per update. ``evaluate`` scores a candidate *model* (accuracy on the
+    public evaluation set); the clustering rule tunes its radius with it. The rule's parameters,
+    the assumed Byzantine count ``f`` among them, are the settings' ``rule_params``. ``seed``
+    drives the rule's only randomness (a chain uses the block height).
+    """
+    n = len(samples)
+    weights = round_weights(samples, staleness, settings.staleness_a)
+    if n == 0:
+        return RoundOutcome(model, weights, np.zeros(0, dtype=bool), [], np.zeros(0))
+    trusts = np.asarray(trust, dtype=np.float64)
+    effective = weights * trusts if settings.rule == "trust" else weights
+    if not (effective > 0).any():  # nobody carries weight (e.g. every sender has zero stake): no step
+        return RoundOutcome(model, weights, np.zeros(n, dtype=bool), ["zero weight"] * n, np.full(n, np.inf))
+    lr = np.float32(settings.server_lr)
+    rule_evaluate = None if evaluate is None else (lambda delta: evaluate(model + lr * delta))
+    try:
+        result = aggregator(settings.rule, np.asarray(updates, dtype=np.float32), weights, trust=trusts, seed=seed,
+                            evaluate=rule_evaluate, **settings.rule_params)
+    except ValueError as exc:  # the library's AggregationError (no finite aggregate) is a ValueError
+        return skipped(model, weights, f"aggregation failed: {exc}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        new_model = (model + lr * result.vector).astype(np.float32)
+    if not np.isfinite(new_model).all():
+        return skipped(model, weights, "the new model is not finite")
+    return RoundOutcome(new_model, weights, np.asarray(result.accepted, dtype=bool), [str(r) for r in result.reasons],
+                        np.asarray(result.scores, dtype=np.float64))
