@@ -71,3 +71,16 @@ def test_every_field_is_bit_identical_across_blas_kernels_and_threads(tmp_path: 
     for key, out in ran.items():
         for name, fields in reference.items():
             assert out[name] == fields, f"{name} differs between {reference_key} and {key}"
+
+
+def test_the_recorded_round_exercises_the_shared_offset_and_near_copy_tests(tmp_path: Path) -> None:
+    """The round above reaches every phase of the default rule, so the kernel comparison covers
+    the shared-offset test too: the jittered IPM group is no near copy, but shares an offset."""
+    from learning.aggregation import aggregate
+
+    path = tmp_path / "round.npz"
+    _recorded_round(path)
+    rec = np.load(path)
+    res = aggregate("clustering", rec["updates"], np.ones(len(rec["counts"])), seed=3)
+    assert res.info["shared_offset"] >= 2 and res.info["near_copies"] >= 2
+    assert {res.reasons[i] for i in (10, 11, 12)} == {"clustering: shared offset"}
