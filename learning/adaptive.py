@@ -34,6 +34,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from learning.aggregation import DEFAULT_RULE, aggregate
+
 ADAPTIVE_ATTACKS: tuple[str, ...] = ("adaptive", "drift", "constrain_scale")
 
 
@@ -48,13 +50,20 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-300)
 
 
+def default_rule_accepts(observed: np.ndarray, crafted: np.ndarray) -> np.ndarray:
+    """Which of ``crafted`` the default rule accepts next to ``observed`` (equal weights)."""
+    rows = np.concatenate([observed, crafted]).astype(np.float32)
+    return np.asarray(aggregate(DEFAULT_RULE, rows, np.ones(len(rows))).accepted[len(observed):], dtype=bool)
+
+
 def adaptive(known: np.ndarray, benign: np.ndarray, observed: np.ndarray, rng: np.random.Generator, *,
-             accepts: Callable[[np.ndarray, np.ndarray], np.ndarray], jitter: float = 1.0,
+             accepts: Callable[[np.ndarray, np.ndarray], np.ndarray] = default_rule_accepts, jitter: float = 1.0,
              accept_share: float = 1.0, iters: int = 8) -> np.ndarray:
     """``mean + gamma * p + noise`` per attacker with the largest ``gamma`` the rule lets through.
 
     ``accepts(observed, crafted)`` runs the defender's rule on the round's updates (honest first,
-    then the crafted ones) and returns the accepted mask of the crafted ones.
+    then the crafted ones) and returns the accepted mask of the crafted ones (by default the
+    product's rule; the simulator passes the chain's rule and parameters).
     """
     if not 0.0 < accept_share <= 1.0:
         raise ValueError(f"adaptive: accept_share must be in (0, 1], got {accept_share}")

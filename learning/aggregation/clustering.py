@@ -57,7 +57,7 @@ from .kmeans import membership, quad_forms, restricted_kmeans
 DEFAULT_RADIUS = 3.0
 RADIUS_CANDIDATES = (3.0, 2.0, 4.0, 1.5, 6.0)
 DEFAULT_COLLUSION = 0.1
-DEFAULT_OFFSET = 3.0    # MADs above the median partner similarity that mark a shared offset
+DEFAULT_OFFSET = 4.0    # MADs above the median partner similarity that mark a shared offset
 OFFSET_FLOOR = 0.01     # cosine: a spread below this is no spread (equal similarities)
 SMALL, SMALL_FLOOR = 10, 0.1   # below 10 distances their MAD is no spread estimate: sigma >= 10% of the median
 MIN_REFERENCE = 3       # phase 1b needs a reference cluster with at least this many updates
