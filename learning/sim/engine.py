@@ -20,6 +20,11 @@ arrive in simulated-time order, and every ``clients_per_round`` arrivals are agg
 update's staleness is how many global versions appeared since its base; updates older than
 ``max_staleness`` are dropped, as a chain's admission drops them.
 
+Adaptive attackers: ``adaptive`` gets the chain's rule (settings' rule and parameters, equal
+weights, no validation callback: what an outsider can run) as its oracle. A sybil burst
+(``byzantine_from_round``) keeps the Byzantine identities out of every round before it (async:
+their first job starts at the first aggregation of that version), then they all join at once.
+
 Efficiency: one shared model object is reloaded from flat vectors for every job, node data are
 contiguous arrays, and byte counts come from :func:`learning.compression.wire_size`.
 """
