@@ -49,7 +49,7 @@ ATTACKS: dict[str, tuple[str, dict, dict]] = {
     "constrain_scale": ("constrain_scale", {}, {}), "dba": ("dba", {}, {}),
 }
 ABLATION = {"full rule": {}, "shared-offset test off": {"offset": 0.0}, "near-copy test off": {"collusion": 0.0}}
-ABLATION_ATTACKS = ("alie+noise", "ipm+noise", "adaptive", "sybil", "alie")
+ABLATION_ATTACKS = ("alie+noise", "ipm+noise", "adaptive")
 CNN_TASK = {"model": "cnn"}
 QUICK = {"task": DIGITS, "models": ("tabular_mlp",), "seeds": 1, "rounds": 4,
          "attacks": ("ipm+noise", "adaptive", "dba", "sybil"), "fractions": (0.4,)}
@@ -57,7 +57,7 @@ QUICK = {"task": DIGITS, "models": ("tabular_mlp",), "seeds": 1, "rounds": 4,
 
 def _config(task: dict, model: str, label: str | None, fraction: float, seed: int, rounds: int,
             rule_params: dict | None = None) -> dict:
-    config = {**task, "model": model, "rounds": rounds, "seed": seed}
+    config = {**task, "model": model, "rounds": rounds, "seed": seed, "eval_every": rounds}   # final model only
     if rule_params:
         config["rule_params"] = rule_params
     if label is None:
