@@ -62,7 +62,7 @@ def _setup(quick: bool) -> dict[str, Any]:
 
 def _config(s: dict[str, Any], nodes: int, encoding: str) -> dict[str, Any]:
     cfg = fedavg({"dataset": s["dataset"], "partition": "iid", "num_nodes": nodes, "model": "logreg",
-                  "batch_size": s["batch_size"], "lr": s["lr"], "rounds": s["rounds"]})
+                  "batch_size": s["batch_size"], "lr": s["lr"], "rounds": s["rounds"], "local_epochs": 1})
     enc = ENCODINGS[encoding]
     if enc is not None:
         cfg.update(topk_fraction=enc[0], encoding=enc[1], error_feedback=True)

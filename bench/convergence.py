@@ -53,7 +53,7 @@ def _setup(quick: bool) -> dict[str, Any]:
 def _base(s: dict[str, Any], rounds: int) -> dict[str, Any]:
     return {"dataset": s["dataset"], "partition": "dirichlet", "dirichlet_alpha": 0.5, "num_nodes": 20,
             "model": "logreg", "batch_size": s["batch_size"], "lr": s["lr"], "rounds": rounds,
-            "speed_sigma": SPEED_SIGMA}
+            "local_epochs": 1, "speed_sigma": SPEED_SIGMA}
 
 
 def async_aggregations(speeds: list[float], horizon: float, buffer: int) -> int:

@@ -59,7 +59,7 @@ def _setup(quick: bool) -> dict[str, Any]:
 
 def _variants(s: dict[str, Any], model: str, rounds: int) -> dict[str, dict[str, Any]]:
     base = {"dataset": s["dataset"], "partition": "dirichlet", "dirichlet_alpha": 0.5, "num_nodes": 20,
-            "model": model, "batch_size": s["batch_size"], "lr": s["lr"], "rounds": rounds}
+            "model": model, "batch_size": s["batch_size"], "lr": s["lr"], "rounds": rounds, "local_epochs": 1}
     ours = fedchain(base)
     return {"FedAvg (dense)": fedavg(base), f"fedchain (genesis: {_encoding(ours)})": ours,
             "fedchain top-2% int8": {**ours, "topk_fraction": 0.02, "encoding": "int8"}}

@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, finish, md_table
-from bench.simruns import mean_std, pyplot
+from bench.fl_chain import polite_get
+from bench.simruns import RunSpec, mean_std, pyplot, run_all
 from learning.federation import split
 from learning.models import build_model, set_flat
 from learning.settings import FLSettings
-from learning.sim import SimConfig, Simulator
 from learning.train import evaluate
 from node.fl.blobs import parse_model
 from tests.integration.harness import Testnet
@@ -57,11 +57,11 @@ def chain_run(n: int, blocks: int, root: Path) -> dict[str, Any]:
         genesis = json.loads((net.home(0) / "genesis.json").read_text())
         settings = FLSettings.from_app_state(genesis["app"])
         accounts = [a["id"] for a in genesis["accounts"]]   # node i holds shard i (node/fl/data.py)
-        genesis_model = net.get(0, "/blocks/1")["app_hash"]
+        genesis_model = polite_get(net, 0, "/blocks/1")["app_hash"]
         heights = []
         for h in range(1, blocks + 1):
-            model = net.get(0, f"/blocks/{h + 1}")["app_hash"]   # the model after block h
-            record = net.get(0, f"/fl/updates?height={h}")
+            model = polite_get(net, 0, f"/blocks/{h + 1}")["app_hash"]   # the model after block h
+            record = polite_get(net, 0, f"/fl/updates?height={h}")
             heights.append({"height": h, "model": model, "accepted": record["accepted"],
                             "considered": record["considered"], "skipped": record["skipped"],
                             "senders": sorted(accounts.index(u["sender"]) for u in record["updates"]),
@@ -91,25 +91,27 @@ def evaluate_chain(run: dict[str, Any], n: int) -> list[dict[str, Any]]:
     return versions
 
 
-def simulate(settings: FLSettings, n: int, rounds: int, noise_seed: int,
-             participants: list[list[int]] | None = None) -> list[float]:
-    """Test accuracy after each simulated round, with the chain's settings and node count (and
-    each round's participants, if given)."""
-    sim = Simulator(SimConfig(fl=settings, num_nodes=n, rounds=rounds, noise_seed=noise_seed,
-                              participants=participants))
-    return [r.accuracy for r in sim.run().rounds]
+def _sim_spec(settings: FLSettings, n: int, rounds: int, noise_seed: int,
+              participants: list[list[int]] | None = None) -> RunSpec:
+    """A simulator run with the chain's settings and node count (and each round's participants,
+    if given); its record's ``accuracy`` is the test accuracy after each round."""
+    fl = {k: v for k, v in settings.to_app_state().items() if k != "kind"}
+    return RunSpec("fidelity", {**fl, "num_nodes": n, "rounds": rounds, "noise_seed": noise_seed,
+                                "participants": participants})
 
 
-def measure(n: int, chains: int, seeds: int, blocks: int, root: Path) -> dict[str, Any]:
+def measure(n: int, chains: int, seeds: int, blocks: int, root: Path, workers: int = 2) -> dict[str, Any]:
     runs = [chain_run(n, blocks, root / f"n{n}c{c}") for c in range(chains)]
     settings = runs[0]["settings"]
     chain_versions = [evaluate_chain(r, n) for r in runs]
     k = min(len(v) for v in chain_versions)
     # the simulator replays who took part in each version of each chain run...
-    replayed = [simulate(settings, n, k, s, [v["senders"] for v in versions[:k]])
-                for versions in chain_versions for s in range(seeds)]
+    specs = [_sim_spec(settings, n, k, s, [v["senders"] for v in versions[:k]])
+             for versions in chain_versions for s in range(seeds)]
     # ...and, for reference, runs every node every round
-    everyone = [simulate(settings, n, k, s) for s in range(seeds)]
+    specs += [_sim_spec(settings, n, k, s) for s in range(seeds)]
+    records = [r["accuracy"] for r in run_all(specs, workers, verbose=False)]
+    replayed, everyone = records[:-seeds], records[-seeds:]
     rows = []
     for i in range(k):
         chain = mean_std([v[i]["accuracy"] for v in chain_versions])
@@ -149,12 +151,20 @@ def _plot(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench fidelity", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 daemons, one chain, 6 blocks, 2 seeds")
+    parser.add_argument("--sizes", help="daemon counts, comma-separated (default 4,8)")
+    parser.add_argument("--chains", type=int, help="chain runs per size (default 2)")
+    parser.add_argument("--seeds", type=int, help="simulator noise seeds per chain run (default 5)")
+    parser.add_argument("--blocks", type=int, help="final blocks per chain run (default 15)")
+    parser.add_argument("--workers", type=int, default=2, help="simulator processes (one thread each)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     sizes, chains, seeds, blocks = ((4,), 1, 2, 6) if args.quick else ((4, 8), 2, 5, 15)
+    sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else sizes
+    chains, seeds, blocks = args.chains or chains, args.seeds or seeds, args.blocks or blocks
     with tempfile.TemporaryDirectory() as tmp:
-        result = {"quick": args.quick, "slot_ms": SLOT_MS,
-                  "sizes": [measure(n, chains, seeds, blocks, Path(tmp)) for n in sizes]}
+        result = {"quick": args.quick, "command": " ".join(["python -m bench fidelity", *(argv or [])]),
+                  "slot_ms": SLOT_MS,
+                  "sizes": [measure(n, chains, seeds, blocks, Path(tmp), args.workers) for n in sizes]}
     return finish("fidelity", result, started, _plot, _tables)
 
 
@@ -195,7 +205,7 @@ version) where the simulator trains it on the newest model, and daemons draw the
 OS entropy. "Within noise": the difference is at most two standard deviations of chain and
 simulator together (and at least one point). The last column runs every node in every round.
 
-Command: `python -m bench fidelity{' --quick' if r['quick'] else ''}` (wall time {r['wall_time_s']:.0f} s).
+Command: `{r.get('command') or 'python -m bench fidelity' + (' --quick' if r['quick'] else '')}` (wall time {r['wall_time_s']:.0f} s).
 
 {_tables(r)}
 

@@ -26,6 +26,25 @@ Synthetic(1,1) stands in for the papers' IoT tabular data.
 """
 
 
+PIPELINE_SINCE = "2026-12-02T04:00:00Z"
+"""When the daemon and the simulator started sharing one client pipeline, round and settings type
+(``learning/client.py``, ``learning/round.py``, ``learning/settings.py``)."""
+PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "accuracy", "convergence",
+                                 "communication", "scalability", "energy", "attacks", "detection", "ablation",
+                                 "flower"})
+"""Benchmarks whose numbers depend on that pipeline (the simulator's or the daemons' training)."""
+
+
+def stale_note(name: str, result: dict) -> str:
+    """A line under the heading of a section whose numbers predate the shared pipeline: its text
+    describes the code as it is, its numbers the code of the day they were measured."""
+    measured = result.get("measured_at", "")
+    if name not in PIPELINE_BENCHMARKS or measured >= PIPELINE_SINCE:
+        return ""
+    return (f"\n> Not re-run since the shared client pipeline ({PIPELINE_SINCE[:10]}): the numbers below were "
+            f"measured {measured or 'earlier'} with the pipeline of that day; the text describes the current code.\n")
+
+
 def build(benchmarks: dict[str, str]) -> str:
     sections = [HEADER.format(python=platform.python_version())]
     for name, module_name in benchmarks.items():
@@ -35,7 +54,9 @@ def build(benchmarks: dict[str, str]) -> str:
         module = importlib.import_module(module_name)
         render = getattr(module, "report", None)
         if render is not None:
-            sections.append(render(json.loads(path.read_text())).strip() + "\n")
+            result = json.loads(path.read_text())
+            heading, _, body = render(result).strip().partition("\n")
+            sections.append(heading + "\n" + stale_note(name, result) + body + "\n")
     return "\n".join(sections)
 
 

@@ -14,6 +14,7 @@ Run: ``python -m bench scalability [--quick]``.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ import numpy as np
 
 from bench.chain import measure_testnet
 from bench.common import RESULTS, write_result
-from bench.fl_chain import LAG_WINDOW_S, STEADY_S, steady_note
+from bench.fl_chain import LAG_WINDOW_S, STEADY_S, measure_counter_lag, steady_note
 from bench.fl_chain import measure as measure_fl
 from bench.simruns import (
     by_label,
@@ -53,7 +54,7 @@ def _sim_rows(s: dict[str, Any], workers: int) -> list[dict[str, Any]]:
     specs = []
     for n in s["sizes"]:
         base = {"dataset": s["dataset"], "partition": "iid", "num_nodes": n, "model": "logreg",
-                "batch_size": s["batch_size"], "lr": s["lr"], "rounds": s["rounds"]}
+                "batch_size": s["batch_size"], "lr": s["lr"], "rounds": s["rounds"], "local_epochs": 1}
         specs += with_seeds(f"{n}/FedAvg", fedavg(base), s["seeds"], nodes=n, method="FedAvg")
         specs += with_seeds(f"{n}/fedchain", fedchain(base), s["seeds"], nodes=n, method="fedchain")
     rows = []
@@ -79,14 +80,26 @@ def _guarded(what: str, n: int, fn: Callable[[], dict[str, Any]]) -> dict[str, A
     return row
 
 
-def _daemon_rows(s: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    chain, fl = [], []
+PARTS = ("sim", "chain", "fl", "floor")
+"""Parts of the benchmark: simulator, counter daemons, FL daemons, loop-lag floor (counter daemons
+over the FL window)."""
+
+
+def _daemon_rows(s: dict[str, Any], parts: set[str], last: dict[str, Any]) -> dict[str, Any]:
+    """The daemon measurements of ``parts``; the others are the last run's."""
+    rows = dict(last.get("daemons", {}))
+    n = max(s["daemons"])
     with tempfile.TemporaryDirectory() as tmp:
-        for n in s["daemons"]:
-            chain.append(_guarded("chain", n, partial(measure_testnet, n, s["blocks"], SLOT_MS, Path(tmp) / f"chain{n}")))
-        for n in s["daemons"]:
-            fl.append(_guarded("fl", n, partial(measure_fl, n, s["fl_window"], Path(tmp) / f"fl{n}")))
-    return {"chain": chain, "fl": fl}
+        if "chain" in parts:
+            rows["chain"] = [_guarded("chain", k, partial(measure_testnet, k, s["blocks"], SLOT_MS, Path(tmp) / f"c{k}"))
+                             for k in s["daemons"]]
+        if "fl" in parts:
+            rows["fl"] = [_guarded("fl", k, partial(measure_fl, k, s["fl_window"], Path(tmp) / f"fl{k}"))
+                          for k in s["daemons"]]
+        if "floor" in parts:
+            rows["counter_lag"] = _guarded("counter loop lag", n,
+                                           partial(measure_counter_lag, n, s["fl_window"], Path(tmp) / "floor"))
+    return rows
 
 
 def _plot(result: dict[str, Any]) -> None:
@@ -123,13 +136,31 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench scalability", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 and 50 simulated nodes, one 4-daemon testnet each")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seeds", type=int, help="simulator seeds per size (default 3; --quick 2)")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)}; the others are kept from the last results")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     s = _setup(args.quick)
-    sim = _sim_rows(s, args.workers)
-    sim_wall = time.perf_counter() - started
-    daemons = _daemon_rows(s)
-    result = {"quick": args.quick, "dataset": s["dataset"], "model": "logreg", "partition": "iid",
+    if args.seeds:
+        s["seeds"] = args.seeds
+    command = " ".join(["python -m bench scalability", *(argv or [])])
+    parts = set(args.parts.split(","))
+    unknown = parts - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    last = json.loads((RESULTS / "scalability.json").read_text()) if parts != set(PARTS) else {}
+    if "sim" in parts:
+        sim, sim_wall = _sim_rows(s, args.workers), time.perf_counter() - started
+    else:  # the simulator rows of the last run
+        sim, sim_wall = last["simulator"], last["simulator_wall_s"]
+        s.update(rounds=last["rounds"], seeds=last["seeds"])
+    daemons = _daemon_rows(s, parts, last)
+    # what produced each part: this command, or the last run's
+    earlier = last.get("part_commands") or dict.fromkeys(PARTS, last.get("command"))
+    part_commands = {p: command if p in parts else earlier.get(p) for p in PARTS}
+    result = {"quick": args.quick, "command": command, "part_commands": part_commands, "dataset": s["dataset"],
+              "model": "logreg", "partition": "iid",
               "rounds": s["rounds"], "seeds": s["seeds"], "simulator": sim, "simulator_wall_s": sim_wall,
               "daemons": daemons, "slot_ms": SLOT_MS, "blocks": s["blocks"], "fl_window_s": s["fl_window"],
               "wall_time_s": time.perf_counter() - started}
@@ -138,6 +169,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(_tables(result))
     print(f"wrote {path} in {result['wall_time_s']:.0f} s")
     return result
+
+
+def _commands(r: dict[str, Any]) -> str:
+    """The command(s) that produced the result: a run of some parts keeps the others' rows."""
+    command = r.get("command") or "python -m bench scalability" + (" --quick" if r["quick"] else "")
+    by_part = {p: c for p, c in (r.get("part_commands") or dict.fromkeys(PARTS, command)).items() if c}
+    if set(by_part.values()) == {command}:
+        return f"Command: `{command}` (wall time {r['wall_time_s']:.0f} s, of which simulator {r['simulator_wall_s']:.0f} s)."
+    names = {"sim": "simulator", "chain": "counter daemons", "fl": "FL daemons", "floor": "loop-lag floor"}
+    return "Commands: " + "; ".join(f"{names[p]} `{c}`" for p, c in by_part.items()) + "."
 
 
 def _ms(p: dict[str, Any]) -> str:
@@ -169,6 +210,24 @@ def _tables(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _load_note(r: dict[str, Any]) -> str:
+    """CPU the FL daemons used and the machine's load, against the same window on counter daemons."""
+    rows = [row for row in r["daemons"]["fl"] if "error" not in row and "daemon_cpu_cores" in row["event_loop_lag_p99_ms"]]
+    if not rows:
+        return ""
+    used = "; ".join(f"{row['nodes']} daemons {row['event_loop_lag_p99_ms']['daemon_cpu_cores']:.2f} cores "
+                     f"(load average {row['event_loop_lag_p99_ms']['load_average_1_5_15m'][0]:.1f})" for row in rows)
+    text = f"CPU the FL daemons used during the window, on 2 cores shared with other work: {used}."
+    floor = r["daemons"].get("counter_lag")
+    if floor and "error" not in floor:
+        lag = floor["event_loop_lag_p99_ms"]
+        text += (f" The same window on {floor['nodes']} daemons of the counter application (no FL work at all): "
+                 f"loop-lag p99 worst {lag['max_over_nodes']:.0f} / median {lag['median_over_nodes']:.0f} ms, "
+                 f"{lag['daemon_cpu_cores']:.2f} cores, load average {lag['load_average_1_5_15m'][0]:.1f}, finality "
+                 f"{_ms(floor['finality_latency_ms'])} ms: the lag this machine's load causes without any FL work.")
+    return text
+
+
 def report(r: dict[str, Any]) -> str:
     sim = {(row["nodes"], row["method"]): row for row in r["simulator"]}
     sizes = sorted({row["nodes"] for row in r["simulator"]})
@@ -178,7 +237,7 @@ def report(r: dict[str, Any]) -> str:
     return f"""## Scalability in node count (paper 1, Fig 11; Secured-FL, Figs 4 and 9)
 
 The papers plot accuracy and time against the number of nodes. (a) Simulator: {r['dataset']},
-{r['model']}, IID, every node every round, {r['rounds']} rounds, {r['seeds']} seeds; the whole
+{r['model']}, IID, every node every round, 1 local epoch, {r['rounds']} rounds, {r['seeds']} seeds; the whole
 data set is split among the nodes, so more nodes means fewer local samples and steps each.
 Wall time per round (median over rounds) covers local training of every node, compression, the aggregation rule and
 one test evaluation, on one core per run (two runs in parallel). (b) Real daemons as separate
@@ -187,12 +246,13 @@ finality latency ({r['blocks']} blocks), the FL application (digits, the genesis
 update-to-final-block latency and event-loop lag over a {r['fl_window_s']:.0f} s window after warm-up
 (each daemon's lag p99 covers its last {LAG_WINDOW_S:.0f} s{steady_note(r['fl_window_s'])}).
 
-Command: `python -m bench scalability{' --quick' if r['quick'] else ''}` (wall time {r['wall_time_s']:.0f} s, of which simulator {r['simulator_wall_s']:.0f} s).
+{_commands(r)}
 
 {_tables(r)}
 
 From {sizes[0]} to {sizes[-1]} simulated nodes the wall time per round grows {growth['FedAvg']:.1f}x for
 FedAvg and {growth['fedchain']:.1f}x for fedchain (the baseline run in the same process).
+{_load_note(r)}
 Daemon sizes that failed on this 2-core machine: {', '.join(failed) if failed else 'none'}. Every
 daemon shares the same two cores, so latencies at the largest size include CPU contention, not
 only protocol cost.

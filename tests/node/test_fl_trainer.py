@@ -13,12 +13,12 @@ import numpy as np
 
 from consensus.state import ChainState
 from learning.bounds import sparse_norm
+from learning.sim import SimConfig, Simulator
+from learning.sim.nodes import STREAM_NOISE, stream
 from node.fl.app import FLApp
 from node.fl.round import Payload
 from node.fl.settings import FLSettings
 from node.fl.trainer import Trainer
-from learning.sim import SimConfig, Simulator
-from learning.sim.nodes import STREAM_NOISE, stream
 from node.fl.update import ModelUpdate
 from tests.consensus.helpers import IDS, KEYS, OUTSIDER, genesis, tx
 from tests.node.helpers import SETTINGS, STATE, ctx
