@@ -24,6 +24,8 @@ Run: ``python -m bench adversary [--quick] [--seeds N] [--rounds R] [--models ta
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from typing import Any
 
@@ -126,7 +128,7 @@ def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fract
         entry: dict[str, Any] = {
             "clean": mean_std(clean_acc), "fedavg": mean_std(r["final_accuracy"] for r in fedavg),
             "clean_vs_fedavg": mean_std(100 * (a["final_accuracy"] - b["final_accuracy"]) for a, b in zip(clean, fedavg)),
-            "clean_honest": _honest_cost(clean, penalty), "attacks": {}}
+            "clean_honest": _honest_cost(clean, penalty), "attacks": {}, "seeds": seeds, "rounds": rounds}
         for a in attacks:
             for f in fractions:
                 runs = by_key[(model, None, a, f)]
@@ -215,16 +217,17 @@ def report(result: dict) -> str:
              "median radius every round), `sybil` (all Byzantine identities join at once halfway through, fresh "
              "stake, noisy sign flips), `constrain_scale` (backdoored training boosted to the radius and norm "
              "bound), `dba` (the trigger split in three among the attackers, tested whole).", "",
-             f"Command: `python -m bench adversary{' --quick' if result.get('quick') else ''}` "
+             f"Last command: `{result.get('command', 'python -m bench adversary')}` "
              f"({result['wall_time_s']:.0f} s, measured {result['measured_at']}). "
              f"{result['task'].get('dataset')}, {result['task'].get('num_nodes')} nodes, Dirichlet("
-             f"{result['task'].get('dirichlet_alpha')}), {result['rounds']} rounds of "
-             f"{result['task'].get('local_epochs')} local epoch, {result['seeds']} seed(s), models "
-             f"{', '.join(result['models'])}; pipeline: {result['pipeline']}. Drop = points lost against the clean "
+             f"{result['task'].get('dirichlet_alpha')}), {result['task'].get('local_epochs')} local epoch(s) per round, "
+             f"batch {result['task'].get('batch_size')}, models {', '.join(result['models'])} (rounds and seeds "
+             f"per model below); pipeline: {result['pipeline']}. Drop = points lost against the clean "
              "run of the same seed (mean ± std over seeds); AUC pools every update of every round and seed; "
              "honest rej./round = honest updates rejected per round.", ""]
     for model, e in result["models"].items():
-        lines += [f"**{model}**: clean {pm(e['clean'])}%, plain FedAvg {pm(e['fedavg'])}% "
+        lines += [f"**{model}** (`{e.get('command', result.get('command', ''))}`: {e.get('rounds', result['rounds'])} "
+                  f"rounds, {e.get('seeds', result['seeds'])} seed(s)): clean {pm(e['clean'])}%, plain FedAvg {pm(e['fedavg'])}% "
                   f"(difference {pm(e['clean_vs_fedavg'], 1.0)} points); honest updates rejected per round with no "
                   f"attacker {e['clean_honest']['rejected_per_round']['mean']:.2f}, honest stake lost to penalties "
                   f"{e['clean_honest']['stake_lost']['mean']:.0f} per run.", ""]
@@ -276,6 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--models", default="tabular_mlp,cnn")
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep", action="store_true", help="keep the other models' results of the last run")
     args = parser.parse_args(argv)
     pin_threads(1)
     started = time.perf_counter()
@@ -290,6 +294,17 @@ def main(argv: list[str] | None = None) -> dict:
         result = measure(FMNIST, tuple(args.models.split(",")), attacks, FRACTIONS, args.seeds, args.rounds,
                          args.workers)
     result["quick"] = args.quick
+    result["command"] = "python -m bench adversary " + " ".join(argv if argv is not None else sys.argv[2:])
+    for entry in result["models"].values():
+        entry["command"] = result["command"]
+    previous = RESULTS / "adversary.json"
+    if args.keep and previous.exists():
+        old = json.loads(previous.read_text())
+        kept = {m: e for m, e in old["models"].items() if m not in result["models"]}
+        result["models"] = {**kept, **result["models"]}
+        if kept and not any(v["cells"] for v in result["ablation"].values()):
+            result["ablation"] = old["ablation"]
+        result["goals"] = goals(result)
     return finish("adversary", result, started, plot, report_console)
 
 
