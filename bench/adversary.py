@@ -91,7 +91,7 @@ def _honest_cost(runs: list[dict], penalty: int) -> dict:
 
 
 def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fractions: tuple[float, ...],
-            seeds: int, rounds: int, workers: int) -> dict:
+            seeds: int, rounds: int, workers: int, ablation: bool = True) -> dict:
     from learning.settings import FLSettings
 
     penalty = FLSettings().penalty_rejected
@@ -112,7 +112,7 @@ def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fract
     ablation_fraction = max(fractions)
     for variant, params in ABLATION.items():
         for a in ABLATION_ATTACKS:
-            if params and a in attacks:
+            if ablation and params and a in attacks:
                 add((models[0], variant, a, ablation_fraction), _config(task, models[0], a, ablation_fraction, 0,
                                                                         rounds, params))
     rows = run_all(simulate_job, jobs, workers)
@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--models", default="tabular_mlp,cnn")
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the other models' results of the last run")
     args = parser.parse_args(argv)
     pin_threads(1)
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
         if unknown:
             raise SystemExit(f"unknown attack(s) {unknown}; choose from {', '.join(ATTACKS)}")
         result = measure(FMNIST, tuple(args.models.split(",")), attacks, FRACTIONS, args.seeds, args.rounds,
-                         args.workers)
+                         args.workers, ablation=not args.no_ablation)
     result["quick"] = args.quick
     result["command"] = "python -m bench adversary " + " ".join(argv if argv is not None else sys.argv[2:])
     for entry in result["models"].values():
