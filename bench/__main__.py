@@ -26,6 +26,7 @@ BENCHMARKS = {
     "attacks": "bench.attacks",
     "detection": "bench.detection",
     "ablation": "bench.ablation",
+    "adversary": "bench.adversary",
     "flower": "bench.flower",
     "netsim": "bench.netsim",
     "chaos": "bench.chaos",

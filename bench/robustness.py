@@ -36,6 +36,8 @@ DIGITS = fedchain({"dataset": "digits", "partition": "dirichlet", "dirichlet_alp
 FMNIST = fedchain({"dataset": "fashion_mnist", "partition": "dirichlet", "dirichlet_alpha": 0.5, "num_nodes": 20,
                    "model": "tabular_mlp", "lr": 0.1, "momentum": 0.9, "local_epochs": 1, "batch_size": 64})
 BACKDOOR_TARGET = 0   # learning.attacks' default target label
+BACKDOORS = ("backdoor", "dba", "constrain_scale")
+"""Attacks that plant the trigger (constrain_scale trains on backdoored data, then boosts)."""
 
 
 def pin_threads(n: int) -> None:
@@ -100,7 +102,7 @@ def probe_model(sim: Any, eps: Sequence[float], evasion_shares: Sequence[float])
         adv_correct = predict(fgsm(sim.model, test.x, test.y, e, clip=clip)) == test.y
         out["fgsm_accuracy"][str(e)] = float(adv_correct.mean())
         out["evasion_mix"][str(e)] = {str(s): _mix_accuracy(correct, adv_correct, s, cfg.fl.seed) for s in evasion_shares}
-    if cfg.attack == "backdoor":
+    if cfg.attack in BACKDOORS:        # the distributed backdoor is tested with the whole trigger
         target = cfg.attack_params.get("target_label", BACKDOOR_TARGET)
         out["backdoor_success"] = backdoor_success_rate(predict, test.x, test.y, target, shape,
                                                         size=cfg.attack_params.get("size", 3),

@@ -30,9 +30,17 @@ Statistics of "the honest updates" are taken over ``observed`` plus the attacker
 updates: what colluding clients can see.
 
 ``alie``, ``ipm`` and ``minmax`` send one crafted vector from every attacker, which a near-copy
-test catches. Their ``jitter`` parameter (default 0) adds independent noise of ``jitter`` times the
-honest per-coordinate standard deviation to each attacker's copy, so the group looks like as many
-different honest clients (the attack keeps its mean, loses some precision).
+test catches. Every model attack takes ``jitter`` (default 0): independent noise of ``jitter``
+times the honest per-coordinate standard deviation added to each attacker's vector, so the group
+looks like as many different honest clients (the attack keeps its mean, loses some precision).
+
+* ``dba``: the distributed backdoor (Xie et al., ICLR 2020): the trigger is split among the
+  attackers by rows, attacker ``part`` stamping rows ``r`` with ``r % parts == part``; the model
+  is tested with the whole trigger, which no single attacker ever trained on.
+
+The attacks that know the rule (``adaptive``, ``drift``, ``constrain_scale``) live in
+:mod:`learning.adaptive`; ``constrain_scale`` is both a data attack (backdoored training) and a
+model attack (the boosted vector), listed in :data:`HYBRID_ATTACKS`.
 """
 
 from __future__ import annotations
@@ -44,8 +52,13 @@ from typing import Any
 
 import numpy as np
 
-MODEL_ATTACKS: tuple[str, ...] = ("sign_flip", "gaussian", "alie", "ipm", "minmax", "scale")
-DATA_ATTACKS: tuple[str, ...] = ("label_flip", "backdoor")
+from learning import adaptive
+
+MODEL_ATTACKS: tuple[str, ...] = ("sign_flip", "gaussian", "alie", "ipm", "minmax", "scale",
+                                  *adaptive.ADAPTIVE_ATTACKS)
+DATA_ATTACKS: tuple[str, ...] = ("label_flip", "backdoor", "dba")
+HYBRID_ATTACKS: dict[str, str] = {"constrain_scale": "backdoor"}
+"""Model attacks whose nodes also train on poisoned data: attack -> the data attack."""
 
 
 def _known(benign: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -124,9 +137,6 @@ def _scale(benign: np.ndarray, observed: np.ndarray, rng: np.random.Generator, *
     return factor * benign.astype(np.float64)
 
 
-IN_DISTRIBUTION: frozenset[str] = frozenset({"alie", "ipm", "minmax"})
-
-
 def _jittered(crafted: np.ndarray, benign: np.ndarray, observed: np.ndarray, rng: np.random.Generator,
               jitter: float) -> np.ndarray:
     """``crafted`` plus independent N(0, (jitter * honest std)^2) noise per attacker and coordinate."""
@@ -138,9 +148,14 @@ def _jittered(crafted: np.ndarray, benign: np.ndarray, observed: np.ndarray, rng
     return crafted + jitter * std * rng.standard_normal(benign.shape)
 
 
+def _known_first(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """An attack of :mod:`learning.adaptive` (which takes the known updates first) as a model attack."""
+    return lambda benign, observed, rng, **params: fn(_known(benign, observed), benign, observed, rng, **params)
+
+
 _MODEL: dict[str, Callable[..., np.ndarray]] = {
     "sign_flip": _sign_flip, "gaussian": _gaussian, "alie": _alie, "ipm": _ipm, "minmax": _minmax,
-    "scale": _scale,
+    "scale": _scale, **{name: _known_first(getattr(adaptive, name)) for name in adaptive.ADAPTIVE_ATTACKS},
 }
 
 
@@ -160,7 +175,8 @@ def craft_updates(name: str, benign: np.ndarray, observed: np.ndarray, rng: np.r
         observed = observed.reshape(0, benign.shape[1])
     if observed.ndim != 2 or observed.shape[1] != benign.shape[1]:
         raise ValueError(f"observed must be (h, {benign.shape[1]}), got {observed.shape}")
-    jitter = float(params.pop("jitter", 0.0)) if name in IN_DISTRIBUTION else 0.0
+    # adaptive draws its own noise (it must be inside the vectors it tests against the rule)
+    jitter = 0.0 if name == "adaptive" else float(params.pop("jitter", 0.0))
     try:
         crafted = _MODEL[name](benign, observed, rng, **params)
     except TypeError as exc:
@@ -185,26 +201,32 @@ def claimed_samples(true_counts: np.ndarray, byzantine: np.ndarray, claim: float
 
 
 def add_trigger(x: np.ndarray, image_shape: tuple[int, int, int] | None, *, size: int = 3,
-                value: float = 1.0) -> np.ndarray:
+                value: float = 1.0, part: int = 0, parts: int = 1) -> np.ndarray:
     """Copy of flat samples ``x`` (n, F) with the backdoor trigger stamped in.
 
     Images (C, H, W): a ``size`` x ``size`` checkerboard of ``value`` and 0 in the bottom-right
     corner of every channel (a pattern natural images rarely contain). Tabular data: the last
-    ``size`` features alternate ``value`` and 0.
+    ``size`` features alternate ``value`` and 0. With ``parts`` > 1 only the trigger rows ``r``
+    (image) or features (tabular) with ``r % parts == part`` are stamped: one attacker's share of
+    a distributed trigger.
     """
+    if not 0 <= part < parts:
+        raise ValueError(f"trigger part must be in [0, {parts}), got {part}")
     x = np.array(x, dtype=np.float32, copy=True)
     if x.ndim != 2:
         raise ValueError(f"x must be (n, F), got {x.shape}")
     if image_shape is None:
         if not 1 <= size <= x.shape[1]:
             raise ValueError(f"trigger size must be in [1, {x.shape[1]}], got {size}")
-        x[:, -size:] = np.where(np.arange(size) % 2 == 0, value, 0.0)
+        cols = np.flatnonzero(np.arange(size) % parts == part)
+        x[:, x.shape[1] - size + cols] = np.where(cols % 2 == 0, value, 0.0)
         return x
     c, h, w = image_shape
     if c * h * w != x.shape[1] or not 1 <= size <= min(h, w):
         raise ValueError(f"image shape {image_shape} / trigger size {size} do not fit {x.shape[1]} features")
     pattern = np.where(np.add.outer(np.arange(size), np.arange(size)) % 2 == 0, value, 0.0)
-    x.reshape(-1, c, h, w)[:, :, h - size:, w - size:] = pattern
+    rows = np.flatnonzero(np.arange(size) % parts == part)
+    x.reshape(-1, c, h, w)[:, :, h - size + rows, w - size:] = pattern[rows]
     return x
 
 
@@ -244,7 +266,21 @@ def _backdoor(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, num_classe
     return x, y
 
 
-_DATA: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {"label_flip": _label_flip, "backdoor": _backdoor}
+def _dba(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, num_classes: int,
+         image_shape: tuple[int, int, int] | None, *, part: int = 0, parts: int = 3, target_label: int = 0,
+         fraction: float = 0.1, size: int = 3, value: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    if not 0 <= target_label < num_classes:
+        raise ValueError(f"dba: target_label must be in [0, {num_classes}), got {target_label}")
+    rows = _fraction_rows(len(y), fraction, rng)
+    x = x.copy()
+    y = y.copy()
+    x[rows] = add_trigger(x[rows], image_shape, size=size, value=value, part=part % parts, parts=parts)
+    y[rows] = target_label
+    return x, y
+
+
+_DATA: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {"label_flip": _label_flip, "backdoor": _backdoor,
+                                                                   "dba": _dba}
 
 
 def poison_data(name: str, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, num_classes: int,

@@ -95,3 +95,23 @@ def test_chaos_quick_keeps_final_blocks_final_and_honest_nodes_agreeing(tmp_path
 
     section = report(result)
     assert section.startswith("## Chaos") and "results/chaos.png" in section
+
+
+@pytest.mark.timeout(300)
+def test_adversary_quick_measures_every_goal_and_renders(tmp_path: Path) -> None:
+    """``python -m bench adversary --quick``: the product pipeline under adaptive attacks, its
+    baselines and the ablation, end to end in spawned workers."""
+    result = run_quick("adversary", tmp_path, 290)
+    model = result["models"]["tabular_mlp"]
+    assert 0.0 < model["clean"]["mean"] <= 1.0 and 0.0 < model["fedavg"]["mean"] <= 1.0
+    cells = model["attacks"]
+    assert set(cells) == {"ipm+noise", "adaptive", "dba", "sybil"}
+    assert 0.0 <= cells["dba"]["0.4"]["backdoor_success"]["mean"] <= 1.0
+    assert all(c["0.4"]["auc"] is None or 0.0 <= c["0.4"]["auc"] <= 1.0 for c in cells.values())
+    assert set(result["ablation"]) == {"full rule", "shared-offset test off", "near-copy test off"}
+    assert set(result["goals"]) == {"drop", "backdoor", "auc", "clean"}
+
+    from bench.adversary import report
+
+    section = report(result)
+    assert section.startswith("## Adaptive adversaries") and "results/adversary.png" in section

@@ -8,12 +8,24 @@ update, while ALIE, IPM and min-max attackers all send one crafted vector that s
 honest mean, where no distance test can see it. Updates whose nearest neighbour is closer than
 ``collusion`` times the median pairwise distance are dropped as a colluding group.
 
+Phase 1a', a shared offset. Attackers who each add their own noise are no near copies, but what
+makes them attackers is the offset they all share: seen from the robust centre (the geometric
+median of all updates), their deviations point the same way, while honest deviations (local data,
+DP noise) are nearly independent. For each update, its ``partners``-th highest cosine similarity
+to another update's deviation is its *partner similarity*; an update whose partner similarity is
+positive and above the adaptive radius of all partner similarities (``offset`` MADs above their
+median) belongs to a group sharing an offset, and is dropped (highest first, within the phase-1
+budget). Skipped below ``2 * partners + 2`` updates, where no median describes the honest ones.
+
 Phase 1b, outlier clusters. Restricted k-means (:mod:`.kmeans`; every cluster holds at least
 ``min_cluster_size`` updates) partitions the rest. The reference is the largest cluster (the
 honest majority; ties: centre nearest the geometric median). Another cluster is an outlier when
 the median distance between its members and the reference's exceeds the adaptive radius of the
 reference's own pairwise distances: a group pushed one way (sign flip, scaling, noise) is far
-from the majority as a group even when each of its updates alone looks ordinary.
+from the majority as a group even when each of its updates alone looks ordinary. Skipped when
+the reference holds fewer than three updates: one within-pair distance says nothing about the
+honest spread, and comparing every other pair against it rejected honest non-IID nodes of small
+networks round after round (a 4-node testnet has two clusters of two).
 
 Phase 1 never drops the reference or more than half of all updates (farthest groups go first).
 
@@ -26,8 +38,9 @@ Adaptive radius: ``median + radius * sigma`` of the distances in question, sigma
 and the best-scoring aggregate kept (ties: earliest candidate).
 
 Score of an update: the largest of its distance to the robust centre over the phase-2 radius, its
-cluster's between-group distance over the phase-1 radius, and, for a near copy, a value in (1, 2]
-growing as the copy gets closer; above 1 means the update fell outside some radius.
+cluster's between-group distance over the phase-1 radius, its partner similarity over the
+phase-1a' radius, and, for a near copy, a value in (1, 2] growing as the copy gets closer; above 1
+means the update fell outside some radius.
 """
 
 from __future__ import annotations
@@ -37,13 +50,17 @@ import math
 import numpy as np
 
 from . import exact
-from ._core import AggregationResult, Inputs, result, robust_threshold, weighted_mean
+from ._core import MAD_TO_SIGMA, AggregationResult, Inputs, result, robust_threshold, weighted_mean
 from .geomed import weiszfeld_coefficients
 from .kmeans import membership, quad_forms, restricted_kmeans
 
 DEFAULT_RADIUS = 3.0
 RADIUS_CANDIDATES = (3.0, 2.0, 4.0, 1.5, 6.0)
 DEFAULT_COLLUSION = 0.1
+DEFAULT_OFFSET = 4.0    # MADs above the median partner similarity that mark a shared offset
+OFFSET_FLOOR = 0.01     # cosine: a spread below this is no spread (equal similarities)
+SMALL, SMALL_FLOOR = 10, 0.1   # below 10 distances their MAD is no spread estimate: sigma >= 10% of the median
+MIN_REFERENCE = 3       # phase 1b needs a reference cluster with at least this many updates
 GROUP_FLOOR = 0.05      # phase-1 radius is at least 5% of the typical distance: tolerates non-IID groups
 
 
@@ -63,6 +80,28 @@ def _near_copies(dist: np.ndarray, collusion: float) -> np.ndarray:
     limit = collusion * exact.median(_pairs(dist, np.arange(n)))
     nearest = np.where(np.eye(n, dtype=bool), np.inf, dist).min(axis=1)
     return np.where(nearest < limit, 2.0 - nearest / max(limit, 1e-300), 0.0)
+
+
+def _shared_offset(g: np.ndarray, partners: int, offset: float) -> np.ndarray:
+    """Per update, its partner similarity over the adaptive radius (0 where the test is off).
+
+    Deviations from the geometric median ``c``: their Gram matrix is
+    ``G - Gc 1' - 1 c'G + c'Gc``, all fixed-order steps on the exact Gram matrix.
+    """
+    n = g.shape[0]
+    if offset <= 0 or n < 2 * partners + 2:
+        return np.zeros(n)
+    coef, _ = weiszfeld_coefficients(g, np.ones(n))
+    gc = exact.matvec(g, coef)
+    dev = g - gc[:, None] - gc[None, :] + exact.total(coef * gc)
+    norms = np.sqrt(exact.clip_negative(np.diagonal(dev).copy())) + 1e-300
+    cos = dev / norms[:, None] / norms[None, :]
+    np.fill_diagonal(cos, -np.inf)
+    similarity = -np.sort(-cos, axis=1)[:, partners - 1] + 0.0
+    med = exact.median(similarity)
+    sigma = max(MAD_TO_SIGMA * exact.median(np.abs(similarity - med)), OFFSET_FLOOR)
+    limit = max(med + offset * sigma, OFFSET_FLOOR)
+    return np.where(similarity > 0.0, similarity / limit, 0.0)
 
 
 def _cluster_scores(dist: np.ndarray, labels: np.ndarray, k: int, ref: int, radius: float) -> np.ndarray:
@@ -94,19 +133,21 @@ def _phase2(g: np.ndarray, survivors: np.ndarray, radius: float) -> tuple[np.nda
     coef = np.zeros(g.shape[0])
     coef[sub] = coef_sub
     d = exact.dists_to_combination(g, coef)
-    ratio = d / max(robust_threshold(d[sub], radius), 1e-300)
+    floor = SMALL_FLOOR if sub.size < SMALL else 0.01
+    ratio = d / max(robust_threshold(d[sub], radius, floor=floor), 1e-300)
     return survivors & (ratio <= 1.0), ratio
 
 
 def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None = None,
                radius: float = DEFAULT_RADIUS, radius_candidates: tuple[float, ...] = RADIUS_CANDIDATES,
-               collusion: float = DEFAULT_COLLUSION, n_init: int = 3, max_iter: int = 50) -> AggregationResult:
+               collusion: float = DEFAULT_COLLUSION, offset: float = DEFAULT_OFFSET, n_init: int = 3,
+               max_iter: int = 50) -> AggregationResult:
     """Secured-FL two-phase filter, then FedAvg of the accepted updates.
 
     ``min_cluster_size`` defaults to ``max(2, ceil(n / 10))``; ``n_clusters`` is lowered when the
     updates cannot fill that many clusters. ``radius`` is the MAD multiplier used without an
     ``evaluate`` callback; with one, ``radius_candidates`` are tried. ``collusion = 0`` turns the
-    near-copy test off.
+    near-copy test off, ``offset = 0`` the shared-offset test.
     """
     n = inp.n
     min_size = max(2, math.ceil(n / 10)) if min_cluster_size is None else int(min_cluster_size)
@@ -125,6 +166,16 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     if copies.sum() > budget:
         copies[:] = False
     budget -= int(copies.sum())
+    offset_score = _shared_offset(g, min_size, float(offset))
+    offset_score[copies] = 0.0
+    shared = np.zeros(n, dtype=bool)
+    for i in np.argsort(-offset_score, kind="stable")[:budget]:
+        shared[i] = offset_score[i] > 1.0
+    if shared.sum() <= min_size:              # an offset shared by fewer is no group: chance
+        shared[:] = False
+        offset_score = np.minimum(offset_score, 1.0)
+    budget -= int(shared.sum())
+    copies |= shared                          # dropped as a group, like near copies
     rest = np.flatnonzero(~copies)
     k = max(1, min(n_clusters, rest.size // min_size))
     labels = np.full(n, -1)
@@ -144,6 +195,8 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     tried: set[bytes] = set()
     for multiplier in candidates:
         cluster_score = _cluster_scores(dist[np.ix_(rest, rest)], sub_labels, k, ref, multiplier)
+        if sizes[ref] < MIN_REFERENCE:
+            cluster_score[:] = 0.0
         dropped = _drop_groups(cluster_score, sub_labels, ref, budget)
         survivors = ~copies
         survivors[rest] = ~dropped[sub_labels]
@@ -157,16 +210,17 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
         if not math.isfinite(quality):
             raise ValueError(f"clustering: evaluate returned a non-finite value {quality!r}")
         if best is None or quality > best[0]:
-            scores = np.maximum(ratio, copy_score)
+            scores = np.maximum(np.maximum(ratio, copy_score), offset_score)
             scores[rest] = np.maximum(scores[rest], cluster_score[sub_labels])
-            reasons = ["clustering: colluding group" if c else "" if a else
+            reasons = ["clustering: shared offset" if o else "clustering: colluding group" if c else "" if a else
                        "clustering: cluster outlier" if not s else "clustering: outlier in cluster"
-                       for c, a, s in zip(copies.tolist(), accepted.tolist(), survivors.tolist())]
+                       for o, c, a, s in zip(shared.tolist(), copies.tolist(), accepted.tolist(), survivors.tolist())]
             best = (quality, multiplier, vector, accepted, scores, reasons)
     if best is None:
         raise ValueError("clustering: no radius candidate produced an aggregate")
     quality, multiplier, vector, accepted, scores, reasons = best
-    info = {"clusters": int(k), "labels": labels.tolist(), "radius": multiplier, "near_copies": int(copies.sum())}
+    info = {"clusters": int(k), "labels": labels.tolist(), "radius": multiplier, "near_copies": int((copies & ~shared).sum()),
+            "shared_offset": int(shared.sum())}
     if inp.evaluate is not None:
         info["validation"] = quality
     return result(vector, accepted, scores, reasons, **info)

@@ -41,6 +41,7 @@ class SimConfig:
     byzantine_fraction: float = 0.0
     attack_params: dict[str, Any] = field(default_factory=dict)
     claimed_samples: float | None = None      # weight lie: what Byzantine nodes claim, past any declared cap
+    byzantine_from_round: int = 0             # sybil burst: Byzantine identities stay silent until this round
     # chain state, noise and evaluation
     initial_stake: int = INITIAL_STAKE        # trust = stake share; rounds reward and penalize as a chain does
     noise_seed: int | None = None             # DP noise stream (None: fl.seed); vary it alone to see what noise moves
@@ -73,6 +74,7 @@ class SimConfig:
              "claimed_samples must be a positive finite number"),
             (self.attack is not None or self.claimed_samples is None, "claimed_samples needs an attack"),
             (self.initial_stake >= 1, "initial_stake must be >= 1"),
+            (0 <= self.byzantine_from_round < self.rounds, "byzantine_from_round must be in [0, rounds)"),
         ]
         for ok, message in checks:
             if not ok:

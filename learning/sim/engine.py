@@ -20,6 +20,11 @@ arrive in simulated-time order, and every ``clients_per_round`` arrivals are agg
 update's staleness is how many global versions appeared since its base; updates older than
 ``max_staleness`` are dropped, as a chain's admission drops them.
 
+Adaptive attackers: ``adaptive`` gets the chain's rule (settings' rule and parameters, equal
+weights, no validation callback: what an outsider can run) as its oracle. A sybil burst
+(``byzantine_from_round``) keeps the Byzantine identities out of every round before it (async:
+their first job starts at the first aggregation of that version), then they all join at once.
+
 Efficiency: one shared model object is reloaded from flat vectors for every job, node data are
 contiguous arrays, and byte counts come from :func:`learning.compression.wire_size`.
 """
@@ -102,11 +107,23 @@ class Simulator:
         if any(attacked):
             mine = np.stack([j.release.vector for j, a in zip(jobs, attacked) if a])
             honest = [s.vector for s in sent if s is not None]
+            params = dict(self.cfg.attack_params)
+            if self.cfg.attack == "adaptive":
+                params["accepts"] = self._rule_accepts
             crafted = craft_updates(self.cfg.attack, mine, np.stack(honest) if honest else mine, self._attack_rng,
-                                    **self.cfg.attack_params)
+                                    **params)
             rows = iter(crafted)
             sent = [s if s is not None else j.node.client.send(j.release, cap, next(rows)) for j, s in zip(jobs, sent)]
         return sent  # type: ignore[return-value]
+
+    def _rule_accepts(self, observed: np.ndarray, crafted: np.ndarray) -> np.ndarray:
+        """The adaptive attacker's oracle: which of ``crafted`` the chain's rule accepts next to
+        ``observed`` (equal weights, no validation callback: what an outsider can run)."""
+        s = self.cfg.fl
+        rows = np.concatenate([observed, crafted]).astype(np.float32)
+        res = self._aggregator(s.rule, rows, np.ones(len(rows)), trust=np.ones(len(rows)), seed=self.version + 1,
+                               **s.rule_params)
+        return np.asarray(res.accepted[len(observed):], dtype=bool)
 
     def _claims(self, jobs: list[Job], sent: list[Sent]) -> list[float]:
         """Claimed sample counts; Byzantine nodes lie with ``claimed_samples`` if set."""
@@ -177,7 +194,11 @@ class Simulator:
         else:
             idx = np.sort(self._select_rng.choice(cfg.num_nodes, k, replace=False))
             chosen = [self.nodes[i] for i in idx]
-        return [n for n in chosen if n.client.can_release()]
+        return [n for n in chosen if n.client.can_release() and self._present(n)]
+
+    def _present(self, node: VirtualNode) -> bool:
+        """False for a Byzantine identity before the sybil burst (it does not exist yet)."""
+        return not node.byzantine or self.version >= self.cfg.byzantine_from_round
 
     def _run_sync(self) -> list[RoundStats]:
         stats = []
@@ -198,10 +219,13 @@ class Simulator:
         queue: list[tuple[float, int, Job]] = []
 
         def start(node: VirtualNode, now: float) -> None:
-            if node.client.can_release():
+            if not self._present(node):     # joins at the burst: first job starts then
+                late.append(node)
+            elif node.client.can_release():
                 heapq.heappush(queue, (now + node.speed, node.node_id, self._train(node)))
 
         started = time.perf_counter()
+        late: list[VirtualNode] = []
         for node in self.nodes:
             start(node, 0.0)
         stats: list[RoundStats] = []
@@ -216,6 +240,10 @@ class Simulator:
             if len(buffer) == buffer_size:
                 stats.append(self._aggregate(buffer, now, dropped, started))
                 buffer, dropped, started = [], 0, time.perf_counter()
+                if late and self.version >= cfg.byzantine_from_round:
+                    joining, late[:] = list(late), []
+                    for node in joining:
+                        start(node, now)
             start(job.node, now)
         return stats
 

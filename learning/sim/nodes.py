@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from learning.attacks import DATA_ATTACKS, poison_data
+from learning.attacks import DATA_ATTACKS, HYBRID_ATTACKS, poison_data
 from learning.client import Client
 from learning.federation import Federation, split
 from learning.sim.config import SimConfig
@@ -61,13 +61,17 @@ def build_nodes(cfg: SimConfig, fed: Federation, dim: int) -> list[VirtualNode]:
     speeds = stream(seed, STREAM_SPEED).lognormal(0.0, cfg.speed_sigma, cfg.num_nodes)
     sizes = fed.partition.sizes()
     rate = participation_rate(cfg)
+    data_attack = cfg.attack if cfg.attack in DATA_ATTACKS else HYBRID_ATTACKS.get(cfg.attack or "")
+    # a distributed trigger: the k-th attacker (in node order) stamps part k of it
+    parts = {node: k for k, node in enumerate(sorted(byz))} if data_attack == "dba" else {}
     nodes = []
     for i in range(cfg.num_nodes):
         shard = fed.shard(i)
         x, y = shard.x, shard.y
-        if i in byz and cfg.attack in DATA_ATTACKS:
-            x, y = poison_data(cfg.attack, x, y, poison_rng, shard.num_classes, shard.image_shape,
-                               **cfg.attack_params)
+        if i in byz and data_attack is not None:
+            # a hybrid attack's parameters are its vector's; its data poisoning keeps the defaults
+            params = {} if data_attack != cfg.attack else {**cfg.attack_params, **({"part": parts[i]} if parts else {})}
+            x, y = poison_data(data_attack, x, y, poison_rng, shard.num_classes, shard.image_shape, **params)
         client = Client(cfg.fl, np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int64), dim,
                         noise_rng, sample_rate=rate)
         # Time per job grows with the node's data; speed is the node's hardware factor.

@@ -40,6 +40,7 @@ def run(path: str) -> dict[str, object]:
                         evaluate=(lambda v: next(calls)) if rule == "clustering" else None)
         out[rule] = _fields(res)
     out["clustering_no_evaluate"] = _fields(aggregate("clustering", x, weights, seed=3))
+    out["clustering_shared_offset"] = _fields(aggregate("clustering", rec["offset_round"], np.ones(len(x)), seed=3))
     x64 = x.astype(np.float64)
     out["raw_blas_gram"] = _digest((x64 @ x64.T).tobytes())
     return out

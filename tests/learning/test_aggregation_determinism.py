@@ -42,8 +42,13 @@ def _recorded_round(path: Path) -> None:
     counts = rng.integers(200, 3000, n).astype(np.float64)
     counts[16] = 2.0 ** 64 - 1
     counts[17] = 0.0
+    # a second round as the product's pipeline makes them (DP noise dominates), with six IPM
+    # attackers who each add their own noise: it reaches the shared-offset test
+    signal = rng.normal(size=d) * 0.002
+    noisy = (signal + 0.01 * rng.normal(size=(n, d))).astype(np.float32)
+    noisy[14:] = craft_updates("ipm", noisy[14:], noisy[:14], rng, eps=1.0, jitter=1.0)
     np.savez(path, updates=x, counts=counts, staleness=rng.integers(0, 5, n), trust=rng.uniform(0.1, 1.0, n),
-             evaluate=np.array([0.71, 0.74, 0.74, 0.70, 0.73]))
+             evaluate=np.array([0.71, 0.74, 0.74, 0.70, 0.73]), offset_round=noisy)
 
 
 def _child(path: Path, kernel: str, threads: int) -> dict | None:
@@ -71,3 +76,17 @@ def test_every_field_is_bit_identical_across_blas_kernels_and_threads(tmp_path: 
     for key, out in ran.items():
         for name, fields in reference.items():
             assert out[name] == fields, f"{name} differs between {reference_key} and {key}"
+
+
+def test_the_recorded_rounds_exercise_the_shared_offset_and_near_copy_tests(tmp_path: Path) -> None:
+    """The rounds above reach every phase of the default rule, so the kernel comparison covers the
+    shared-offset test too: the noisy IPM group is no near copy, but shares an offset."""
+    from learning.aggregation import aggregate
+
+    path = tmp_path / "round.npz"
+    _recorded_round(path)
+    rec = np.load(path)
+    assert aggregate("clustering", rec["updates"], np.ones(20), seed=3).info["near_copies"] >= 2
+    res = aggregate("clustering", rec["offset_round"], np.ones(20), seed=3)
+    assert res.info["shared_offset"] == 6
+    assert set(res.reasons[14:]) == {"clustering: shared offset"} and all(r == "" for r in res.reasons[:14])

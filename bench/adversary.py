@@ -1,0 +1,346 @@
+"""The default rule against adaptive adversaries: accuracy, backdoors, detection, honest cost.
+
+Every run is the product (:func:`bench.simruns.fedchain`: the genesis defaults' clip, noise,
+top-k float16 encoding with error feedback and the norm bound) on Fashion-MNIST, 20 nodes,
+Dirichlet(0.5), for the 64-unit MLP and the small CNN; attackers send through the same pipeline.
+Every attack of :mod:`learning.attacks` and :mod:`learning.adaptive`, plus the evasive variants
+(each attacker adds its own noise of the honest spread, ``jitter`` 1) and a sybil burst (the
+Byzantine identities join together halfway through, with fresh stake, sending noisy sign flips),
+at each Byzantine fraction, for every seed; the clean run (same rule) and plain FedAvg (dense,
+no clip or noise, no defence) of every seed are the baselines.
+
+Measured: accuracy drop against the clean run of the same seed (paired); backdoor success
+(triggered test images of other classes labelled 0, whole trigger even for the distributed one);
+detection ROC AUC of the rule's suspicion scores pooled over rounds and seeds; honest updates
+rejected per round and honest stake lost to penalties; clean accuracy against FedAvg.
+
+Ablation: the rule with one defence switched off at a time (``offset=0``: no shared-offset
+test; ``collusion=0``: no near-copy test) on the evasive attacks, MLP, seed 0, highest fraction.
+
+Run: ``python -m bench adversary [--quick] [--seeds N] [--rounds R] [--models tabular_mlp,cnn]``.
+``--quick`` (:data:`QUICK`): digits, the MLP, one seed, 4 rounds, four of the new attacks at 40%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.common import RESULTS, finish
+from bench.robustness import BACKDOORS, DIGITS, FMNIST, mean_std, pin_threads, plt_module, pm, run_all, simulate_job
+from bench.simruns import FEDAVG, describe
+
+FRACTIONS = (0.2, 0.4)
+DROP_GOALS = {0.2: 3.0, 0.4: 8.0}
+BACKDOOR_GOAL = 0.05
+AUC_GOAL = 0.95
+CLEAN_GOAL = 1.0                    # points below FedAvg
+NOISY = {"jitter": 1.0}
+# label -> (attack, attack parameters, extra simulation settings)
+ATTACKS: dict[str, tuple[str, dict, dict]] = {
+    "sign_flip": ("sign_flip", {}, {}), "gaussian": ("gaussian", {}, {}), "alie": ("alie", {}, {}),
+    "ipm": ("ipm", {}, {}), "minmax": ("minmax", {}, {}), "scale": ("scale", {}, {}),
+    "label_flip": ("label_flip", {}, {}), "backdoor": ("backdoor", {}, {}),
+    "alie+noise": ("alie", NOISY, {}), "ipm+noise": ("ipm", NOISY, {}), "minmax+noise": ("minmax", NOISY, {}),
+    "adaptive": ("adaptive", {}, {}), "drift": ("drift", {}, {}), "sybil": ("sign_flip", NOISY, {"sybil": True}),
+    "constrain_scale": ("constrain_scale", {}, {}), "dba": ("dba", {}, {}),
+}
+ABLATION = {"full rule": {}, "shared-offset test off": {"offset": 0.0}, "near-copy test off": {"collusion": 0.0}}
+ABLATION_ATTACKS = ("alie+noise", "ipm+noise", "adaptive")
+CNN_TASK = {"model": "cnn"}
+QUICK = {"task": DIGITS, "models": ("tabular_mlp",), "seeds": 1, "rounds": 4,
+         "attacks": ("ipm+noise", "adaptive", "dba", "sybil"), "fractions": (0.4,)}
+
+
+def _config(task: dict, model: str, label: str | None, fraction: float, seed: int, rounds: int,
+            rule_params: dict | None = None) -> dict:
+    config = {**task, "model": model, "rounds": rounds, "seed": seed, "eval_every": rounds}   # final model only
+    if rule_params:
+        config["rule_params"] = rule_params
+    if label is None:
+        return config
+    attack, params, extra = ATTACKS[label]
+    config.update(attack=attack, byzantine_fraction=fraction, attack_params=dict(params))
+    if extra.get("sybil"):
+        config["byzantine_from_round"] = rounds // 2
+    return config
+
+
+def _auc(runs: list[dict]) -> float | None:
+    """ROC AUC of the rule's scores, every update of every round and seed pooled."""
+    from learning.detection import detection_stats
+
+    truth = [b for r in runs for rnd in r["rounds"] for b in rnd["byzantine"]]
+    scores = [1e300 if s is None else s for r in runs for rnd in r["rounds"] for s in rnd["scores"]]
+    if not any(truth) or all(truth):
+        return None
+    accepted = [True] * len(truth)
+    auc = detection_stats(np.asarray(truth), np.asarray(scores, dtype=np.float64), np.asarray(accepted)).roc_auc
+    return None if np.isnan(auc) else float(auc)
+
+
+def _honest_cost(runs: list[dict], penalty: int) -> dict:
+    fp = [sum(rnd["fp"] for rnd in r["rounds"]) / max(1, len(r["rounds"])) for r in runs]
+    return {"rejected_per_round": mean_std(fp),
+            "stake_lost": mean_std([penalty * sum(rnd["fp"] for rnd in r["rounds"]) for r in runs])}
+
+
+def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fractions: tuple[float, ...],
+            seeds: int, rounds: int, workers: int, ablation: bool = True) -> dict:
+    from learning.settings import FLSettings
+
+    penalty = FLSettings().penalty_rejected
+    jobs: list[dict] = []
+    keys: list[tuple] = []          # (model, ablation variant, run kind, fraction) of each job
+
+    def add(key: tuple, config: dict, keep: bool = True) -> None:
+        keys.append(key)
+        jobs.append({"config": config, "keep_rounds": keep})
+
+    for model in models:
+        for s in range(seeds):
+            add((model, None, "clean", 0.0), _config(task, model, None, 0.0, s, rounds))
+            add((model, None, "fedavg", 0.0), {**_config(task, model, None, 0.0, s, rounds), **FEDAVG}, False)
+            for a in attacks:
+                for f in fractions:
+                    add((model, None, a, f), _config(task, model, a, f, s, rounds))
+    ablation_fraction = max(fractions)
+    for variant, params in ABLATION.items():
+        for a in ABLATION_ATTACKS:
+            if ablation and params and a in attacks:
+                add((models[0], variant, a, ablation_fraction), _config(task, models[0], a, ablation_fraction, 0,
+                                                                        rounds, params))
+    rows = run_all(simulate_job, jobs, workers)
+    out: dict[str, Any] = {"models": {}, "attacks": list(attacks), "fractions": list(fractions), "seeds": seeds,
+                           "rounds": rounds, "task": task, "pipeline": describe(task), "ablation": {}}
+    by_key: dict[tuple, list[dict]] = {}
+    for key, row in zip(keys, rows):
+        by_key.setdefault(key, []).append(row)
+    for model in models:
+        clean = by_key[(model, None, "clean", 0.0)]
+        fedavg = by_key[(model, None, "fedavg", 0.0)]
+        clean_acc = [r["final_accuracy"] for r in clean]
+        entry: dict[str, Any] = {
+            "clean": mean_std(clean_acc), "fedavg": mean_std(r["final_accuracy"] for r in fedavg),
+            "clean_vs_fedavg": mean_std(100 * (a["final_accuracy"] - b["final_accuracy"]) for a, b in zip(clean, fedavg)),
+            "clean_honest": _honest_cost(clean, penalty), "attacks": {}, "seeds": seeds, "rounds": rounds}
+        for a in attacks:
+            for f in fractions:
+                runs = by_key[(model, None, a, f)]
+                cell = {"accuracy": mean_std(r["final_accuracy"] for r in runs),
+                        "drop": mean_std(100 * (c0 - r["final_accuracy"]) for c0, r in zip(clean_acc, runs)),
+                        "auc": _auc(runs), "honest": _honest_cost(runs, penalty),
+                        "recall": mean_std(r["summary"]["detection_recall"] or 0.0 for r in runs)}
+                if ATTACKS[a][0] in BACKDOORS:
+                    cell["backdoor_success"] = mean_std(r["backdoor_success"] for r in runs)
+                entry["attacks"].setdefault(a, {})[str(f)] = cell
+        out["models"][model] = entry
+    for variant, params in ABLATION.items():
+        cells = {}
+        for a in ABLATION_ATTACKS:
+            key = (models[0], variant if params else None, a, ablation_fraction)
+            runs = [r for r in by_key.get(key, []) if r["config"]["seed"] == 0]
+            if not runs:
+                continue
+            base = next(r for r in by_key[(models[0], None, "clean", 0.0)] if r["config"]["seed"] == 0)
+            cells[a] = {"auc": _auc(runs), "drop": 100 * (base["final_accuracy"] - runs[0]["final_accuracy"]),
+                        "recall": runs[0]["summary"]["detection_recall"]}
+        out["ablation"][variant] = {"rule_params": params, "fraction": ablation_fraction, "cells": cells}
+    out["goals"] = goals(out)
+    return out
+
+
+def goals(result: dict) -> dict:
+    """Each goal: the worst value over models and attacks, and whether it is met."""
+    worst_drop = {str(f): max((c["drop"]["mean"], m, a) for m, e in result["models"].items()
+                              for a, cells in e["attacks"].items() for ff, c in cells.items() if ff == str(f))
+                  for f in result["fractions"]}
+    backdoor = [(c["backdoor_success"]["mean"], m, a, f) for m, e in result["models"].items()
+                for a, cells in e["attacks"].items() for f, c in cells.items() if "backdoor_success" in c]
+    aucs = [(c["auc"], m, a, f) for m, e in result["models"].items() for a, cells in e["attacks"].items()
+            for f, c in cells.items() if c["auc"] is not None]
+    clean = [(-e["clean_vs_fedavg"]["mean"], m) for m, e in result["models"].items()]
+    return {
+        "drop": {f: {"worst": w[0], "model": w[1], "attack": w[2], "goal": DROP_GOALS.get(float(f), 8.0),
+                     "met": w[0] <= DROP_GOALS.get(float(f), 8.0)} for f, w in worst_drop.items()},
+        "backdoor": ({"worst": max(backdoor)[0], "where": list(max(backdoor)[1:]), "goal": BACKDOOR_GOAL,
+                      "met": max(backdoor)[0] <= BACKDOOR_GOAL} if backdoor else None),
+        "auc": ({"worst": min(aucs)[0], "where": list(min(aucs)[1:]), "goal": AUC_GOAL,
+                 "met": min(aucs)[0] >= AUC_GOAL} if aucs else None),
+        "clean": {"worst_below_fedavg": max(clean)[0], "model": max(clean)[1], "goal": CLEAN_GOAL,
+                  "met": max(clean)[0] <= CLEAN_GOAL},
+    }
+
+
+def plot(result: dict) -> None:
+    plt = plt_module()
+    models = list(result["models"])
+    fig, axes = plt.subplots(len(models), 2, figsize=(13, 4 * len(models)), squeeze=False)
+    for row, model in enumerate(models):
+        cells = result["models"][model]["attacks"]
+        names = list(cells)
+        x = np.arange(len(names))
+        for k, f in enumerate(result["fractions"]):
+            drops = [cells[a][str(f)]["drop"]["mean"] for a in names]
+            aucs = [cells[a][str(f)]["auc"] or 0.0 for a in names]
+            axes[row][0].bar(x + 0.4 * k, drops, 0.4, label=f"{int(100 * f)}% Byzantine")
+            axes[row][1].bar(x + 0.4 * k, aucs, 0.4, label=f"{int(100 * f)}% Byzantine")
+        for ax, title in zip(axes[row], ("accuracy drop (points)", "detection ROC AUC")):
+            ax.set_xticks(x + 0.2)
+            ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+            ax.set_title(f"{model}: {title}")
+            ax.legend(fontsize=8)
+        axes[row][1].axhline(AUC_GOAL, color="k", lw=0.8, ls="--")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "adversary.png", dpi=110)
+    plt.close(fig)
+
+
+def _cell_text(c: dict) -> list[str]:
+    bd = pm(c["backdoor_success"]) + "%" if "backdoor_success" in c else "-"
+    auc = f"{c['auc']:.3f}" if c["auc"] is not None else "-"
+    return [pm(c["drop"], 1.0), bd, auc, f"{c['honest']['rejected_per_round']['mean']:.2f}"]
+
+
+WHY = """Why goals are missed (mechanisms, measured on recorded rounds of this pipeline):
+
+- *DP noise dominates every update.* With clip 1 and noise multiplier 0.01 over ~51,000
+  parameters, an update's noise has norm ~2.3 against at most 1 of signal; honest updates are
+  nearly orthogonal (cosine ~0.08). A data backdoor (10% of an attacker's samples) changes its
+  update far less than that noise, so no per-round statistic of the Gram matrix separates it
+  (ROC AUC 0.2-0.75 for distance, cosine and shared-offset scores alike). `constrain_scale`
+  sits at 0.9x the median radius by construction, nearer the centre than honest updates, so it
+  ranks *below* them (AUC near 0). Exploratory runs (10 rounds, 40% backdoor, not in this table)
+  of coordinate-wise gates on top of the rule did not help either: a sign-vote learning rate
+  (RLR, theta 0.2) left 57% backdoor success, a 30% trimmed mean 51% and cost 30 points
+  (42% with neither).
+- *At 40% the robust centre moves.* Eight attackers sharing one mean pull the geometric median
+  toward them; seen from there, the honest updates share an offset as much as the attackers
+  do, so the shared-offset test can stay silent (noisy IPM at 40%: IPM's updates, nearer the
+  centre than the honest ones, rank below them); and where the honest updates' own label-skew
+  groups share offsets, an attacker group does not stand out (noisy ALIE at 20%).
+- *The adaptive attacker* tunes its push until the rule accepts it: by construction it is
+  accepted, and its detection AUC measures how far the rule lets it go; the rule keeps the
+  damage to a few points.
+- *Clean vs FedAvg* compares the whole product pipeline (DP clip and noise, top-10% float16,
+  eta/sqrt(t)) with dense, noiseless FedAvg at a constant step, as the other benchmarks do: the
+  gap is the pipeline and the rule together (no run here separates them), over few rounds.
+- *Honest cost at 20 nodes.* With no attacker about one honest update in twenty is still
+  rejected per round (phase 2's radius over noise-dominated distances); at +2 per accepted and
+  -5 per rejected update an average honest node still gains stake, but the cost is not zero.
+
+What would close them: an identity's consistency across rounds (a per-sender running sum,
+where the backdoor accumulates as R while noise grows as sqrt(R)) needs per-sender vectors in
+chain state; a reference direction trained on the public set (FLTrust) is not bit-reproducible
+across BLAS kernels, so verifiers could disagree on a block."""
+
+
+def report(result: dict) -> str:
+    g = result["goals"]
+    lines = ["## Adaptive adversaries: backdoors, evasive attackers, detection", "",
+             "The default rule (`clustering`: near copies, shared offset, outlier clusters, distance to the robust "
+             "centre) against every attack of `learning.attacks` and `learning.adaptive`: the polite ones, the same "
+             "with per-attacker noise (`+noise`, jitter 1 = the honest spread), `adaptive` (the rule in the loop: "
+             "the largest push against the mean the rule still accepts), `drift` (one fixed direction, inside the "
+             "median radius every round), `sybil` (all Byzantine identities join at once halfway through, fresh "
+             "stake, noisy sign flips), `constrain_scale` (backdoored training boosted to the radius and norm "
+             "bound), `dba` (the trigger split in three among the attackers, tested whole).", "",
+             f"Last command: `{result.get('command', 'python -m bench adversary')}` "
+             f"({result['wall_time_s']:.0f} s, measured {result['measured_at']}). "
+             f"{result['task'].get('dataset')}, {result['task'].get('num_nodes')} nodes, Dirichlet("
+             f"{result['task'].get('dirichlet_alpha')}), {result['task'].get('local_epochs')} local epoch(s) per round, "
+             f"batch {result['task'].get('batch_size')}, models {', '.join(result['models'])} (rounds and seeds "
+             f"per model below); pipeline: {result['pipeline']}. Drop = points lost against the clean "
+             "run of the same seed (mean ± std over seeds); AUC pools every update of every round and seed; "
+             "honest rej./round = honest updates rejected per round.", ""]
+    for model, e in result["models"].items():
+        lines += [f"**{model}** (`{e.get('command', result.get('command', ''))}`: {e.get('rounds', result['rounds'])} "
+                  f"rounds, {e.get('seeds', result['seeds'])} seed(s)): clean {pm(e['clean'])}%, plain FedAvg {pm(e['fedavg'])}% "
+                  f"(difference {pm(e['clean_vs_fedavg'], 1.0)} points); honest updates rejected per round with no "
+                  f"attacker {e['clean_honest']['rejected_per_round']['mean']:.2f}, honest stake lost to penalties "
+                  f"{e['clean_honest']['stake_lost']['mean']:.0f} per run.", ""]
+        head = ["attack"]
+        for f in result["fractions"]:
+            p = int(100 * f)
+            head += [f"drop {p}%", f"backdoor {p}%", f"AUC {p}%", f"honest rej./round {p}%"]
+        rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for a, cells in e["attacks"].items():
+            rows.append("| " + " | ".join([a] + [t for f in result["fractions"] for t in _cell_text(cells[str(f)])])
+                        + " |")
+        lines += rows + [""]
+    if any(v["cells"] for v in result["ablation"].values()):
+        frac = int(100 * next(iter(result["ablation"].values()))["fraction"])
+        names = sorted({a for v in result["ablation"].values() for a in v["cells"]})
+        lines += [f"Ablation ({next(iter(result['models']))}, seed 0, {frac}% Byzantine): AUC / drop in points "
+                  "with one test of the rule switched off.", "",
+                  "| variant | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for variant, v in result["ablation"].items():
+            lines.append(f"| {variant} | " + " | ".join(
+                f"{v['cells'][a]['auc']:.3f} / {v['cells'][a]['drop']:.1f}" if a in v["cells"] and v["cells"][a]["auc"]
+                is not None else "-" for a in names) + " |")
+        lines.append("")
+    lines.append("Goals:")
+    for f, d in g["drop"].items():
+        lines.append(f"- accuracy drop <= {d['goal']:g} points at {int(100 * float(f))}%: worst {d['worst']:.1f} "
+                     f"({d['attack']}, {d['model']}) - **{'met' if d['met'] else 'not met'}**"
+                     + ("" if d["met"] else f", by {d['worst'] - d['goal']:.1f} points"))
+    if g["backdoor"]:
+        b = g["backdoor"]
+        lines.append(f"- backdoor success <= 5%: worst {100 * b['worst']:.1f}% ({', '.join(map(str, b['where']))}) - "
+                     f"**{'met' if b['met'] else 'not met'}**")
+    if g["auc"]:
+        a = g["auc"]
+        lines.append(f"- detection ROC AUC >= 0.95: worst {a['worst']:.3f} ({', '.join(map(str, a['where']))}) - "
+                     f"**{'met' if a['met'] else 'not met'}**")
+    c = g["clean"]
+    lines.append(f"- clean accuracy within 1 point of FedAvg: worst {c['worst_below_fedavg']:.1f} points below "
+                 f"({c['model']}) - **{'met' if c['met'] else 'not met'}**")
+    lines += ["", WHY, "", "![accuracy drop and AUC per attack](results/adversary.png)", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench adversary")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--models", default="tabular_mlp,cnn")
+    parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the other models' results of the last run")
+    args = parser.parse_args(argv)
+    pin_threads(1)
+    started = time.perf_counter()
+    if args.quick:
+        q = QUICK
+        result = measure(q["task"], q["models"], q["attacks"], q["fractions"], q["seeds"], q["rounds"], args.workers)
+    else:
+        attacks = tuple(a for a in args.attacks.split(",") if a)
+        unknown = sorted(set(attacks) - set(ATTACKS))
+        if unknown:
+            raise SystemExit(f"unknown attack(s) {unknown}; choose from {', '.join(ATTACKS)}")
+        result = measure(FMNIST, tuple(args.models.split(",")), attacks, FRACTIONS, args.seeds, args.rounds,
+                         args.workers, ablation=not args.no_ablation)
+    result["quick"] = args.quick
+    result["command"] = "python -m bench adversary " + " ".join(argv if argv is not None else sys.argv[2:])
+    for entry in result["models"].values():
+        entry["command"] = result["command"]
+    previous = RESULTS / "adversary.json"
+    if args.keep and previous.exists():
+        old = json.loads(previous.read_text())
+        kept = {m: e for m, e in old["models"].items() if m not in result["models"]}
+        result["models"] = {**kept, **result["models"]}
+        if kept and not any(v["cells"] for v in result["ablation"].values()):
+            result["ablation"] = old["ablation"]
+        result["goals"] = goals(result)
+    return finish("adversary", result, started, plot, report_console)
+
+
+def report_console(result: dict) -> str:
+    return report({**result, "measured_at": "now"})
