@@ -26,9 +26,11 @@ Synthetic(1,1) stands in for the papers' IoT tabular data.
 """
 
 
-PIPELINE_SINCE = "2026-12-02T04:00:00Z"
-"""When the daemon and the simulator started sharing one client pipeline, round and settings type
-(``learning/client.py``, ``learning/round.py``, ``learning/settings.py``)."""
+PIPELINE_SINCE = "2026-12-02T05:55:00Z"
+"""When the code these numbers depend on last changed: the daemon and the simulator share one
+client pipeline, round and settings type (``learning/client.py``, ``learning/round.py``,
+``learning/settings.py``), and the default rule gained the shared-offset test and its small-network
+floors (``learning/aggregation/clustering.py``)."""
 PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "accuracy", "convergence",
                                  "communication", "scalability", "energy", "attacks", "detection", "ablation",
                                  "flower"})
@@ -41,8 +43,9 @@ def stale_note(name: str, result: dict) -> str:
     measured = result.get("measured_at", "")
     if name not in PIPELINE_BENCHMARKS or measured >= PIPELINE_SINCE:
         return ""
-    return (f"\n> Not re-run since the shared client pipeline ({PIPELINE_SINCE[:10]}): the numbers below were "
-            f"measured {measured or 'earlier'} with the pipeline of that day; the text describes the current code.\n")
+    return (f"\n> Not re-run since the shared client pipeline and the default rule's last change ({PIPELINE_SINCE}): "
+            f"the numbers below were measured {measured or 'earlier'} with the code of that day; the text describes "
+            f"the current code.\n")
 
 
 def build(benchmarks: dict[str, str]) -> str:
