@@ -329,8 +329,8 @@ def main(argv: list[str] | None = None) -> dict:
                          args.workers, ablation=not args.no_ablation)
     result["quick"] = args.quick
     result["command"] = "python -m bench adversary " + " ".join(argv if argv is not None else sys.argv[2:])
-    for entry in result["models"].values():
-        entry["command"] = result["command"]
+    for entry in result["models"].values():  # each model says how it was run (--keep mixes runs)
+        entry.update(command=result["command"], rounds=result["rounds"], seeds=result["seeds"])
     previous = RESULTS / "adversary.json"
     if args.keep and previous.exists():
         old = json.loads(previous.read_text())
