@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, finish, md_table
-from bench.fl_chain import polite_get
 from bench.simruns import RunSpec, mean_std, pyplot, run_all
 from learning.federation import split
 from learning.models import build_model, set_flat
@@ -57,11 +56,11 @@ def chain_run(n: int, blocks: int, root: Path) -> dict[str, Any]:
         genesis = json.loads((net.home(0) / "genesis.json").read_text())
         settings = FLSettings.from_app_state(genesis["app"])
         accounts = [a["id"] for a in genesis["accounts"]]   # node i holds shard i (node/fl/data.py)
-        genesis_model = polite_get(net, 0, "/blocks/1")["app_hash"]
+        genesis_model = net.get(0, "/blocks/1")["app_hash"]
         heights = []
         for h in range(1, blocks + 1):
-            model = polite_get(net, 0, f"/blocks/{h + 1}")["app_hash"]   # the model after block h
-            record = polite_get(net, 0, f"/fl/updates?height={h}")
+            model = net.get(0, f"/blocks/{h + 1}")["app_hash"]   # the model after block h
+            record = net.get(0, f"/fl/updates?height={h}")
             heights.append({"height": h, "model": model, "accepted": record["accepted"],
                             "considered": record["considered"], "skipped": record["skipped"],
                             "senders": sorted(accounts.index(u["sender"]) for u in record["updates"]),

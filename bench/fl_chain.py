@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -45,19 +44,6 @@ STEADY_S = LAG_WINDOW_S + 10
 def steady_note(window_s: float) -> str:
     """How a lag column of a run with this window reads."""
     return ", all after warm-up" if window_s >= STEADY_S else ", start-up included (a short window)"
-
-
-def polite_get(net: Testnet, i: int, path: str, tries: int = 30) -> Any:
-    """``net.get``; over the node's request rate (429) wait as long as it says and ask again, as
-    any well-behaved client (a benchmark reads hundreds of records once its window is over)."""
-    for attempt in range(tries):
-        try:
-            return net.get(i, path)
-        except urllib.error.HTTPError as exc:
-            if exc.code != 429 or attempt == tries - 1:
-                raise
-            time.sleep(float(exc.headers.get("Retry-After", "1")))
-    raise AssertionError("unreachable")
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -111,11 +97,11 @@ def measure(n: int, seconds: float, root: Path, *, during: Callable[[Testnet], d
         last = net.heights([0])[0]
         latency, considered = [], 0
         for h in sorted(finals):
-            for u in polite_get(net, 0, f"/fl/updates?height={h}")["updates"]:
-                summary = polite_get(net, 0, f"/fl/updates/{u['id']}")
+            for u in net.get(0, f"/fl/updates?height={h}")["updates"]:
+                summary = net.get(0, f"/fl/updates/{u['id']}")
                 latency.append(finals[h] - summary["seq"] / 1000)
                 considered += 1
-        model = polite_get(net, 0, "/fl/model")
+        model = net.get(0, "/fl/model")
         params, accuracy = model["params"], model.get("test_accuracy")
     finally:
         net.stop_all()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -67,18 +66,6 @@ def submit(url: str, tx: Tx) -> None:
     raise AssertionError(f"{url} kept refusing votes")
 
 
-def get_politely(url: str) -> dict:
-    """GET ``url`` as an honest client does: waiting as long as a 429's Retry-After says."""
-    for _ in range(60):
-        try:
-            return get_json(url, timeout=30)
-        except urllib.error.HTTPError as exc:
-            if exc.code != 429:
-                raise
-            time.sleep(int(exc.headers["Retry-After"]))
-    raise AssertionError(f"{url} kept answering 429")
-
-
 def fill_with_big_blocks(net: Testnet, candidates: list[str]) -> tuple[int, int]:
     """Every node's account sends TXS_PER_NODE large votes to its own node (one thread each);
     returns the heights of the blocks holding node0's first and last vote."""
@@ -122,7 +109,7 @@ def test_pages_of_large_blocks_stay_within_a_byte_budget(make_testnet):
     assert stats["statuses"].get(429, 0) > 0, f"bulk answers did not slow the client down: {stats}"
     heights, start, end = [], first, min(last, first + 11)
     while start <= end:  # an honest client follows `next` and gets every block exactly once
-        page = get_politely(f"{net.url(1)}/blocks?from={start}&limit={end - start + 1}&raw=1")
+        page = get_json(f"{net.url(1)}/blocks?from={start}&limit={end - start + 1}&raw=1", timeout=30)
         heights += [b["height"] for b in page["blocks"]]
         start = page["next"] if page["next"] is not None else end + 1
     assert heights == list(range(first, end + 1))

@@ -155,9 +155,19 @@ class Testnet:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-def get_json(url: str, timeout: float = 3.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
+def get_json(url: str, timeout: float = 3.0, tries: int = 30) -> Any:
+    """GET ``url`` as an honest client does: over the node's limits (429) it waits as long as
+    ``Retry-After`` says and asks again. On a local testnet every peer, the CLI and the tests share
+    127.0.0.1, so a test's read can meet the limits its peers' traffic has used up."""
+    for attempt in range(tries):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 429 or attempt == tries - 1:
+                raise
+            time.sleep(float(exc.headers.get("Retry-After", "1")))
+    raise AssertionError("unreachable")
 
 
 def http_status(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, Any]:
