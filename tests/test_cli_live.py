@@ -24,16 +24,11 @@ from cli.main import app
 from consensus.genesis import Genesis
 from gossip.crypto import KeyPair
 from node.home import load_home
+from tests.apinode import free_port
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "cli.main"]
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -12,6 +12,7 @@ from cli.main import app
 from consensus.genesis import Genesis
 from gossip.crypto import KeyPair, is_node_id
 from node.home import HomePaths, load_home
+from tests.apinode import free_port
 
 runner = CliRunner()
 
@@ -26,12 +27,6 @@ def assert_clean_failure(result, fragment: str) -> None:
     assert "error:" in result.output and fragment in result.output, result.output
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_keys_new_and_show(tmp_path):

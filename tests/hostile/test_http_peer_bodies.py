@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 import tracemalloc
 from functools import partial
@@ -28,6 +27,7 @@ from cli.testnet import create_testnet
 from gossip import Gossip
 from gossip.crypto import sha256
 from node.home import load_home
+from tests.apinode import free_port
 from tests.hostile.harness import Bounds, run_hostile
 from tests.hostile.peer import HostilePeer
 from tests.hostile.webattack import describe, start_victims
@@ -38,12 +38,6 @@ pytestmark = pytest.mark.integration
 BODY = 96 * 1024 * 1024
 CUT_BELOW = 24 * 1024 * 1024  # what loopback socket buffers can absorb after the victim stopped reading
 BOUNDS = Bounds(rss_growth_mb=48, health_p99_ms=250, health_max_ms=1500)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _huge(request: web.Request, sent: list[int], *, prefix: bytes, declared: bool) -> web.StreamResponse:

@@ -1,23 +1,17 @@
 """Peer-exchange poisoning and inbound sybils: strangers must not decide whom a node dials, nor
 take the slots it needs to reach honest peers."""
 
-import socket
 import threading
 
 import pytest
 
 from gossip.config import GossipConfig
+from tests.apinode import free_port
 from tests.hostile.attacks import hold_sybils, poison_peer_exchange
 from tests.hostile.harness import Bounds, run_hostile
 from tests.integration.harness import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def connected(victims, i: int, j: int) -> bool:

@@ -4,23 +4,17 @@ The relay sits in front of one node, X: X advertises the relay's address, has no
 of its own and the others have the relay as X's bootstrap URL, so every connection between X and
 another node goes through the relay while it runs. Afterwards X dials the URLs it learned."""
 
-import socket
 import threading
 import tomllib
 
 import pytest
 import tomli_w
 
+from tests.apinode import free_port
 from tests.hostile.attacks import relay
 from tests.hostile.harness import Bounds, Victims, run_hostile
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def edit_config(path, change) -> None:
