@@ -11,8 +11,13 @@ the node's file descriptors (its database and its peers need them too). So, belo
   ``api.max_connections_per_client`` connections, and all clients ``api.max_connections``;
 * when all are taken, a newcomer from an address that holds fewer connections than the address
   holding the most takes the place of that address's longest idle connection (the way Bitcoin
-  Core evicts inbound peers), so a flood from many addresses cannot lock honest clients out while
-  it lasts; otherwise the newcomer is refused.
+  Core evicts inbound peers); failing that, it takes the place of the longest idle connection of
+  any address, if that one has been idle for more than a tenth of the head deadline; otherwise
+  it is refused. The second rule matters when many addresses flood: evicting each other, they
+  settle at equal shares, and an honest address already holding as many (a site's peers behind
+  one address) would find no address more crowded than its own and be locked out until the
+  deadline. An honest client sends its request head at once, so what is idle that long is a
+  slow head or a keep-alive connection its client can open again.
 
 A refused or evicted connection is aborted (a reset: the node keeps no TIME_WAIT socket for it).
 A request in progress (a gossip session over ``/p2p`` or a ``/subscribe`` stream included) is
@@ -110,15 +115,18 @@ class ConnectionGuard:
         return True
 
     def _evict_for(self, key: str) -> bool:
-        """Make room for a newcomer from ``key``: abort the longest idle connection of the address
-        holding the most, if that address holds more than the newcomer's would."""
+        """Make room for a newcomer from ``key`` (module docstring): the longest idle connection
+        of the address holding the most, if it holds more than the newcomer's would; else the
+        longest idle connection of all, if idle for a tenth of the head deadline."""
         crowded, held = self.per_client.most_common(1)[0]
-        if held <= self.per_client[key] + 1:
-            return False
-        idle = [c for c in self.conns.values() if c.key == crowded and not c.busy]
-        if not idle:
-            return False
-        victim = min(idle, key=lambda c: c.idle_since)
+        idle = [c for c in self.conns.values() if not c.busy]
+        if held > self.per_client[key] + 1 and any(c.key == crowded for c in idle):
+            victim = min((c for c in idle if c.key == crowded), key=lambda c: c.idle_since)
+        else:
+            victim = min(idle, key=lambda c: c.idle_since, default=None)
+            grace = self.config.head_timeout_ms / 10_000
+            if victim is None or self.clock() - victim.idle_since <= grace:
+                return False
         self.stats["evicted"] += 1
         self._abort(victim)
         return True

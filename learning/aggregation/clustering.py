@@ -95,7 +95,9 @@ def _shared_offset(g: np.ndarray, partners: int, offset: float) -> np.ndarray:
     gc = exact.matvec(g, coef)
     dev = g - gc[:, None] - gc[None, :] + exact.total(coef * gc)
     norms = np.sqrt(exact.clip_negative(np.diagonal(dev).copy())) + 1e-300
-    cos = dev / norms[:, None] / norms[None, :]
+    # A cosine lies in [-1, 1]; cancellation in the Gram identity at float32-limit values can
+    # put it far outside (even at infinity), and one infinity made every score NaN.
+    cos = np.clip(dev / norms[:, None] / norms[None, :], -1.0, 1.0)
     np.fill_diagonal(cos, -np.inf)
     similarity = -np.sort(-cos, axis=1)[:, partners - 1] + 0.0
     med = exact.median(similarity)

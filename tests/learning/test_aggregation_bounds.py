@@ -117,6 +117,15 @@ def test_float32_limit_values_and_extreme_weights_never_give_a_non_finite_vector
     assert not np.isnan(res.scores).any() and np.isfinite(res.scores[res.accepted]).all()
 
 
+def test_float32_limit_values_never_make_a_clustering_score_nan() -> None:
+    """Found by the property test above: the shared-offset test's cosines, computed through the
+    Gram identity, cancelled catastrophically at these values and one infinite cosine made a score
+    NaN."""
+    x = np.array([[1e38], [-3e38], [-1], [-1], [-1], [-1], [-1]], dtype=np.float32)
+    res = aggregate("clustering", x, np.ones(7), f=1)
+    assert not np.isnan(res.scores).any() and np.isfinite(res.scores[res.accepted]).all()
+
+
 def test_aggregation_error_is_a_value_error_with_a_reason() -> None:
     from learning.aggregation._core import result
 
