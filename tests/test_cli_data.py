@@ -54,7 +54,7 @@ def test_each_node_holds_only_its_own_shard(testnet):
     assert sum(len(x) for x in shards) + task.eval_set_samples == len(pool)
     for h in homes:   # the public evaluation set is published in every home, under the hash genesis pins
         store = BlobStore(h.paths.data / "blobs.sqlite")
-        assert sha256(store.get(task.eval_hash)) == task.eval_hash
+        assert sha256(store.get(task.eval_hash, "evalset")) == task.eval_hash
         store.close()
     out = CliRunner().invoke(app, ["data", "check", "--home", str(testnet[1])])
     assert out.exit_code == 0, out.output

@@ -36,7 +36,7 @@ async def get_model(ctx: Any, request: web.Request) -> dict:
 
 
 async def get_model_blob(ctx: Any, request: web.Request, hash: str) -> web.Response:
-    blob = _fl(ctx).blobs.get(bytes.fromhex(hash))
+    blob = _fl(ctx).blobs.get(bytes.fromhex(hash), "model")
     if blob is None:
         raise ApiError(404, f"no model {hash[:12]} here (pruned, or never final)")
     return web.Response(body=blob, content_type="application/msgpack")

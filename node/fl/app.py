@@ -150,7 +150,7 @@ class FLApp(UpdateIntake, PayloadChecks):
         if KEY_MODEL in records:
             self.model_hash, self.model_height = unpack(records[KEY_MODEL], 1024)
             self.window = Window.decode(records[KEY_WINDOW])
-            blob = self.blobs.get(self.model_hash)
+            blob = self.blobs.get(self.model_hash, "model")
             if blob is None:
                 self.model_missing = True
                 log.warning("global model %s at height %d is missing from the blob store; fetching it from peers",

@@ -72,7 +72,7 @@ class BlobStore:
         self._reader = _connect(path)       # reads, on the caller's thread (the loop)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fl-blobs")
         self._lock = threading.Lock()
-        self._pending: dict[bytes, bytes] = {}   # hash -> bytes put but not yet committed
+        self._pending: dict[bytes, tuple[str, bytes]] = {}   # hash -> (kind, bytes) put, not yet committed
         self._pending_bytes = 0
         self._last: Future | None = None
 
@@ -86,7 +86,7 @@ class BlobStore:
             self._last.result()  # the disk cannot keep up: wait rather than hold unbounded memory
         with self._lock:
             if key not in self._pending:
-                self._pending[key] = data
+                self._pending[key] = (kind, data)
                 self._pending_bytes += len(data)
         self._last = self._writer.submit(self._write, key, kind, data, height)
         return key
@@ -122,23 +122,26 @@ class BlobStore:
         self._db.execute("DELETE FROM blobs WHERE kind = ? AND height < ?", (kind, below_height))
 
     # ----- reads ------------------------------------------------------------------------------
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes, kind: str) -> bytes | None:
+        """The ``kind`` blob with hash ``key``: a model is never served for an update's hash, nor
+        the other way round (each reader checks what it asked for)."""
         with self._lock:
             pending = self._pending.get(key)
         if pending is not None:
-            return pending
-        row = self._reader.execute("SELECT data FROM blobs WHERE hash = ?", (key,)).fetchone()
+            return pending[1] if pending[0] == kind else None
+        row = self._reader.execute("SELECT data FROM blobs WHERE hash = ? AND kind = ?", (key, kind)).fetchone()
         if row is None:
             return None
         if sha256(row[0]) != key:
             raise BlobError(f"blob {key.hex()[:12]} is corrupt on disk")
         return row[0]
 
-    def has(self, key: bytes) -> bool:
+    def has(self, key: bytes, kind: str) -> bool:
         with self._lock:
-            if key in self._pending:
-                return True
-        return self._reader.execute("SELECT 1 FROM blobs WHERE hash = ?", (key,)).fetchone() is not None
+            pending = self._pending.get(key)
+        if pending is not None:
+            return pending[0] == kind
+        return self._reader.execute("SELECT 1 FROM blobs WHERE hash = ? AND kind = ?", (key, kind)).fetchone() is not None
 
     def count(self, kind: str) -> int:
         """Committed blobs of ``kind`` (after :meth:`flush`, every one put)."""

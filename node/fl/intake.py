@@ -107,14 +107,14 @@ class UpdateIntake:
 
     def update_blob(self, update_id: bytes) -> bytes | None:
         pending = self.pool.get(update_id)
-        return pending.encode() if pending is not None else self.blobs.get(update_id)
+        return pending.encode() if pending is not None else self.blobs.get(update_id, "update")
 
     def local_update(self, update_id: bytes) -> ModelUpdate | None:
         """An update this node holds (pending, evidence, or stored), or None."""
         update = self.pool.get(update_id)
         if update is not None:
             return update
-        raw = self.blobs.get(update_id)
+        raw = self.blobs.get(update_id, "update")
         return self.decode_update(raw) if raw is not None else None
 
     async def obtain(self, update_id: bytes, producer: str) -> ModelUpdate:

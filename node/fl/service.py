@@ -77,7 +77,7 @@ class FLService:
             log.warning("no [data] source in %s: this node follows and verifies the chain but does not train",
                         self.home.paths.config)
         data = task_node_data(task, local, self.settings.val_fraction, self.settings.seed)
-        blob = self.blobs.get(task.eval_hash)
+        blob = self.blobs.get(task.eval_hash, "evalset")
         if blob is not None:
             install_eval_set(data, parse_eval_set(task, blob))
         self.eval_missing = blob is None
@@ -120,7 +120,7 @@ class FLService:
         """The evaluation set's blob if ``digest`` names it and this node holds it (what peers fetch)."""
         if self.task is None or digest != self.task.eval_hash or self.eval_missing:
             return None
-        return self.blobs.get(digest)
+        return self.blobs.get(digest, "evalset")
 
     async def start(self, engine: Any, session: aiohttp.ClientSession) -> None:
         """After the engine restored the model: subscribe updates, start training and evaluation."""

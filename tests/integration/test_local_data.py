@@ -124,7 +124,7 @@ def test_tampered_evaluation_set_is_refused(make_testnet, tmp_path):
     genesis = Genesis.load(net.home(0) / "genesis.json")
     task = genesis.app["task"]
     store = BlobStore(net.home(0) / "data" / "blobs.sqlite")
-    genuine = store.get(bytes.fromhex(task["eval_set_sha256"]))
+    genuine = store.get(bytes.fromhex(task["eval_set_sha256"]), "evalset")
     store.close()
     eval_set = evalset.decode(genuine, DataSpec(tuple(task["input_shape"]), 10), task["eval_set_samples"])
     eval_set.y = (eval_set.y + 1) % 10    # the poisoning a hostile peer would want every verifier to use

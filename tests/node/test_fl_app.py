@@ -33,7 +33,7 @@ def test_init_chain_from_genesis(new_app) -> None:
     assert a.model_hash == b.model_hash == a.app_hash() and a.model_height == 0
     assert a.window.recent == {0: a.model_hash}
     assert a.dim == get_flat(a.new_net()).size > 0
-    assert a.blobs.get(a.model_hash) == model_bytes(a.model)
+    assert a.blobs.get(a.model_hash, "model") == model_bytes(a.model)
 
 
 async def test_a_second_node_verifies_the_proposal_and_reaches_the_same_state(new_app) -> None:
@@ -66,7 +66,7 @@ async def test_missing_updates_are_fetched_from_the_proposer(new_app) -> None:
     payload = await proposer.prepare_payload(ctx())
     assert (await verifier.verify_payload(ctx(), payload)).ok
     assert sorted(asked) == sorted((u.id, IDS[0]) for u in updates)
-    assert all(verifier.blobs.has(u.id) for u in updates)
+    assert all(verifier.blobs.has(u.id, "update") for u in updates)
 
 
 async def test_a_round_that_cannot_produce_a_finite_model_is_skipped(new_app) -> None:
@@ -163,7 +163,7 @@ async def test_a_final_payload_never_verified_here_is_re_run_or_its_model_fetche
 
     async def fetch_model(model_hash: bytes) -> bytes | None:
         served.append(model_hash)
-        return proposer.blobs.get(model_hash)
+        return proposer.blobs.get(model_hash, "model")
 
     lacking = new_app(2, fetch_model=fetch_model)
     outcome = lacking.finalize_block(ctx(), payload)  # no updates: it follows the chain, fetches later
@@ -224,4 +224,4 @@ async def test_the_current_model_survives_pruning_when_rounds_change_nothing(new
     app = new_app(0, model_retention=2)
     for h in range(1, 6):
         await advance_empty(app, range(h, h + 1))
-        assert app.blobs.get(app.model_hash) == model_bytes(app.model), f"model missing after height {h}"
+        assert app.blobs.get(app.model_hash, "model") == model_bytes(app.model), f"model missing after height {h}"

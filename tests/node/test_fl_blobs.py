@@ -23,8 +23,13 @@ def store(tmp_path: Path):
 def test_put_get_has(store: BlobStore) -> None:
     key = store.put("model", b"weights", 3)
     assert key == sha256(b"weights")
-    assert store.has(key) and store.get(key) == b"weights"
-    assert not store.has(sha256(b"other")) and store.get(sha256(b"other")) is None
+    assert store.has(key, "model") and store.get(key, "model") == b"weights"
+    assert not store.has(sha256(b"other"), "model") and store.get(sha256(b"other"), "model") is None
+    # a blob is what it was stored as: the model is not served to one asking for an update
+    assert not store.has(key, "update") and store.get(key, "update") is None
+    store.flush()
+    assert not store.has(key, "update") and store.get(key, "update") is None
+    assert store.get(key, "model") == b"weights"
 
 
 def test_put_is_idempotent(store: BlobStore) -> None:
@@ -39,10 +44,10 @@ def test_storing_a_blob_again_later_keeps_it_longer(store: BlobStore) -> None:
     store.put("model", b"unchanged model", 2)  # an older height never shortens its life
     store.prune("model", 5)
     store.flush()
-    assert store.has(key)
+    assert store.has(key, "model")
     store.prune("model", 7)
     store.flush()
-    assert not store.has(key)
+    assert not store.has(key, "model")
 
 
 def test_prune_by_kind_and_height(store: BlobStore) -> None:
@@ -50,8 +55,8 @@ def test_prune_by_kind_and_height(store: BlobStore) -> None:
     update = store.put("update", b"u0", 0)
     store.prune("model", 3)  # queued after the writes: it sees them
     store.flush()
-    assert [store.has(k) for k in models] == [False, False, False, True, True]
-    assert store.has(update)  # another kind is untouched
+    assert [store.has(k, "model") for k in models] == [False, False, False, True, True]
+    assert store.has(update, "update")  # another kind is untouched
     assert store.count("model") == 2 and store.count("update") == 1
 
 
@@ -62,12 +67,12 @@ def test_a_stalled_disk_does_not_stall_the_caller(tmp_path: Path, store: BlobSto
     blocker.execute("BEGIN IMMEDIATE")
     try:
         key = store.put("update", b"arrived while the disk was busy", 4)
-        assert store.get(key) == b"arrived while the disk was busy" and store.has(key)
+        assert store.get(key, "update") == b"arrived while the disk was busy" and store.has(key, "update")
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
     store.flush()
-    assert store.count("update") == 1 and store.get(key) == b"arrived while the disk was busy"
+    assert store.count("update") == 1 and store.get(key, "update") == b"arrived while the disk was busy"
 
 
 async def test_put_durable_returns_once_committed(tmp_path: Path, store: BlobStore) -> None:
@@ -82,7 +87,7 @@ def test_blobs_survive_reopening(tmp_path: Path) -> None:
     key = first.put("model", b"persisted", 1)
     first.close()
     again = BlobStore(path)
-    assert again.get(key) == b"persisted"
+    assert again.get(key, "model") == b"persisted"
     again.close()
 
 
@@ -99,7 +104,7 @@ def test_a_blob_altered_on_disk_is_detected(tmp_path: Path, store: BlobStore) ->
     with sqlite3.connect(tmp_path / "blobs.sqlite") as db:
         db.execute("UPDATE blobs SET data = ? WHERE hash = ?", (b"tampered", key))
     with pytest.raises(BlobError, match=f"blob {key.hex()[:12]} is corrupt on disk"):
-        store.get(key)
+        store.get(key, "model")
 
 
 def test_model_bytes_are_canonical() -> None:

@@ -134,7 +134,7 @@ async def test_gossip_screening_of_repeats_and_stale_updates(new_app) -> None:
     app = new_app(0)
     app.state_view = lambda: STATE
     first = _fresh(app)
-    assert await screen(app, first) is Verdict.ACCEPT and app.blobs.has(first.id)
+    assert await screen(app, first) is Verdict.ACCEPT and app.blobs.has(first.id, "update")
     assert await screen(app, first) is Verdict.IGNORE  # already have it
     await advance_empty(app, range(1, SETTINGS.max_staleness + 3))
     assert await screen(app, _fresh(app, KEYS[2], seq=3)) is Verdict.ACCEPT
