@@ -207,6 +207,9 @@ class GossipConfig:
     """Verified messages waiting for their topic validator, per peer."""
     inbox_bytes: int = 0
     """Bytes of those messages, per peer; 0 means ``2 * max_message``."""
+    buffer_bytes: int = 0
+    """Bytes all peers' send queues and inboxes may hold together; 0 means ``8 * max_message``
+    (the per-peer bounds alone add up to 1 GiB over 32 peers at the default ``max_message``)."""
 
     ping_interval: float = 10.0
     """WebSocket ping period; a peer silent for half of it after a ping is dropped."""
@@ -279,10 +282,11 @@ class GossipConfig:
             self.byte_burst = max(self.byte_rate, 2.0 * self.max_message)
         self.send_queue_bytes = self.send_queue_bytes or 2 * self.max_message
         self.inbox_bytes = self.inbox_bytes or 2 * self.max_message
+        self.buffer_bytes = self.buffer_bytes or 8 * self.max_message
         positive = (
             "max_message", "freshness_window", "seen_ttl", "seen_max", "msg_rate",
             "msg_burst", "byte_rate", "byte_burst", "send_queue", "send_queue_bytes", "inbox_size",
-            "inbox_bytes", "ping_interval", "handshake_timeout", "max_handshakes",
+            "inbox_bytes", "buffer_bytes", "ping_interval", "handshake_timeout", "max_handshakes",
             "max_handshakes_per_ip", "handshake_rate", "handshake_burst", "dial_timeout",
             "close_timeout", "heartbeat", "pex_interval", "pex_min_interval", "pex_max",
             "book_new_buckets", "book_tried_buckets", "book_bucket_size", "backoff_base",
@@ -297,6 +301,8 @@ class GossipConfig:
             raise ValueError(f"dial_scope must be one of {', '.join(SCOPES)}")
         if self.send_queue_bytes < self.max_message or self.inbox_bytes < self.max_message:
             raise ValueError("send_queue_bytes and inbox_bytes must hold at least one max_message")
+        if self.buffer_bytes < 2 * self.max_message:
+            raise ValueError("buffer_bytes must hold at least two max_message (one sent, one received)")
         if self.seen_ttl < 2 * self.freshness_window:
             raise ValueError("seen_ttl must be at least twice freshness_window (replay protection)")
         if self.byte_burst < self.max_message:

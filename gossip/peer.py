@@ -24,7 +24,7 @@ import aiohttp
 from gossip.clock import Clock
 from gossip.codec import DecodeError
 from gossip.config import GossipConfig
-from gossip.limits import BoundedQueue, RateLimiter, TokenBucket
+from gossip.limits import BoundedQueue, ByteBudget, RateLimiter, TokenBucket
 from gossip.session import OversizedFrame, SecureChannel, SessionError, WebSocketLike
 from gossip.wire import Close, Hello
 
@@ -74,7 +74,8 @@ class Peer:
     """A live, authenticated connection. Created by the service after the handshake."""
 
     def __init__(self, ws: WebSocketLike, hello: Hello, channel: SecureChannel, direction: str,
-                 url: str, ip: str, config: GossipConfig, hooks: PeerHooks, clock: Clock) -> None:
+                 url: str, ip: str, config: GossipConfig, hooks: PeerHooks, clock: Clock,
+                 budget: ByteBudget | None = None) -> None:
         self.ws = ws
         self.node_id = hello.node_id
         self.url = url
@@ -94,9 +95,9 @@ class Peer:
         self.pex_sent_at = float("-inf")
         self._outbox: BoundedQueue[tuple[str | None, bytes]] = BoundedQueue(
             config.send_queue, config.send_queue_drop, config.send_queue_bytes,
-            lambda item: len(item[1]))
+            lambda item: len(item[1]), budget)
         self._inbox: BoundedQueue[Any] = BoundedQueue(
-            config.inbox_size, "newest", config.inbox_bytes, lambda work: work.size)
+            config.inbox_size, "newest", config.inbox_bytes, lambda work: work.size, budget)
         self._current: Any = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -104,6 +105,11 @@ class Peer:
         self._close_message = b""
         self._closer: asyncio.Task | None = None
         self._drain_timeout = config.close_timeout
+
+    @property
+    def buffered(self) -> int:
+        """Bytes this peer's send queue and inbox hold."""
+        return self._outbox.nbytes + self._inbox.nbytes
 
     @property
     def closing(self) -> bool:
@@ -148,6 +154,7 @@ class Peer:
             writer.cancel()
             await self._finish_worker(worker)
             await asyncio.gather(writer, return_exceptions=True)
+            self._outbox.take_all()  # unsent frames give their bytes back to the node's budget
             await self._close_socket()
 
     async def _read_loop(self) -> None:

@@ -25,6 +25,7 @@ from gossip.book import AddressBook
 from gossip.clock import Clock, SystemClock, system_rng
 from gossip.config import GossipConfig
 from gossip.crypto import KeyPair
+from gossip.limits import ByteBudget
 from gossip.mesh import make_policy
 from gossip.metrics import GossipMetrics, MetricsRecorder
 from gossip.netpolicy import address_group
@@ -64,6 +65,8 @@ class Gossip:
         self._rng = rng or system_rng()
         self._me = Identity(keypair, config.chain_id, config.listen_url, self._rng.randbytes(32))
         self._peers: dict[str, Peer] = {}
+        self.buffers = ByteBudget(config.buffer_bytes)
+        """What every peer's send queue and inbox hold together (bounded by ``buffer_bytes``)."""
         self._policy = policy or make_policy(config, self._rng, self._clock.monotonic)
         self._book = AddressBook(
             config.listen_url, new_buckets=config.book_new_buckets,
@@ -274,7 +277,7 @@ class Gossip:
             finally:
                 handshake_over()
             peer = Peer(ws, hello, channel, direction, url or hello.listen_url, ip, self.config,
-                        self._router, self._clock)
+                        self._router, self._clock, self.buffers)
             try:
                 self._register(peer)
             except HandshakeError as exc:

@@ -188,3 +188,30 @@ async def test_publish_and_subscribe_reject_bad_arguments(make_node: NodeFactory
         return None
     with pytest.raises(ValueError, match="already has a subscriber"):
         node.gossip.subscribe(TOPIC, validate, deliver)
+
+
+async def test_all_peers_together_buffer_no_more_than_the_node_budget(make_node: NodeFactory) -> None:
+    """Each peer's queues are bounded, but a bound per peer times 32 peers was 1 GiB at the
+    defaults. Here three senders flood a node whose validator is stuck: their inboxes together
+    stay within ``buffer_bytes``, and every byte comes back once the senders are gone."""
+    gate = asyncio.Event()
+    hub = await make_node(max_message=4096, buffer_bytes=8192, msg_burst=200.0, msg_rate=200.0)
+
+    async def stuck(env: Envelope) -> Verdict:
+        await gate.wait()
+        return Verdict.ACCEPT
+
+    hub.verdict = stuck
+    senders = [await make_node(bootstrap=(hub.url,), max_message=4096) for _ in range(3)]
+    await wait_until(lambda: len(hub.gossip.peers()) == 3)
+    peak = 0
+    for k in range(12):
+        for i, s in enumerate(senders):
+            await s.gossip.publish(TOPIC, bytes([i, k]) * 1400)
+        await asyncio.sleep(0.02)
+        peak = max(peak, sum(p.buffered for p in hub.gossip._peers.values()))
+    await wait_until(lambda: hub.gossip.metrics().drops["queue_full"] > 0)
+    assert 0 < peak <= 8192, f"peers buffered {peak} bytes together (budget 8192)"
+    gate.set()
+    await asyncio.gather(*(s.stop() for s in senders))
+    await wait_until(lambda: not hub.gossip.peers() and hub.gossip.buffers.used == 0)

@@ -372,3 +372,19 @@ async def test_policy_resolver_judges_names_by_what_they_resolve_to() -> None:
     trusted = PolicyResolver("public", trusted={"localhost"})  # a bootstrap host: the operator's choice
     assert await trusted.resolve("localhost", 80)
     await trusted.close()
+
+
+async def test_queues_sharing_a_byte_budget() -> None:
+    from gossip.limits import ByteBudget
+
+    budget = ByteBudget(10)
+    sizeof = len
+    fresh: BoundedQueue[bytes] = BoundedQueue(8, "oldest", 8, sizeof, budget)
+    strict: BoundedQueue[bytes] = BoundedQueue(8, "newest", 8, sizeof, budget)
+    assert fresh.put(b"aaaa") == (True, 0) and strict.put(b"bbbb") == (True, 0) and budget.used == 8
+    assert strict.put(b"ccc") == (False, 1)          # over the budget: refused, nothing lost
+    assert fresh.put(b"ddd") == (True, 1)            # makes room in itself: its oldest goes
+    assert budget.used == 7 and fresh.nbytes == 3
+    assert fresh.put(b"eeeeeee") == (False, 1) and fresh.nbytes == 3  # emptying it would not help
+    assert await strict.get() == b"bbbb" and budget.used == 3
+    assert fresh.take_all() == [b"ddd"] and budget.used == 0
