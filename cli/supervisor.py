@@ -156,8 +156,7 @@ class Supervisor:
                      str(s.get("height", "-")), str(s.get("final_height", "-")), str(s.get("peers", "-")), age]
             if self.fl:
                 m = node.model or {}
-                acc = m.get("test_accuracy")
-                cells += [str(m.get("height", "-")), f"{acc:.1%}" if isinstance(acc, float) else "-"]
+                cells += [str(m.get("height", "-")), accuracy_cell(m)]
             table.add_row(*cells, node.url)
         return table
 
@@ -190,3 +189,15 @@ class Supervisor:
                 signal.signal(sig, handler)
         finals = ", ".join(f"{n.paths.root.name}={(n.status or {}).get('final_height', '-')}" for n in self.nodes)
         console.print(f"stopped {len(self.nodes)} nodes ({reason}); final heights: {finals}", highlight=False)
+
+
+def accuracy_cell(model: dict) -> str:
+    """The newest model's test accuracy, or, while it is being evaluated, the newest evaluated
+    model's with its height (a blank after every block told the operator nothing)."""
+    acc = model.get("test_accuracy")
+    if isinstance(acc, float):
+        return f"{acc:.1%}"
+    earlier = model.get("evaluated") or {}
+    if isinstance(earlier.get("test_accuracy"), float):
+        return f"{earlier['test_accuracy']:.1%} (h{earlier['height']})"
+    return "-"

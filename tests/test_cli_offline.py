@@ -207,3 +207,11 @@ def test_join_checks_its_pins_before_going_online(tmp_path, args, fragment):
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens: the check must come first
     assert_clean_failure(invoke("join", url, "--home", tmp_path / "j", *args), fragment)
     assert not (tmp_path / "j").exists()
+
+
+def test_testnet_up_shows_the_newest_evaluated_accuracy_while_a_new_model_is_evaluated():
+    from cli.supervisor import accuracy_cell
+
+    assert accuracy_cell({"height": 7, "test_accuracy": 0.9123}) == "91.2%"
+    assert accuracy_cell({"height": 8, "evaluated": {"height": 7, "test_accuracy": 0.9123}}) == "91.2% (h7)"
+    assert accuracy_cell({"height": 0}) == accuracy_cell({}) == "-"

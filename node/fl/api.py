@@ -27,8 +27,12 @@ def _fl(ctx: Any) -> Any:
 async def get_model(ctx: Any, request: web.Request) -> dict:
     fl = _fl(ctx)
     app = fl.app
-    metrics = fl.model_metrics if fl.model_metrics.get("hash") == app.model_hash.hex() else {}
-    return {**metrics, "hash": app.model_hash.hex(), "height": app.model_height, "params": app.dim,
+    current = fl.model_metrics.get("hash") == app.model_hash.hex()
+    metrics = fl.model_metrics if current else {}
+    # A new model is evaluated a moment after it is final: until then, the newest evaluated one.
+    earlier = {} if current or not fl.model_metrics else {"evaluated": {
+        k: fl.model_metrics[k] for k in ("height", "hash", "test_accuracy", "test_loss")}}
+    return {**metrics, **earlier, "hash": app.model_hash.hex(), "height": app.model_height, "params": app.dim,
             "model": fl.task.model if fl.task else fl.settings.model,
             "dataset": "local files" if fl.task else fl.settings.dataset,
             "privacy": guarantee(fl.settings.noise_multiplier, fl.settings.epsilon_budget, fl.settings.dp_delta), "rule": fl.settings.rule,

@@ -58,6 +58,11 @@ def test_four_daemons_train_digits_to_90_percent(make_testnet):
     assert all(r["accepted"] >= 3 for r in recs)
     text = urllib.request.urlopen(net.url(0) + "/metrics", timeout=3).read().decode()
     assert "fedchain_fl_test_accuracy_ratio" in text and "fedchain_event_loop_lag_seconds" in text
+    # once a model was evaluated, every answer has an accuracy: the newest's, or while the newest
+    # is being evaluated, the newest evaluated model's with its height
+    for _ in range(20):
+        m = net.get(0, "/fl/model")
+        assert "test_accuracy" in m or m["evaluated"]["height"] < m["height"], m
 
 
 @pytest.mark.timeout(300)
