@@ -221,3 +221,5 @@ class Limiter:
             self.stats.cut += 1
             if request.transport is not None:
                 request.transport.abort()
+        except ConnectionError:
+            pass  # the client went away: no answer to give, nothing to log (aiohttp closes up)

@@ -31,3 +31,55 @@ def test_a_charge_puts_the_bucket_in_debt_until_repaid():
     bucket.charge(350, 0.0)
     assert bucket.debt(0.0) == pytest.approx(2.51)
     assert bucket.debt(2.0) > 0 and bucket.debt(2.6) == 0.0
+
+
+async def test_a_client_gone_before_its_answer_is_no_error(caplog):
+    """A client that hangs up while its request is handled (a timeout on its side, a phone that
+    lost signal) used to leave an ERROR and a traceback in the node's log for every such request;
+    it is routine, not a fault of the node."""
+    import asyncio
+    import logging
+    import socket
+    import struct
+
+    from aiohttp import web
+
+    from node.api_base import Route
+    from node.api_limits import Limiter
+    from node.config import ApiConfig
+
+    gate, entered = asyncio.Event(), asyncio.Event()
+    held: list[web.Request] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        held.append(request)
+        entered.set()
+        await gate.wait()
+        return web.json_response({"ok": True})
+
+    limiter = Limiter(ApiConfig(), (Route("GET", "/slow", slow, "slow", "test"),))
+    app = web.Application(middlewares=[limiter.middleware])
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with caplog.at_level(logging.DEBUG):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: node\r\n\r\n")
+            await asyncio.wait_for(entered.wait(), 5)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset: the answer has nowhere to go
+            async with asyncio.timeout(5):
+                while held[0].transport is not None and not held[0].transport.is_closing():
+                    await asyncio.sleep(0.01)
+                gate.set()
+                while limiter.inflight:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0)  # aiohttp finishes the request after the middleware
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not errors, [r.getMessage() for r in errors]
+    finally:
+        await runner.cleanup()

@@ -111,11 +111,13 @@ class Testnet:
         for i in range(self.n):
             (self.home(i) / "genesis.json").write_text(text)
 
-    def start(self, i: int, home: Path | None = None) -> subprocess.Popen:
+    def start(self, i: int, home: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start node ``i``'s daemon; ``env`` adds to the environment (a CPU kind, a skewed clock)."""
         home = home or self.home(i)
         log = open(home / "daemon.out", "ab")
         proc = subprocess.Popen([*CLI, "node", "start", "--home", str(home)], cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **env} if env else None)
         self.procs[i] = proc
         return proc
 

@@ -135,22 +135,15 @@ def test_delegates_on_different_cpu_kinds_keep_deciding_rounds(make_testnet):
     generations, aggregating dense float32 updates whose suspicion scores differ in their last bits
     from kernel to kernel: every height is decided with accepted updates, no round is skipped, and
     no delegate calls an honest proposal a fault."""
-    import os
-    import subprocess
-
     from node.fl.settings import FLSettings
-    from tests.integration.harness import CLI, REPO
     from tests.integration.test_hostile import metric
 
     net = make_testnet(4, slot_ms=2000, app="fl",
                        genesis={"app": FLSettings(encoding="float32", topk_fraction=1.0).to_app_state()})
     net.rewrite_genesis()
     for i, core in enumerate(("Haswell", "Prescott", "Sandybridge", "Nehalem")):
-        env = {**os.environ, "OPENBLAS_CORETYPE": core, "ATEN_CPU_CAPABILITY": ("default", "avx2")[i % 2],
-               "OPENBLAS_NUM_THREADS": str(1 + i // 2)}
-        net.procs[i] = subprocess.Popen([*CLI, "node", "start", "--home", str(net.home(i))], cwd=REPO, env=env,
-                                        stdout=open(net.home(i) / "daemon.out", "ab"), stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        net.start(i, env={"OPENBLAS_CORETYPE": core, "ATEN_CPU_CAPABILITY": ("default", "avx2")[i % 2],
+                          "OPENBLAS_NUM_THREADS": str(1 + i // 2)})
     net.wait_height(9, timeout=150)
     recs = rounds(net, 0, range(3, 10))
     assert all(r["accepted"] >= 2 and not r["skipped"] for r in recs), recs
