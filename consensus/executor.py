@@ -102,10 +102,16 @@ class BlockExecutor:
         return self.tip.parent_slot
 
     async def validate(self, block: Block, now_ms: int, *, own: bool = False) -> str | None:
-        """None if ``block`` may become the next final block, else why not."""
+        """None if ``block`` may become the next final block, else why not.
+
+        Checks and applies take turns: a check that ran while :meth:`apply` waited for the disk
+        saw the application already past the block being committed and the state not yet (a
+        valid block was "rejected: app hash mismatch"), and a payload check that awaits (the
+        FL application's) would see the application change under it."""
         if self.checkpoint is not None and block.height == self.checkpoint[0] and block.hash != self.checkpoint[1]:
             return "block conflicts with the trusted checkpoint"
-        return await validate_block(block, self.tip, now_ms, own=own)
+        async with self._lock:
+            return await validate_block(block, self.tip, now_ms, own=own)
 
     def check_commit(self, block: Block, commit: Commit | None) -> str | None:
         """Whether ``commit`` finalizes ``block`` with the current voter set."""

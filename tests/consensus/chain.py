@@ -83,8 +83,9 @@ class Chain:
         now = block.header.timestamp_ms if now_ms is None else now_ms
         return await validate_block(block, self.tip(), now, **kw)
 
-    def finalize(self, block: Block) -> None:
-        """Apply ``block`` as final and sign its commit with a quorum of the voters."""
+    def finalize(self, block: Block) -> list:
+        """Apply ``block`` as final and sign its commit with a quorum of the voters; returns the
+        application's writes."""
         tip = self.tip()
         h = block.header
         st = self.state.copy()
@@ -100,14 +101,16 @@ class Chain:
         self.commit = commit_for(block, [KEY_OF[v] for v in self.voters[:quorum(len(self.voters))]])
         self.state = st
         self.blocks.append(block)
+        return list(outcome.writes)
 
     def store_into(self, store: Any) -> None:
-        """Write every final block, its commit and the resulting states into ``store``."""
+        """Write every final block, its commit, the resulting states and the application's
+        records into ``store``."""
         replay = Chain(**self.overrides)
         for block in self.blocks:
             voters = replay.state.voters(replay.state.height + 1)
-            replay.finalize(block)
-            store.commit_block(block, replay.commit, replay.state, voters=voters)
+            writes = replay.finalize(block)
+            store.commit_block(block, replay.commit, replay.state, writes, voters=voters)
 
     async def grow(self, count: int) -> None:
         """Append ``count`` final blocks, one per slot."""

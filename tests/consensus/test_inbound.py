@@ -188,3 +188,22 @@ async def test_stop_is_not_lost_when_a_wake_up_arrives_with_it(engine: Engine) -
     engine._wake.set()
     engine.syncer._wake.set()
     await asyncio.wait_for(engine.stop(), timeout=5)
+
+
+async def test_a_block_checked_while_the_last_one_commits_sees_one_tip(engine: Engine) -> None:
+    """Found with a delegate whose clock ran ahead: a block validated while the executor was
+    committing the previous decision (the application already past it, the state not yet) was
+    "rejected: app hash mismatch", a warning and a metric about a valid block. A check now
+    waits for a commit in progress and sees the tip it leaves."""
+    from tests.consensus.helpers import commit_for
+
+    chain: Chain = engine.chain
+    ex = engine.executor
+    block = await chain.propose(chain.blocks[-1].header.slot + 1)
+    now = engine.now_ms()
+    assert await ex.validate(block, now) is None
+    applying = asyncio.create_task(ex.apply(block, commit_for(block, [KEY_OF[v] for v in ex.voters[:ex.quorum]])))
+    await asyncio.sleep(0)  # the apply runs until its commit waits for the disk
+    assert ex.app.app_hash() != block.header.app_hash and ex.height == block.height  # halfway
+    assert await ex.validate(block, now) == f"height {block.height} is not the next height {block.height + 1}"
+    assert (await applying) is not None
