@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
 from consensus.app import Application
+from consensus.clockcheck import ClockCheck
 from consensus.evidence import EvidencePool
 from consensus.executor import BlockExecutor
 from consensus.inbound import Inbound, encode_proposal
@@ -132,6 +133,7 @@ class Engine:
                              wall_ms=self.now_ms, metrics=self.metrics, rng=rng)
         self.inbound = Inbound(self)
         self.view = ChainView(self)
+        self.clock_check = ClockCheck(genesis.max_clock_drift_ms)
         self.timeouts = Timeouts.for_slot(genesis.slot_ms)
         self._subscribers: set[asyncio.Queue] = set()
         self._tasks: list[asyncio.Task] = []

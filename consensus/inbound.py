@@ -146,14 +146,18 @@ class Inbound:
             return self._other_height(proposal.height, proposal.proposer)
         if (refused := self._round_problem(proposal.round)) is not None:
             return refused
-        if block.header.timestamp_ms > e.now_ms() + e.genesis.max_clock_drift_ms:
-            return self._drop("future_timestamp", Verdict.REJECT)
         if proposal.proposer != e.executor.schedule.proposer(proposal.round):
             return self._drop("wrong_producer", Verdict.REJECT)
         if e.has_proposal(proposal):
             return self._drop("duplicate", Verdict.IGNORE)
         if not proposal.verify_signature() or not block.verify_signature():
             return self._drop("bad_signature", Verdict.REJECT)
+        now = e.now_ms()
+        e.clock_check.observe(now, block.header.timestamp_ms)
+        if block.header.timestamp_ms > now + e.genesis.max_clock_drift_ms:
+            # judged by this node's clock, which may be the one that is off: the peer that
+            # relayed it may be honest, so it is not penalized
+            return self._drop("future_timestamp", Verdict.IGNORE)
         if proposal.pol_round >= 0 and not all(v.chain_id == e.genesis.chain_id and v.verify_signature()
                                                 for v in proof):
             return self._drop("bad_signature", Verdict.REJECT)

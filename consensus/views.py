@@ -44,6 +44,7 @@ class ChainView:
             "needs_checkpoint": e.syncer.stale_trust,
             "mempool_size": len(self.mempool),
             "app_hash": e.executor.app.app_hash().hex(),
+            "clock": e.clock_check.summary(),
         }
 
     def block(self, height: int) -> Block | None:

@@ -102,7 +102,7 @@ def test_hostile_messages_are_dropped_counted_and_harmless(make_testnet):
                 and metric(net, 0, "fedchain_gossip_dropped_total", reason="stale") >= 1
                 and metric(net, 0, "fedchain_consensus_rejected_total", reason="block_malformed") >= 1
                 and metric(net, 0, "fedchain_consensus_rejected_total", reason="bad_signature") >= 1
-                and metric(net, 0, "fedchain_consensus_rejected_total", reason="future_timestamp") >= 1
+                and metric(net, 0, "fedchain_consensus_events_total", event="ignored:future_timestamp") >= 1
                 and metric(net, 0, "fedchain_consensus_rejected_total", reason="wrong_chain") >= 1
                 and metric(net, 0, "fedchain_consensus_rejected_total", reason="vote_not_delegate") >= 1)
 

@@ -1,0 +1,40 @@
+"""consensus/clockcheck.py: a node tells its operator when its clock is out of step."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from consensus.clockcheck import MIN_SAMPLES, ClockCheck
+
+
+def feed(check: ClockCheck, lateness: list[int]) -> None:
+    for i, late in enumerate(lateness):
+        check.observe(10_000 + i * 1000 + late, 10_000 + i * 1000)
+
+
+def test_in_step_ahead_and_behind_each_said_once(caplog) -> None:
+    check = ClockCheck(drift_ms=1000)
+    with caplog.at_level(logging.INFO, logger="fedchain.consensus"):
+        feed(check, [40, 80, 120] * 3)
+        assert check.verdict == "ok" and not caplog.records
+        feed(check, [3100, 2900, 3050] * 9)           # a clock 3 s ahead: proposals seem late
+        assert check.verdict == "ahead"
+        feed(check, [-1400, -1600] * 16)               # 1.5 s behind: they seem to come from the future
+        assert check.verdict == "behind"
+        feed(check, [60] * 31)
+        assert check.verdict == "ok"
+    said = [(r.levelname, re.sub(r"\d+ ms", "N ms", r.getMessage().split(" (")[0])) for r in caplog.records]
+    assert said == [("WARNING", "this node's clock looks about N ms ahead of the delegates'"),
+                    ("WARNING", "this node's clock looks about N ms behind the delegates'"),
+                    ("INFO", "this node's clock is in step with the delegates' again")]
+    assert "check the device's time synchronisation (NTP)" in caplog.records[0].getMessage()
+    assert check.summary() == {"verdict": "ok", "samples": 31, "proposal_lateness_p50_ms": 60}
+
+
+def test_a_few_proposals_or_a_few_liars_decide_nothing() -> None:
+    check = ClockCheck(drift_ms=1000)
+    feed(check, [90_000] * (MIN_SAMPLES - 1))
+    assert check.verdict == "unknown" and check.summary()["samples"] == MIN_SAMPLES - 1
+    feed(check, [50] * 20)  # the honest majority of the window
+    assert check.verdict == "ok"
