@@ -31,6 +31,7 @@ Run: ``python -m bench selection [--quick] [--seeds N] [--sizes 50,100] [--round
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--sizes", default=None, help="comma-separated node counts (default 50)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--keep", action="store_true", help="keep the sizes of the previous results not run now")
     args = ap.parse_args(argv)
     prof = _profile(args.quick)
     seeds = args.seeds or prof["seeds"]
@@ -139,7 +141,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for rec in records:
         runs.append({"size": rec["tags"]["nodes"], "strategy": rec["tags"]["strategy"], "seed": rec["config"]["seed"],
                      "speeds": rec["speeds"], **{k: rec[k] for k in RUN_KEYS}})
-    shapes = {str(n): dict(zip(("candidates", "max_updates"), round_shape(n))) for n in sizes}
+    measured = {"seeds": seeds, "rounds": rounds, "wall_time_s": time.perf_counter() - started,
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    shapes = {str(n): {**dict(zip(("candidates", "max_updates"), round_shape(n))), **measured} for n in sizes}
+    previous = RESULTS / "selection.json"
+    if args.keep and previous.exists():
+        prev = json.loads(previous.read_text())
+        old = [n for n in prev["sizes"] if n not in sizes] if prev["quick"] == args.quick else []
+        for n in old:   # results written before per-size records hold their run's facts at the top level
+            shapes[str(n)] = {**{k: prev[k] for k in ("seeds", "rounds", "wall_time_s", "measured_at")},
+                              **prev["round_shape"][str(n)]}
+        rows += [row for row in prev["rows"] if row["nodes"] in old]
+        similarity += [sim for sim in prev["similarity"] if sim["nodes"] in old]
+        runs += [run for run in prev["runs"] if run["size"] in old]
+        sizes = tuple(sorted({*sizes, *old}))
     result = {"quick": args.quick, "seeds": seeds, "sizes": list(sizes), "rounds": rounds,
               "strategies": list(POLICIES), "dataset": prof["task"]["dataset"], "target": prof["target"],
               "round_shape": shapes, "speed_sigma": SPEED_SIGMA, "attack": ATTACK,
@@ -156,7 +171,7 @@ def table(r: dict[str, Any]) -> str:
                f"time to {100 * r['target']:.0f}% (sim s)", "attackers selected / round", "attackers accepted / round",
                "honest never selected", "distinct selected", "kB aggregated / round", "kB uploaded / round"]
     body = [[row["nodes"], row["strategy"], pm(row["final_accuracy"]), pm(row["span_accuracy"]),
-             f"{pm(row['time_to_target'], 1, 2)} ({row['reached']}/{r['seeds']})",
+             f"{pm(row['time_to_target'], 1, 2)} ({row['reached']}/{row['final_accuracy']['n']})",
              pm(row["attackers_selected_per_round"], 1, 2), pm(row["attackers_accepted_per_round"], 1, 2),
              pm(row["honest_never_selected"], 1, 1), pm(row["distinct_selected"], 1, 1),
              pm(row["bytes_aggregated_per_round"], 1e-3, 0), pm(row["bytes_uploaded_per_round"], 1e-3, 0)]
@@ -177,7 +192,7 @@ def plot(r: dict[str, Any]) -> None:
             acc_ax.plot(t, 100 * acc, label=s)
             acc_ax.fill_between(t, 100 * (acc - sd), 100 * (acc + sd), alpha=0.15)
         acc_ax.set(xlabel="simulated seconds", ylabel="test accuracy (%)",
-                   title=f"{n} nodes: accuracy vs simulated time (mean of {r['seeds']} seeds)")
+                   title=f"{n} nodes: accuracy vs simulated time (mean of {size_facts(r, n)['seeds']} seeds)")
         acc_ax.legend()
         rows = [row for row in r["rows"] if row["nodes"] == n]
         x = np.arange(len(rows))
@@ -193,10 +208,24 @@ def plot(r: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def size_facts(r: dict[str, Any], n: int) -> dict[str, Any]:
+    """Candidates, max_updates, seeds, rounds, wall time and date of the run that measured size ``n``."""
+    return {**{k: r.get(k) for k in ("seeds", "rounds", "wall_time_s", "measured_at")}, **r["round_shape"][str(n)]}
+
+
+def _command(r: dict[str, Any], n: int) -> str:
+    f = size_facts(r, n)
+    return (f"`python -m bench selection{' --quick' if r['quick'] else ''} --sizes {n} --seeds {f['seeds']} "
+            f"--rounds {f['rounds']}` ({f['wall_time_s']:.0f} s, {r['workers']} worker processes, "
+            f"measured {f['measured_at']})")
+
+
 def _best(rows: list[dict[str, Any]], key: str, low: bool = False) -> str:
-    vals = [(row[key]["mean"], row["strategy"]) for row in rows if row[key]["mean"] is not None]
-    best = min(vals) if low else max(vals)
-    return f"`{best[1]}` ({best[0] * (1 if low else 100):.{2 if low else 1}f}{'' if low else '%'})"
+    """The strategies with the best mean of ``key`` (every one that ties), and that mean."""
+    vals = {row["strategy"]: row[key]["mean"] for row in rows if row[key]["mean"] is not None}
+    best = min(vals.values()) if low else max(vals.values())
+    names = " = ".join(f"`{s}`" for s, v in vals.items() if v == best)
+    return f"{names} ({best:.2f})" if low else f"{names} ({100 * best:.1f}%)"
 
 
 def _paired(r: dict[str, Any], n: int, a: str, b: str) -> dict[str, Any]:
@@ -214,7 +243,7 @@ def findings(r: dict[str, Any]) -> str:
     for n in r["sizes"]:
         rows = [row for row in r["rows"] if row["nodes"] == n]
         by = {row["strategy"]: row for row in rows}
-        shape = r["round_shape"][str(n)]
+        shape = size_facts(r, n)
         pso_rand, pso_trust = _paired(r, n, "pso", "random"), _paired(r, n, "pso", "trust")
         pso_all = _paired(r, n, "pso", "all")
         sim = [s for s in r["similarity"] if s["nodes"] == n]
@@ -236,14 +265,12 @@ def findings(r: dict[str, Any]) -> str:
 
 def report(r: dict[str, Any]) -> str:
     sizes = ", ".join(str(n) for n in r["sizes"])
-    cmd = (f"python -m bench selection{' --quick' if r['quick'] else ''} --sizes {','.join(map(str, r['sizes']))} "
-           f"--seeds {r['seeds']} --rounds {r['rounds']}")
     return f"""## Node selection: all, random, trust and PSO (paper 1, eq. 8)
 
 Paper 1 selects which nodes' updates a round aggregates by particle swarm optimisation over speed,
 trust, data size and staleness (eq. 8). fedchain's pool applies the genesis `selection` policy when
 more updates wait than a block admits (`max_updates`); the simulator applies the same policy to
-the same features. Here: {r['dataset']}, {sizes} nodes, {r['rounds']} rounds, {r['seeds']} seed(s), mean ± std;
+the same features. Here: {r['dataset']}, {sizes} nodes, mean ± std over seeds;
 the product's pipeline ({r['pipeline']}); asynchronous arrivals, each job lognormal(0, {r['speed_sigma']})
 simulated seconds times the node's data share; each round's candidates are the next
 {CANDIDATES:.0%} of the nodes' arrivals, of which `random`, `trust` and `pso` pick {SELECTED:.0%}
@@ -251,7 +278,7 @@ simulated seconds times the node's data share; each round's candidates are the n
 of the honest spread: honest-looking, so the rule misses some of them and trust has something to
 learn). Every strategy of a seed sees the same arrivals, so the simulated clock is the same for all.
 
-Command: `{cmd}` (wall time {r['wall_time_s']:.0f} s, {r['workers']} worker processes, measured {r.get('measured_at', '')}).
+Commands (with `--keep` to add a size to earlier results): {'; '.join(_command(r, n) for n in r['sizes'])}.
 
 {table(r)}
 

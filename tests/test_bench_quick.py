@@ -68,11 +68,12 @@ def test_selection_quick_compares_strategies_on_the_same_arrivals(tmp_path: Path
     assert set(rows) == set(result["strategies"])
     uploaded = {s: row["bytes_uploaded_per_round"]["mean"] for s, row in rows.items()}
     assert len(set(uploaded.values())) == 1 and uploaded["all"] > 0
-    assert rows["all"]["bytes_aggregated_per_round"]["mean"] == uploaded["all"]
+    # all aggregates every sender's newest update; a policy picks k of them
+    assert rows["all"]["bytes_aggregated_per_round"]["mean"] <= uploaded["all"]
     k = result["round_shape"]["16"]["max_updates"]
     for s in ("random", "trust", "pso"):
         assert rows[s]["selected_per_round"]["mean"] == k
-        assert rows[s]["bytes_aggregated_per_round"]["mean"] < uploaded[s]
+        assert rows[s]["bytes_aggregated_per_round"]["mean"] < rows["all"]["bytes_aggregated_per_round"]["mean"]
     for row in rows.values():
         assert 0.0 <= row["final_accuracy"]["mean"] <= 1.0 and row["honest_never_selected"]["n"] == 1
     # per round, the policies' selected sets differ (Jaccard 1 would mean the same nodes every round)

@@ -25,8 +25,9 @@ Selection: when a round has more updates than ``fl.max_updates``, the genesis se
 round aggregates, over the features a chain's update pool gives it (``node/fl/pool.py``): how long
 after its base model each update arrived, its sender's trust, its claimed samples, its
 staleness. Like the pool, it ranks candidates in sender order and is seeded by the round's
-height. The others were still uploaded (counted in ``uploaded_bytes``) but neither aggregated nor
-rewarded nor penalized; their senders have started their next job, whose update supersedes them.
+height, and keeps one update per sender (its newest), as the pool does. The others were still
+uploaded (counted in ``uploaded_bytes``) but neither aggregated nor rewarded nor penalized; their
+senders have started their next job, whose update supersedes them.
 
 Adaptive attackers: ``adaptive`` gets the chain's rule (settings' rule and parameters, equal
 weights, no validation callback: what an outsider can run) as its oracle. A sybil burst
@@ -159,7 +160,11 @@ class Simulator:
         s = self.cfg.fl
         if len(jobs) <= s.max_updates:
             return list(range(len(jobs)))
-        order = sorted(range(len(jobs)), key=lambda i: jobs[i].node.node_id)
+        # as the pool, one update per sender: its newest (a fast node's earlier one is superseded)
+        newest = {j.node.node_id: i for i, j in sorted(enumerate(jobs), key=lambda ij: ij[1].base_version)}
+        order = [newest[node] for node in sorted(newest)]
+        if len(order) <= s.max_updates:
+            return order
         trust = self.trust()
         claims = self._claims(jobs, sent)
         features = selection_features([jobs[i].waited for i in order], [trust[jobs[i].node.node_id] for i in order],

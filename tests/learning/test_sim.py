@@ -119,13 +119,14 @@ def test_selection_policies_pick_different_updates_from_the_same_arrivals() -> N
     runs = {policy: run_simulation(SimConfig.of(**shape, mode="async", clients_per_round=8, max_updates=3,
                                                 selection=policy, **SIGN_FLIP))
             for policy in ("all", "random", "trust", "pso")}
-    arrivals = runs["all"].rounds
-    assert all(r.num_updates == r.candidates == 8 and r.uploaded_bytes == r.bytes_sent for r in arrivals)
+    arrivals = runs["all"].rounds   # one update per sender, as a chain's pool keeps
+    assert all(r.candidates == 8 and r.num_updates == len(set(r.nodes)) for r in arrivals)
+    assert any(r.num_updates < 8 for r in arrivals)      # a fast node arrived twice: its newest counts
     for policy in ("random", "trust", "pso"):
         rounds = runs[policy].rounds
         assert [r.sim_time for r in rounds] == [r.sim_time for r in arrivals]
         assert all(r.num_updates == 3 and r.candidates == 8 and r.uploaded_bytes > r.bytes_sent for r in rounds)
-        assert all(set(r.nodes) <= set(a.nodes) for r, a in zip(rounds, arrivals))
+        assert all(set(r.nodes) <= set(a.nodes) and len(set(r.nodes)) == 3 for r, a in zip(rounds, arrivals))
     # equal stakes at first: trust takes the lowest sender ids among the first round's arrivals
     assert runs["trust"].rounds[0].nodes == sorted(arrivals[0].nodes)[:3]
     picks = {policy: [r.nodes for r in run.rounds] for policy, run in runs.items() if policy != "all"}
