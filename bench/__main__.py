@@ -27,6 +27,7 @@ BENCHMARKS = {
     "detection": "bench.detection",
     "ablation": "bench.ablation",
     "adversary": "bench.adversary",
+    "selection": "bench.selection",
     "flower": "bench.flower",
     "netsim": "bench.netsim",
     "chaos": "bench.chaos",

@@ -22,6 +22,8 @@ from ``np.random.default_rng(seed)``: the same inputs and seed give the same sel
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 POLICIES: tuple[str, ...] = ("all", "random", "trust", "pso")
@@ -114,6 +116,18 @@ def _polish(norm: dict[str, np.ndarray], chosen: np.ndarray, weights: dict[str, 
             break
         current, fit = np.sort(cand[best]), cand_fit[best]
     return current
+
+
+def selection_features(waited_s: Sequence[float], trust: Sequence[float], samples: Sequence[float],
+                       staleness: Sequence[float]) -> dict[str, np.ndarray]:
+    """The feature arrays of :func:`select_nodes` for candidate updates, as a chain's pool and the
+    simulator both compute them: ``speed`` is ``1 / (1 + w)`` for an update that arrived ``w``
+    seconds after its base model appeared (the wait a proposer can observe, unlike a device's
+    hardware), ``data_size`` the claimed sample count, ``staleness`` model versions behind."""
+    return {"speed": 1.0 / (1.0 + np.maximum(0.0, np.asarray(waited_s, dtype=np.float64))),
+            "trust": np.asarray(trust, dtype=np.float64),
+            "data_size": np.asarray(samples, dtype=np.float64),
+            "staleness": np.asarray(staleness, dtype=np.float64)}
 
 
 def select_nodes(policy: str, features: dict[str, np.ndarray], k: int, seed: int, *,

@@ -58,6 +58,36 @@ def test_communication_quick_writes_sane_results(tmp_path: Path) -> None:
     assert section.startswith("## Communication") and "results/communication.png" in section
 
 
+@pytest.mark.timeout(420)
+def test_selection_quick_compares_strategies_on_the_same_arrivals(tmp_path: Path) -> None:
+    """``python -m bench selection --quick``: every strategy's row, the same uploads for all of them,
+    fewer bytes aggregated where a policy selects, and the policies selecting different nodes."""
+    result = run_quick("selection", tmp_path, 400)
+    assert result["strategies"] == ["all", "random", "trust", "pso"] and result["seeds"] == 1
+    rows = {row["strategy"]: row for row in result["rows"]}
+    assert set(rows) == set(result["strategies"])
+    uploaded = {s: row["bytes_uploaded_per_round"]["mean"] for s, row in rows.items()}
+    assert len(set(uploaded.values())) == 1 and uploaded["all"] > 0
+    # all aggregates every sender's newest update; a policy picks k of them
+    assert rows["all"]["bytes_aggregated_per_round"]["mean"] <= uploaded["all"]
+    k = result["round_shape"]["16"]["max_updates"]
+    for s in ("random", "trust", "pso"):
+        assert rows[s]["selected_per_round"]["mean"] == k
+        assert rows[s]["bytes_aggregated_per_round"]["mean"] < rows["all"]["bytes_aggregated_per_round"]["mean"]
+    for row in rows.values():
+        assert 0.0 <= row["final_accuracy"]["mean"] <= 1.0 and row["honest_never_selected"]["n"] == 1
+    # per round, the policies' selected sets differ (Jaccard 1 would mean the same nodes every round)
+    overlap = result["similarity"][0]
+    assert max(overlap["random~trust"], overlap["random~pso"], overlap["trust~pso"]) < 1.0
+    runs = {run["strategy"]: run for run in result["runs"]}
+    assert runs["random"]["nodes"] != runs["trust"]["nodes"] != runs["pso"]["nodes"] != runs["random"]["nodes"]
+
+    from bench.selection import report
+
+    section = report(result)
+    assert section.startswith("## Node selection") and "results/selection.png" in section
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_chaos_quick_keeps_final_blocks_final_and_honest_nodes_agreeing(tmp_path: Path) -> None:

@@ -95,10 +95,12 @@ class RoundStats:
     accuracy: float | None       # test accuracy of the new global model (None between evaluations)
     loss: float | None
     train_loss: float            # mean local training loss of the updates in this round
-    num_updates: int
+    num_updates: int             # updates aggregated (selected, if more arrived than fl.max_updates)
     num_accepted: int
     num_byzantine: int
-    bytes_sent: int              # exact msgpack bytes of the updates' to_wire() form (4 * d each if dense)
+    bytes_sent: int              # exact msgpack bytes of the aggregated updates' to_wire() form (4 * d each if dense)
+    uploaded_bytes: int          # the same for every update that arrived this round, selected or not
+    candidates: int              # updates that arrived this round (>= num_updates)
     dense_bytes: int             # the same updates as raw dense float32, 4 * d each
     true_pos: int                # rejected and Byzantine
     false_pos: int               # rejected but honest

@@ -20,6 +20,15 @@ arrive in simulated-time order, and every ``clients_per_round`` arrivals are agg
 update's staleness is how many global versions appeared since its base; updates older than
 ``max_staleness`` are dropped, as a chain's admission drops them.
 
+Selection: when a round has more updates than ``fl.max_updates``, the genesis selection policy
+(``fl.selection``: all, random, trust, PSO; :mod:`learning.selection`) picks which of them the
+round aggregates, over the features a chain's update pool gives it (``node/fl/pool.py``): how long
+after its base model each update arrived, its sender's trust, its claimed samples, its
+staleness. Like the pool, it ranks candidates in sender order and is seeded by the round's
+height, and keeps one update per sender (its newest), as the pool does. The others were still
+uploaded (counted in ``uploaded_bytes``) but neither aggregated nor rewarded nor penalized; their
+senders have started their next job, whose update supersedes them.
+
 Adaptive attackers: ``adaptive`` gets the chain's rule (settings' rule and parameters, equal
 weights, no validation callback: what an outsider can run) as its oracle. A sybil burst
 (``byzantine_from_round``) keeps the Byzantine identities out of every round before it (async:
@@ -44,6 +53,7 @@ from learning.client import Release, Sent
 from learning.compression import dense_bytes
 from learning.models import build_model, get_flat, num_params, set_flat
 from learning.round import run_round, stake_changes
+from learning.selection import selection_features, select_nodes
 from learning.sim.config import RoundStats, SimConfig, SimResult
 from learning.sim.nodes import (
     STREAM_ATTACK,
@@ -63,6 +73,7 @@ class Job:
     node: VirtualNode
     release: Release
     base_version: int
+    waited: float         # simulated seconds from its base model's appearance to its arrival
 
 
 class Simulator:
@@ -87,6 +98,7 @@ class Simulator:
         self.dim = num_params(self.model)
         self.global_flat = get_flat(self.model)
         self.version = 0
+        self.version_time = [0.0]         # simulated time each global version appeared
         self.nodes = build_nodes(cfg, self.fed, self.dim)
         self.val = self.fed.public_eval
         self._select_rng = stream(s.seed, STREAM_SELECT)
@@ -97,7 +109,7 @@ class Simulator:
 
     def _train(self, node: VirtualNode) -> Job:
         """Local training from the current global model, clipped and noised (the node's release)."""
-        return Job(node, node.client.release(self.model, self.global_flat), self.version)
+        return Job(node, node.client.release(self.model, self.global_flat), self.version, node.speed)
 
     def _send(self, jobs: list[Job]) -> list[Sent]:
         """What each job's node sends. Model attackers craft from what the honest nodes sent."""
@@ -142,9 +154,29 @@ class Simulator:
         total = sum(n.stake for n in self.nodes)
         return {n.node_id: n.stake / total if total else 0.0 for n in self.nodes}
 
+    def _selected(self, jobs: list[Job], sent: list[Sent]) -> list[int]:
+        """Indices of the updates the round aggregates: all of them up to ``fl.max_updates``,
+        else those the selection policy picks, ranked in sender order as a chain's pool ranks them."""
+        s = self.cfg.fl
+        if len(jobs) <= s.max_updates:
+            return list(range(len(jobs)))
+        # as the pool, one update per sender: its newest (a fast node's earlier one is superseded)
+        newest = {j.node.node_id: i for i, j in sorted(enumerate(jobs), key=lambda ij: ij[1].base_version)}
+        order = [newest[node] for node in sorted(newest)]
+        if len(order) <= s.max_updates:
+            return order
+        trust = self.trust()
+        claims = self._claims(jobs, sent)
+        features = selection_features([jobs[i].waited for i in order], [trust[jobs[i].node.node_id] for i in order],
+                                      [claims[i] for i in order], [self.version - jobs[i].base_version for i in order])
+        return [order[i] for i in select_nodes(s.selection, features, s.max_updates, seed=self.version + 1)]
+
     def _aggregate(self, jobs: list[Job], sim_time: float, dropped: int, started: float) -> RoundStats:
         cfg = self.cfg
         sent = self._send(jobs)
+        uploaded = [s.wire_bytes for s in sent]
+        picked = self._selected(jobs, sent)
+        jobs, sent = [jobs[i] for i in picked], [sent[i] for i in picked]
         staleness = np.array([self.version - j.base_version for j in jobs], dtype=np.float64)
         byz = np.array([j.node.byzantine for j in jobs])
         trust = self.trust()
@@ -155,6 +187,7 @@ class Simulator:
             job.node.stake = max(0, job.node.stake + change)
         self.global_flat = outcome.model
         self.version += 1
+        self.version_time.append(sim_time)
         acc = loss = None
         if self.version % cfg.eval_every == 0 or self.version == cfg.rounds:
             set_flat(self.model, self.global_flat)
@@ -166,7 +199,8 @@ class Simulator:
             round=self.version, sim_time=sim_time, accuracy=acc, loss=loss,
             train_loss=float(np.mean([j.release.loss for j in jobs])), num_updates=len(jobs),
             num_accepted=int(accepted.sum()), num_byzantine=int(byz.sum()),
-            bytes_sent=sum(s.wire_bytes for s in sent), dense_bytes=dense_bytes(self.dim) * len(jobs),
+            bytes_sent=sum(s.wire_bytes for s in sent), uploaded_bytes=sum(uploaded), candidates=len(uploaded),
+            dense_bytes=dense_bytes(self.dim) * len(jobs),
             true_pos=int((rejected & byz).sum()), false_pos=int((rejected & ~byz).sum()),
             false_neg=int((accepted & byz).sum()), true_neg=int((accepted & ~byz).sum()),
             mean_staleness=float(staleness.mean()), dropped_stale=dropped,
@@ -233,6 +267,7 @@ class Simulator:
         dropped = 0
         while queue and len(stats) < cfg.rounds:
             now, _, job = heapq.heappop(queue)
+            job.waited = now - self.version_time[job.base_version]
             if self.version - job.base_version > cfg.fl.max_staleness:
                 dropped += 1
             else:

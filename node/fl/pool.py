@@ -15,9 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
-from learning.selection import select_nodes
+from learning.selection import select_nodes, selection_features
 from node.fl.update import ModelUpdate
 from node.fl.window import BaseKey
 
@@ -121,14 +119,10 @@ class UpdatePool:
         chosen = self.eligible(recent, is_member, banned)
         if len(chosen) > limit:
             now = time.monotonic()
-            speed = [1.0 / (1.0 + max(0.0, p.arrived_s - model_since_s.get(p.update.base_height, now)))
-                     for p in chosen]
-            features = {
-                "speed": np.array(speed),
-                "trust": np.array([trust(p.update.sender) for p in chosen]),
-                "data_size": np.array([p.update.num_samples for p in chosen], dtype=np.float64),
-                "staleness": np.array([model_height - p.update.base_height for p in chosen], dtype=np.float64),
-            }
+            features = selection_features([p.arrived_s - model_since_s.get(p.update.base_height, now) for p in chosen],
+                                          [trust(p.update.sender) for p in chosen],
+                                          [p.update.num_samples for p in chosen],
+                                          [model_height - p.update.base_height for p in chosen])
             picked = select_nodes(policy, features, limit, seed)
             chosen = [chosen[i] for i in sorted(picked)]
         return [p.update for p in chosen]

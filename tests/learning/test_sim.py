@@ -111,6 +111,28 @@ def test_async_mode_reports_staleness() -> None:
     assert result.final_accuracy() > 0.7
 
 
+def test_selection_policies_pick_different_updates_from_the_same_arrivals() -> None:
+    """More arrivals than ``max_updates``: the genesis policy picks, as a chain's pool does. Every
+    policy sees the same arrivals; ``all`` aggregates them all, the others exactly ``max_updates``
+    (uploaded bytes still count every candidate), and they do not pick the same nodes."""
+    shape = {**BASE, "rounds": 4, "num_nodes": 12, "rule": "clustering"}
+    runs = {policy: run_simulation(SimConfig.of(**shape, mode="async", clients_per_round=8, max_updates=3,
+                                                selection=policy, **SIGN_FLIP))
+            for policy in ("all", "random", "trust", "pso")}
+    arrivals = runs["all"].rounds   # one update per sender, as a chain's pool keeps
+    assert all(r.candidates == 8 and r.num_updates == len(set(r.nodes)) for r in arrivals)
+    assert any(r.num_updates < 8 for r in arrivals)      # a fast node arrived twice: its newest counts
+    for policy in ("random", "trust", "pso"):
+        rounds = runs[policy].rounds
+        assert [r.sim_time for r in rounds] == [r.sim_time for r in arrivals]
+        assert all(r.num_updates == 3 and r.candidates == 8 and r.uploaded_bytes > r.bytes_sent for r in rounds)
+        assert all(set(r.nodes) <= set(a.nodes) and len(set(r.nodes)) == 3 for r, a in zip(rounds, arrivals))
+    # equal stakes at first: trust takes the lowest sender ids among the first round's arrivals
+    assert runs["trust"].rounds[0].nodes == sorted(arrivals[0].nodes)[:3]
+    picks = {policy: [r.nodes for r in run.rounds] for policy, run in runs.items() if policy != "all"}
+    assert picks["random"] != picks["trust"] and picks["pso"] != picks["trust"] and picks["pso"] != picks["random"]
+
+
 def test_data_attack_and_partition_options() -> None:
     cfg = SimConfig.of(**{**BASE, "rounds": 5, "partition": "dirichlet", "dirichlet_alpha": 0.3},
                        attack="label_flip", byzantine_fraction=0.3, attack_params={"fraction": 1.0})
