@@ -31,6 +31,7 @@ BENCHMARKS = {
     "netsim": "bench.netsim",
     "chaos": "bench.chaos",
     "fleet": "bench.fleet",
+    "preset": "bench.preset",
     "report": "bench.report",
 }
 
