@@ -15,7 +15,14 @@ from typing import Optional
 import typer
 
 from cli.common import CliError, console, handles_errors
-from cli.data import DATASETS, FILE_FORMATS, make_testnet_data, own_testnet_data, preset_settings, slot_ms_for
+from cli.data import (
+    DATASETS,
+    FILE_FORMATS,
+    make_testnet_data,
+    own_testnet_data,
+    preset_settings,
+    slot_ms_for,
+)
 from consensus.genesis import GenesisError, make_genesis
 from gossip.crypto import KeyPair
 from gossip.netpolicy import address_class, host_of, parse_ip

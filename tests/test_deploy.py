@@ -285,7 +285,7 @@ def test_k8s_pods_get_the_homes_the_cli_makes(tmp_path):
                    "TESTNET_DIR": str(testnet), "KEYS_DIR": str(keys), "DATA_DIR": str(data_dir),
                    "NODE_DATA_DIR": str(shards)}
         for start in range(2):  # a restart finds the home there, the key widened by the fsGroup handling
-            result = subprocess.run(["sh", "-c", script], env=run_env, capture_output=True, text=True, timeout=30)
+            result = subprocess.run(["sh", "-c", script], env=run_env, capture_output=True, text=True, timeout=30, check=False)
             assert result.returncode == 0, result.stderr
             loaded = load_home(home)
             (home / "node_key.json").chmod(0o660)
@@ -312,11 +312,11 @@ def test_k8s_pods_get_the_homes_the_cli_makes(tmp_path):
     run_env = {"PATH": os.environ["PATH"], "POD_NAME": "fedchain-0", "FEDCHAIN_HOME": str(tmp_path / "pod0"),
                "TESTNET_DIR": str(testnet), "KEYS_DIR": str(keys), "DATA_DIR": str(tmp_path / "data0"),
                "NODE_DATA_DIR": str(shards)}
-    assert subprocess.run(["sh", "-c", script], env=run_env, timeout=30).returncode == 0
+    assert subprocess.run(["sh", "-c", script], env=run_env, timeout=30, check=False).returncode == 0
     assert own.read_bytes() == (shards / "node1.npz").read_bytes()
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = subprocess.run(["sh", "-c", script], env={**run_env, "DATA_DIR": str(empty), "NODE_DATA_DIR": str(empty)},
+    result = subprocess.run(["sh", "-c", script], env={**run_env, "DATA_DIR": str(empty), "NODE_DATA_DIR": str(empty)}, check=False,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and f"no {empty}/train.npz on the data volume of node 0" in result.stderr
 
