@@ -40,8 +40,8 @@ OwnDataOpt = typer.Option(None, "--own-data", file_okay=False, exists=True, reso
                           help="fl: a folder of your own CSV files, node0.csv .. node{N-1}.csv (one per node, "
                                "read in place) and eval.csv (the public evaluation set), instead of --dataset.")
 SlotOpt = typer.Option(None, "--slot-ms", min=10,
-                       help="Slot time in milliseconds (default 2000; 10000 with --dataset fashion_mnist, whose "
-                            "CNN rounds take seconds to run and verify).")
+                       help="Slot time in milliseconds (default 2000; 30000 with --dataset fashion_mnist, whose "
+                            "CNN updates take a device about half a minute).")
 LabelOpt = typer.Option("label", "--label-column", help="fl with --own-data: the CSV column holding the class.")
 
 
