@@ -77,7 +77,7 @@ def fetch_model(net: Testnet, model_hash: str) -> bytes:
     """Node 0's weights of a final global model, checked against the hash the chain committed."""
     from gossip.crypto import sha256
 
-    raw = get_bytes(f"{net.url(0)}/fl/model/{model_hash}", timeout=30)
+    raw = get_bytes(f"{net.url(0)}/fl/model/{model_hash}", timeout=60)
     if sha256(raw).hex() != model_hash:
         raise RuntimeError(f"node 0 served weights that do not hash to model {model_hash[:12]}")
     return raw
@@ -85,7 +85,7 @@ def fetch_model(net: Testnet, model_hash: str) -> bytes:
 
 def fl_events(net: Testnet, i: int) -> dict[str, int]:
     """Node ``i``'s FL counters (``/metrics``)."""
-    metrics = parse_metrics(get_bytes(net.url(i) + "/metrics", timeout=10).decode())
+    metrics = parse_metrics(get_bytes(net.url(i) + "/metrics", timeout=60).decode())
     return {key.split('"')[1]: round(value) for key, value in metrics.items()
             if key.startswith('fedchain_fl_events_total{event="')}
 
@@ -104,10 +104,17 @@ def watch(net: Testnet, scorer: TestScorer, started: float, budget_s: float, tar
     curve: list[dict[str, Any]] = []
     scored_hash, scored_at = "", -eval_every_s
     while time.monotonic() - started < budget_s:
-        model = net.get(0, "/fl/model", timeout=10)
-        now = time.monotonic()
-        if model["hash"] != scored_hash and now - scored_at >= eval_every_s:
-            accuracy, loss = scorer(fetch_model(net, model["hash"]))
+        try:
+            model = net.get(0, "/fl/model", timeout=30)
+            now = time.monotonic()
+            weights = (fetch_model(net, model["hash"])
+                       if model["hash"] != scored_hash and now - scored_at >= eval_every_s else None)
+        except OSError as exc:  # a busy node answers late now and then: ask again at the next poll
+            print(f"  node 0 did not answer ({exc}); asking again", flush=True)
+            time.sleep(poll_s)
+            continue
+        if weights is not None:
+            accuracy, loss = scorer(weights)
             scored_hash, scored_at = model["hash"], now
             curve.append({"t_s": now - started, "height": model["height"], "test_accuracy": accuracy,
                           "test_loss": loss, "public_eval_accuracy": model.get("test_accuracy")})
@@ -144,8 +151,8 @@ def measure(nodes: int, budget_s: float, target: float, poll_s: float, eval_ever
         net.wait_height(1, timeout=START_TIMEOUT_S)  # torch loads slowly in many processes at once
         curve = watch(net, scorer, started, budget_s, target, poll_s, eval_every_s)
         elapsed = time.monotonic() - started
-        height = net.get(0, "/status", timeout=10)["final_height"]
-        nodes_saw = net.get(0, "/telemetry", timeout=30)["model"]
+        height = net.get(0, "/status", timeout=60)["final_height"]
+        nodes_saw = net.get(0, "/telemetry", timeout=60)["model"]
         counts = updates(net)
     finally:
         net.stop_all()
@@ -239,9 +246,10 @@ def report(result: dict[str, Any]) -> str:
 start` per home (separate processes, real sockets on 127.0.0.1, {result['slot_ms'] / 1000:.0f} s slots); the benchmark only
 reads the nodes' HTTP API. Test accuracy: the newest final global model, fetched from node 0 by
 the hash its block committed, scored on the official Fashion-MNIST test set ({result['test_samples']}
-images no node holds) at most once a minute. Public evaluation: what node 0 reports itself, on the
+images no node holds) at most once a minute, so a level is first seen up to a minute after the
+block that reached it. Public evaluation: what node 0 reports itself, on the
 {result['task']['eval_set_samples']} images the genesis pins (part of the training pool).
-Preset: {result['task']['model']} ({s['model']} ignored: the task names the model), local epochs
+Preset (the genesis `fedchain testnet create` wrote): the task's {result['task']['model']}, local epochs
 {s['local_epochs']}, batch {s['batch_size']}, lr {s['lr']} ({s['lr_schedule']}), clip {s['clip_norm']},
 noise multiplier {s['noise_multiplier']}, top-k {s['topk_fraction']} ({s['encoding']}), rule
 {s['rule']}, Dirichlet alpha {s['dirichlet_alpha']}. Machine: {m['cpu']}, {m['cores']} cores shared
