@@ -32,6 +32,7 @@ BENCHMARKS = {
     "netsim": "bench.netsim",
     "chaos": "bench.chaos",
     "fleet": "bench.fleet",
+    "preset": "bench.preset",
     "report": "bench.report",
 }
 

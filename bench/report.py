@@ -33,7 +33,7 @@ client pipeline, round and settings type (``learning/client.py``, ``learning/rou
 floors (``learning/aggregation/clustering.py``)."""
 PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "accuracy", "convergence",
                                  "communication", "scalability", "energy", "attacks", "detection", "ablation",
-                                 "flower"})
+                                 "flower", "preset"})
 """Benchmarks whose numbers depend on that pipeline (the simulator's or the daemons' training)."""
 
 

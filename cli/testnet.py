@@ -15,7 +15,14 @@ from typing import Optional
 import typer
 
 from cli.common import CliError, console, handles_errors
-from cli.data import DATASETS, FILE_FORMATS, make_testnet_data, own_testnet_data
+from cli.data import (
+    DATASETS,
+    FILE_FORMATS,
+    make_testnet_data,
+    own_testnet_data,
+    preset_settings,
+    slot_ms_for,
+)
 from consensus.genesis import GenesisError, make_genesis
 from gossip.crypto import KeyPair
 from gossip.netpolicy import address_class, host_of, parse_ip
@@ -32,6 +39,9 @@ DataFormatOpt = typer.Option("npz", "--data-format", help="fl: format of each no
 OwnDataOpt = typer.Option(None, "--own-data", file_okay=False, exists=True, resolve_path=True,
                           help="fl: a folder of your own CSV files, node0.csv .. node{N-1}.csv (one per node, "
                                "read in place) and eval.csv (the public evaluation set), instead of --dataset.")
+SlotOpt = typer.Option(None, "--slot-ms", min=10,
+                       help="Slot time in milliseconds (default 2000; 30000 with --dataset fashion_mnist, whose "
+                            "CNN updates take a device about half a minute).")
 LabelOpt = typer.Option("label", "--label-column", help="fl with --own-data: the CSV column holding the class.")
 
 
@@ -55,9 +65,9 @@ def node_homes(folder: Path) -> list[Path]:
 
 
 def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain_id: str = "fedchain-local",
-                   slot_ms: int = 2000, host: str = DEFAULT_HOST, advertise_host: str = DEFAULT_HOST,
+                   slot_ms: int | None = None, host: str = DEFAULT_HOST, advertise_host: str = DEFAULT_HOST,
                    genesis_time_ms: int | None = None, app: str = "fl", one_port: bool = False,
-                   dataset: str | None = "digits", data_format: str = "npz", own_data: Path | None = None,
+                   dataset: str = "digits", data_format: str = "npz", own_data: Path | None = None,
                    label_column: str = "label") -> list[Home]:
     """Write the genesis and N homes; refuses a folder that already holds a testnet.
 
@@ -69,10 +79,10 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
 
     For ``fl``, ``dataset`` is cut into one file per node (``node{i}/data/train.{data_format}``,
     named in that node's ``[data]``) and a public evaluation set that the genesis task pins by
-    hash and every home's blob store holds; ``None`` keeps the built-in data set that every node
-    loads and cuts by its position (used where homes travel without their data, as in the
-    Kubernetes overlay). ``own_data`` instead names a folder of CSV files, ``node{i}.csv`` per node
-    and ``eval.csv`` (see :func:`cli.data.own_testnet_data`).
+    hash and every home's blob store holds, with the data set's preset settings and slot time
+    (``slot_ms`` None: the preset's, see :func:`cli.data.slot_ms_for`). ``own_data`` instead names
+    a folder of CSV files, ``node{i}.csv`` per node and ``eval.csv`` (see
+    :func:`cli.data.own_testnet_data`).
     """
     if app not in APPS:
         raise CliError(f"--app must be one of {', '.join(APPS)}, got {app!r}")
@@ -89,12 +99,14 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
     data = None
     if app == "fl" and own_data is not None:
         data = own_testnet_data(own_data, n, label_column)
-    elif app == "fl" and dataset is not None:
+    elif app == "fl":
+        state = preset_settings(dataset, state)
         data = make_testnet_data(dataset, n, state)
     if data is not None:
         state["task"] = data.task
     try:
-        genesis = make_genesis(chain_id, [k.node_id for k in keys], slot_ms=slot_ms, app=state,
+        slot = slot_ms or slot_ms_for(dataset if app == "fl" and own_data is None else None)
+        genesis = make_genesis(chain_id, [k.node_id for k in keys], slot_ms=slot, app=state,
                                genesis_time_ms=int(time.time() * 1000) if genesis_time_ms is None else genesis_time_ms)
     except GenesisError as exc:
         raise CliError(str(exc)) from None
@@ -126,15 +138,42 @@ def publish_eval_set(home: Home, blob: bytes) -> None:
         store.close()
 
 
-def create_k8s_overlay(out: Path, n: int, *, chain_id: str, slot_ms: int, app: str, base: str | None) -> None:
+def published_eval_set(home: Home, digest: bytes) -> bytes:
+    """The evaluation set :func:`publish_eval_set` put in ``home``'s blob store."""
+    from node.fl.blobs import BlobStore
+
+    store = BlobStore(home.paths.data / "blobs.sqlite")
+    try:
+        blob = store.get(digest, "evalset")
+    finally:
+        store.close()
+    if blob is None:
+        raise CliError(f"{home.paths.root} holds no evaluation set {digest.hex()[:12]}")
+    return blob
+
+
+def create_k8s_overlay(out: Path, n: int, *, chain_id: str, slot_ms: int | None, app: str, dataset: str,
+                       base: str | None) -> None:
     """The Kubernetes overlay of a new N-node testnet (``cli/k8s.py``): its homes are made here,
-    as for a local testnet, in a private temporary folder, then turned into a ConfigMap and a Secret."""
+    as for a local testnet, in a private temporary folder, then turned into a ConfigMap and
+    Secrets. Each node's ``[data]`` then names the files on its pod's own data volume: its shard
+    and the public evaluation set, which the overlay carries for the init container to put there."""
     from cli import k8s
+    from node.fl.task import Task
 
     with tempfile.TemporaryDirectory(prefix="fedchain-k8s-") as tmp:  # mode 0700: the keys stay private
         homes = create_testnet(Path(tmp), n, base_port=k8s.PORT, one_port=True, chain_id=chain_id, slot_ms=slot_ms,
-                               host="0.0.0.0", advertise_host=k8s.advertise_template(), app=app, dataset=None)
-        k8s.write_overlay(out, Path(tmp), n, homes[0].genesis.max_delegates, base)
+                               host="0.0.0.0", advertise_host=k8s.advertise_template(), app=app, dataset=dataset)
+        shards, eval_set = [], None
+        if app == "fl":
+            task = Task.from_dict(homes[0].genesis.app["task"])
+            eval_set = published_eval_set(homes[0], task.eval_hash)
+            for home in homes:
+                shards.append((home.paths.root / home.config.data.source).read_bytes())
+                home.config.data.source = f"{k8s.DATA_DIR}/{k8s.TRAIN_FILE}"
+                home.config.data.eval_set = f"{k8s.DATA_DIR}/{k8s.EVAL_SET_FILE}"
+                save_config(home.config, home.paths.config)
+        k8s.write_overlay(out, Path(tmp), n, homes[0].genesis.max_delegates, base, shards=shards, eval_set=eval_set)
 
 
 def dial_scope(urls: list[str]) -> str:
@@ -152,7 +191,7 @@ def dial_scope(urls: list[str]) -> str:
 @handles_errors
 def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOpt,
            chain_id: str = typer.Option("fedchain-local", "--chain-id", help="Chain id."),
-           slot_ms: int = typer.Option(2000, "--slot-ms", min=10, help="Slot time in milliseconds."),
+           slot_ms: Optional[int] = SlotOpt,
            host: str = typer.Option(DEFAULT_HOST, "--host", help="Address every node listens on."),
            advertise_host: str = typer.Option(DEFAULT_HOST, "--advertise-host",
                                               help="Host peers dial, a template with {i} (e.g. node{i})."),
@@ -169,7 +208,7 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
            ) -> None:
     """Create a genesis with N staked members and N node homes in DIR (or, with --k8s, a Kubernetes overlay)."""
     if k8s is not None:
-        create_k8s_overlay(k8s, n, chain_id=chain_id, slot_ms=slot_ms, app=app, base=k8s_base)
+        create_k8s_overlay(k8s, n, chain_id=chain_id, slot_ms=slot_ms, app=app, dataset=dataset, base=k8s_base)
         console.print(f"wrote a {n}-node Kubernetes overlay for [bold]{chain_id}[/] to {k8s} "
                       f"(apply with `kubectl apply -k {k8s}`; testnet.yaml holds the node keys)", highlight=False)
         return
@@ -190,7 +229,7 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
 @testnet_app.command("up")
 @handles_errors
 def up(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOpt,
-       slot_ms: int = typer.Option(2000, "--slot-ms", min=10, help="Slot time if the testnet is created now."),
+       slot_ms: Optional[int] = SlotOpt,
        duration: float = typer.Option(0.0, "--duration", min=0.0,
                                       help="Stop after this many seconds (0: run until Ctrl-C or SIGTERM)."),
        app: str = AppOpt, dataset: str = DatasetOpt,

@@ -50,6 +50,8 @@ Layout::
     labels = ""                 # idx: the labels file
     x_key = "x"                 # npz: the arrays of samples and labels
     y_key = "y"
+    eval_set = ""               # a copy of the public evaluation set (checked against the genesis hash),
+                                # used if the blob store lacks it; "" = fetch it from peers
 
     [fault]                     # evaluation-only misbehaviour; never enable on a real chain
     double_sign = false
@@ -255,6 +257,7 @@ class DataConfig:
     labels: str = ""
     x_key: str = "x"
     y_key: str = "y"
+    eval_set: str = ""  # the public evaluation set's blob, for a node no peer can serve it to yet
 
     def validate(self) -> None:
         if self.source and self.format not in DATA_FORMATS:

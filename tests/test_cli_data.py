@@ -142,3 +142,53 @@ def test_join_with_own_data_checks_it_against_the_task(testnet, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_fashion_mnist_preset_pins_the_cnn_with_its_own_settings(tmp_path):
+    """The Fashion-MNIST preset changes only what its CNN needs (docs/decisions.md); the defences,
+    the compression and every other data set keep the product defaults."""
+    from cli.data import PRESET_SETTINGS
+    from node.fl.settings import FLSettings
+
+    defaults = {k: v for k, v in FLSettings().to_app_state().items() if k != "task"}
+    fashion = load_home(create_testnet(tmp_path / "f", 2, base_port=free_port_block(2), dataset="fashion_mnist")[0]
+                        .paths.root).genesis
+    assert fashion.slot_ms == 30_000 and fashion.app["task"]["model"] == "cnn"
+    assert fashion.app["task"]["input_shape"] == [1, 28, 28]
+    changed = {k for k in defaults if fashion.app[k] != defaults[k]}
+    assert changed == set(PRESET_SETTINGS["fashion_mnist"]) == {"local_epochs", "clip_norm", "noise_multiplier"}
+    for key in ("rule", "rule_params", "topk_fraction", "encoding", "error_feedback", "max_updates", "server_lr"):
+        assert fashion.app[key] == defaults[key], key
+    digits = create_testnet(tmp_path / "d", 1, base_port=free_port_block(1))[0].genesis
+    assert digits.slot_ms == 2000 and {k: v for k, v in digits.app.items() if k != "task"} == defaults
+    assert create_testnet(tmp_path / "s", 1, base_port=free_port_block(1), dataset="fashion_mnist",
+                          slot_ms=3000)[0].genesis.slot_ms == 3000   # an explicit --slot-ms wins
+
+
+def test_eval_set_from_a_file_when_no_peer_holds_it(tmp_path):
+    """``[data] eval_set``: a node whose blob store lacks the evaluation set (a pod on a fresh
+    volume) takes it from that file if it has the pinned hash, and refuses any other file."""
+    from node.config import ConfigError, save_config
+    from node.fl.service import FLService
+
+    home = create_testnet(tmp_path / "net", 1, base_port=free_port_block(1))[0]
+    task = Task.from_dict(home.genesis.app["task"])
+    store = BlobStore(home.paths.data / "blobs.sqlite")
+    blob = store.get(task.eval_hash, "evalset")
+    store.close()
+    (home.paths.data / "blobs.sqlite").unlink()
+    copy, wrong = tmp_path / "eval-set.npz", tmp_path / "other.npz"
+    copy.write_bytes(blob)
+    wrong.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    home.config.data.eval_set = str(wrong)
+    save_config(home.config, home.paths.config)
+    with pytest.raises(ConfigError, match=f"eval_set {wrong}: public evaluation set has SHA-256"):
+        FLService(load_home(home.paths.root), gossip=None)
+    home.config.data.eval_set = str(copy)
+    save_config(home.config, home.paths.config)
+    service = FLService(load_home(home.paths.root), gossip=None)
+    try:
+        assert not service.eval_missing and len(service.app.data.public_eval) == task.eval_set_samples
+        assert service.eval_set_blob(task.eval_hash) == blob   # kept: it serves the set to its peers
+    finally:
+        service.blobs.close()

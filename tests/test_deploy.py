@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import configparser
+import dataclasses
 import json
 import os
 import re
@@ -30,6 +31,9 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
+from learning.data import load_digits
+from node.fl.localdata import load_local, parse_eval_set
+from node.fl.task import Task
 from node.home import load_home
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -205,13 +209,25 @@ def test_k8s_overlay_for_n_nodes(tmp_path, n, unavailable):
     d = min(21, n)
     assert d - unavailable >= 2 * d // 3 + 1 > d - unavailable - 1  # a quorum always stays, and no more is kept
     assert set(res[("ConfigMap", "fedchain-testnet")]["data"]) == {"genesis.json", *(f"node{i}.toml" for i in range(n))}
+    assert set(res[("ConfigMap", "fedchain-testnet")]["binaryData"]) == {"eval-set.npz"}
     assert set(res[("Secret", "fedchain-node-keys")]["data"]) == {f"node{i}.json" for i in range(n)}
+    assert set(res[("Secret", "fedchain-node-data")]["data"]) == {f"node{i}.npz" for i in range(n)}
+
+
+def test_k8s_overlay_refuses_data_too_large_for_kubernetes_objects(tmp_path):
+    """Fashion-MNIST shards do not fit a Secret: the CLI says so and where such data goes instead."""
+    result = CliRunner().invoke(app, ["testnet", "create", "4", "--k8s", str(tmp_path / "o"),
+                                      "--dataset", "fashion_mnist"])
+    assert result.exit_code != 0
+    assert "more than Kubernetes keeps in one object" in result.output and "data volume" in result.output
+    assert not (tmp_path / "o" / "testnet.yaml").exists()
 
 
 def test_k8s_pods_get_the_homes_the_cli_makes(tmp_path):
-    """Run each pod's init script against the ConfigMap and Secret as Kubernetes mounts them, and
+    """Run each pod's init script against the ConfigMap and Secrets as Kubernetes mounts them, and
     load the home it lays out with the node's own loader: its URL is the pod's stable name under
-    the headless Service, its port the container's, its key the genesis account of its ordinal."""
+    the headless Service, its port the container's, its key the genesis account of its ordinal,
+    and it trains on its own shard on its own data volume, which the node mounts read-only."""
     res = overlay(tmp_path, 4)
     sts = res[("StatefulSet", "fedchain")]
     service = res[("Service", "fedchain")]
@@ -238,23 +254,38 @@ def test_k8s_pods_get_the_homes_the_cli_makes(tmp_path):
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["testnet"]["configMap"]["name"] == "fedchain-testnet" and mounts["testnet"] == env["TESTNET_DIR"]
     assert volumes["keys"]["secret"]["secretName"] == "fedchain-node-keys" and mounts["keys"] == env["KEYS_DIR"]
-    testnet, keys = tmp_path / "testnet", tmp_path / "keys"
-    testnet.mkdir()
-    keys.mkdir()
-    for name, text in res[("ConfigMap", "fedchain-testnet")]["data"].items():
-        (testnet / name).write_text(text)
-    for name, data in res[("Secret", "fedchain-node-keys")]["data"].items():
-        (keys / name).write_bytes(base64.b64decode(data))
-        (keys / name).chmod(volumes["keys"]["secret"]["defaultMode"])
+    assert volumes["node-data"]["secret"] == {"secretName": "fedchain-node-data", "defaultMode": 0o440, "optional": True}
+    assert mounts["node-data"] == env["NODE_DATA_DIR"]
+    # each pod's data volume (a claim of its own): written by the init container, read-only to the node
+    node_data = next(m for m in node["volumeMounts"] if m["name"] == "data")
+    assert node_data["readOnly"] and node_data["mountPath"] == mounts["data"] == env["DATA_DIR"]
+    assert [c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]] == ["home", "data"]
+    testnet, keys, shards = tmp_path / "testnet", tmp_path / "keys", tmp_path / "node-data"
+    for folder, (kind, name) in ((testnet, ("ConfigMap", "fedchain-testnet")), (keys, ("Secret", "fedchain-node-keys")),
+                                 (shards, ("Secret", "fedchain-node-data"))):
+        folder.mkdir()
+        doc = res[(kind, name)]
+        for key, text in doc.get("data", {}).items():
+            if kind == "Secret":
+                (folder / key).write_bytes(base64.b64decode(text))
+                (folder / key).chmod(0o440)
+            else:
+                (folder / key).write_text(text)
+        for key, data in doc.get("binaryData", {}).items():
+            (folder / key).write_bytes(base64.b64decode(data))
     genesis = json.loads((testnet / "genesis.json").read_text())
+    task = Task.from_dict(genesis["app"]["task"])
     script = init["args"][0]
     assert init["command"] == ["sh", "-c"]
+    trained = []
     for i in range(4):
-        home = tmp_path / f"pod{i}"
+        home, data_dir = tmp_path / f"pod{i}", tmp_path / f"data{i}"
+        data_dir.mkdir()
         run_env = {"PATH": os.environ["PATH"], "POD_NAME": f"fedchain-{i}", "FEDCHAIN_HOME": str(home),
-                   "TESTNET_DIR": str(testnet), "KEYS_DIR": str(keys)}
+                   "TESTNET_DIR": str(testnet), "KEYS_DIR": str(keys), "DATA_DIR": str(data_dir),
+                   "NODE_DATA_DIR": str(shards)}
         for start in range(2):  # a restart finds the home there, the key widened by the fsGroup handling
-            result = subprocess.run(["sh", "-c", script], env=run_env, capture_output=True, text=True, timeout=30)
+            result = subprocess.run(["sh", "-c", script], env=run_env, capture_output=True, text=True, timeout=30, check=False)
             assert result.returncode == 0, result.stderr
             loaded = load_home(home)
             (home / "node_key.json").chmod(0o660)
@@ -263,6 +294,31 @@ def test_k8s_pods_get_the_homes_the_cli_makes(tmp_path):
         assert net.url == f"http://fedchain-{i}.{service['metadata']['name']}:{port}"
         assert sorted(net.bootstrap) == sorted(f"http://fedchain-{j}.fedchain:{port}" for j in range(4) if j != i)
         assert loaded.keypair.node_id == genesis["accounts"][i]["id"]
+        # [data] names the files on the pod's volume; as the node reads them there, they fit the task
+        data = loaded.config.data
+        assert (data.source, data.eval_set) == (f"{env['DATA_DIR']}/train.npz", f"{env['DATA_DIR']}/eval-set.npz")
+        local = dataclasses.replace(data, source=str(data_dir / "train.npz"), eval_set=str(data_dir / "eval-set.npz"))
+        trained.append(load_local(task, local, home))
+        assert len(parse_eval_set(task, (data_dir / "eval-set.npz").read_bytes())) == task.eval_set_samples
+        assert (data_dir / "train.npz").stat().st_mode & 0o077 == 0, "a device's data is its own"
+    # every pod holds its own shard: together they are the data set less the public evaluation set
+    pool, _ = load_digits(seed=0)
+    rows = [set(map(bytes, ds.x)) for ds in trained]
+    assert all(not (rows[a] & rows[b]) for a in range(4) for b in range(a + 1, 4))
+    assert sum(len(ds) for ds in trained) + task.eval_set_samples == len(pool)
+    # an operator's own file on the volume is never replaced; a volume with no data stops the pod
+    own = tmp_path / "data0" / "train.npz"
+    own.write_bytes((shards / "node1.npz").read_bytes())
+    run_env = {"PATH": os.environ["PATH"], "POD_NAME": "fedchain-0", "FEDCHAIN_HOME": str(tmp_path / "pod0"),
+               "TESTNET_DIR": str(testnet), "KEYS_DIR": str(keys), "DATA_DIR": str(tmp_path / "data0"),
+               "NODE_DATA_DIR": str(shards)}
+    assert subprocess.run(["sh", "-c", script], env=run_env, timeout=30, check=False).returncode == 0
+    assert own.read_bytes() == (shards / "node1.npz").read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run(["sh", "-c", script], env={**run_env, "DATA_DIR": str(empty), "NODE_DATA_DIR": str(empty)}, check=False,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and f"no {empty}/train.npz on the data volume of node 0" in result.stderr
 
 
 def test_committed_overlay_is_what_the_cli_writes(tmp_path):

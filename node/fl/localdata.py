@@ -26,14 +26,16 @@ from node.fl.task import Task
 log = logging.getLogger("fedchain.fl")
 
 
+def home_path(path: str, home: Path) -> Path:
+    """A path of a home's config: absolute, or taken from ``home``."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else home / p
+
+
 def data_source(config: DataConfig, home: Path) -> DataSource:
     """The ``[data]`` section as a :class:`DataSource`, relative paths taken from ``home``."""
-    def resolve(path: str) -> Path:
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else home / p
-
-    return DataSource(resolve(config.source), config.format, config.label_column,
-                      resolve(config.labels) if config.labels else None, config.x_key, config.y_key)
+    return DataSource(home_path(config.source, home), config.format, config.label_column,
+                      home_path(config.labels, home) if config.labels else None, config.x_key, config.y_key)
 
 
 def load_local(task: Task, config: DataConfig, home: Path) -> Dataset:

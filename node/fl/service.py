@@ -27,7 +27,7 @@ from node.fl.faults import fl_app_class, make_trainer
 from node.fl.app import TOPIC_UPDATE, round_key
 from node.fl.blobs import BlobStore
 from node.fl.data import NodeData, load_node_data
-from node.fl.localdata import install_eval_set, load_local, parse_eval_set, task_node_data
+from node.fl.localdata import home_path, install_eval_set, load_local, parse_eval_set, task_node_data
 from node.fl.settings import FLSettings
 from node.fl.task import Task
 from node.fetcher import JSON_ROOM, FetchError, fetch_update, get_bytes
@@ -78,10 +78,25 @@ class FLService:
                         self.home.paths.config)
         data = task_node_data(task, local, self.settings.val_fraction, self.settings.seed)
         blob = self.blobs.get(task.eval_hash, "evalset")
+        if blob is None and self.home.config.data.eval_set:
+            blob = self._eval_set_file(task)
         if blob is not None:
             install_eval_set(data, parse_eval_set(task, blob))
         self.eval_missing = blob is None
         return data
+
+    def _eval_set_file(self, task: Task) -> bytes:
+        """The evaluation set from the file ``[data] eval_set`` names (where no peer holds it yet,
+        as in pods that each start from an empty volume), kept in the blob store if its hash is
+        the one the task pins; any other file stops the node."""
+        path = home_path(self.home.config.data.eval_set, self.home.paths.root)
+        try:
+            blob = path.read_bytes()
+            parse_eval_set(task, blob)
+        except (OSError, DataError) as exc:
+            raise ConfigError(f"[data] eval_set {path}: {exc}") from None
+        self.blobs.put("evalset", blob, 0)
+        return blob
 
     async def obtain_eval_set(self, session: aiohttp.ClientSession, retry_s: float = 1.0) -> None:
         """Fetch the task's public evaluation set from peers if this node lacks it: the bootstrap

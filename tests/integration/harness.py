@@ -69,14 +69,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
 class Testnet:
     """N node homes and their daemon processes."""
 
-    def __init__(self, root: Path, n: int, *, slot_ms: int = 1000, genesis: dict | None = None,
-                 app: str = "counter", create_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, n: int, *, slot_ms: int | None = 1000, genesis: dict | None = None,
+                 app: str = "counter", create_args: tuple[str, ...] = (), create_timeout: float = 60) -> None:
         self.root = root
         self.n = n
         self.base_port = free_port_block(n + 2)
         self.procs: dict[int, subprocess.Popen] = {}
+        slot = () if slot_ms is None else ("--slot-ms", str(slot_ms))  # None: the CLI's default for the data set
         res = cli("testnet", "create", str(n), "--dir", str(root), "--base-port", str(self.base_port),
-                  "--slot-ms", str(slot_ms), "--app", app, *create_args)
+                  *slot, "--app", app, *create_args, timeout=create_timeout)
         assert res.returncode == 0, res.stderr + res.stdout
         self.overrides = genesis or {}
 
@@ -158,13 +159,18 @@ class Testnet:
 
 
 def get_json(url: str, timeout: float = 3.0, tries: int = 30) -> Any:
+    """GET ``url`` as JSON, as :func:`get_bytes` does."""
+    return json.loads(get_bytes(url, timeout, tries))
+
+
+def get_bytes(url: str, timeout: float = 3.0, tries: int = 30) -> bytes:
     """GET ``url`` as an honest client does: over the node's limits (429) it waits as long as
     ``Retry-After`` says and asks again. On a local testnet every peer, the CLI and the tests share
     127.0.0.1, so a test's read can meet the limits its peers' traffic has used up."""
     for attempt in range(tries):
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:
-                return json.loads(resp.read())
+                return resp.read()
         except urllib.error.HTTPError as exc:
             if exc.code != 429 or attempt == tries - 1:
                 raise
