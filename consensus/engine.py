@@ -33,8 +33,11 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
 from consensus.app import Application
+from consensus.block import Block
+from consensus.equivocation import Evidence
 from consensus.evidence import EvidencePool
 from consensus.executor import BlockExecutor
+from consensus.header import SignedHeader
 from consensus.inbound import Inbound, encode_proposal
 from consensus.machine import (
     Action,
@@ -48,19 +51,12 @@ from consensus.machine import (
     Timeouts,
 )
 from consensus.mempool import Mempool
+from consensus.messages import Commit, Proposal, Vote
 from consensus.proposer import BlockProposer
 from consensus.schedule import slot_at, slot_start_ms
 from consensus.signer import Signer
 from consensus.sync import BlockFetcher, Syncer
-from consensus.types import (
-    Block,
-    Commit,
-    Evidence,
-    Proposal,
-    SignedHeader,
-    Tx,
-    Vote,
-)
+from consensus.tx import Tx
 from consensus.views import ChainView
 from gossip.codec import pack
 from gossip.crypto import KeyPair

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 from consensus.account import Account, AccountDecodeError, is_amount
 from consensus.election import approvals, elect, quorum
+from consensus.equivocation import Evidence
 from consensus.genesis import MAX_AMOUNT, Genesis
+from consensus.tx import Tx
 from consensus.txrules import tx_shape_problem
-from consensus.types import Evidence, Tx
 from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import is_node_id, sha256
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from consensus.block import Block
+from consensus.messages import Commit
 from consensus.schedule import slot_start_ms
-from consensus.types import Block, Commit
 
 
 class ChainView:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
+from consensus.block import Block
+from consensus.equivocation import Evidence
 from consensus.genesis import Genesis, make_genesis
+from consensus.header import EMPTY_HASH, BlockHeader, merkle_root
+from consensus.messages import Commit, Vote
 from consensus.state import ChainState
-from consensus.types import (
-    EMPTY_HASH,
-    Block,
-    BlockHeader,
-    Commit,
-    Evidence,
-    Tx,
-    Vote,
-    merkle_root,
-)
+from consensus.tx import Tx
 from gossip.crypto import KeyPair, sha256
 
 CHAIN = "test-chain"

@@ -17,11 +17,14 @@ import aiohttp
 import pytest
 
 from consensus.app import CounterApp
+from consensus.block import Block
 from consensus.engine import Engine
+from consensus.equivocation import Evidence
+from consensus.header import EMPTY_HASH
 from consensus.inbound import FUTURE_PER_SENDER, HANDOFF_BYTES, encode_proposal
+from consensus.messages import Proposal, Vote
 from consensus.schedule import slot_start_ms
 from consensus.store import ChainStore
-from consensus.types import EMPTY_HASH, Block, Evidence, Proposal, Vote
 from gossip import GossipConfig
 from gossip.codec import pack
 from gossip.crypto import KeyPair

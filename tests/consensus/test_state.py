@@ -9,8 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
+from consensus.equivocation import Evidence
+from consensus.header import EMPTY_HASH
+from consensus.messages import Proposal, Vote
 from consensus.state import ChainState, InvalidTx, StateError
-from consensus.types import EMPTY_HASH, TX_KINDS, Evidence, Proposal, Tx, Vote
+from consensus.tx import TX_KINDS, Tx
 from gossip.codec import pack, unpack
 from tests.consensus.helpers import (
     CHAIN,

@@ -17,7 +17,7 @@ from functools import partial
 
 import pytest
 
-from consensus.types import Tx
+from consensus.tx import Tx
 from gossip.codec import pack
 from gossip.crypto import KeyPair, sha256
 from node.config import ApiConfig
