@@ -20,7 +20,7 @@ import pytest
 from consensus.tx import Tx
 from gossip.codec import pack
 from gossip.crypto import KeyPair, sha256
-from node.config import ApiConfig
+from node.config_api import ApiConfig
 from tests.hostile.harness import Bounds, run_hostile
 from tests.hostile.webattack import (
     attacker_address,
