@@ -116,7 +116,7 @@ class ChainView:
         return await self._e.submit_tx(tx)
 
     def subscribe(self) -> Any:
-        return self._e.subscribe()
+        return self._e.events.subscribe()
 
     def unsubscribe(self, queue: Any) -> None:
-        self._e.unsubscribe(queue)
+        self._e.events.unsubscribe(queue)

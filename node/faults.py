@@ -29,9 +29,10 @@ from typing import Any
 from aiohttp import web
 
 from consensus.block import Block
-from consensus.engine import TOPIC_PROPOSAL, TOPIC_VOTE, Network, TxRejected
+from consensus.engine import TxRejected
 from consensus.inbound import encode_proposal
 from consensus.messages import Proposal, Vote
+from consensus.network import TOPIC_PROPOSAL, TOPIC_VOTE, Network
 from consensus.proposer import BlockProposer
 from consensus.tx import Tx
 from gossip.codec import DecodeError, unpack

@@ -185,9 +185,9 @@ async def test_stop_is_not_lost_when_a_wake_up_arrives_with_it(engine: Engine) -
     the ticker (and the syncer) woke up and went on forever while ``stop`` waited for them."""
     await engine.start()
     for _ in range(100):  # until the ticker and the syncer sleep on their wake-up events
-        if engine._wake._waiters and engine.syncer._wake._waiters:
+        if engine.ticker._wake._waiters and engine.syncer._wake._waiters:
             break
         await asyncio.sleep(0.01)
-    engine._wake.set()
+    engine.ticker.wake()
     engine.syncer._wake.set()
     await asyncio.wait_for(engine.stop(), timeout=5)
