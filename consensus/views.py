@@ -11,6 +11,7 @@ from typing import Any
 from consensus.block import Block
 from consensus.messages import Commit
 from consensus.schedule import slot_start_ms
+from consensus.statejson import account_json, delegates_json
 
 
 class ChainView:
@@ -74,7 +75,7 @@ class ChainView:
             "active": len(ex.voters),
             "voters": ex.voters,
             "proposers": ex.schedule.active,
-            "delegates": st.delegates_json(),
+            "delegates": delegates_json(st),
         }
 
     def schedule_view(self, count: int) -> dict:
@@ -93,7 +94,7 @@ class ChainView:
         acct = self.state.account(node_id)
         if acct is None:
             return None
-        return self.state.account_json(node_id)
+        return account_json(self.state, node_id)
 
     def tx_view(self, hash_hex: str) -> dict | None:
         found = self.store.tx(bytes.fromhex(hash_hex))

@@ -56,6 +56,17 @@ def double_precommit(key: KeyPair, height: int, chain_id: str = CHAIN) -> Eviden
     return Evidence("double_precommit", a, b)
 
 
+def history(st: ChainState, amount: int = 30) -> ChainState:
+    """Three blocks that touch every part of the state (a transfer opening an account, votes,
+    a missed slot, unbonding, stake changes, evidence); ``amount`` varies the transfer."""
+    a, b, c, d = KEYS[:4]
+    run_block(st, txs=[tx(a, "transfer", [OUTSIDER.node_id, amount]), tx(b, "vote", [[IDS[2], IDS[3]]])])
+    run_block(st, producer=IDS[1], missed=[IDS[2]], txs=[tx(c, "unstake", [10])],
+              stake_changes=[(IDS[3], 7, "update"), (IDS[0], -2, "rejected")])
+    run_block(st, producer=IDS[2], evidence=(double_precommit(d, 2),))
+    return st
+
+
 def make_block(st: ChainState, key: KeyPair, txs: tuple[Tx, ...] = (), payload: bytes = b"",
                slot: int | None = None) -> Block:
     """A signed block extending ``st`` (the state after the parent) by ``key``."""
