@@ -26,10 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable
 
 from consensus.app import Application
 from consensus.block import Block
@@ -57,7 +56,7 @@ from consensus.proposer import BlockProposer
 from consensus.schedule import slot_at
 from consensus.signer import Signer
 from consensus.sync import BlockFetcher, Syncer
-from consensus.ticker import Ticker
+from consensus.ticker import Clock, SystemClock, Ticker
 from consensus.tx import Tx
 from consensus.views import ChainView
 from gossip.codec import pack
@@ -67,15 +66,6 @@ log = logging.getLogger("fedchain.consensus")
 
 REGOSSIP_TXS = 64
 """Pending transactions gossiped again per final block, at most (see Mempool.due_for_gossip)."""
-
-
-class Clock(Protocol):
-    def now_ms(self) -> int: ...
-
-
-class SystemClock:
-    def now_ms(self) -> int:
-        return int(time.time() * 1000)
 
 
 class TxRejected(ValueError):

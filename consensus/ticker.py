@@ -4,6 +4,7 @@ timeouts, and has the engine re-broadcast its own messages of a round once mid-s
 Gossip is best effort; a vote lost once must not stall a height, so this node's proposal and
 votes of the current round go out again halfway through its slot. Between these instants the
 ticker sleeps, and anything that makes an instant earlier (a timeout armed, a new height) wakes it.
+The time itself comes from a :class:`Clock`: the system's, or the network simulation's virtual one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import time
 from collections import Counter
 from typing import Any, Awaitable, Protocol
 
@@ -20,6 +22,17 @@ from consensus.machine import Action, HeightMachine
 from consensus.schedule import slot_at, slot_start_ms
 
 log = logging.getLogger("fedchain.consensus")
+
+
+class Clock(Protocol):
+    """Where the engine reads the time (the network simulation passes a virtual clock)."""
+
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
 
 
 class Ticked(Protocol):
