@@ -24,7 +24,7 @@ from bench.common import final_blocks, percentiles, write_result
 from consensus.genesis import make_genesis
 from consensus.mempool import Mempool
 from consensus.state import ChainState
-from consensus.types import Tx
+from consensus.tx import Tx
 from gossip.codec import pack, unpack
 from gossip.crypto import KeyPair
 from tests.integration.harness import Testnet

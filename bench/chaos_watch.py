@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import parse_metrics
-from consensus.types import Block
+from consensus.block import Block
 from gossip.codec import unpack
 from node.fl.round import Payload
 from tests.hostile.harness import rss_mb

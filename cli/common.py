@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.client import DEFAULT_NODE, NodeError
-from node.config import ConfigError
+from node.config_checks import ConfigError
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)

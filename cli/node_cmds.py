@@ -14,7 +14,10 @@ from cli.progress import SyncProgress
 from cli.query import fetch_genesis, genesis_summary
 from consensus.genesis import Genesis, GenesisError, make_genesis
 from gossip.crypto import KeyPair
-from node.config import DEFAULT_HOST, DEFAULT_PORT, ConfigError, check_base_url, load_config, parse_checkpoint, save_config
+from node.config import load_config, save_config
+from node.config_checks import ConfigError, check_base_url
+from node.config_network import DEFAULT_HOST, DEFAULT_PORT
+from node.config_sync import parse_checkpoint
 from node.home import HomePaths, init_home, load_genesis, load_home, load_key
 
 keys_app = typer.Typer(help="Manage a node's Ed25519 key.", no_args_is_help=True)

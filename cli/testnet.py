@@ -26,7 +26,9 @@ from cli.data import (
 from consensus.genesis import GenesisError, make_genesis
 from gossip.crypto import KeyPair
 from gossip.netpolicy import address_class, host_of, parse_ip
-from node.config import DEFAULT_HOST, DEFAULT_PORT, check_base_url, save_config
+from node.config import save_config
+from node.config_checks import check_base_url
+from node.config_network import DEFAULT_HOST, DEFAULT_PORT
 from node.home import Home, HomePaths, init_home
 
 testnet_app = typer.Typer(help="Create and run a local multi-node testnet.", no_args_is_help=True)

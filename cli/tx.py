@@ -15,7 +15,7 @@ import typer
 
 from cli.client import NodeClient, NodeError
 from cli.common import CliError, HomeOpt, JsonOpt, NodeOpt, console, handles_errors, print_json
-from consensus.types import Tx
+from consensus.tx import Tx
 from gossip.codec import pack
 from gossip.crypto import KeyPair, is_node_id
 from node.home import HomePaths, load_genesis, load_key

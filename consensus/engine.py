@@ -4,9 +4,9 @@ blocks out.
 The protocol itself is the pure per-height state machine of :mod:`consensus.machine`
 (Tendermint with rounds as DPoS slots). This driver owns its inputs and carries out its actions:
 
-* a ticker starts each round when the clock reaches its slot, fires the machine's timeouts, and
-  re-broadcasts this node's votes of the round once mid-slot (gossip is best effort; a vote
-  lost once must not stall a height);
+* a ticker (:mod:`consensus.ticker`) starts each round when the clock reaches its slot, fires
+  the machine's timeouts, and re-broadcasts this node's votes of the round once mid-slot (gossip
+  is best effort; a vote lost once must not stall a height);
 * gossip messages enter through :mod:`consensus.inbound` (cheap checks first) and become machine
   inputs; each new block is validated once, in the background, by the
   :class:`~consensus.executor.BlockExecutor`, and only the first block of each (producer, slot)
@@ -14,7 +14,8 @@ The protocol itself is the pure per-height state machine of :mod:`consensus.mach
 * the machine's actions run in order on one worker task (votes are signed by the
   :class:`~consensus.signer.Signer`, which persists before it signs), except building a fresh
   proposal, which may take long (the application prepares its payload) and runs apart;
-* a decision is applied by the executor, then the next height starts.
+* a decision is applied by the executor, then the next height starts; what happened is told to
+  the subscribers of :mod:`consensus.events`.
 
 Nothing slow runs on the event loop: disk writes go to the store's writer thread, payload
 verification and preparation are the application's to move off the loop.
@@ -23,19 +24,20 @@ verification and preparation are the application's to move off the loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import heapq
 import logging
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable
 
 from consensus.app import Application
+from consensus.block import Block
 from consensus.clockcheck import ClockCheck
+from consensus.equivocation import Evidence
+from consensus.events import EventBus
 from consensus.evidence import EvidencePool
 from consensus.executor import BlockExecutor
+from consensus.header import SignedHeader
 from consensus.inbound import Inbound, encode_proposal
 from consensus.machine import (
     Action,
@@ -49,52 +51,22 @@ from consensus.machine import (
     Timeouts,
 )
 from consensus.mempool import Mempool
+from consensus.messages import Commit, Proposal, Vote
+from consensus.network import TOPIC_EVIDENCE, TOPIC_PROPOSAL, TOPIC_TX, TOPIC_VOTE, Network
 from consensus.proposer import BlockProposer
-from consensus.schedule import slot_at, slot_start_ms
+from consensus.schedule import slot_at
 from consensus.signer import Signer
 from consensus.sync import BlockFetcher, Syncer
-from consensus.types import (
-    Block,
-    Commit,
-    Evidence,
-    Proposal,
-    SignedHeader,
-    Tx,
-    Vote,
-)
+from consensus.ticker import Clock, SystemClock, Ticker
+from consensus.tx import Tx
 from consensus.views import ChainView
 from gossip.codec import pack
 from gossip.crypto import KeyPair
-from gossip.envelope import Verdict
 
 log = logging.getLogger("fedchain.consensus")
 
-TOPIC_PROPOSAL = "consensus/proposal"
-TOPIC_VOTE = "consensus/vote"
-TOPIC_TX = "consensus/tx"
-TOPIC_EVIDENCE = "consensus/evidence"
 REGOSSIP_TXS = 64
 """Pending transactions gossiped again per final block, at most (see Mempool.due_for_gossip)."""
-
-
-class Network(Protocol):
-    """What the engine needs from the gossip layer."""
-
-    def subscribe(self, topic: str, validate: Callable[[Any], Awaitable[Verdict]],
-                  deliver: Callable[[Any], Awaitable[None]]) -> None: ...
-
-    async def publish(self, topic: str, body: bytes) -> bytes: ...
-
-    def peers(self) -> list[Any]: ...
-
-
-class Clock(Protocol):
-    def now_ms(self) -> int: ...
-
-
-class SystemClock:
-    def now_ms(self) -> int:
-        return int(time.time() * 1000)
 
 
 class TxRejected(ValueError):
@@ -135,11 +107,10 @@ class Engine:
         self.view = ChainView(self)
         self.clock_check = ClockCheck(genesis.max_clock_drift_ms)
         self.timeouts = Timeouts.for_slot(genesis.slot_ms)
-        self._subscribers: set[asyncio.Queue] = set()
+        self.events = EventBus()
+        self.ticker = Ticker(self)
         self._tasks: list[asyncio.Task] = []
         self._actions: asyncio.Queue[tuple[int, Action]] = asyncio.Queue()
-        self._timers: list[tuple[int, int, str, int]] = []  # (at_ms, height, kind, round)
-        self._wake = asyncio.Event()
         self._background: set[asyncio.Task] = set()
         self._new_height()
 
@@ -152,8 +123,7 @@ class Engine:
         self.proposals: dict[int, Proposal] = {}
         self._first_header: dict[tuple[int, str], SignedHeader] = {}
         self._own_votes: dict[str, Vote] = {}
-        self._rebroadcast_round = -1
-        self._timers = [t for t in self._timers if t[1] == ex.height]
+        self.ticker.new_height(ex.height)
 
     @property
     def height(self) -> int:
@@ -184,7 +154,7 @@ class Engine:
         n.subscribe(TOPIC_VOTE, i.validate_vote, i.deliver_vote)
         n.subscribe(TOPIC_TX, i.validate_tx, i.deliver_noop)
         n.subscribe(TOPIC_EVIDENCE, i.validate_evidence, i.deliver_noop)
-        self._tasks = [asyncio.create_task(self._ticker(), name="consensus-ticker"),
+        self._tasks = [asyncio.create_task(self.ticker.run(), name="consensus-ticker"),
                        asyncio.create_task(self._worker(), name="consensus-actions"),
                        asyncio.create_task(self.syncer.run(), name="sync")]
         log.info("engine started at height %d as %s (%s)", self.executor.state.height, self.me[:12],
@@ -196,7 +166,7 @@ class Engine:
         await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         self._tasks = []
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+    def spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -207,48 +177,8 @@ class Engine:
             self.metrics["task_errors"] += 1
             log.error("consensus task %s failed", task.get_name(), exc_info=task.exception())
 
-    # ----- the clock: rounds, timeouts, re-broadcast ----------------------------------------------
-    async def _ticker(self) -> None:
-        g = self.genesis
-        while True:
-            try:
-                self._tick()
-            except Exception:  # a bug in one tick must not stop the chain
-                log.exception("consensus tick failed")
-                self.metrics["tick_errors"] += 1
-            now = self.now_ms()
-            slot = slot_at(now, g.genesis_time_ms, g.slot_ms)
-            wake_at = slot_start_ms(slot + 1, g.genesis_time_ms, g.slot_ms) if now >= g.genesis_time_ms \
-                else g.genesis_time_ms
-            if self._rebroadcast_round < self.machine.round:
-                wake_at = min(wake_at, slot_start_ms(slot, g.genesis_time_ms, g.slot_ms) + g.slot_ms // 2)
-            if self._timers:
-                wake_at = min(wake_at, self._timers[0][0])
-            self._wake.clear()
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that lands
-            # together with the wake-up, and stop() then waits for this loop forever
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, (wake_at - self.now_ms()) / 1000)):
-                    await self._wake.wait()
-
-    def _tick(self) -> None:
-        g, now = self.genesis, self.now_ms()
-        if now < g.genesis_time_ms:
-            return
-        slot = slot_at(now, g.genesis_time_ms, g.slot_ms)
-        m = self.machine
-        if slot > m.round and slot > self.executor.parent_slot:
-            self._enqueue(m.start_round(slot, now))
-        while self._timers and self._timers[0][0] <= now:
-            _, height, kind, rnd = heapq.heappop(self._timers)
-            if height == self.height:
-                self._enqueue(self.machine.on_timeout(kind, rnd, now))
-        mid = slot_start_ms(slot, g.genesis_time_ms, g.slot_ms) + g.slot_ms // 2
-        if now >= mid and self._rebroadcast_round < m.round == slot:
-            self._rebroadcast_round = m.round
-            self._spawn(self._rebroadcast(m.round), "rebroadcast")
-
-    async def _rebroadcast(self, rnd: int) -> None:
+    # ----- re-broadcast (the ticker calls it once mid-slot) -------------------------------------
+    async def rebroadcast(self, rnd: int) -> None:
         """Send this round's own proposal and votes again: cheap, and it heals a lost message."""
         proposal = self.proposals.get(rnd)
         if proposal is not None and proposal.proposer == self.me and proposal.block_hash in self.blocks:
@@ -259,7 +189,7 @@ class Engine:
                 self.metrics["votes_rebroadcast"] += 1
 
     # ----- machine inputs -------------------------------------------------------------------------
-    def _enqueue(self, actions: list[Action]) -> None:
+    def enqueue(self, actions: list[Action]) -> None:
         height = self.height
         for action in actions:
             self._actions.put_nowait((height, action))
@@ -275,7 +205,7 @@ class Engine:
     def take_commit(self, commit: Commit) -> None:
         """A verified commit for the height being decided (carried by a next-height proposal)."""
         if commit.height == self.height:
-            self._enqueue(self.machine.on_commit(commit, self.now_ms()))
+            self.enqueue(self.machine.on_commit(commit, self.now_ms()))
 
     async def take_proposal(self, proposal: Proposal, block: Block, proof: list[Vote] | tuple = ()) -> None:
         """A proposal whose signatures and proposer were checked (gossip validator, or our own);
@@ -292,10 +222,10 @@ class Engine:
         self.proposals[proposal.round] = proposal
         if block.hash not in self.blocks:
             self.blocks[block.hash] = block
-            self._spawn(self._validate(block), f"validate-{block.height}")
-        self._emit({"type": "proposal", "height": block.height, "round": proposal.round,
+            self.spawn(self._validate(block), f"validate-{block.height}")
+        self.events.emit({"type": "proposal", "height": block.height, "round": proposal.round,
                     "slot": block.header.slot, "hash": block.hash.hex(), "producer": block.header.producer})
-        self._enqueue(self.machine.on_proposal(proposal.round, block.hash, proposal.pol_round, self.now_ms(), proof))
+        self.enqueue(self.machine.on_proposal(proposal.round, block.hash, proposal.pol_round, self.now_ms(), proof))
 
     def _first_of_slot(self, block: Block) -> bool:
         """Only the first block a producer signed for a slot is ever validated; a second one is
@@ -307,7 +237,7 @@ class Engine:
             return True
         if first.header.hash == block.hash:
             return True
-        self._spawn(self.add_evidence(Evidence("double_block", first, block.signed_header())), "evidence")
+        self.spawn(self.add_evidence(Evidence("double_block", first, block.signed_header())), "evidence")
         self.metrics["rejected:double_block"] += 1
         return False
 
@@ -319,11 +249,11 @@ class Engine:
         if reason:
             self.metrics[f"invalid_block:{reason.split(':')[0]}"] += 1
             log.warning("block %s at height %d rejected: %s", block.hash.hex()[:12], block.height, reason)
-        self._enqueue(self.machine.on_validity(block.hash, reason is None, self.now_ms()))
+        self.enqueue(self.machine.on_validity(block.hash, reason is None, self.now_ms()))
 
     async def take_vote(self, vote: Vote) -> None:
         if vote.height == self.height:
-            self._enqueue(self.machine.on_vote(vote, self.now_ms()))
+            self.enqueue(self.machine.on_vote(vote, self.now_ms()))
 
     # ----- carrying out actions -------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -341,10 +271,9 @@ class Engine:
         if isinstance(action, CastVote):
             await self._cast(action)
         elif isinstance(action, ArmTimeout):
-            heapq.heappush(self._timers, (action.at_ms, self.height, action.kind, action.round))
-            self._wake.set()
+            self.ticker.arm(action.at_ms, self.height, action.kind, action.round)
         elif isinstance(action, Propose):
-            self._spawn(self._propose(action), f"propose-{self.height}-{action.round}")
+            self.spawn(self._propose(action), f"propose-{self.height}-{action.round}")
         elif isinstance(action, Decide):
             block = self.blocks.get(action.block_hash)
             if block is not None:
@@ -362,7 +291,7 @@ class Engine:
         self._own_votes[vote.kind] = vote
         await self.network.publish(TOPIC_VOTE, pack(vote.to_wire()))
         self.metrics[f"{vote.kind}s_sent"] += 1
-        self._enqueue(self.machine.on_vote(vote, self.now_ms()))
+        self.enqueue(self.machine.on_vote(vote, self.now_ms()))
 
     async def _propose(self, action: Propose) -> None:
         height = self.height
@@ -386,7 +315,7 @@ class Engine:
         self.metrics["proposals"] += 1
         if action.block_hash is None:
             self.blocks[block.hash] = block
-            self._enqueue(self.machine.on_validity(block.hash, True, self.now_ms()))
+            self.enqueue(self.machine.on_validity(block.hash, True, self.now_ms()))
         await self._publish_proposal(proposal, block)
         await self.take_proposal(proposal, block)
 
@@ -405,17 +334,17 @@ class Engine:
         state = self.executor.state
         self.mempool.update(list(block.txs), state)
         if again := self.mempool.due_for_gossip(state.height, REGOSSIP_TXS, self.genesis.max_block_bytes):
-            self._spawn(self._gossip_txs(again), "tx-regossip")
+            self.spawn(self._gossip_txs(again), "tx-regossip")
         self.evidence.update(block.evidence, state)
         self.metrics["blocks_final"] += 1
         self._new_height()
         h = block.header
-        self._emit({"type": "final_block", "height": block.height, "hash": block.hash.hex(), "round": commit.round,
+        self.events.emit({"type": "final_block", "height": block.height, "hash": block.hash.hex(), "round": commit.round,
                     "producer": h.producer, "txs": len(block.txs), "time_ms": h.timestamp_ms,
                     "evidence": len(block.evidence), "events": applied.events})
         if applied.new_delegates:
-            self._emit({"type": "new_delegates", "height": block.height, "delegates": state.delegates})
-        self._wake.set()
+            self.events.emit({"type": "new_delegates", "height": block.height, "delegates": state.delegates})
+        self.ticker.wake()
         for kind, item in self.inbound.replay():
             if kind == "proposal":
                 await self.take_proposal(*item)
@@ -448,7 +377,7 @@ class Engine:
     def evidence_seen(self, ev: Evidence) -> None:
         self.metrics["evidence_seen"] += 1
         log.warning("equivocation by %s at height %d (%s)", ev.offender[:12], ev.height, ev.kind)
-        self._emit({"type": "evidence", "kind": ev.kind, "offender": ev.offender, "height": ev.height})
+        self.events.emit({"type": "evidence", "kind": ev.kind, "offender": ev.offender, "height": ev.height})
 
     async def _gossip_txs(self, txs: list[Tx]) -> None:
         for tx in txs:
@@ -463,18 +392,3 @@ class Engine:
             raise TxRejected(reason)
         await self.network.publish(TOPIC_TX, pack(tx.to_wire()))
         return tx.hash.hex()
-
-    # ----- events for /subscribe ------------------------------------------------------------------
-    def subscribe(self) -> asyncio.Queue:
-        q: asyncio.Queue = asyncio.Queue(maxsize=256)
-        self._subscribers.add(q)
-        return q
-
-    def unsubscribe(self, q: asyncio.Queue) -> None:
-        self._subscribers.discard(q)
-
-    def _emit(self, event: dict) -> None:
-        for q in list(self._subscribers):
-            if q.full():
-                q.get_nowait()  # a slow subscriber loses its oldest event, never blocks the engine
-            q.put_nowait(event)

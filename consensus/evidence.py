@@ -10,8 +10,8 @@ dropping the oldest heights first. A piece leaves when a block includes it or it
 
 from __future__ import annotations
 
+from consensus.equivocation import Evidence
 from consensus.state import ChainState
-from consensus.types import Evidence
 
 CAPACITY = 256
 

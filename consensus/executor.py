@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from consensus.app import Application
+from consensus.block import Block
 from consensus.election import quorum
+from consensus.messages import Commit
 from consensus.schedule import Schedule
 from consensus.state import ChainState
-from consensus.types import Block, Commit
 from consensus.validation import Tip, check_commit, validate_block
 
 log = logging.getLogger("fedchain.consensus")

@@ -18,11 +18,14 @@ from __future__ import annotations
 from collections import Counter, OrderedDict, defaultdict, deque
 from typing import Any, Protocol
 
+from consensus.block import Block
+from consensus.equivocation import Evidence
 from consensus.evidence import EvidencePool
 from consensus.executor import BlockExecutor
 from consensus.machine import HeightMachine
 from consensus.mempool import Mempool
-from consensus.types import Block, Commit, Evidence, Proposal, Tx, Vote
+from consensus.messages import Commit, Proposal, Vote
+from consensus.tx import Tx
 from gossip.codec import DecodeError, pack, unpack
 from gossip.envelope import Verdict
 

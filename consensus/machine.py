@@ -26,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from consensus.types import EMPTY_HASH, Commit, Evidence, Vote
+from consensus.equivocation import Evidence
+from consensus.header import EMPTY_HASH
+from consensus.messages import Commit, Vote
 from consensus.votes import HeightVotes
 
 PROPOSE = "propose"

@@ -26,8 +26,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from consensus.state import ChainState
-from consensus.types import Tx
-
+from consensus.tx import Tx
 
 REGOSSIP_FIRST = 2
 """Final blocks a pending transaction waits before it is gossiped again; the wait doubles each time."""

@@ -11,11 +11,13 @@ import logging
 from typing import Any
 
 from consensus.app import Application, BlockContext
+from consensus.block import Block
 from consensus.evidence import EvidencePool
+from consensus.header import EMPTY_HASH, BlockHeader, merkle_root
 from consensus.mempool import Mempool
+from consensus.messages import Commit
 from consensus.schedule import slot_start_ms
 from consensus.signer import Signer
-from consensus.types import EMPTY_HASH, Block, BlockHeader, Commit, merkle_root
 from consensus.validation import Tip
 from gossip.crypto import sha256
 

@@ -12,7 +12,8 @@ a crash could let a delegate prevote against its own precommit.
 
 from __future__ import annotations
 
-from consensus.types import EMPTY_HASH, BlockHeader, Proposal, Vote
+from consensus.header import EMPTY_HASH, BlockHeader
+from consensus.messages import Proposal, Vote
 from gossip.crypto import KeyPair
 
 

@@ -2,7 +2,10 @@
 
 Pure and deterministic: no I/O, no clock, no randomness, no float in anything that is hashed. Two
 nodes that apply the same final blocks through the same calls hold byte-identical states, which
-:meth:`ChainState.root` proves (the root is the SHA-256 of the canonical snapshot).
+:meth:`ChainState.root` proves (the root is the SHA-256 of the canonical snapshot, whose layout is
+:mod:`consensus.snapshot`'s). Who is elected, and who of the elected votes and proposes while some
+are jailed, are the pure functions of :mod:`consensus.election`; the API's JSON views of the state
+are :mod:`consensus.statejson`.
 
 The engine applies a final block as ``begin_block`` -> ``apply_evidence``* and ``apply_tx``* (in
 one fixed order, the same when validating and when applying) -> ``apply_stake_changes`` ->
@@ -17,22 +20,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from consensus.account import Account, AccountDecodeError, is_amount
-from consensus.election import approvals, elect, quorum
+from consensus.account import Account
+from consensus.election import approvals, elect, proposer_set, voter_set
+from consensus.equivocation import Evidence
 from consensus.genesis import MAX_AMOUNT, Genesis
+from consensus.snapshot import Snapshot, decode_snapshot, encode_snapshot
+from consensus.tx import Tx
 from consensus.txrules import tx_shape_problem
-from consensus.types import Evidence, Tx
-from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import is_node_id, sha256
-
-__all__ = ["Account", "ChainState", "InvalidTx", "StateError", "quorum"]
-
-STATE_FORMAT = 2
-"""Version of the snapshot layout; bumped on any change to :meth:`ChainState.to_bytes`
-(2: members carry their declared sample counts)."""
-
-MAX_STATE_BYTES = 256 * 1024 * 1024
-"""Decoding cap for a snapshot (far above a few thousand accounts)."""
 
 
 class InvalidTx(ValueError):
@@ -41,10 +36,6 @@ class InvalidTx(ValueError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
-
-
-class StateError(ValueError):
-    """A state snapshot that is corrupt or belongs to another chain."""
 
 
 @dataclass(frozen=True)
@@ -129,35 +120,15 @@ class ChainState:
 
     def voters(self, height: int) -> list[str]:
         """Who votes at ``height``, sorted: the elected delegates that are not jailed, never fewer
-        than ``min_delegates`` (or all delegates, if fewer were elected).
-
-        Jailing must not shrink the voter set until one key finalizes alone, so when too few
-        delegates are free, standby candidates step in in election order, and if the candidates
-        run out the jailed delegates keep their vote (they lose their slots, see
-        :meth:`proposers`). The set is never empty.
-        """
-        free = [d for d in self._delegates if not self._accounts[d].is_jailed(height)]
-        floor = min(self.genesis.min_delegates, len(self._delegates))
-        if len(free) >= floor:
-            return free
-        chosen = set(free)
-        ranked = sorted(self.candidate_approvals().items(), key=lambda kv: (-kv[1], kv[0]))
-        for nid, _ in ranked:
-            if len(chosen) >= floor:
-                break
-            chosen.add(nid)
-        for nid in sorted(self._delegates, key=lambda d: (self._accounts[d].jailed_until, d)):
-            if len(chosen) >= floor:
-                break
-            chosen.add(nid)
-        return sorted(chosen)
+        than ``min_delegates``, standby candidates stepping in first (see
+        :func:`consensus.election.voter_set`). The set is never empty."""
+        return voter_set(self._delegates, self._accounts, height, self.genesis.min_delegates,
+                         self.candidate_approvals)
 
     def proposers(self, height: int) -> list[str]:
         """Who takes slots at ``height``: the voters that are not jailed (all voters if every
         one of them is, so that the chain always has a proposer)."""
-        voters = self.voters(height)
-        free = [v for v in voters if not self._accounts[v].is_jailed(height)]
-        return free or voters
+        return proposer_set(self.voters(height), self._accounts, height)
 
     def could_vote(self, node_id: str) -> bool:
         """Whether ``node_id`` can be, or recently was, a voter: a delegate, or an account with at
@@ -388,16 +359,11 @@ class ChainState:
     # -- snapshot and root -------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """Canonical msgpack snapshot (sorted fixed-order arrays); the root hashes exactly this."""
+        """Canonical msgpack snapshot (:mod:`consensus.snapshot`); the root hashes exactly this."""
         if self._block is not None:
             raise RuntimeError(f"cannot snapshot while block {self._block.height} is open")
-        return pack([
-            STATE_FORMAT, self._genesis_hash, self._height, self._epoch, self._last_hash,
-            [self._accounts[nid].to_wire(nid) for nid in sorted(self._accounts)],
-            [[m, self._members[m]] for m in sorted(self._members)],
-            list(self._delegates),
-            [[h, off, ht] for h, (off, ht) in sorted(self._punished.items())],
-        ])
+        return encode_snapshot(Snapshot(self._genesis_hash, self._height, self._epoch, self._last_hash,
+                                        self._accounts, self._members, self._delegates, self._punished))
 
     def root(self) -> bytes:
         """SHA-256 of :meth:`to_bytes`: equal states give equal roots on every machine."""
@@ -405,69 +371,11 @@ class ChainState:
 
     @classmethod
     def from_bytes(cls, data: bytes, genesis: Genesis) -> "ChainState":
-        """Decode and check a snapshot of a chain started from ``genesis``; :class:`StateError`
-        names what is wrong with a corrupt one."""
-        def fail(what: str) -> StateError:
-            return StateError(f"chain state snapshot is corrupt: {what}")
-
-        try:
-            obj = unpack(data, MAX_STATE_BYTES)
-        except DecodeError as exc:
-            raise fail(str(exc)) from exc
-        if not (isinstance(obj, list) and len(obj) == 9):
-            raise fail("not a 9-element array")
-        fmt, ghash, height, epoch, last_hash, accounts, members, delegates, punished = obj
-        if fmt != STATE_FORMAT:
-            raise fail(f"unsupported format {fmt!r} (expected {STATE_FORMAT})")
+        """Decode and check a snapshot of a chain started from ``genesis``; a corrupt one is a
+        :class:`~consensus.snapshot.StateError` naming what is wrong."""
         state = cls(genesis)
-        if ghash != state._genesis_hash:
-            raise StateError("chain state snapshot belongs to a different genesis")
-        if not (is_amount(height) and is_amount(epoch) and isinstance(last_hash, bytes) and len(last_hash) == 32):
-            raise fail("bad height, epoch or last block hash")
-        if not (isinstance(accounts, list) and isinstance(members, list)
-                and isinstance(delegates, list) and isinstance(punished, list)):
-            raise fail("accounts, members, delegates and punished must be arrays")
-        try:
-            state._accounts = dict(Account.from_wire(a) for a in accounts)
-        except AccountDecodeError as exc:
-            raise fail(str(exc)) from exc
-        if not all(isinstance(m, list) and len(m) == 2 and is_node_id(m[0]) and is_amount(m[1]) for m in members):
-            raise fail("members must be [node id, declared samples] pairs")
-        if not all(d in state._accounts for d in delegates):
-            raise fail("a delegate has no account")
-        for entry in punished:
-            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], bytes)
-                    and len(entry[0]) == 32 and is_node_id(entry[1]) and is_amount(entry[2])):
-                raise fail("punished entries must be [hash, offender, height]")
-            state._punished[entry[0]] = (entry[1], entry[2])
-        state._members, state._delegates = {m: n for m, n in members}, list(delegates)
-        state._height, state._epoch, state._last_hash = height, epoch, last_hash
-        if state.to_bytes() != bytes(data):
-            raise fail("not in canonical form (unsorted or duplicate entries)")
+        s = decode_snapshot(data, state._genesis_hash)
+        state._accounts, state._members, state._delegates = s.accounts, s.members, s.delegates
+        state._punished = s.punished
+        state._height, state._epoch, state._last_hash = s.height, s.epoch, s.last_hash
         return state
-
-    # -- JSON views for the HTTP API ---------------------------------------------------------------
-
-    def account_json(self, node_id: str) -> dict | None:
-        """The account with its trust, membership and delegate flags; jailed as of the next block."""
-        acc = self._accounts.get(node_id)
-        if acc is None:
-            return None
-        view = acc.to_json(node_id, self._height + 1)
-        view.update(trust=self.trust(node_id), member=node_id in self._members,
-                    delegate=node_id in self._delegates)
-        return view
-
-    def delegates_json(self) -> list[dict]:
-        """Each delegate with stake, trust, approval score and its production record."""
-        approval = self.candidate_approvals()
-        return [{"id": d, "name": a.name, "stake": a.stake, "trust": self.trust(d), "approval": approval.get(d, 0),
-                 "jailed": a.is_jailed(self._height + 1), "produced": a.produced, "missed_total": a.missed_total,
-                 "missed_in_row": a.missed_in_row}
-                for d in self._delegates for a in (self._accounts[d],)]
-
-    def status_json(self) -> dict:
-        return {"chain_id": self.chain_id, "height": self._height, "epoch": self._epoch,
-                "last_block_hash": self._last_hash.hex(), "accounts": len(self._accounts),
-                "members": len(self._members), "delegates": list(self._delegates),
-                "total_stake": self.total_stake, "total_supply": self.total_supply}

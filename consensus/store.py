@@ -29,9 +29,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from consensus.block import Block
 from consensus.genesis import Genesis
-from consensus.state import ChainState, StateError
-from consensus.types import Block, Commit, Tx
+from consensus.messages import Commit
+from consensus.snapshot import StateError
+from consensus.state import ChainState
+from consensus.tx import Tx
 from gossip.codec import DEFAULT_MAX_MESSAGE, DecodeError, pack, unpack
 from gossip.crypto import is_node_id
 

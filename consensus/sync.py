@@ -31,7 +31,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
-from consensus.types import Block, Commit
+from consensus.block import Block
+from consensus.messages import Commit
 from gossip.codec import DecodeError, unpack
 
 log = logging.getLogger("fedchain.sync")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from consensus.account import is_amount
-from consensus.types import TX_KINDS, Tx
+from consensus.tx import TX_KINDS, Tx
 from gossip.codec import pack
 from gossip.crypto import is_node_id
 

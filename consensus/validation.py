@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from consensus.app import Application, BlockContext
+from consensus.block import Block
+from consensus.messages import Commit
 from consensus.schedule import Schedule, slot_start_ms
-from consensus.types import Block, Commit
 
 
 @dataclass

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from consensus.block import Block
+from consensus.messages import Commit
 from consensus.schedule import slot_start_ms
-from consensus.types import Block, Commit
+from consensus.statejson import account_json, delegates_json
 
 
 class ChainView:
@@ -74,7 +76,7 @@ class ChainView:
             "active": len(ex.voters),
             "voters": ex.voters,
             "proposers": ex.schedule.active,
-            "delegates": st.delegates_json(),
+            "delegates": delegates_json(st),
         }
 
     def schedule_view(self, count: int) -> dict:
@@ -93,7 +95,7 @@ class ChainView:
         acct = self.state.account(node_id)
         if acct is None:
             return None
-        return self.state.account_json(node_id)
+        return account_json(self.state, node_id)
 
     def tx_view(self, hash_hex: str) -> dict | None:
         found = self.store.tx(bytes.fromhex(hash_hex))
@@ -116,7 +118,7 @@ class ChainView:
         return await self._e.submit_tx(tx)
 
     def subscribe(self) -> Any:
-        return self._e.subscribe()
+        return self._e.events.subscribe()
 
     def unsubscribe(self, queue: Any) -> None:
-        self._e.unsubscribe(queue)
+        self._e.events.unsubscribe(queue)

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from consensus.types import Commit, Evidence, Vote
+from consensus.equivocation import Evidence
+from consensus.messages import Commit, Vote
 
 MAX_ROUNDS = 64
 """Rounds of one height held at once (more only while the protocol refers to them)."""

@@ -5,7 +5,8 @@ peers are addressed by base URL and dialled at ``URL + "/p2p"``. What happens to
 connection is :mod:`gossip.router`'s business; this module admits connections (handshake caps
 and address budgets, :mod:`gossip.admission`), runs the handshake (:mod:`gossip.session`), keeps
 the peer table consistent (one connection per node id, separate inbound and outbound slots),
-dials from the address book within the dial policy, and takes connections down.
+dials from the address book within the dial policy, and takes connections down. Telling peers
+whom we know is :mod:`gossip.pex`'s.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from gossip.mesh import make_policy
 from gossip.metrics import GossipMetrics, MetricsRecorder
 from gossip.netpolicy import address_group
 from gossip.peer import Peer, PeerInfo
+from gossip.pex import PeerExchange
 from gossip.policy import DisseminationPolicy
 from gossip.pull import PullRule
 from gossip.router import Deliver, Router, Validator
 from gossip.session import HandshakeError, Identity, WebSocketLike, handshake
 from gossip.transport import Transport, WebSocketTransport
-from gossip.wire import WS_MAX_MESSAGE, Close, peers_frame
+from gossip.wire import WS_MAX_MESSAGE, Close
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class Gossip:
         self._metrics = MetricsRecorder()
         self._router = Router(keypair, config, self._peers, self._policy, self._book,
                               self._admission, self._metrics, self._wake_maintenance, self._clock)
+        self._pex = PeerExchange(config, self._peers, self._book, self._clock)
         self._transport = transport or WebSocketTransport()
         self._sockets: set[WebSocketLike] = set()
         self._dials: set[asyncio.Task] = set()
@@ -91,7 +94,6 @@ class Gossip:
         self._wake = asyncio.Event()
         self._running = False
         self._stopped = False
-        self._last_pex = float("-inf")
 
     # ------------------------------------------------------------------ public API
 
@@ -284,7 +286,8 @@ class Gossip:
                 await self._refuse(ws, exc, direction, url)
                 return _Outcome(exc.reason, peer.node_id)
             try:
-                self._exchange_peers(peer)
+                if self._pex.introduce(peer):
+                    self._wake_maintenance()
                 await peer.run()
             finally:
                 self._unregister(peer)
@@ -344,35 +347,6 @@ class Gossip:
     def _count(self, direction: str) -> int:
         return sum(1 for p in self._peers.values() if p.direction == direction)
 
-    def _exchange_peers(self, peer: Peer) -> None:
-        """Tell a new peer whom we know at once, and queue the new peer's URL for the others'
-        next peer-exchange turn, so a node joining through one bootstrap URL finds the rest."""
-        self._send_pex(peer, self._pex_urls(peer.url))
-        if peer.url:
-            for other in self._peers.values():
-                if other is not peer and other.url != peer.url:
-                    other.pex_pending[peer.url] = None
-            self._wake_maintenance()
-
-    def _send_pex(self, peer: Peer, urls: list[str]) -> None:
-        peer.send(peers_frame(urls[: self.config.pex_max]))
-        peer.pex_sent_at = self._clock.monotonic()
-
-    def _flush_pex(self) -> None:
-        """Send each peer what is queued for it, at most once per ``pex_min_interval`` (what
-        the receiving side's ``pex_rate`` check allows, with margin)."""
-        now = self._clock.monotonic()
-        if now - self._last_pex >= self.config.pex_interval:
-            self._last_pex = now
-            for peer in self._peers.values():
-                peer.pex_pending.update(dict.fromkeys(self._pex_urls(peer.url)))
-        for peer in self._peers.values():
-            if peer.pex_pending and now - peer.pex_sent_at >= self.config.pex_min_interval:
-                urls = list(peer.pex_pending)[: self.config.pex_max]
-                for url in urls:
-                    del peer.pex_pending[url]
-                self._send_pex(peer, urls)
-
     def _dialer(self, peer: Peer) -> str:
         return self.node_id if peer.direction == "out" else peer.node_id
 
@@ -392,7 +366,7 @@ class Gossip:
                 self._router.seen.purge()
                 self._router.pulls.bodies.purge()
                 self._router.scores.prune()
-                self._flush_pex()
+                self._pex.flush()
             except Exception:
                 log.exception("gossip maintenance round failed")
             try:
@@ -411,10 +385,3 @@ class Gossip:
             task = asyncio.create_task(self._dial(entry.url), name=f"gossip-dial {entry.url}")
             self._dials.add(task)
             task.add_done_callback(self._dials.discard)
-
-    def _pex_urls(self, exclude: str) -> list[str]:
-        """URLs to tell a peer about: connected peers first, then the rest of the book."""
-        urls = dict.fromkeys([p.url for p in self._peers.values()] + self._book.urls())
-        urls.pop(exclude, None)
-        urls.pop("", None)
-        return list(urls)[: self.config.pex_max]

@@ -16,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from consensus.types import Block, Commit, commit_json
+from consensus.block import Block
+from consensus.messages import Commit, commit_json
 from gossip.codec import pack
 from node.api_base import ApiError, Param, Route, dumps, encode_list_within, encode_within, page_response
 

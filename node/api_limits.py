@@ -47,7 +47,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from node.api_base import Route, answer_and_close, error_response
-from node.config import ApiConfig
+from node.config_api import ApiConfig
 
 MAX_CLIENTS = 4096
 """Client addresses remembered at once."""

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from consensus.engine import TxRejected
-from consensus.types import Tx
+from consensus.tx import Tx
 from gossip.codec import DecodeError, unpack
 from node.api_base import ApiError, Route
 

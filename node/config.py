@@ -60,6 +60,11 @@ Layout::
     flood_mempool = false
     wrong_model = false
     attack = ""                 # sign_flip | gaussian | alie | ipm | minmax | scale | label_flip | backdoor
+
+The sections are dataclasses in their own modules (``node/config_network.py``,
+``node/config_api.py``, ``node/config_sync.py``, ``node/config_storage.py``,
+``node/config_data.py``, ``node/config_fault.py``); this module holds the whole file: the
+top-level keys, and reading and writing it.
 """
 
 from __future__ import annotations
@@ -73,229 +78,16 @@ from typing import Any
 
 import tomli_w
 
-from gossip.codec import DEFAULT_MAX_MESSAGE
-from gossip.config import SCOPES, GossipConfig, normalize_url
+from node.config_api import ApiConfig
+from node.config_checks import ConfigError
+from node.config_data import DataConfig
+from node.config_fault import FaultConfig
+from node.config_network import NetworkConfig
+from node.config_storage import StorageConfig
+from node.config_sync import SyncConfig
 
-DEFAULT_PORT = 26657
-DEFAULT_HOST = "127.0.0.1"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
-
-
-class ConfigError(Exception):
-    """A home folder, config, genesis or key that the node cannot use; the message says how to fix it."""
-
-
-def check_base_url(url: str, what: str = "URL") -> str:
-    """``url`` in the canonical base-URL form peers are keyed by, or :class:`ConfigError`."""
-    try:
-        return normalize_url(url)
-    except ValueError as exc:
-        raise ConfigError(f"{what}: {exc}") from None
-
-
-def _check_port(value: int, what: str) -> None:
-    if not 1 <= value <= 65535:
-        raise ConfigError(f"{what} must be between 1 and 65535, got {value}")
-
-
-def _check_positive(value: int, what: str) -> None:
-    if value <= 0:
-        raise ConfigError(f"{what} must be positive, got {value}")
-
-
-@dataclass
-class NetworkConfig:
-    """Listening address, peers to dial first, and transport limits (handed to the gossip layer)."""
-
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    advertised_url: str = ""
-    bootstrap: list[str] = field(default_factory=list)
-    max_message: int = DEFAULT_MAX_MESSAGE
-    max_peers: int = 32
-    max_outbound: int = 8
-    dial_scope: str = "public"
-
-    def validate(self) -> None:
-        if not self.host:
-            raise ConfigError("network.host must not be empty")
-        _check_port(self.port, "network.port")
-        if self.advertised_url:
-            self.advertised_url = check_base_url(self.advertised_url, "network.advertised_url")
-        self.bootstrap = [check_base_url(u, "network.bootstrap entry") for u in self.bootstrap]
-        if self.max_message < 1024:
-            raise ConfigError(f"network.max_message must be at least 1024 bytes, got {self.max_message}")
-        _check_positive(self.max_peers, "network.max_peers")
-        _check_positive(self.max_outbound, "network.max_outbound")
-        if self.max_outbound >= self.max_peers:
-            raise ConfigError(f"network.max_outbound ({self.max_outbound}) must be less than "
-                              f"network.max_peers ({self.max_peers}): the rest are inbound slots")
-        if self.dial_scope not in SCOPES:
-            raise ConfigError(f"network.dial_scope must be one of {', '.join(SCOPES)}, got {self.dial_scope!r}")
-
-    @property
-    def url(self) -> str:
-        """The base URL peers and clients use to reach this node."""
-        return self.advertised_url or f"http://{self.host}:{self.port}"
-
-    def gossip_config(self, chain_id: str) -> GossipConfig:
-        """The gossip layer's settings for this node (its other knobs keep their defaults)."""
-        return GossipConfig(chain_id=chain_id, listen_url=self.url, bootstrap=list(self.bootstrap),
-                            max_message=self.max_message, max_outbound=self.max_outbound,
-                            max_inbound=self.max_peers - self.max_outbound,
-                            dial_scope=self.dial_scope)  # type: ignore[arg-type]
-
-
-@dataclass
-class ApiConfig:
-    """Limits of the HTTP API, so that no client can make the node do unbounded work.
-
-    Rates are token buckets per client address (an IPv6 client is its /64): one for requests,
-    one for the bytes of the answers (so bulk answers cost a client what they cost the node),
-    and a stricter one for transactions. The defaults leave room for what honest parties do (a
-    peer polls ``/status`` once a second and fetches pages and updates now and then; a syncing
-    node pulls pages of blocks far faster than a chain of full blocks grows; a testnet on one
-    machine puts every node, the CLI and the tests behind 127.0.0.1) and hold a flood from one
-    address to a few dozen requests a second; see ``docs/node.md``.
-    """
-
-    max_blocks_per_page: int = 100
-    max_body: int = 1024 * 1024
-    max_subscribers: int = 64
-    max_response_bytes: int = 4 * 1024 * 1024  # one list answer (/blocks, /mempool, /fl/updates)
-    requests_per_s: int = 50                    # per client: bucket refill
-    request_burst: int = 200                    # per client: bucket size
-    answer_bytes_per_s: int = 8 * 1024 * 1024   # per client: bytes of answers (and bucket size)
-    txs_per_s: int = 20                         # POST /txs per client, on top of the above
-    tx_burst: int = 100
-    max_inflight_per_client: int = 32           # requests of one client being served at once
-    max_inflight: int = 64                      # requests of all clients being served at once
-    request_timeout_ms: int = 30_000            # to receive a request body, and to send an answer
-    head_timeout_ms: int = 10_000               # to send a request head, from connecting or the last answer
-    max_connections_per_client: int = 256       # TCP connections one address holds (gossip sessions too)
-    max_connections: int = 512                  # TCP connections of all clients (see node/connections.py)
-
-    def validate(self) -> None:
-        if not 1 <= self.max_blocks_per_page <= 100:
-            raise ConfigError(f"api.max_blocks_per_page must be between 1 and 100, got {self.max_blocks_per_page}")
-        if self.max_body < 1024:
-            raise ConfigError(f"api.max_body must be at least 1024 bytes, got {self.max_body}")
-        if self.max_response_bytes < 64 * 1024:
-            raise ConfigError(f"api.max_response_bytes must be at least 65536 bytes, got {self.max_response_bytes}")
-        for name in ("max_subscribers", "requests_per_s", "request_burst", "answer_bytes_per_s", "txs_per_s",
-                     "tx_burst", "max_inflight_per_client", "max_inflight", "request_timeout_ms",
-                     "head_timeout_ms", "max_connections_per_client", "max_connections"):
-            _check_positive(getattr(self, name), f"api.{name}")
-
-
-CHECKPOINT_FORMAT = "HEIGHT:BLOCKHASH (a height of at least 1 and the 64 hex characters of the hash " \
-                    "of the final block at that height)"
-
-
-def parse_checkpoint(text: str, what: str = "sync.trusted_checkpoint") -> tuple[int, bytes]:
-    """``"HEIGHT:BLOCKHASH"`` as ``(height, hash)``, or :class:`ConfigError` naming ``what``."""
-    height, sep, block_hash = text.strip().partition(":")
-    if not sep or not height.isascii() or not height.isdigit():
-        raise ConfigError(f"{what} must be {CHECKPOINT_FORMAT}, got {text[:100]!r}")
-    if int(height) < 1:
-        raise ConfigError(f"{what}: the height must be at least 1, got {height}")
-    block_hash = block_hash.lower()
-    if len(block_hash) != 64 or not all(c in "0123456789abcdef" for c in block_hash):
-        raise ConfigError(f"{what}: the block hash must be 64 hex characters, got {block_hash[:80]!r}")
-    return int(height), bytes.fromhex(block_hash)
-
-
-@dataclass
-class SyncConfig:
-    """What this node trusts when it syncs, beyond its genesis.
-
-    ``trusted_checkpoint`` is a weak-subjectivity checkpoint, ``"HEIGHT:BLOCKHASH"``: a final
-    block the operator learnt out of band (from nodes they trust). Sync refuses a chain whose
-    block at HEIGHT has another hash, so a new node cannot be led onto a long-range fork by peers
-    that hold old delegate keys. Empty: trust the genesis alone.
-    """
-
-    trusted_checkpoint: str = ""
-
-    def validate(self) -> None:
-        if self.trusted_checkpoint:
-            height, block_hash = parse_checkpoint(self.trusted_checkpoint)
-            self.trusted_checkpoint = f"{height}:{block_hash.hex()}"
-
-    @property
-    def checkpoint(self) -> tuple[int, bytes] | None:
-        """``(height, block hash)`` of the trusted checkpoint, or None."""
-        return parse_checkpoint(self.trusted_checkpoint) if self.trusted_checkpoint else None
-
-
-@dataclass
-class StorageConfig:
-    """How much history this node keeps in its blob store (a local choice, not a protocol rule)."""
-
-    model_retention: int = 64  # heights of past global models kept
-    update_retention: int = 0  # heights of model updates kept; 0 keeps all, so new nodes can verify history
-
-    def validate(self) -> None:
-        _check_positive(self.model_retention, "storage.model_retention")
-        if self.update_retention < 0:
-            raise ConfigError(f"storage.update_retention must be >= 0, got {self.update_retention}")
-
-
-DATA_FORMATS = ("csv", "npz", "idx", "imagefolder")
-
-
-@dataclass
-class DataConfig:
-    """This device's own training data. It is named here, in the node's config, and never in the
-    genesis: only its owner knows where it is, and the daemon reads no one else's data. Relative
-    paths are relative to the home folder (:meth:`NodeConfig` users resolve them)."""
-
-    source: str = ""
-    format: str = ""
-    label_column: str = "label"
-    labels: str = ""
-    x_key: str = "x"
-    y_key: str = "y"
-    eval_set: str = ""  # the public evaluation set's blob, for a node no peer can serve it to yet
-
-    def validate(self) -> None:
-        if self.source and self.format not in DATA_FORMATS:
-            raise ConfigError(f"data.format must be one of {', '.join(DATA_FORMATS)} "
-                              f"(the format of {self.source}), got {self.format!r}")
-        if self.format == "idx" and self.source and not self.labels:
-            raise ConfigError("data.labels must name the IDX labels file when data.format = \"idx\"")
-
-
-@dataclass
-class FaultConfig:
-    """Evaluation-only misbehaviour, used to prove that misbehaviour is caught and punished, or
-    coped with (the Byzantine delegate behaviours are in ``node.faults``).
-
-    ``double_sign`` signs two blocks per own slot; ``withhold_votes`` never sends its own
-    prevotes and precommits; ``lie_height`` makes ``/status`` claim a huge final height and
-    ``/blocks`` serve nothing, slowly; ``flood_mempool`` keeps submitting valid fee-free
-    transactions from the node's account; ``wrong_model`` proposes blocks with a wrong model
-    hash; ``attack`` makes the node send poisoned updates (see ``learning.attacks``).
-    """
-
-    double_sign: bool = False
-    withhold_votes: bool = False
-    lie_height: bool = False
-    flood_mempool: bool = False
-    wrong_model: bool = False
-    attack: str = ""
-
-    def validate(self) -> None:
-        from learning.attacks import DATA_ATTACKS, MODEL_ATTACKS
-
-        if self.attack and self.attack not in MODEL_ATTACKS + DATA_ATTACKS:
-            raise ConfigError(f"fault.attack must be one of {', '.join(MODEL_ATTACKS + DATA_ATTACKS)}, "
-                              f"got {self.attack!r}")
-
-    @property
-    def any_enabled(self) -> bool:
-        return any(getattr(self, f.name) for f in dataclasses.fields(self))
 
 
 @dataclass
@@ -403,4 +195,3 @@ def save_config(config: NodeConfig, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
     tmp.replace(path)
-

@@ -35,7 +35,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from node.api_limits import client_key
-from node.config import ApiConfig
+from node.config_api import ApiConfig
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

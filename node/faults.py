@@ -28,10 +28,13 @@ from typing import Any
 
 from aiohttp import web
 
-from consensus.engine import TOPIC_PROPOSAL, TOPIC_VOTE, Network, TxRejected
+from consensus.block import Block
+from consensus.engine import TxRejected
 from consensus.inbound import encode_proposal
+from consensus.messages import Proposal, Vote
+from consensus.network import TOPIC_PROPOSAL, TOPIC_VOTE, Network
 from consensus.proposer import BlockProposer
-from consensus.types import Block, Proposal, Tx, Vote
+from consensus.tx import Tx
 from gossip.codec import DecodeError, unpack
 from gossip.crypto import KeyPair
 

@@ -22,14 +22,9 @@ from typing import Iterable
 
 from consensus.genesis import Genesis, GenesisError
 from gossip.crypto import KeyPair
-from node.config import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    ConfigError,
-    NodeConfig,
-    load_config,
-    save_config,
-)
+from node.config import NodeConfig, load_config, save_config
+from node.config_checks import ConfigError
+from node.config_network import DEFAULT_HOST, DEFAULT_PORT
 
 
 @dataclass(frozen=True)

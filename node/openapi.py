@@ -3,7 +3,8 @@
 Paths, parameters, their schemas and limits, request bodies and error statuses all come from the
 same :class:`node.api_base.Route` objects that register and check the routes, so the document
 cannot describe an API other than the one served. The component schemas below describe the
-shapes of the chain's JSON objects (``Block.to_json`` and friends in ``consensus/types.py``).
+shapes of the chain's JSON objects (``Block.to_json`` and friends in ``consensus/block.py``,
+``consensus/tx.py`` and ``consensus/messages.py``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ import time
 import aiohttp
 import pytest
 
-from consensus.types import Block, Commit
+from consensus.block import Block
+from consensus.messages import Commit
 from gossip.codec import unpack
 from gossip.crypto import KeyPair
 from node.api import ROUTES

@@ -46,7 +46,7 @@ async def test_a_client_gone_before_its_answer_is_no_error(caplog):
 
     from node.api_base import Route
     from node.api_limits import Limiter
-    from node.config import ApiConfig
+    from node.config_api import ApiConfig
 
     gate, entered = asyncio.Event(), asyncio.Event()
     held: list[web.Request] = []

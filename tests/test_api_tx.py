@@ -9,7 +9,7 @@ import time
 import aiohttp
 import pytest
 
-from consensus.types import Tx
+from consensus.tx import Tx
 from gossip.codec import pack
 from gossip.crypto import KeyPair
 from tests.apinode import Node, chain_genesis, expect_error, free_port, start_node

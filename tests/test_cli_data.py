@@ -168,7 +168,8 @@ def test_fashion_mnist_preset_pins_the_cnn_with_its_own_settings(tmp_path):
 def test_eval_set_from_a_file_when_no_peer_holds_it(tmp_path):
     """``[data] eval_set``: a node whose blob store lacks the evaluation set (a pod on a fresh
     volume) takes it from that file if it has the pinned hash, and refuses any other file."""
-    from node.config import ConfigError, save_config
+    from node.config import save_config
+    from node.config_checks import ConfigError
     from node.fl.service import FLService
 
     home = create_testnet(tmp_path / "net", 1, base_port=free_port_block(1))[0]

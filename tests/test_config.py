@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from node.config import ConfigError, NodeConfig, load_config, parse_config, save_config
+from node.config import NodeConfig, load_config, parse_config, save_config
+from node.config_checks import ConfigError
 
 
 def test_defaults_round_trip(tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.config import ApiConfig
+from node.config_api import ApiConfig
 from node.connections import ConnectionGuard
 
 

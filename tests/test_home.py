@@ -9,7 +9,7 @@ import pytest
 
 from consensus.genesis import make_genesis
 from gossip.crypto import KeyPair
-from node.config import ConfigError
+from node.config_checks import ConfigError
 from node.home import HomePaths, init_home, load_home
 from node.home import load_key as load_home_key
 

@@ -8,7 +8,7 @@ positive weight by ``cap`` times the median positive weight: a sender gains at m
 senders lie the median (and so the bound) is set by honest claims. The default, 1.0, lets no
 sender count more than the median sender: measured on Fashion-MNIST it leaves a 10^9 claim no
 gain beyond seed noise and costs honest federations at most 0.2 points, also when a few nodes
-hold most samples (``bench/attacks.py``, weight-lie part; ``docs/decisions.md``).
+hold most samples (``bench/weight_lie.py``; ``docs/decisions.md``).
 
 :func:`unit_scale` multiplies weights by a power of two so the largest lies in (0.5, 1]: ratios
 stay exact, and no sum of weights or of weighted values can overflow float64 whatever the

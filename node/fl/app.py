@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from consensus.app import BlockContext, BlockOutcome, PayloadVerdict
-from consensus.types import SignedHeader
+from consensus.header import SignedHeader
 from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import sha256
 from learning.client import norm_bound

@@ -19,7 +19,7 @@ from learning.data import Dataset
 from learning.datasets import evalset
 from learning.datasets.checks import check
 from learning.datasets.formats import DataError, DataSource, read
-from node.config import DataConfig
+from node.config_data import DataConfig
 from node.fl.data import NodeData
 from node.fl.task import Task
 

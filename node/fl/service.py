@@ -22,15 +22,15 @@ from consensus.genesis import Genesis
 from gossip.pull import PullRule
 from learning.datasets import evalset
 from learning.datasets.formats import DataError
-from node.config import ConfigError
-from node.fl.faults import fl_app_class, make_trainer
+from node.config_checks import ConfigError
+from node.fetcher import JSON_ROOM, FetchError, fetch_update, get_bytes
 from node.fl.app import TOPIC_UPDATE, round_key
 from node.fl.blobs import BlobStore
 from node.fl.data import NodeData, load_node_data
+from node.fl.faults import fl_app_class, make_trainer
 from node.fl.localdata import home_path, install_eval_set, load_local, parse_eval_set, task_node_data
 from node.fl.settings import FLSettings
 from node.fl.task import Task
-from node.fetcher import JSON_ROOM, FetchError, fetch_update, get_bytes
 from node.fl.trainer import Trainer
 from node.home import Home
 

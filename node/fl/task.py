@@ -28,7 +28,7 @@ from torch import nn
 
 from learning.datasets.checks import DataSpec
 from learning.models import MODEL_NAMES, build_model
-from node.config import ConfigError
+from node.config_checks import ConfigError
 
 LOSSES = ("cross_entropy",)
 _CUSTOM = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from consensus.app import BlockContext
-from consensus.types import SignedHeader
+from consensus.header import SignedHeader
 from gossip.codec import DecodeError
 from gossip.crypto import sha256
 from node.fl.round import NOT_AGREED, Payload, RoundResult, scores_agree

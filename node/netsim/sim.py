@@ -139,7 +139,7 @@ class Simulation:
             self.invariants.on_restart(node.spec.index, stored, self.clock.wall_ms() - EPOCH_MS)
         assert node.app is not None
         node.app.listeners.append(lambda height, ids: self.ledger.taken(node.spec.index, height, ids, self._now_ms()))
-        queue = node.engine.subscribe()
+        queue = node.engine.events.subscribe()
         old = self._drains.pop(node.spec.index, None)
         if old is not None:
             old.cancel()

@@ -10,17 +10,13 @@ from dataclasses import replace
 from typing import Any
 
 from consensus.app import BlockContext, CounterApp
+from consensus.block import Block
 from consensus.election import quorum
+from consensus.equivocation import Evidence
+from consensus.header import EMPTY_HASH, BlockHeader, merkle_root
+from consensus.messages import Commit
 from consensus.schedule import Schedule, slot_start_ms
 from consensus.state import ChainState
-from consensus.types import (
-    EMPTY_HASH,
-    Block,
-    BlockHeader,
-    Commit,
-    Evidence,
-    merkle_root,
-)
 from consensus.validation import Tip, validate_block
 from gossip.crypto import sha256
 from tests.consensus.helpers import KEYS, commit_for, genesis

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
+from consensus.block import Block
+from consensus.equivocation import Evidence
 from consensus.genesis import Genesis, make_genesis
+from consensus.header import EMPTY_HASH, BlockHeader, merkle_root
+from consensus.messages import Commit, Vote
 from consensus.state import ChainState
-from consensus.types import (
-    EMPTY_HASH,
-    Block,
-    BlockHeader,
-    Commit,
-    Evidence,
-    Tx,
-    Vote,
-    merkle_root,
-)
+from consensus.tx import Tx
 from gossip.crypto import KeyPair, sha256
 
 CHAIN = "test-chain"
@@ -59,6 +54,17 @@ def double_precommit(key: KeyPair, height: int, chain_id: str = CHAIN) -> Eviden
     a = Vote("precommit", chain_id, height, 0, sha256(b"a%d" % height), key.node_id).signed(key)
     b = Vote("precommit", chain_id, height, 0, sha256(b"b%d" % height), key.node_id).signed(key)
     return Evidence("double_precommit", a, b)
+
+
+def history(st: ChainState, amount: int = 30) -> ChainState:
+    """Three blocks that touch every part of the state (a transfer opening an account, votes,
+    a missed slot, unbonding, stake changes, evidence); ``amount`` varies the transfer."""
+    a, b, c, d = KEYS[:4]
+    run_block(st, txs=[tx(a, "transfer", [OUTSIDER.node_id, amount]), tx(b, "vote", [[IDS[2], IDS[3]]])])
+    run_block(st, producer=IDS[1], missed=[IDS[2]], txs=[tx(c, "unstake", [10])],
+              stake_changes=[(IDS[3], 7, "update"), (IDS[0], -2, "rejected")])
+    run_block(st, producer=IDS[2], evidence=(double_precommit(d, 2),))
+    return st
 
 
 def make_block(st: ChainState, key: KeyPair, txs: tuple[Tx, ...] = (), payload: bytes = b"",

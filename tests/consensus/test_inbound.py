@@ -17,11 +17,14 @@ import aiohttp
 import pytest
 
 from consensus.app import CounterApp
+from consensus.block import Block
 from consensus.engine import Engine
+from consensus.equivocation import Evidence
+from consensus.header import EMPTY_HASH
 from consensus.inbound import FUTURE_PER_SENDER, HANDOFF_BYTES, encode_proposal
+from consensus.messages import Proposal, Vote
 from consensus.schedule import slot_start_ms
 from consensus.store import ChainStore
-from consensus.types import EMPTY_HASH, Block, Evidence, Proposal, Vote
 from gossip import GossipConfig
 from gossip.codec import pack
 from gossip.crypto import KeyPair
@@ -182,10 +185,10 @@ async def test_stop_is_not_lost_when_a_wake_up_arrives_with_it(engine: Engine) -
     the ticker (and the syncer) woke up and went on forever while ``stop`` waited for them."""
     await engine.start()
     for _ in range(100):  # until the ticker and the syncer sleep on their wake-up events
-        if engine._wake._waiters and engine.syncer._wake._waiters:
+        if engine.ticker._wake._waiters and engine.syncer._wake._waiters:
             break
         await asyncio.sleep(0.01)
-    engine._wake.set()
+    engine.ticker.wake()
     engine.syncer._wake.set()
     await asyncio.wait_for(engine.stop(), timeout=5)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from consensus.election import quorum
+from consensus.header import EMPTY_HASH
 from consensus.machine import (
     PREVOTE,
     PROPOSE,
@@ -27,7 +28,7 @@ from consensus.machine import (
     Step,
     Timeouts,
 )
-from consensus.types import EMPTY_HASH, Vote
+from consensus.messages import Vote
 from gossip.crypto import sha256
 from tests.consensus.helpers import CHAIN, IDS, KEYS
 

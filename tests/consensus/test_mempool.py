@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from consensus.mempool import Mempool
-from consensus.types import Tx
+from consensus.tx import Tx
 from gossip.codec import pack
 from tests.consensus.helpers import IDS, KEYS, OUTSIDER, run_block, state, tx
 

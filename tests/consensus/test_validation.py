@@ -11,10 +11,8 @@ from typing import Any
 
 import pytest
 
-from consensus.types import (
-    Commit,
-    Evidence,
-)
+from consensus.equivocation import Evidence
+from consensus.messages import Commit
 from consensus.validation import check_header, validate_block
 from gossip.codec import pack
 from gossip.crypto import sha256

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from consensus.election import quorum
-from consensus.types import EMPTY_HASH, Vote
+from consensus.header import EMPTY_HASH
+from consensus.messages import Vote
 from consensus.votes import HeightVotes
 from gossip.crypto import sha256
 from tests.consensus.helpers import CHAIN, IDS, KEYS, OUTSIDER

@@ -13,17 +13,12 @@ import json
 import pytest
 from aiohttp import web
 
+from consensus.block import Block
+from consensus.equivocation import Evidence
+from consensus.header import EMPTY_HASH, BlockHeader, merkle_root
 from consensus.inbound import encode_proposal
-from consensus.types import (
-    EMPTY_HASH,
-    Block,
-    BlockHeader,
-    Evidence,
-    Proposal,
-    Tx,
-    Vote,
-    merkle_root,
-)
+from consensus.messages import Proposal, Vote
+from consensus.tx import Tx
 from gossip.codec import pack
 from gossip.crypto import KeyPair, sha256
 from tests.hostile.harness import Bounds, run_hostile

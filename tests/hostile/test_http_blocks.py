@@ -17,10 +17,10 @@ from functools import partial
 
 import pytest
 
-from consensus.types import Tx
+from consensus.tx import Tx
 from gossip.codec import pack
 from gossip.crypto import KeyPair, sha256
-from node.config import ApiConfig
+from node.config_api import ApiConfig
 from tests.hostile.harness import Bounds, run_hostile
 from tests.hostile.webattack import (
     attacker_address,

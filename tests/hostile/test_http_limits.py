@@ -17,7 +17,7 @@ from threading import Thread
 
 import pytest
 
-from consensus.types import Tx
+from consensus.tx import Tx
 from gossip.codec import pack
 from gossip.crypto import KeyPair
 from tests.hostile.harness import Bounds, run_hostile

@@ -8,16 +8,11 @@ import urllib.request
 
 import pytest
 
+from consensus.block import Block
+from consensus.header import EMPTY_HASH, BlockHeader, merkle_root
 from consensus.inbound import encode_proposal
-from consensus.types import (
-    EMPTY_HASH,
-    Block,
-    BlockHeader,
-    Proposal,
-    Tx,
-    Vote,
-    merkle_root,
-)
+from consensus.messages import Proposal, Vote
+from consensus.tx import Tx
 from gossip.codec import pack
 from gossip.crypto import KeyPair, sha256
 from tests.gossip.rawpeer import RawPeer

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from consensus.app import BlockContext
+from consensus.header import EMPTY_HASH, BlockHeader, SignedHeader
 from consensus.state import ChainState
-from consensus.types import EMPTY_HASH, BlockHeader, SignedHeader
 from gossip import Envelope, Verdict
 from gossip.crypto import KeyPair, sha256
 from learning.attacks import craft_updates
