@@ -50,6 +50,8 @@ FL_GAUGES = {
     "test_accuracy": ("fl_test_accuracy_ratio", "Global model accuracy on the common test set."),
     "test_loss": ("fl_test_loss", "Global model loss on the common test set."),
     "epsilon": ("fl_privacy_epsilon", "Differential-privacy epsilon this node has spent."),
+    "trainer:privacy_exhausted": ("fl_privacy_exhausted",
+                                  "1 once the privacy budget has stopped this node's updates (local-dp)."),
     "trainer:waiting_for_registration": ("fl_waiting_for_registration",
                                          "1 while this node's trainer waits to be a registered member."),
 }
@@ -214,9 +216,9 @@ class StateCollector:
         for key, (name, doc) in FL_GAUGES.items():
             if key in values:
                 yield _gauge(name, doc, values.pop(key))
-        if fl.trainer is not None:
-            yield _gauge("fl_privacy_epsilon_budget", "Epsilon after which this node stops contributing.",
-                         fl.settings.epsilon_budget)
+        budget = fl.settings.privacy_preset.epsilon
+        if fl.trainer is not None and budget is not None:
+            yield _gauge("fl_privacy_epsilon_budget", "Epsilon this node's updates may spend (local-dp preset).", budget)
         for key, (name, doc) in FL_COUNTERS.items():
             if key in values:
                 yield _counter(name, doc, values.pop(key))
