@@ -43,7 +43,7 @@ def app_state(app: str, privacy: str | None = None) -> dict:
         if privacy:
             raise CliError("--privacy applies to the fl application only")
         return {"kind": "counter"}
-    from node.fl.settings import FLSettings, SettingsError
+    from node.fl.settings import FLSettings
 
     state = FLSettings().to_app_state()
     if privacy:

@@ -51,8 +51,9 @@ def dp_local_train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, start: np.
     over the non-empty batches, steps). FedProx's proximal gradient depends on no record, so it is
     added after the noise (an Opacus step hook).
     """
-    from opacus.grad_sample import GradSampleModule  # noqa: PLC0415 - see the module docstring
-    from opacus.optimizers import DPOptimizer  # noqa: PLC0415
+    # imported here, not at module load: see the module docstring
+    from opacus.grad_sample import GradSampleModule
+    from opacus.optimizers import DPOptimizer
 
     xt, yt = tensors(x, y)
     n = len(yt)

@@ -79,8 +79,8 @@ class PrivacyPreset:
                   for key, default in {"epsilon": None, **LOCAL_DP_DEFAULTS}.items()}
         problems = [msg for ok, msg in (
             (0 < values["epsilon"] <= MEANINGFUL_EPSILON,
-             f"privacy.epsilon must be in (0, {MEANINGFUL_EPSILON:g}]: above it differential privacy bounds "
-             f'nothing (use {{"preset": "off"}} to claim no privacy)'),
+             (f"privacy.epsilon must be in (0, {MEANINGFUL_EPSILON:g}]: above it differential privacy bounds "
+              f'nothing (use {{"preset": "off"}} to claim no privacy)')),
             (0 < values["delta"] <= MAX_DELTA, f"privacy.delta must be in (0, {MAX_DELTA:g}]"),
             (values["noise_multiplier"] > 0, "privacy.noise_multiplier must be > 0"),
             (values["max_grad_norm"] > 0, "privacy.max_grad_norm must be > 0"),
