@@ -11,8 +11,8 @@ from tests.integration.harness import cli, wait_for
 
 pytestmark = pytest.mark.integration
 
-# about 90 training records per node... 450: an update costs epsilon 0.8-1.2 at first, so each
-# node makes one or a few updates before one more would pass 1.6
+# a testnet node holds some 150-450 digits records: at noise 3 its first update costs an epsilon
+# near 1, so it makes one or a few updates before one more would pass 1.6
 PRIVACY = {"preset": "local-dp", "epsilon": 1.6, "delta": 1e-5, "noise_multiplier": 3.0, "max_grad_norm": 1.0}
 
 
