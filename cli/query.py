@@ -109,11 +109,15 @@ def fetch_genesis(url: str) -> Genesis:
 
 
 def genesis_summary(genesis: Genesis) -> list[tuple[str, Any]]:
-    """What an operator checks before trusting a genesis: chain, hash, and the first delegates."""
+    """What an operator checks before trusting a genesis: chain, hash, the first delegates and, on
+    a federated-learning chain, the privacy its nodes give (the preset as the genesis states it)."""
     delegates = ChainState.from_genesis(genesis).delegates
-    return [("chain", genesis.chain_id), ("genesis hash", genesis.hash.hex()),
+    rows = [("chain", genesis.chain_id), ("genesis hash", genesis.hash.hex()),
             ("genesis time", genesis.genesis_time_ms), ("accounts", len(genesis.accounts)),
             ("delegates", "\n".join(delegates)), ("application", genesis.app.get("kind", "counter"))]
+    if genesis.app.get("kind") == "fl":
+        rows.append(("privacy", json.dumps(genesis.app.get("privacy", {"preset": "off"}), sort_keys=True)))
+    return rows
 
 
 def genesis(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:

@@ -44,3 +44,5 @@ def test_local_dp_nodes_stop_at_their_budget_and_the_chain_goes_on(make_testnet)
     res = cli("model", "--node", net.url(0))
     assert res.returncode == 0, res.stderr
     assert "record-level (1.6, 1e-05)" in res.stdout and "budget reached" in res.stdout
+    shown = cli("genesis", "--node", net.url(1)).stdout  # what a joining operator is asked to trust
+    assert '"preset": "local-dp"' in shown and '"epsilon": 1.6' in shown
