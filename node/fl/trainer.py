@@ -83,6 +83,8 @@ class Trainer:
         self._wake = asyncio.Event()
         app.listeners.append(self._wake.set)
         self._restore()
+        if not self.client.can_release():  # a restart after the budget was spent: say so now
+            self._stop_for_budget()
 
     # ----- persistence --------------------------------------------------------------------
     def _restore(self) -> None:
@@ -177,11 +179,7 @@ class Trainer:
         made = await asyncio.get_running_loop().run_in_executor(
             self._worker, self._make, start, base_height, base_hash, cap, observed)
         if made is None:
-            self.exhausted = True
-            self.metrics["privacy_exhausted"] = 1
-            log.warning("privacy budget reached: epsilon spent %.3f of %g (delta %g) after %d updates; one more "
-                        "would pass it, so this node sends no more updates and only follows the chain",
-                        self.epsilon or 0.0, self.client.privacy.epsilon, self.client.privacy.delta, self.steps)
+            self._stop_for_budget()
             return None
         update = made.update
         self.last_base, self.pending, self._pending_raw = (base_height, base_hash), update, made.raw
@@ -194,6 +192,14 @@ class Trainer:
         self.metrics["update_bytes_sent"] += wire_size(update.sparse)
         self.metrics["dense_bytes_equivalent"] += dense_bytes(app.dim)
         return update
+
+    def _stop_for_budget(self) -> None:
+        """One more update would pass the privacy budget: stop sending, and say so."""
+        self.exhausted = True
+        self.metrics["privacy_exhausted"] = 1
+        log.warning("privacy budget reached: epsilon spent %.3f of %g (delta %g) after %d updates; one more "
+                    "would pass it, so this node sends no more updates and only follows the chain",
+                    self.epsilon or 0.0, self.client.privacy.epsilon, self.client.privacy.delta, self.steps)
 
     def _observed(self, base_hash: bytes) -> list[np.ndarray]:
         """What of others' updates the pipeline needs (copies; an honest node needs none)."""

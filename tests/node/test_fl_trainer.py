@@ -155,6 +155,7 @@ async def test_a_local_dp_trainer_stops_sending_when_its_budget_would_be_passed(
     assert "privacy budget reached" in caplog.text and "only follows the chain" in caplog.text
     restarted, again = trainer_for(new_app(0, settings=settings), path)
     assert restarted.privacy_view()["epsilon"] == view["epsilon"]
+    assert restarted.privacy_view()["exhausted"]  # known at start, not only at the next model
     assert await restarted.train_once() is None and not again.sent
 
 
