@@ -49,9 +49,6 @@ FL_GAUGES = {
     "val_loss": ("fl_val_loss", "Global model loss on this node's validation split."),
     "test_accuracy": ("fl_test_accuracy_ratio", "Global model accuracy on the common test set."),
     "test_loss": ("fl_test_loss", "Global model loss on the common test set."),
-    "epsilon": ("fl_privacy_epsilon", "Differential-privacy epsilon this node has spent."),
-    "trainer:privacy_exhausted": ("fl_privacy_exhausted",
-                                  "1 once the privacy budget has stopped this node's updates (local-dp)."),
     "trainer:waiting_for_registration": ("fl_waiting_for_registration",
                                          "1 while this node's trainer waits to be a registered member."),
 }
@@ -216,9 +213,14 @@ class StateCollector:
         for key, (name, doc) in FL_GAUGES.items():
             if key in values:
                 yield _gauge(name, doc, values.pop(key))
-        budget = fl.settings.privacy_preset.epsilon
-        if fl.trainer is not None and budget is not None:
-            yield _gauge("fl_privacy_epsilon_budget", "Epsilon this node's updates may spend (local-dp preset).", budget)
+        if fl.trainer is not None:
+            # under the off preset there is no epsilon to report: the families stay, with no sample
+            yield _gauge("fl_privacy_epsilon", "Differential-privacy epsilon this node has spent (local-dp preset).",
+                         values.pop("epsilon", None))
+            yield _gauge("fl_privacy_epsilon_budget", "Epsilon this node's updates may spend (local-dp preset).",
+                         fl.settings.privacy_preset.epsilon)
+            yield _gauge("fl_privacy_exhausted", "1 once the privacy budget has stopped this node's updates.",
+                         float(fl.trainer.exhausted))
         for key, (name, doc) in FL_COUNTERS.items():
             if key in values:
                 yield _counter(name, doc, values.pop(key))

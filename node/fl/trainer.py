@@ -196,7 +196,6 @@ class Trainer:
     def _stop_for_budget(self) -> None:
         """One more update would pass the privacy budget: stop sending, and say so."""
         self.exhausted = True
-        self.metrics["privacy_exhausted"] = 1
         log.warning("privacy budget reached: epsilon spent %.3f of %g (delta %g) after %d updates; one more "
                     "would pass it, so this node sends no more updates and only follows the chain",
                     self.epsilon or 0.0, self.client.privacy.epsilon, self.client.privacy.delta, self.steps)
