@@ -194,11 +194,12 @@ def report(result: dict) -> str:
         lines.append(f"| {name} | {pm(cell['accuracy'])}% | {pm(cell['delta_points'], 1.0)} | "
                      f"{np.mean(prec):.2f} | {np.mean(rec):.2f} |" if prec and rec else
                      f"| {name} | {pm(cell['accuracy'])}% | {pm(cell['delta_points'], 1.0)} | - | - |")
+    preset = c.get("privacy", {"preset": "off"})["preset"]
     eps = result["variants"]["full fedchain"]["max_epsilon"]
-    lines += ["", f"Privacy spent by the full pipeline: epsilon {eps:.3g} per node after {c['rounds']} rounds "
-              f"(delta {c['dp_delta']:g}, noise multiplier {c['noise_multiplier']})" + (
-                  "; clipping still bounds each update's influence, but at this noise level the formal "
-                  "guarantee is void (epsilon above 10)." if eps > 10 else ".")]
+    lines += ["", f"Privacy: the full pipeline runs the genesis preset `{preset}`" + (
+        f": no formal privacy; its update noise (multiplier {c['noise_multiplier']}) and clipping bound each "
+        "update's influence, but no guarantee is claimed for them (`docs/privacy.md`)." if preset == "off" else
+        f": record-level DP-SGD, at most epsilon {eps:.3g} spent per node after {c['rounds']} rounds.")]
     extra = result["variants"].get("admission off", {}).get("unregistered")
     if extra:
         lines += ["", f"With admission off, the rule accepted {extra['unregistered_accepted']} of the "

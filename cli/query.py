@@ -109,11 +109,15 @@ def fetch_genesis(url: str) -> Genesis:
 
 
 def genesis_summary(genesis: Genesis) -> list[tuple[str, Any]]:
-    """What an operator checks before trusting a genesis: chain, hash, and the first delegates."""
+    """What an operator checks before trusting a genesis: chain, hash, the first delegates and, on
+    a federated-learning chain, the privacy its nodes give (the preset as the genesis states it)."""
     delegates = ChainState.from_genesis(genesis).delegates
-    return [("chain", genesis.chain_id), ("genesis hash", genesis.hash.hex()),
+    rows = [("chain", genesis.chain_id), ("genesis hash", genesis.hash.hex()),
             ("genesis time", genesis.genesis_time_ms), ("accounts", len(genesis.accounts)),
             ("delegates", "\n".join(delegates)), ("application", genesis.app.get("kind", "counter"))]
+    if genesis.app.get("kind") == "fl":
+        rows.append(("privacy", json.dumps(genesis.app.get("privacy", {"preset": "off"}), sort_keys=True)))
+    return rows
 
 
 def genesis(node: str = NodeOpt, as_json: bool = JsonOpt) -> None:
@@ -213,7 +217,9 @@ def model(height: Optional[int] = typer.Option(None, "--updates", min=1,
         console.print(f"wrote global model {m['hash'][:12]} (height {m['height']}) to {export}", highlight=False)
         return
     rounds = client.get_json("/fl/updates", height=height) if height is not None else None
+    spent = _privacy_spent(client)
     if as_json:
+        m = {**m, "privacy_spent": spent}
         return print_json({"model": m, "updates": rounds} if rounds is not None else m)
 
     def pct(key: str) -> str:
@@ -223,6 +229,7 @@ def model(height: Optional[int] = typer.Option(None, "--updates", min=1,
         ("hash", m["hash"]), ("height", m["height"]), ("model", f"{m['model']} ({m['params']} parameters)"),
         ("dataset", m["dataset"]), ("rule", m["rule"]), ("test accuracy", pct("test_accuracy")),
         ("validation accuracy (this node)", pct("val_accuracy")), ("privacy", m.get("privacy", "-")),
+        ("privacy spent (this node)", _describe_spent(spent)),
         ("weights", node.rstrip("/") + m["blob"]),
     ]))
     if rounds is not None:
@@ -234,6 +241,27 @@ def model(height: Optional[int] = typer.Option(None, "--updates", min=1,
             table.add_row(short(u["id"]), short(u["sender"]), f"{u['weight']:.1f}",
                           "[green]yes[/]" if u["accepted"] else "[red]no[/]", u["reason"])
         console.print(table)
+
+
+def _privacy_spent(client: NodeClient) -> dict | None:
+    """The node's ``/fl/privacy``, or None while its trainer has not started (a 503)."""
+    try:
+        return client.get_json("/fl/privacy")
+    except NodeError as exc:
+        if exc.status == 503:
+            return None
+        raise
+
+
+def _describe_spent(p: dict | None) -> str:
+    """One line: the epsilon this node has spent of its budget, or that none is claimed."""
+    if p is None:
+        return "- (the trainer has not started)"
+    if not p.get("formal"):
+        return f"none accounted (preset {p.get('preset')}: no formal privacy), {p.get('releases')} updates"
+    stopped = "; budget reached: this node sends no more updates" if p.get("exhausted") else ""
+    return (f"epsilon {p['epsilon']:.3g} of {p['epsilon_budget']:g} (delta {p['delta']:g}) "
+            f"after {p['releases']} updates{stopped}")
 
 
 def _guard(command: Callable[..., None]) -> Callable[..., None]:

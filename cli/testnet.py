@@ -7,6 +7,7 @@ every other node. ``up`` starts one daemon process per home (see ``cli/superviso
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -47,13 +48,26 @@ SlotOpt = typer.Option(None, "--slot-ms", min=10,
 LabelOpt = typer.Option("label", "--label-column", help="fl with --own-data: the CSV column holding the class.")
 
 
-def app_state(app: str) -> dict:
-    """The genesis ``app`` section for an application name."""
+def app_state(app: str, privacy: str | None = None) -> dict:
+    """The genesis ``app`` section for an application name; ``privacy`` (JSON, fl only) is the
+    genesis privacy preset (:mod:`learning.privacy_preset`), checked here with a clear error."""
     if app == "counter":
+        if privacy:
+            raise CliError("--privacy applies to the fl application only")
         return {"kind": "counter"}
     from node.fl.settings import FLSettings
 
-    return FLSettings().to_app_state()
+    state = FLSettings().to_app_state()
+    if privacy:
+        try:
+            state["privacy"] = json.loads(privacy)
+            FLSettings.from_app_state(state)
+        except ValueError as exc:  # json.JSONDecodeError and SettingsError are ValueErrors
+            kind = "is not JSON" if isinstance(exc, json.JSONDecodeError) else "is refused"
+            raise CliError(f"--privacy {kind}: {exc}") from None
+    return state
+PrivacyOpt = typer.Option(None, "--privacy", help='fl: the genesis privacy preset as JSON, e.g. '
+                          '\'{"preset": "local-dp", "epsilon": 8}\' (default: {"preset": "off"}, no formal privacy).')
 DirOpt = typer.Option(Path("testnet"), "--dir", help="Folder holding the node homes.", file_okay=False,
                       resolve_path=True)
 BasePortOpt = typer.Option(DEFAULT_PORT, "--base-port", min=1, max=65535, help="Port of node0; node i uses base+i.")
@@ -70,7 +84,7 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
                    slot_ms: int | None = None, host: str = DEFAULT_HOST, advertise_host: str = DEFAULT_HOST,
                    genesis_time_ms: int | None = None, app: str = "fl", one_port: bool = False,
                    dataset: str = "digits", data_format: str = "npz", own_data: Path | None = None,
-                   label_column: str = "label") -> list[Home]:
+                   label_column: str = "label", privacy: str | None = None) -> list[Home]:
     """Write the genesis and N homes; refuses a folder that already holds a testnet.
 
     ``advertise_host`` is a template formatted with ``i`` (e.g. ``node{i}`` for containers that
@@ -84,7 +98,8 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
     hash and every home's blob store holds, with the data set's preset settings and slot time
     (``slot_ms`` None: the preset's, see :func:`cli.data.slot_ms_for`). ``own_data`` instead names
     a folder of CSV files, ``node{i}.csv`` per node and ``eval.csv`` (see
-    :func:`cli.data.own_testnet_data`).
+    :func:`cli.data.own_testnet_data`). ``privacy`` is the genesis privacy preset as JSON
+    (default: off).
     """
     if app not in APPS:
         raise CliError(f"--app must be one of {', '.join(APPS)}, got {app!r}")
@@ -97,7 +112,7 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
         raise CliError(f"{folder} already holds a testnet; remove it or choose another --dir")
     urls = [check_base_url(f"http://{advertise_host.format(i=i)}:{ports[i]}", "node URL") for i in range(n)]
     keys = [KeyPair.generate() for _ in range(n)]
-    state = app_state(app)
+    state = app_state(app, privacy)
     data = None
     if app == "fl" and own_data is not None:
         data = own_testnet_data(own_data, n, label_column)
@@ -155,7 +170,7 @@ def published_eval_set(home: Home, digest: bytes) -> bytes:
 
 
 def create_k8s_overlay(out: Path, n: int, *, chain_id: str, slot_ms: int | None, app: str, dataset: str,
-                       base: str | None) -> None:
+                       base: str | None, privacy: str | None = None) -> None:
     """The Kubernetes overlay of a new N-node testnet (``cli/k8s.py``): its homes are made here,
     as for a local testnet, in a private temporary folder, then turned into a ConfigMap and
     Secrets. Each node's ``[data]`` then names the files on its pod's own data volume: its shard
@@ -165,7 +180,8 @@ def create_k8s_overlay(out: Path, n: int, *, chain_id: str, slot_ms: int | None,
 
     with tempfile.TemporaryDirectory(prefix="fedchain-k8s-") as tmp:  # mode 0700: the keys stay private
         homes = create_testnet(Path(tmp), n, base_port=k8s.PORT, one_port=True, chain_id=chain_id, slot_ms=slot_ms,
-                               host="0.0.0.0", advertise_host=k8s.advertise_template(), app=app, dataset=dataset)
+                               host="0.0.0.0", advertise_host=k8s.advertise_template(), app=app, dataset=dataset,
+                               privacy=privacy)
         shards, eval_set = [], None
         if app == "fl":
             task = Task.from_dict(homes[0].genesis.app["task"])
@@ -201,6 +217,7 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
                                          help="Succeed without changes if DIR already holds an N-node testnet."),
            app: str = AppOpt, dataset: str = DatasetOpt, data_format: str = DataFormatOpt,
            own_data: Optional[Path] = OwnDataOpt, label_column: str = LabelOpt,
+           privacy: Optional[str] = PrivacyOpt,
            k8s: Optional[Path] = typer.Option(
                None, "--k8s", file_okay=False, resolve_path=True,
                help="Instead of homes, write a Kustomize overlay to this folder: the genesis, node configs and "
@@ -210,7 +227,8 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
            ) -> None:
     """Create a genesis with N staked members and N node homes in DIR (or, with --k8s, a Kubernetes overlay)."""
     if k8s is not None:
-        create_k8s_overlay(k8s, n, chain_id=chain_id, slot_ms=slot_ms, app=app, dataset=dataset, base=k8s_base)
+        create_k8s_overlay(k8s, n, chain_id=chain_id, slot_ms=slot_ms, app=app, dataset=dataset, base=k8s_base,
+                           privacy=privacy)
         console.print(f"wrote a {n}-node Kubernetes overlay for [bold]{chain_id}[/] to {k8s} "
                       f"(apply with `kubectl apply -k {k8s}`; testnet.yaml holds the node keys)", highlight=False)
         return
@@ -222,7 +240,7 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
         return
     homes = create_testnet(folder, n, base_port=base_port, chain_id=chain_id, slot_ms=slot_ms, host=host,
                            advertise_host=advertise_host, app=app, dataset=dataset, data_format=data_format,
-                           own_data=own_data, label_column=label_column)
+                           own_data=own_data, label_column=label_column, privacy=privacy)
     console.print(f"created {n}-node testnet [bold]{chain_id}[/] in {folder}", highlight=False)
     for home in homes:
         console.print(f"  {home.paths.root.name:>7}  {home.config.network.url}  {home.keypair.node_id}", highlight=False)

@@ -15,6 +15,8 @@ Module map:
 - ``compression``: top-k sparsification with error feedback, float16/int8 values, validated wire
   form and exact byte counts.
 - ``privacy``: clip-and-noise Gaussian mechanism and a per-node RDP accountant with a budget.
+- ``privacy_preset``: the genesis privacy preset (``off`` or ``local-dp``), parsed strictly.
+- ``dpsgd``: DP-SGD local training (Opacus' per-example gradients, Poisson-sampled batches).
 - ``aggregation``: robust aggregation rules behind one ``aggregate`` entry point, staleness weights.
 - ``attacks``: model and data poisoning attacks (for evaluation only).
 - ``selection``: which nodes' updates enter a block (random, trust, particle swarm).

@@ -1,21 +1,25 @@
-"""Differential privacy for released updates: Gaussian mechanism plus a per-node RDP accountant.
+"""The Gaussian mechanism for released updates, and a per-node RDP privacy accountant.
 
-Privacy model. Each released update is one Gaussian mechanism over the node's *whole* local
-data set (user-level DP, as in DP-FedAvg, McMahan et al. 2018): the delta is clipped to L2 norm
-``C``, so replacing the node's data moves it by at most ``C`` in the add/remove sense, and
-noise ``N(0, (z C)^2)`` per coordinate makes it ``z``-noise-multiplier Gaussian. Record-level
-privacy is at least as strong. ``sample_rate`` is the probability that the node releases in a
-given round, drawn independently of everything an adversary sees (Poisson participation);
-it enables privacy amplification by subsampling. A node that releases every round must use
-``sample_rate = 1.0``. Composition over releases uses Renyi DP (Mironov 2017) through Opacus'
-``RDPAccountant``'s analysis, so our epsilon is exactly Opacus' for the same history. Opacus recomputes
-the RDP curve of every history entry on each query (tens of milliseconds for q < 1); since the
-curve of ``n`` releases is ``n`` times that of one, we cache the one-release curve per
-``(z, q)`` and combine it with Opacus' own arithmetic and conversion, which gives bit-identical
-epsilons at a fraction of the cost - it matters when a simulator accounts for hundreds of nodes.
-Only Opacus' analysis module is loaded (:func:`_opacus_rdp`): importing ``opacus`` runs its
-package ``__init__``, which brings its privacy engine, optimizers and ``torch.distributed`` -
-about 90 MB of resident memory and seconds of start-up in every daemon, for two pure functions.
+:func:`clip_and_noise` clips a released update to L2 norm ``C`` and adds N(0, (zC)^2) noise: the
+update noise of every preset. It bounds what admission must accept, but no guarantee is claimed
+for it (see :mod:`learning.privacy_preset`): a chain's updates are signed and gossiped publicly,
+so a node releases in every round it takes part in and there is no participation sampling to
+amplify anything; and the noise a small federation can bear gives epsilons in the hundreds of
+thousands.
+
+The formal guarantee is the ``local-dp`` preset's: each device trains with DP-SGD
+(:mod:`learning.dpsgd`: per-example clipping, Gaussian noise on every step, Poisson-sampled
+batches of its own records), and :class:`PrivacyAccountant` composes every DP-SGD step the node
+ever released with Renyi DP (Mironov 2017) through Opacus' ``RDPAccountant``'s analysis, so our
+epsilon is exactly Opacus' for the same history. Opacus recomputes the RDP curve of every
+history entry on each query (tens of milliseconds for q < 1); since the curve of ``n`` steps is
+``n`` times that of one, we cache the one-step curve per ``(z, q)`` and combine it with Opacus'
+own arithmetic and conversion, which gives bit-identical epsilons at a fraction of the cost - it
+matters when a simulator accounts for hundreds of nodes. Only Opacus' analysis module is loaded
+(:func:`_opacus_rdp`): importing ``opacus`` runs its package ``__init__``, which brings its
+privacy engine, optimizers and ``torch.distributed`` - about 90 MB of resident memory and
+seconds of start-up in every daemon, for two pure functions (a ``local-dp`` node imports Opacus'
+per-sample gradient machinery anyway, when it first trains).
 
 Everything after the noise (top-k, quantisation, aggregation) is post-processing and costs no
 further privacy - hence the order clip -> noise -> compress on the node.
@@ -59,26 +63,11 @@ def _opacus_rdp() -> ModuleType:
 rdp_analysis = _opacus_rdp()
 
 
-def _step(history: History, noise_multiplier: float, sample_rate: float) -> History:
-    """``history`` after one more release, merged as ``RDPAccountant.step`` merges it."""
+def _step(history: History, noise_multiplier: float, sample_rate: float, steps: int = 1) -> History:
+    """``history`` after ``steps`` more mechanism steps, merged as ``RDPAccountant.step`` merges them."""
     if history and history[-1][:2] == (noise_multiplier, sample_rate):
-        return history[:-1] + [(noise_multiplier, sample_rate, history[-1][2] + 1)]
-    return history + [(noise_multiplier, sample_rate, 1)]
-
-
-MEANINGFUL_EPSILON = 10.0
-"""Above this epsilon a differential-privacy "guarantee" bounds nothing an attacker cares about
-(e^10 ~ 22,000 times likelier outcomes); budgets beyond it are reported as no formal privacy."""
-
-
-def guarantee(noise_multiplier: float, epsilon_budget: float, delta: float) -> str:
-    """What a node's privacy settings give, in one plain sentence (API, CLI, dashboard, docs)."""
-    if noise_multiplier <= 0:
-        return "no formal privacy: updates are clipped but not noised"
-    if epsilon_budget > MEANINGFUL_EPSILON:
-        return (f"no formal privacy: the epsilon budget {epsilon_budget:g} is above {MEANINGFUL_EPSILON:g}, "
-                f"where differential privacy stops meaning anything (noise multiplier {noise_multiplier:g})")
-    return f"({epsilon_budget:g}, {delta:g})-differential privacy per node over its whole data (user level)"
+        return history[:-1] + [(noise_multiplier, sample_rate, history[-1][2] + steps)]
+    return history + [(noise_multiplier, sample_rate, steps)]
 
 
 class PrivacyBudgetExhausted(RuntimeError):
@@ -110,8 +99,10 @@ def clip_and_noise(delta: np.ndarray, clip_norm: float, noise_multiplier: float,
 class PrivacyAccountant:
     """Epsilon spent by one node, with a budget checked *before* each release.
 
-    ``noise_multiplier`` and ``sample_rate`` are the node's configured defaults; calls may
-    override them per release. ``epsilon_budget = inf`` tracks spending without a cap.
+    A release is ``steps`` Gaussian-mechanism steps, each with noise multiplier ``z`` and Poisson
+    sample rate ``q`` (one DP-SGD step per local batch). ``noise_multiplier`` and ``sample_rate``
+    are the node's configured defaults; calls may override them per release.
+    ``epsilon_budget = inf`` tracks spending without a cap.
     """
 
     def __init__(self, epsilon_budget: float, delta: float = 1e-5, noise_multiplier: float = 1.0,
@@ -129,34 +120,39 @@ class PrivacyAccountant:
 
     @property
     def history(self) -> History:
-        """``(noise_multiplier, sample_rate, releases)`` runs, oldest first (Opacus' format)."""
+        """``(noise_multiplier, sample_rate, steps)`` runs, oldest first (Opacus' format)."""
         return list(self._history)
 
     @property
-    def releases(self) -> int:
+    def steps(self) -> int:
+        """Mechanism steps composed so far (DP-SGD steps, over every release)."""
         return sum(steps for _, _, steps in self._history)
 
     def epsilon(self, delta: float | None = None) -> float:
         """Epsilon spent so far at ``delta`` (the accountant's default when None)."""
         return _epsilon(self._history, self.delta if delta is None else delta)
 
-    def epsilon_after(self, noise_multiplier: float | None = None, sample_rate: float | None = None) -> float:
-        """Epsilon the node would have spent after one more release with these parameters."""
+    def epsilon_after(self, steps: int = 1, noise_multiplier: float | None = None,
+                      sample_rate: float | None = None) -> float:
+        """Epsilon the node would have spent after one more release of ``steps`` steps."""
         z, q = self._params(noise_multiplier, sample_rate)
-        return _epsilon(_step(self._history, z, q), self.delta)
+        return _epsilon(_step(self._history, z, q, _check_steps(steps)), self.delta)
 
-    def can_release(self, noise_multiplier: float | None = None, sample_rate: float | None = None) -> bool:
-        """True when one more release stays within the budget."""
-        return self.epsilon_after(noise_multiplier, sample_rate) <= self.epsilon_budget
+    def can_release(self, steps: int = 1, noise_multiplier: float | None = None,
+                    sample_rate: float | None = None) -> bool:
+        """True when one more release of ``steps`` steps stays within the budget."""
+        return self.epsilon_after(steps, noise_multiplier, sample_rate) <= self.epsilon_budget
 
-    def release(self, noise_multiplier: float | None = None, sample_rate: float | None = None) -> float:
-        """Record one release and return the new epsilon; refuse if it would exceed the budget."""
+    def release(self, steps: int = 1, noise_multiplier: float | None = None,
+                sample_rate: float | None = None) -> float:
+        """Record one release of ``steps`` steps and return the new epsilon; refuse (and record
+        nothing) if it would exceed the budget."""
         z, q = self._params(noise_multiplier, sample_rate)
-        after = self.epsilon_after(z, q)
+        after = self.epsilon_after(steps, z, q)
         if after > self.epsilon_budget:
             raise PrivacyBudgetExhausted(
                 f"release would raise epsilon to {after:.3f}, above the budget {self.epsilon_budget:.3f}")
-        self._history = _step(self._history, z, q)
+        self._history = _step(self._history, z, q, steps)
         return after
 
     def _params(self, z: float | None, q: float | None) -> tuple[float, float]:
@@ -182,7 +178,7 @@ class PrivacyAccountant:
         for z, q, n in history:
             _check_step(z, q)
             if n < 1:
-                raise ValueError(f"invalid privacy accountant state: {n} releases in a history entry")
+                raise ValueError(f"invalid privacy accountant state: {n} steps in a history entry")
         acc._history = history
         return acc
 
@@ -202,8 +198,8 @@ def _epsilon(history: History, delta: float) -> float:
         return 0.0
     total = sum([_unit_rdp(z, q) * n for z, q, n in history])
     with warnings.catch_warnings():
-        # With little noise (the product's 0.01 multiplier) the smallest order is optimal and Opacus
-        # says so on every query; the epsilon it returns is still a valid upper bound.
+        # With little noise the smallest order is optimal and Opacus says so on every query; the
+        # epsilon it returns is still a valid upper bound.
         warnings.filterwarnings("ignore", message="Optimal order is the smallest alpha")
         eps, _ = rdp_analysis.get_privacy_spent(orders=DEFAULT_ALPHAS, rdp=total, delta=delta)
     return float(eps)
@@ -214,3 +210,9 @@ def _check_step(noise_multiplier: float, sample_rate: float) -> None:
         raise ValueError(f"noise_multiplier must be finite and >= 0, got {noise_multiplier}")
     if not 0 < sample_rate <= 1:
         raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+
+
+def _check_steps(steps: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"a release takes at least one step, got {steps!r}")
+    return steps

@@ -2,7 +2,8 @@
 
 Everything every node of a chain must agree on lives here: data set and partition (so each node
 knows its shard), model, local training, the client pipeline (clip, noise, top-k encoding, error
-feedback), the aggregation rule, staleness, selection, rewards and penalties. A chain reads them
+feedback), the privacy preset (:mod:`learning.privacy_preset`), the aggregation rule, staleness,
+selection, rewards and penalties. A chain reads them
 from the genesis file's ``app`` section (:meth:`FLSettings.from_app_state`); the simulator
 (:class:`learning.sim.SimConfig`) holds one and adds only what a simulation alone needs. So a
 simulated federation runs exactly the settings a chain would, and the defaults below are the
@@ -29,11 +30,13 @@ from learning.aggregation import DEFAULT_RULE, RULE_NAMES, rule_parameters
 from learning.compression import DTYPES
 from learning.models import MODEL_NAMES
 from learning.partition import SCHEMES
+from learning.privacy_preset import PrivacyPreset, PrivacyPresetError
 from learning.selection import POLICIES
 from learning.train import LR_SCHEDULES, OPTIMIZERS
 
 DATASETS = ("digits", "fashion_mnist", "synthetic", "cifar10")
-RENAMED = {"topk": "topk_fraction", "clip": "clip_norm", "delta": "dp_delta", "alpha": "dirichlet_alpha"}
+RENAMED = {"topk": "topk_fraction", "clip": "clip_norm", "delta": "privacy.delta", "dp_delta": "privacy.delta",
+           "epsilon_budget": "privacy.epsilon", "alpha": "dirichlet_alpha"}
 """Genesis keys of earlier versions and their names now (named in the error, not accepted)."""
 
 
@@ -66,11 +69,10 @@ class FLSettings:
     optimizer: str = "sgd"
     momentum: float = 0.0
     prox_mu: float = 0.0               # FedProx proximal term (0 = plain local training)
-    # client pipeline: clip -> noise -> top-k with error feedback -> norm bound
+    # client pipeline: (DP-SGD under local-dp) -> clip -> update noise -> top-k with error feedback -> norm bound
     clip_norm: float | None = 1.0
-    noise_multiplier: float = 0.01
-    epsilon_budget: float = 1e9
-    dp_delta: float = 1e-5
+    noise_multiplier: float = 0.01     # update noise (no guarantee claimed for it; see learning.privacy_preset)
+    privacy: dict = field(default_factory=lambda: {"preset": "off"})
     topk_fraction: float | None = 0.1
     encoding: str = "float16"
     error_feedback: bool = True
@@ -107,6 +109,11 @@ class FLSettings:
     def to_app_state(self) -> dict[str, Any]:
         return {"kind": "fl", **dataclasses.asdict(self)}
 
+    @property
+    def privacy_preset(self) -> PrivacyPreset:
+        """The parsed ``privacy`` section (:meth:`validate` has refused a bad one)."""
+        return PrivacyPreset.parse(self.privacy)
+
     def validate(self, chain: bool = False) -> None:
         """Raise :class:`SettingsError` naming every inconsistent setting; ``chain`` adds what a
         chain needs beyond a simulation (a clip, a sparse encoding, no ``natural`` partition)."""
@@ -124,7 +131,6 @@ class FLSettings:
             (self.clip_norm is None or self.clip_norm > 0, "clip_norm must be > 0"),
             (self.noise_multiplier >= 0, "noise_multiplier must be >= 0"),
             (self.clip_norm is not None or self.noise_multiplier == 0, "noise needs a clip_norm"),
-            (self.epsilon_budget > 0 and 0 < self.dp_delta < 1, "epsilon_budget must be > 0 and dp_delta in (0, 1)"),
             (self.max_staleness >= 0 and self.staleness_a >= 0, "max_staleness and staleness_a must be >= 0"),
             (self.max_updates >= 1 and self.local_epochs >= 1 and (self.batch_size is None or self.batch_size >= 1),
              "max_updates, local_epochs and batch_size must be >= 1"),
@@ -144,6 +150,10 @@ class FLSettings:
                 (self.partition != "natural", "a chain cannot use the natural partition"),
             ]
         problems = [msg for ok, msg in checks if not ok]
+        try:
+            PrivacyPreset.parse(self.privacy)
+        except PrivacyPresetError as exc:
+            problems.append(str(exc))
         if self.rule in RULE_NAMES:
             # f (the assumed Byzantine count) and weight_cap (a multiple of the median weight) suit every rule
             allowed = rule_parameters(self.rule) | {"f", "weight_cap"}

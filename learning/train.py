@@ -53,7 +53,7 @@ def lr_at(t: int, eta0: float, beta: float = 1.0, kind: str = "constant") -> flo
     raise ValueError(f"unknown schedule {kind!r}; choose one of {', '.join(LR_SCHEDULES)}")
 
 
-def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-copy tensors over contiguous float32 / int64 arrays (copies only when needed)."""
     xa = np.ascontiguousarray(x, dtype=np.float32)
     ya = np.ascontiguousarray(y, dtype=np.int64)
@@ -75,7 +75,7 @@ def prepare_optimizers() -> None:
     torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0)
 
 
-def _make_optimizer(name: str, params: list[nn.Parameter], lr: float, momentum: float,
+def make_optimizer(name: str, params: list[nn.Parameter], lr: float, momentum: float,
                     weight_decay: float) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -99,7 +99,7 @@ def local_train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, start: np.nda
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if lr <= 0 or momentum < 0 or prox_mu < 0 or weight_decay < 0:
         raise ValueError("lr must be > 0 and momentum, prox_mu, weight_decay >= 0")
-    xt, yt = _tensors(x, y)
+    xt, yt = tensors(x, y)
     n = len(yt)
     bs = n if batch_size is None else int(batch_size)
     if bs < 1:
@@ -109,7 +109,7 @@ def local_train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, start: np.nda
     w0 = get_flat(model)
     params = [p for p in model.parameters() if p.requires_grad]
     anchors = [p.detach().clone() for p in params] if prox_mu > 0 else []
-    opt = _make_optimizer(optimizer, params, lr, momentum, weight_decay)
+    opt = make_optimizer(optimizer, params, lr, momentum, weight_decay)
     rng = np.random.default_rng(seed)
     model.train()
     total, steps = 0.0, 0
@@ -148,7 +148,7 @@ def fedsgd_step(model: nn.Module, x: np.ndarray, y: np.ndarray, *, start: np.nda
 @torch.no_grad()
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 4096) -> tuple[float, float]:
     """``(accuracy, mean cross-entropy)`` of ``model`` on ``(x, y)``, in evaluation mode."""
-    xt, yt = _tensors(x, y)
+    xt, yt = tensors(x, y)
     model.eval()
     correct, loss_sum = 0, 0.0
     for lo in range(0, len(yt), batch_size):

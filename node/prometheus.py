@@ -49,7 +49,6 @@ FL_GAUGES = {
     "val_loss": ("fl_val_loss", "Global model loss on this node's validation split."),
     "test_accuracy": ("fl_test_accuracy_ratio", "Global model accuracy on the common test set."),
     "test_loss": ("fl_test_loss", "Global model loss on the common test set."),
-    "epsilon": ("fl_privacy_epsilon", "Differential-privacy epsilon this node has spent."),
     "trainer:waiting_for_registration": ("fl_waiting_for_registration",
                                          "1 while this node's trainer waits to be a registered member."),
 }
@@ -215,8 +214,13 @@ class StateCollector:
             if key in values:
                 yield _gauge(name, doc, values.pop(key))
         if fl.trainer is not None:
-            yield _gauge("fl_privacy_epsilon_budget", "Epsilon after which this node stops contributing.",
-                         fl.settings.epsilon_budget)
+            # under the off preset there is no epsilon to report: the families stay, with no sample
+            yield _gauge("fl_privacy_epsilon", "Differential-privacy epsilon this node has spent (local-dp preset).",
+                         values.pop("epsilon", None))
+            yield _gauge("fl_privacy_epsilon_budget", "Epsilon this node's updates may spend (local-dp preset).",
+                         fl.settings.privacy_preset.epsilon)
+            yield _gauge("fl_privacy_exhausted", "1 once the privacy budget has stopped this node's updates.",
+                         float(fl.trainer.exhausted))
         for key, (name, doc) in FL_COUNTERS.items():
             if key in values:
                 yield _counter(name, doc, values.pop(key))

@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 
 from consensus.schedule import slot_start_ms
+from learning.privacy_preset import PRESETS
 from node.fetcher import FetchError, get_bytes, get_json
 from node.looplag import LoopLag
 from node.prometheus import NodeMetrics
@@ -262,5 +263,6 @@ def _privacy_fields(answer: Any) -> dict | None:
     peer's word, shown as such, and must not carry anything else into our answers)."""
     if not isinstance(answer, dict):
         return None
+    preset = answer.get("preset")
     return {"epsilon": finite(answer.get("epsilon")), "epsilon_budget": finite(answer.get("epsilon_budget")),
-            "exhausted": bool(answer.get("exhausted")), "dp": bool(answer.get("dp"))}
+            "exhausted": bool(answer.get("exhausted")), "preset": preset if preset in PRESETS else None}

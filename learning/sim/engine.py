@@ -10,10 +10,10 @@ and send those through the same pipeline; the round aggregates what receivers de
 global model moves. Trust is each node's stake share, and rounds reward and penalize stake as a
 chain's blocks do (block rewards to producers aside).
 
-Sync: each round, ``clients_per_round`` nodes (all by default) train from the current model.
-With privacy accounting on (noise_multiplier > 0) the nodes are Poisson-sampled with rate
-``clients_per_round / num_nodes``, the participation model the accountant assumes. Or each round
-has the nodes ``participants`` names (replaying which nodes a chain's blocks aggregated).
+Sync: each round, ``clients_per_round`` nodes (all by default, else drawn at random) train from
+the current model; a node whose privacy budget is spent (``local-dp``) no longer takes part. Or
+each round has the nodes ``participants`` names (replaying which nodes a chain's blocks
+aggregated). Which nodes take part is no secret on a chain, so no privacy accounting relies on it.
 
 Async (FedAsync / FedBuff style): every node trains continuously at its own speed; updates
 arrive in simulated-time order, and every ``clients_per_round`` arrivals are aggregated. An
@@ -222,9 +222,6 @@ class Simulator:
             chosen = [self.nodes[i] for i in sorted(set(cfg.participants[r]))]
         elif k == cfg.num_nodes:
             chosen = self.nodes
-        elif cfg.fl.noise_multiplier > 0:   # Poisson sampling, as the accountant assumes
-            mask = self._select_rng.random(cfg.num_nodes) < k / cfg.num_nodes
-            chosen = [n for n, m in zip(self.nodes, mask) if m]
         else:
             idx = np.sort(self._select_rng.choice(cfg.num_nodes, k, replace=False))
             chosen = [self.nodes[i] for i in idx]
@@ -242,7 +239,7 @@ class Simulator:
             if not chosen:
                 if not any(n.client.can_release() for n in self.nodes):
                     break                     # every privacy budget is spent
-                continue                      # Poisson sampling picked nobody this round
+                continue                      # nobody picked this round can take part
             jobs = [self._train(n) for n in chosen]
             stats.append(self._aggregate(jobs, float(r), 0, started))
         return stats

@@ -44,13 +44,6 @@ def load_federation(cfg: SimConfig) -> Federation:
                  shards_per_client=cfg.shards_per_client, min_samples=cfg.min_samples)
 
 
-def participation_rate(cfg: SimConfig) -> float:
-    """Probability that a node releases in a given round (what its privacy accountant assumes)."""
-    if cfg.mode == "async" or cfg.clients_per_round is None:
-        return 1.0
-    return cfg.clients_per_round / cfg.num_nodes
-
-
 def build_nodes(cfg: SimConfig, fed: Federation, dim: int) -> list[VirtualNode]:
     """Create every node: pick the Byzantine ones, poison their data if the attack is on data."""
     seed = cfg.fl.seed
@@ -60,7 +53,6 @@ def build_nodes(cfg: SimConfig, fed: Federation, dim: int) -> list[VirtualNode]:
     noise_rng = stream(seed if cfg.noise_seed is None else cfg.noise_seed, STREAM_NOISE)
     speeds = stream(seed, STREAM_SPEED).lognormal(0.0, cfg.speed_sigma, cfg.num_nodes)
     sizes = fed.partition.sizes()
-    rate = participation_rate(cfg)
     data_attack = cfg.attack if cfg.attack in DATA_ATTACKS else HYBRID_ATTACKS.get(cfg.attack or "")
     # a distributed trigger: the k-th attacker (in node order) stamps part k of it
     parts = {node: k for k, node in enumerate(sorted(byz))} if data_attack == "dba" else {}
@@ -73,7 +65,7 @@ def build_nodes(cfg: SimConfig, fed: Federation, dim: int) -> list[VirtualNode]:
             params = {} if data_attack != cfg.attack else {**cfg.attack_params, **({"part": parts[i]} if parts else {})}
             x, y = poison_data(data_attack, x, y, poison_rng, shard.num_classes, shard.image_shape, **params)
         client = Client(cfg.fl, np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int64), dim,
-                        noise_rng, sample_rate=rate)
+                        noise_rng)
         # Time per job grows with the node's data; speed is the node's hardware factor.
         speed = float(speeds[i] * sizes[i] / sizes.mean())
         nodes.append(VirtualNode(i, client, i in byz, speed, cfg.initial_stake))

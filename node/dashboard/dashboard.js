@@ -191,8 +191,9 @@ function showPrivacy(mine) {
     const bar = document.createElement("progress");
     bar.max = p.epsilon_budget || 1;
     bar.value = Math.min(bar.max, p.epsilon || 0);
+    const spent = p.epsilon == null ? "no formal privacy" : sig(p.epsilon) + (p.exhausted ? " (budget reached: stopped)" : "");
     rows.push([[id === view.status.node_id ? who(id) + " (this node)" : who(id), "", id],
-      p.epsilon == null ? "no DP" : sig(p.epsilon), sig(p.epsilon_budget), bar, p.guarantee || ""]);
+      spent, sig(p.epsilon_budget), bar, p.guarantee || (p.preset ? "preset " + p.preset : "")]);
   };
   add(view.status.node_id, mine);
   for (const [id, probe] of view.peerProbes || []) add(id, probe.privacy);

@@ -8,7 +8,6 @@ from typing import Any
 
 from aiohttp import web
 
-from learning.privacy import guarantee
 from node.api_base import ApiError, Param, Route, encode_list_within, page_response
 
 UPDATE_ID = Param("id", "path", "hash", "Update id: SHA-256 of the encoded update (hex).")
@@ -35,7 +34,8 @@ async def get_model(ctx: Any, request: web.Request) -> dict:
     return {**metrics, **earlier, "hash": app.model_hash.hex(), "height": app.model_height, "params": app.dim,
             "model": fl.task.model if fl.task else fl.settings.model,
             "dataset": "local files" if fl.task else fl.settings.dataset,
-            "privacy": guarantee(fl.settings.noise_multiplier, fl.settings.epsilon_budget, fl.settings.dp_delta), "rule": fl.settings.rule,
+            "privacy": fl.settings.privacy_preset.guarantee(fl.settings.noise_multiplier),
+            "privacy_preset": fl.settings.privacy_preset.preset, "rule": fl.settings.rule,
             "blob": f"/fl/model/{app.model_hash.hex()}"}
 
 
@@ -105,6 +105,7 @@ FL_ROUTES: tuple[Route, ...] = (
           "fl", (ROUND_HEIGHT,), errors=(400, 404), limit="bulk"),
     Route("GET", "/fl/updates/{id}", get_update, "One model update by id (summary, or raw bytes).", "fl",
           (UPDATE_ID, RAW), errors=(400, 404), limit="bulk"),
-    Route("GET", "/fl/privacy", get_privacy, "Differential-privacy budget spent by this node.", "fl",
+    Route("GET", "/fl/privacy", get_privacy, "The chain's privacy preset, what it gives, and the epsilon this node "
+          "has spent of its budget (and whether the budget has stopped its updates).", "fl",
           errors=(404, 503)),
 )

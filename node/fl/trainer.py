@@ -1,10 +1,12 @@
 """The node's own training loop: asynchronous, at its own pace, off the event loop.
 
 Whenever a new global model becomes final, the node runs the client pipeline
-(:class:`learning.client.Client`: train on its shard, clip and noise the delta, spending privacy
-tracked by an RDP accountant, top-k with error feedback within the norm every node admits, claim
-at most the sample count its registration declared), signs the update and gossips it. It stops
-contributing once its epsilon budget would be exceeded.
+(:class:`learning.client.Client`: train on its shard - DP-SGD under the ``local-dp`` preset, its
+privacy spending tracked by an RDP accountant - clip and noise the delta, top-k with error
+feedback within the norm every node admits, claim at most the sample count its registration
+declared), signs the update and gossips it. Under ``local-dp`` it stops sending updates once one
+more would take its epsilon past the budget; it keeps following the chain, and says so in its
+log, ``/fl/privacy`` and its metrics.
 
 All of that, and saving the trainer's state, runs on one worker thread of its own, in order; the
 event loop only hands it a copy of the model and what it needs to know of the chain, and gets
@@ -38,7 +40,6 @@ import numpy as np
 from gossip.crypto import KeyPair
 from learning.client import Client, Release
 from learning.compression import dense_bytes, wire_size
-from learning.privacy import guarantee
 from node.fl.app import TOPIC_UPDATE, FLApp
 from node.fl.update import ModelUpdate
 
@@ -51,9 +52,9 @@ class Made:
 
     update: ModelUpdate
     raw: bytes
+    loss: float           # the training loss (local: under local-dp the update carries none)
     steps: int
     epsilon: float | None
-    releases: int
     seconds: float
 
 
@@ -76,13 +77,14 @@ class Trainer:
         self.last_loss = float("nan")
         self.steps = 0                                 # snapshots of the client's state, for the loop
         self.epsilon: float | None = self.client.epsilon()
-        self.releases = 0
         self._pending_raw = b""
         self._announced_s = -float("inf")
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fl-trainer")
         self._wake = asyncio.Event()
         app.listeners.append(self._wake.set)
         self._restore()
+        if not self.client.can_release():  # a restart after the budget was spent: say so now
+            self._stop_for_budget()
 
     # ----- persistence --------------------------------------------------------------------
     def _restore(self) -> None:
@@ -96,7 +98,7 @@ class Trainer:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise RuntimeError(f"{self.state_path} is corrupt ({exc}); privacy spending cannot be "
                                "recovered, refusing to start rather than under-count it") from exc
-        self.steps, self.epsilon, self.releases = self.client.steps, self.client.epsilon(), self._releases()
+        self.steps, self.epsilon = self.client.steps, self.client.epsilon()
         if pending is not None:
             self.pending, self._pending_raw = self.app.decode_update(pending), pending
             if self.app.awaits_round(self.pending):
@@ -111,10 +113,6 @@ class Trainer:
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.state_path)
-
-    def _releases(self) -> int:
-        acc = self.client.accountant
-        return acc.releases if acc is not None else self.client.steps
 
     # ----- the loop -----------------------------------------------------------------------
     def _is_member(self) -> bool:
@@ -181,13 +179,11 @@ class Trainer:
         made = await asyncio.get_running_loop().run_in_executor(
             self._worker, self._make, start, base_height, base_hash, cap, observed)
         if made is None:
-            self.exhausted = True
-            log.warning("privacy budget epsilon=%.2f reached: this node stops contributing updates",
-                        app.settings.epsilon_budget)
+            self._stop_for_budget()
             return None
         update = made.update
         self.last_base, self.pending, self._pending_raw = (base_height, base_hash), update, made.raw
-        self.last_loss, self.steps, self.epsilon, self.releases = update.loss, made.steps, made.epsilon, made.releases
+        self.last_loss, self.steps, self.epsilon = made.loss, made.steps, made.epsilon
         self.metrics["train_seconds_total"] += made.seconds
         app.admit(update)
         self._announced_s = time.monotonic()
@@ -196,6 +192,13 @@ class Trainer:
         self.metrics["update_bytes_sent"] += wire_size(update.sparse)
         self.metrics["dense_bytes_equivalent"] += dense_bytes(app.dim)
         return update
+
+    def _stop_for_budget(self) -> None:
+        """One more update would pass the privacy budget: stop sending, and say so."""
+        self.exhausted = True
+        log.warning("privacy budget reached: epsilon spent %.3f of %g (delta %g) after %d updates; one more "
+                    "would pass it, so this node sends no more updates and only follows the chain",
+                    self.epsilon or 0.0, self.client.privacy.epsilon, self.client.privacy.delta, self.steps)
 
     def _observed(self, base_hash: bytes) -> list[np.ndarray]:
         """What of others' updates the pipeline needs (copies; an honest node needs none)."""
@@ -220,13 +223,15 @@ class Trainer:
         raw = update.encode()  # encoded and hashed (its id) here, not on the loop
         _ = update.id
         self._save((base_height, base_hash), raw)  # before it leaves the node: never train twice on a base
-        return Made(update, raw, self.client.steps, self.client.epsilon(), self._releases(), time.perf_counter() - t0)
+        return Made(update, raw, release.loss, self.client.steps, self.client.epsilon(), time.perf_counter() - t0)
 
     def privacy_view(self) -> dict:
-        s = self.app.settings
-        eps = self.epsilon
-        dp = s.noise_multiplier > 0
-        return {"dp": dp, "epsilon": eps, "delta": s.dp_delta, "epsilon_budget": s.epsilon_budget,
-                "noise_multiplier": s.noise_multiplier, "clip": s.clip_norm, "releases": self.releases,
-                "exhausted": self.exhausted, "accountant": "opacus.accountants.RDPAccountant" if dp else None,
-                "guarantee": guarantee(s.noise_multiplier, s.epsilon_budget, s.dp_delta)}
+        """``/fl/privacy``: the preset, what it gives, and what this node has spent of it."""
+        s, p = self.app.settings, self.client.privacy
+        dp_sgd = {"noise_multiplier": p.noise_multiplier, "max_grad_norm": p.max_grad_norm,
+                  "sample_rate": self.client.sample_rate, "steps_per_update": self.client.dp_steps} if p.formal else None
+        return {"preset": p.preset, "formal": p.formal, "guarantee": p.guarantee(s.noise_multiplier),
+                "epsilon": self.epsilon, "epsilon_budget": p.epsilon, "delta": p.delta, "releases": self.steps,
+                "dp_sgd_steps": self.steps * self.client.dp_steps if p.formal else None, "dp_sgd": dp_sgd,
+                "exhausted": self.exhausted, "accountant": "opacus RDP analysis" if p.formal else None,
+                "update_clip": s.clip_norm, "update_noise_multiplier": s.noise_multiplier}

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from opacus.accountants import RDPAccountant
 
 from learning.bounds import l2_norm, sparse_norm
 from learning.client import Client, Release, norm_bound
@@ -33,15 +34,47 @@ def client_and_net(shard, rng_seed: int = 0, **settings):
     return Client(s, x, y, len(get_flat(net)), np.random.default_rng(rng_seed)), net, get_flat(net)
 
 
+LOCAL_DP = {"preset": "local-dp", "epsilon": 8.0, "delta": 1e-5, "noise_multiplier": 1.5, "max_grad_norm": 1.0}
+
+
 def test_a_release_is_clipped_then_noised_and_counted(shard) -> None:
     quiet, net, start = client_and_net(shard, noise_multiplier=0.0, clip_norm=0.05)
     release = quiet.release(net, start)
     assert math.isclose(l2_norm(release.vector), 0.05, rel_tol=1e-5)  # 4 epochs at lr 0.3 move far more
-    assert quiet.steps == 1 and quiet.accountant is None and release.num_samples == 120
+    assert quiet.steps == 1 and release.num_samples == 120
     noisy, net, start = client_and_net(shard, noise_multiplier=1.0, clip_norm=0.05)
     release = noisy.release(net, start)
     assert l2_norm(release.vector) > 0.05 * math.sqrt(noisy.dim) * 0.9  # N(0, (zC)^2) per coordinate
-    assert noisy.accountant.releases == 1 and noisy.epsilon() > 0
+    # the off preset claims nothing for its update noise: no accountant, no epsilon
+    assert noisy.accountant is None and noisy.epsilon() is None and noisy.steps == 1
+    assert noisy.send(release, 10_000).loss == release.loss > 0
+
+
+def test_local_dp_trains_with_dp_sgd_and_accounts_every_step_as_opacus_does(shard) -> None:
+    client, net, start = client_and_net(shard, privacy=LOCAL_DP)
+    # 120 records, batches of 32: Poisson rate 1/4, 4 steps an epoch, 4 epochs
+    assert (client.sample_rate, client.dp_steps) == (0.25, 16)
+    release = client.release(net, start)
+    ref = RDPAccountant()
+    for _ in range(16):
+        ref.step(noise_multiplier=1.5, sample_rate=0.25)
+    assert client.epsilon() == ref.get_epsilon(delta=1e-5) and client.accountant.steps == 16
+    assert client.send(release, 10_000).loss == 0.0  # the raw training loss would leak the records
+    assert math.isfinite(release.loss) and release.num_samples == 120
+
+
+def test_dp_sgd_clips_every_example(shard) -> None:
+    """One full-batch step (q = 1) with a tiny per-example clip C moves the model by at most
+    lr * (C + noise), the noise being N(0, (zC)^2) per coordinate over 120 records; plain training
+    moves it far more."""
+    tiny = {**LOCAL_DP, "max_grad_norm": 1e-4}
+    common = {"batch_size": None, "local_epochs": 1, "lr": 0.3, "lr_schedule": "constant", "clip_norm": 10.0,
+              "noise_multiplier": 0.0}
+    dp, net, start = client_and_net(shard, privacy=tiny, **common)
+    moved = l2_norm(dp.release(net, start).vector)
+    plain, net, start = client_and_net(shard, **common)
+    noise = 1.5 * 1e-4 * math.sqrt(dp.dim) / 120
+    assert moved <= 0.3 * (1e-4 + 1.2 * noise) < l2_norm(plain.release(net, start).vector) / 100
 
 
 def test_training_and_noise_are_reproducible_from_the_seed_and_the_update_count(shard) -> None:
@@ -91,18 +124,25 @@ def test_dense_and_unclipped_sends_are_for_simulation_baselines(shard) -> None:
 
 
 def test_a_spent_budget_stops_releases(shard) -> None:
-    client, net, start = client_and_net(shard, noise_multiplier=3.0, epsilon_budget=5.0)
+    client, net, start = client_and_net(shard, privacy={**LOCAL_DP, "epsilon": 4.0, "noise_multiplier": 3.0},
+                                        local_epochs=1)
     while client.can_release():
         client.release(net, start)
-    assert client.epsilon() <= 5.0 and client.steps >= 1
-    with pytest.raises(PrivacyBudgetExhausted):
+    assert 2 <= client.steps <= 40 and client.epsilon() <= 4.0 < client.accountant.epsilon_after(client.dp_steps)
+    spent, history = client.epsilon(), client.accountant.history
+    with pytest.raises(PrivacyBudgetExhausted, match="epsilon budget 4 reached"):
         client.release(net, start)
+    assert client.epsilon() == spent and client.accountant.history == history  # a refusal spends nothing
 
 
 def test_state_survives_a_restart(shard) -> None:
-    client, net, start = client_and_net(shard, noise_multiplier=0.5)
+    client, net, start = client_and_net(shard, privacy=LOCAL_DP)
     client.send(client.release(net, start), 10_000)
-    again, _, _ = client_and_net(shard, noise_multiplier=0.5)
+    again, _, _ = client_and_net(shard, privacy=LOCAL_DP)
     again.load_state(client.state_dict())
     assert again.steps == 1 and again.accountant.history == client.accountant.history
+    assert again.epsilon() == client.epsilon() > 0
     assert np.array_equal(again.compressor.residual, client.compressor.residual)
+    off, _, _ = client_and_net(shard)
+    off.load_state(client.state_dict())  # an off node keeps no spending, whatever a file says
+    assert off.accountant is None and off.epsilon() is None

@@ -23,7 +23,7 @@ import cli.main, node.fl.service
 from learning.data import load_digits
 from learning.privacy import PrivacyAccountant
 load_digits()
-PrivacyAccountant(math.inf, noise_multiplier=1.1, sample_rate=0.5).release()
+PrivacyAccountant(math.inf, noise_multiplier=1.1, sample_rate=0.5).release(10)
 print(json.dumps(sorted(m for m in ("opacus", "sklearn") if m in sys.modules)))
 """
 

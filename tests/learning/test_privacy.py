@@ -45,12 +45,28 @@ def test_epsilon_equals_opacus_exactly() -> None:
     segments = [(1.1, 0.05, 7), (0.8, 1.0, 3), (1.1, 0.05, 4), (2.0, 0.2, 1)]
     for z, q, n in segments:
         for _ in range(n):
-            ours.release(z, q)
+            ours.release(1, z, q)
             ref.step(noise_multiplier=z, sample_rate=q)
         assert ours.epsilon() == ref.get_epsilon(delta=1e-5)
     assert ours.history == ref.history
-    assert ours.releases == 15
+    assert ours.steps == 15
     assert ours.epsilon(1e-3) == ref.get_epsilon(delta=1e-3)
+
+
+@pytest.mark.parametrize(("q", "sigma", "steps", "releases"), [(32 / 400, 1.0, 52, 3), (1 / 13, 1.1, 13, 5),
+                                                                 (0.01, 0.7, 400, 2)])
+def test_a_release_of_many_dp_sgd_steps_is_what_opacus_gets_for_those_steps(
+        q: float, sigma: float, steps: int, releases: int) -> None:
+    """A local-dp release composes ``steps`` DP-SGD steps at once: the epsilon is Opacus' for
+    the same (q, sigma, steps), stepped one at a time."""
+    ours = PrivacyAccountant(math.inf, delta=1e-5, noise_multiplier=sigma, sample_rate=q)
+    ref = RDPAccountant()
+    for _ in range(releases):
+        ours.release(steps)
+        for _ in range(steps):
+            ref.step(noise_multiplier=sigma, sample_rate=q)
+        assert ours.epsilon() == ref.get_epsilon(delta=1e-5)
+    assert ours.history == ref.history and ours.steps == steps * releases
 
 
 def test_budget_refuses_before_exceeding() -> None:
@@ -75,7 +91,7 @@ def test_state_round_trip_through_json() -> None:
     acc = PrivacyAccountant(10.0, delta=1e-6, noise_multiplier=1.3, sample_rate=0.1)
     for _ in range(5):
         acc.release()
-    acc.release(0.9, 0.5)
+    acc.release(3, 0.9, 0.5)
     state = json.loads(json.dumps(acc.to_dict()))
     back = PrivacyAccountant.from_dict(state)
     assert back.epsilon() == acc.epsilon() and back.history == acc.history
@@ -102,3 +118,7 @@ def test_parameter_validation() -> None:
     acc = PrivacyAccountant(1.0)
     with pytest.raises(ValueError):
         acc.release(noise_multiplier=-1.0)
+    for steps in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="at least one step"):
+            acc.release(steps)
+    assert acc.history == []

@@ -89,7 +89,8 @@ def test_compression_counts_exact_bytes() -> None:
 
 
 def test_privacy_budget_stops_nodes() -> None:
-    cfg = SimConfig.of(**{**BASE, "rounds": 50, "clip_norm": 1.0, "noise_multiplier": 3.0, "epsilon_budget": 5.0})
+    privacy = {"preset": "local-dp", "epsilon": 5.0, "noise_multiplier": 3.0}
+    cfg = SimConfig.of(**{**BASE, "rounds": 50, "clip_norm": 1.0, "privacy": privacy, "local_epochs": 1})
     sim = Simulator(cfg)
     result = sim.run()
     assert len(result.rounds) < 50                         # every node ran out of budget

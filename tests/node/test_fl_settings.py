@@ -50,6 +50,51 @@ def test_keys_of_earlier_versions_name_their_new_names() -> None:
         FLSettings.from_app_state({"topk": 0.1, "clip": 1.0})
 
 
+def test_privacy_keys_of_earlier_versions_name_the_preset_keys() -> None:
+    with pytest.raises(SettingsError, match=r"dp_delta \(now privacy.delta\), epsilon_budget \(now privacy.epsilon\)"):
+        FLSettings.from_app_state({"epsilon_budget": 8.0, "dp_delta": 1e-5})
+
+
+def test_the_default_privacy_preset_is_off() -> None:
+    settings = FLSettings.from_app_state({})
+    assert settings.privacy == {"preset": "off"} and not settings.privacy_preset.formal
+    assert settings.privacy_preset.guarantee(settings.noise_multiplier).startswith("no formal privacy")
+
+
+def test_a_local_dp_preset_is_pinned_in_genesis_with_its_defaults() -> None:
+    app = {"privacy": {"preset": "local-dp", "epsilon": 8}}
+    settings = FLSettings.from_app_state(app)
+    preset = settings.privacy_preset
+    assert (preset.preset, preset.epsilon, preset.delta, preset.noise_multiplier, preset.max_grad_norm) == \
+        ("local-dp", 8.0, 1e-5, 1.0, 1.0)
+    assert FLSettings.from_app_state(settings.to_app_state()) == settings
+    assert preset.guarantee(0.01).startswith("record-level (8, 1e-05)-differential privacy")
+
+
+@pytest.mark.parametrize("privacy, message", [
+    ("off", "FL setting privacy must be dict, got 'off'"),
+    ({}, "privacy must be an object naming a preset"),
+    ({"preset": "on"}, "privacy.preset must be one of off, local-dp; got 'on'"),
+    ({"preset": None}, "privacy.preset must be one of off, local-dp"),
+    ({"preset": "off", "epsilon": 8}, "privacy preset off takes no epsilon"),
+    ({"preset": "local-dp"}, "privacy preset local-dp needs an epsilon budget"),
+    ({"preset": "local-dp", "epsilon": 8, "sigma": 1.0}, "privacy preset local-dp takes no sigma"),
+    ({"preset": "local-dp", "epsilon": "8"}, "privacy.epsilon must be a finite number, got '8'"),
+    ({"preset": "local-dp", "epsilon": True}, "privacy.epsilon must be a finite number"),
+    ({"preset": "local-dp", "epsilon": float("inf")}, "privacy.epsilon must be a finite number"),
+    ({"preset": "local-dp", "epsilon": 0}, "privacy.epsilon must be in (0, 10]"),
+    ({"preset": "local-dp", "epsilon": 50}, "above it differential privacy bounds nothing"),
+    ({"preset": "local-dp", "epsilon": 8, "delta": 0.1}, "privacy.delta must be in (0, 0.001]"),
+    ({"preset": "local-dp", "epsilon": 8, "delta": 0}, "privacy.delta must be in (0, 0.001]"),
+    ({"preset": "local-dp", "epsilon": 8, "noise_multiplier": 0}, "privacy.noise_multiplier must be > 0"),
+    ({"preset": "local-dp", "epsilon": 8, "max_grad_norm": -1}, "privacy.max_grad_norm must be > 0"),
+])
+def test_bad_privacy_presets_are_refused_with_what_is_wrong(privacy: Any, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        FLSettings.from_app_state({"privacy": privacy})
+    assert message in str(info.value)
+
+
 def test_optional_settings_take_none_or_their_type() -> None:
     assert FLSettings.from_app_state({"batch_size": None}).batch_size is None
     with pytest.raises(SettingsError, match="FL setting batch_size must be int"):
@@ -85,9 +130,6 @@ def test_wrong_types_are_refused(key: str, value: Any) -> None:
     ({"topk_fraction": 1.5}, "topk_fraction must be in (0, 1]"),
     ({"clip_norm": 0.0}, "clip_norm must be > 0"),
     ({"noise_multiplier": -0.1}, "noise_multiplier must be >= 0"),
-    ({"epsilon_budget": 0.0}, "epsilon_budget must be > 0"),
-    ({"dp_delta": 0.0}, "dp_delta in (0, 1)"),
-    ({"dp_delta": 1.0}, "dp_delta in (0, 1)"),
     ({"max_staleness": -1}, "max_staleness and staleness_a must be >= 0"),
     ({"staleness_a": -0.5}, "max_staleness and staleness_a must be >= 0"),
     ({"max_updates": 0}, "max_updates, local_epochs and batch_size must be >= 1"),

@@ -134,6 +134,39 @@ async def test_the_trainer_and_the_simulator_make_the_same_update(new_app, tmp_p
         assert np.array_equal(trainer.client.compressor.residual, sim.nodes[0].client.compressor.residual)
 
 
+async def test_a_local_dp_trainer_stops_sending_when_its_budget_would_be_passed(new_app, tmp_path: Path,
+                                                                               caplog) -> None:
+    """Under local-dp every update spends epsilon; the update that would pass the budget is never
+    made, the node says so (log, /fl/privacy's view, its metrics), and a restart does not reset it."""
+    privacy = {"preset": "local-dp", "epsilon": 3.0, "noise_multiplier": 2.0}
+    settings = replace(SETTINGS, privacy=privacy, local_epochs=1)
+    path = tmp_path / "trainer.json"
+    app = new_app(0, settings=settings)
+    trainer, outbox = trainer_for(app, path)
+    assert trainer.privacy_view()["epsilon"] == 0.0 and not trainer.privacy_view()["exhausted"]
+    while (update := await trainer.train_once()) is not None:
+        assert update.loss == 0.0 and app.check_update(update, STATE) is None
+        trainer.last_base = (-1, b"")  # as if the model had moved on
+    view = trainer.privacy_view()
+    assert view["preset"] == "local-dp" and view["formal"] and view["exhausted"]
+    assert view["releases"] == len(outbox.sent) >= 2 and 0 < view["epsilon"] <= 3.0 == view["epsilon_budget"]
+    assert view["dp_sgd_steps"] == view["releases"] * view["dp_sgd"]["steps_per_update"]
+    assert "privacy budget reached" in caplog.text and "only follows the chain" in caplog.text
+    restarted, again = trainer_for(new_app(0, settings=settings), path)
+    assert restarted.privacy_view()["epsilon"] == view["epsilon"]
+    assert restarted.privacy_view()["exhausted"]  # known at start, not only at the next model
+    assert await restarted.train_once() is None and not again.sent
+
+
+async def test_an_off_trainer_reports_no_formal_privacy(new_app, tmp_path: Path) -> None:
+    trainer, _ = trainer_for(new_app(0), tmp_path / "trainer.json")
+    await trainer.train_once()
+    view = trainer.privacy_view()
+    assert (view["preset"], view["formal"], view["epsilon"], view["epsilon_budget"], view["releases"]) == \
+        ("off", False, None, None, 1)
+    assert view["guarantee"].startswith("no formal privacy")
+
+
 class StalledDisk(Trainer):
     """A trainer whose state file write waits for ``gate`` (a disk that stops answering)."""
 
