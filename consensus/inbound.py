@@ -156,7 +156,7 @@ class Inbound:
         if not proposal.verify_signature() or not block.verify_signature():
             return self._drop("bad_signature", Verdict.REJECT)
         now = e.now_ms()
-        e.clock_check.observe(now, block.header.timestamp_ms)
+        e.clock_check.observe(proposal.proposer, now, block.header.timestamp_ms)
         if block.header.timestamp_ms > now + e.genesis.max_clock_drift_ms:
             # judged by this node's clock, which may be the one that is off: the peer that
             # relayed it may be honest, so it is not penalized

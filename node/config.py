@@ -60,6 +60,7 @@ Layout::
     flood_mempool = false
     wrong_model = false
     attack = ""                 # sign_flip | gaussian | alie | ipm | minmax | scale | label_flip | backdoor
+    clock_offset_ms = 0         # run consensus and gossip on a wall clock this far off
 
 The sections are dataclasses in their own modules (``node/config_network.py``,
 ``node/config_api.py``, ``node/config_sync.py``, ``node/config_storage.py``,

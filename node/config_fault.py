@@ -21,7 +21,9 @@ class FaultConfig:
     prevotes and precommits; ``lie_height`` makes ``/status`` claim a huge final height and
     ``/blocks`` serve nothing, slowly; ``flood_mempool`` keeps submitting valid fee-free
     transactions from the node's account; ``wrong_model`` proposes blocks with a wrong model
-    hash; ``attack`` makes the node send poisoned updates (see ``learning.attacks``).
+    hash; ``attack`` makes the node send poisoned updates (see ``learning.attacks``);
+    ``clock_offset_ms`` runs the node's consensus and gossip on a wall clock that far off (a
+    device whose time synchronisation failed).
     """
 
     double_sign: bool = False
@@ -30,6 +32,7 @@ class FaultConfig:
     flood_mempool: bool = False
     wrong_model: bool = False
     attack: str = ""
+    clock_offset_ms: int = 0
 
     def validate(self) -> None:
         from learning.attacks import DATA_ATTACKS, MODEL_ATTACKS

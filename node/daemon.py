@@ -24,7 +24,13 @@ from consensus.store import ChainStore
 from gossip import Gossip
 from node.api import build_api
 from node.connections import ConnectionGuard, GuardedRunner
-from node.faults import DoubleSigningProposer, MempoolFlooder, VoteWithholdingNetwork, height_lie_middleware
+from node.faults import (
+    DoubleSigningProposer,
+    MempoolFlooder,
+    SkewedClock,
+    VoteWithholdingNetwork,
+    height_lie_middleware,
+)
 from node.fetcher import HttpBlockFetcher
 from node.home import Home, load_home
 from node.looplag import LoopLag
@@ -66,7 +72,8 @@ class Daemon:
         cfg = home.config
         if cfg.fault.any_enabled:
             log.warning("FAULT INJECTION ENABLED (%s): this node misbehaves on purpose", cfg.fault)
-        self.gossip = Gossip(home.keypair, cfg.network.gossip_config(home.genesis.chain_id))
+        self.clock = SkewedClock(cfg.fault.clock_offset_ms) if cfg.fault.clock_offset_ms else None
+        self.gossip = Gossip(home.keypair, cfg.network.gossip_config(home.genesis.chain_id), clock=self.clock)
         self.fl = None
         if home.genesis.app.get("kind") == "fl":
             from node.fl.service import (
@@ -100,7 +107,7 @@ class Daemon:
         fetcher = HttpBlockFetcher(self.session, max_block_bytes=self.home.genesis.max_block_bytes)
         self.engine = Engine(self.home.keypair, self.home.genesis, self.store, self.app, network, fetcher,
                              EngineConfig(max_message=cfg.network.max_message, checkpoint=cfg.sync.checkpoint),
-                             proposer=proposer)
+                             proposer=proposer, clock=self.clock)
         self.telemetry = Telemetry(self.engine.view, self.gossip, self.metrics, self.loop_lag, fl=self.fl,
                                    session=self.session)
         api = build_api(self.web, self.engine, self.gossip, cfg, self.home.genesis, self.telemetry, self.fl)

@@ -12,6 +12,8 @@ runs none of this code. Every fault announces itself with WARNING lines tagged `
 * ``lie_height``: :func:`height_lie_middleware` makes ``/status`` claim :data:`LIE_HEIGHT` and
   ``/blocks`` serve nothing, after :data:`LIE_DELAY_S` (the most a syncing peer's 10 s deadline
   lets it hold the peer).
+* ``clock_offset_ms``: :class:`SkewedClock` is the wall clock of the engine and of gossip, that
+  many milliseconds off (monotonic time is untouched, as on a device whose NTP failed).
 * ``flood_mempool``: :class:`MempoolFlooder` keeps submitting valid fee-free transactions (a
   transfer of 1 to itself, which leaves every balance as it was) from the node's account, each
   as soon as the mempool takes it, and gossips them.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -39,6 +42,23 @@ from gossip.codec import DecodeError, unpack
 from gossip.crypto import KeyPair
 
 log = logging.getLogger("fedchain.fault")
+
+
+class SkewedClock:
+    """A wall clock ``offset_ms`` off the real one, for the engine (``now_ms``) and for gossip
+    (``wall_ms``, ``monotonic``)."""
+
+    def __init__(self, offset_ms: int) -> None:
+        self.offset_ms = offset_ms
+        log.warning("FAULT clock_offset_ms: this node's wall clock is %+d ms off", offset_ms)
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000 + self.offset_ms
+
+    wall_ms = now_ms
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 LIE_HEIGHT = 10**15
 """The final height a ``lie_height`` node claims."""
