@@ -47,6 +47,7 @@ async def test_a_client_gone_before_its_answer_is_no_error(caplog):
     from node.api_base import Route
     from node.api_limits import Limiter
     from node.config_api import ApiConfig
+    from tests.localserve import serve
 
     gate, entered = asyncio.Event(), asyncio.Event()
     held: list[web.Request] = []
@@ -60,11 +61,7 @@ async def test_a_client_gone_before_its_answer_is_no_error(caplog):
     limiter = Limiter(ApiConfig(), (Route("GET", "/slow", slow, "slow", "test"),))
     app = web.Application(middlewares=[limiter.middleware])
     app.router.add_get("/slow", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve(app)
     try:
         with caplog.at_level(logging.DEBUG):
             sock = socket.create_connection(("127.0.0.1", port))

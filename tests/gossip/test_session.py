@@ -14,8 +14,22 @@ from aiohttp import web
 from gossip.codec import pack
 from gossip.crypto import KeyPair
 from gossip.noise import XXHandshake, generate_private
-from gossip.session import HandshakeError, Identity, SecureChannel, SessionError, handshake
-from gossip.wire import PROLOGUE, PROTOCOL_VERSION, WS_MAX_MESSAGE, Close, identity_payload, static_key_bytes
+from gossip.session import (
+    HandshakeError,
+    Identity,
+    SecureChannel,
+    SessionError,
+    handshake,
+)
+from gossip.wire import (
+    PROLOGUE,
+    PROTOCOL_VERSION,
+    WS_MAX_MESSAGE,
+    Close,
+    identity_payload,
+    static_key_bytes,
+)
+from tests.localserve import serve
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -38,11 +52,7 @@ async def ws_pair() -> AsyncIterator[Pair]:
 
     app = web.Application()
     app.router.add_get("/p2p", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve(app)
     session = aiohttp.ClientSession()
     sockets: list = []
 
