@@ -90,9 +90,10 @@ class Client:
         self.privacy = s.privacy_preset
         # the Poisson rate and step count of one release (the data set size is public: it is
         # declared at registration, and DP-SGD's sample rate assumes it)
-        self.sample_rate, self.dp_steps = dp_schedule(len(y), s.batch_size, s.local_epochs)
+        # (a node without records follows and verifies the chain and never releases: no schedule)
+        self.sample_rate, self.dp_steps = dp_schedule(len(y), s.batch_size, s.local_epochs) if len(y) else (0.0, 0)
         self.accountant = (PrivacyAccountant(self.privacy.epsilon, self.privacy.delta, self.privacy.noise_multiplier,
-                                             self.sample_rate) if self.privacy.formal else None)
+                                             self.sample_rate) if self.privacy.formal and len(y) else None)
         self.bound = norm_bound(s, self.dim)
         self.steps = 0
 

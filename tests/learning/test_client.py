@@ -146,3 +146,13 @@ def test_state_survives_a_restart(shard) -> None:
     off, _, _ = client_and_net(shard)
     off.load_state(client.state_dict())  # an off node keeps no spending, whatever a file says
     assert off.accountant is None and off.epsilon() is None
+
+
+@pytest.mark.parametrize("privacy", [{"preset": "off"}, {"preset": "local-dp", "epsilon": 4.0}])
+def test_a_node_without_records_has_a_client_that_never_spends(privacy: dict) -> None:
+    """A node with no [data] source follows and verifies the chain; its client used to fail to
+    be built ("need records and epochs >= 1"), and the daemon with it."""
+
+    s = FLSettings.from_app_state({"privacy": privacy})
+    client = Client(s, np.zeros((0, 64), np.float32), np.zeros(0, np.int64), 100, np.random.default_rng(0))
+    assert (client.sample_rate, client.dp_steps, client.epsilon()) == (0.0, 0, None)
