@@ -105,3 +105,20 @@ def test_many_addresses_holding_equal_shares_cannot_lock_out_a_busier_honest_add
     assert not t.aborted and inner.made
     assert sum(s[1].aborted for s in slow) == 1 and slow[0][1].aborted  # the longest idle gave way
     assert g.stats["evicted"] == 1
+
+
+def test_a_connection_that_has_just_opened_is_never_evicted() -> None:
+    """Found in CI: the monitor's /health connection, just opened, was the only idle connection
+    of its address (the others carried gossip sessions) and was evicted for a flooding newcomer
+    before its request head arrived."""
+    g, now = guard(max_connections_per_client=8, max_connections=8, head_timeout_ms=3000)
+    for _ in range(6):
+        c, _, _ = connect(g, "10.0.0.1")
+        g.conns[c.transport].busy = 1  # sessions in progress
+    slow = connect(g, "10.0.1.1")
+    now[0] = 5.0
+    fresh = connect(g, "10.0.0.1")  # an honest request about to be sent
+    assert not fresh[1].aborted and len(g.conns) == 8
+    newcomer = connect(g, "10.0.1.2")
+    assert not fresh[1].aborted and slow[1].aborted and not newcomer[1].aborted
+    assert connect(g, "10.0.1.3")[1].aborted  # nothing settled is idle: refused

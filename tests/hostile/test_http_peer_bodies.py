@@ -136,7 +136,7 @@ def test_huge_answers_from_a_peer_are_cut_at_what_the_request_can_need(make_test
     net = victims.net
     chain_id = net.get(0, "/genesis")["chain_id"]
     with victims.monitor() as monitor:
-        served = run_hostile(partial(hostile_http_peer, net.url(0), chain_id, free_port(), 12.0), timeout=90)
+        served = run_hostile(partial(hostile_http_peer, net.url(0), chain_id, free_port(), 20.0), timeout=90)
         print(f"\nbytes taken per answer: {served}\n{describe(monitor)}")
         victims.check(monitor, BOUNDS)
     # the victim asks the liar again and again, backing off (2 s, 4 s, ...) as it keeps failing
