@@ -9,12 +9,13 @@ the node's file descriptors (its database and its peers need them too). So, belo
   of the end of its previous request (an idle keep-alive connection is closed as well);
 * one client address (see :func:`node.api_limits.client_key`) holds at most
   ``api.max_connections_per_client`` connections, and all clients ``api.max_connections``;
-* when all are taken, a newcomer from an address that holds fewer connections than the address
-  holding the most takes the place of that address's longest idle connection (the way Bitcoin
-  Core evicts inbound peers); failing that, it takes the place of the longest idle connection of
-  any address; otherwise it is refused. Only a connection idle for more than a tenth of the head
-  deadline gives way: one that has just opened (an honest client's, about to send its request)
-  is never evicted. The second rule matters when many addresses flood: evicting each other, they
+* when all are taken, a newcomer from an address that holds fewer idle connections than the
+  address holding the most idle ones takes the place of that address's longest idle connection
+  (the way Bitcoin Core evicts inbound peers); failing that, it takes the place of the longest
+  idle connection of any address if that one has been idle for more than a tenth of the head
+  deadline; otherwise it is refused. Idle connections are what a flood holds; counting all of
+  them made an honest address whose connections carry sessions (a site's peers) the "most
+  crowded", and its one idle connection, a request about to be sent, was evicted. The second rule matters when many addresses flood: evicting each other, they
   settle at equal shares, and an honest address already holding as many (a site's peers behind
   one address) would find no address more crowded than its own and be locked out until the
   deadline. An honest client sends its request head at once, so what is idle that long is a
@@ -117,16 +118,19 @@ class ConnectionGuard:
 
     def _evict_for(self, key: str) -> bool:
         """Make room for a newcomer from ``key`` (module docstring): the longest idle connection
-        of the address holding the most, if it holds more than the newcomer's would; else the
-        longest idle connection of all. Either must have been idle for a tenth of the head
-        deadline: one that has just opened has had no chance to send its request head."""
-        crowded, held = self.per_client.most_common(1)[0]
-        settled = self.clock() - self.config.head_timeout_ms / 10_000
-        idle = [c for c in self.conns.values() if not c.busy and c.idle_since < settled]
+        of the address holding the most idle ones, if it holds more than the newcomer's would;
+        else the longest idle connection of all, if idle for a tenth of the head deadline."""
+        idle = [c for c in self.conns.values() if not c.busy]
         if not idle:
             return False
-        own = [c for c in idle if c.key == crowded]
-        victim = min(own if held > self.per_client[key] + 1 and own else idle, key=lambda c: c.idle_since)
+        per_key = Counter(c.key for c in idle)
+        crowded, held = per_key.most_common(1)[0]
+        if held > per_key[key] + 1:
+            victim = min((c for c in idle if c.key == crowded), key=lambda c: c.idle_since)
+        else:
+            victim = min(idle, key=lambda c: c.idle_since)
+            if self.clock() - victim.idle_since <= self.config.head_timeout_ms / 10_000:
+                return False
         self.stats["evicted"] += 1
         self._abort(victim)
         return True

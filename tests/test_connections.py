@@ -91,20 +91,17 @@ def test_many_addresses_holding_equal_shares_cannot_lock_out_a_busier_honest_add
     """Found in CI: eight attacker addresses evicting each other settle at an equal share of the
     server (6 each of 48). An honest address that already held as many (a site's peers' sessions)
     then found no address more crowded than itself and was refused until the head deadline.
-    A connection idle for longer than a tenth of that deadline gives way to any newcomer."""
-    g, now = guard(max_connections_per_client=8, max_connections=48, head_timeout_ms=3000)
+    What a flood holds is idle connections, and they are what is counted."""
+    g, _ = guard(max_connections_per_client=8, max_connections=48, head_timeout_ms=3000)
     honest = [connect(g, "10.0.0.1") for _ in range(6)]
     for c, _, _ in honest:
         g.conns[c.transport].busy = 1  # gossip sessions in progress
     slow = [connect(g, f"10.0.1.{i % 7}") for i in range(42)]
     assert not any(t.aborted for _, t, _ in slow) and len(g.conns) == 48
-    _, t, _ = connect(g, "10.0.0.1")
-    assert t.aborted  # young connections keep their place: the newcomer is refused
-    now[0] = 0.31
     _, t, inner = connect(g, "10.0.0.1")
     assert not t.aborted and inner.made
     assert sum(s[1].aborted for s in slow) == 1 and slow[0][1].aborted  # the longest idle gave way
-    assert g.stats["evicted"] == 1
+    assert g.stats["evicted"] == 1 and not any(h[1].aborted for h in honest)
 
 
 def test_a_connection_that_has_just_opened_is_never_evicted() -> None:
