@@ -87,11 +87,9 @@ class ByteBudget:
         self.total = total
         self.used = 0
 
-    def take(self, n: int) -> bool:
-        if self.used + n > self.total:
-            return False
+    def take(self, n: int) -> None:
+        """Count ``n`` bytes in (the queue checked that they fit)."""
         self.used += n
-        return True
 
     def give(self, n: int) -> None:
         self.used -= n
