@@ -39,12 +39,18 @@ PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "a
 
 def stale_note(name: str, result: dict) -> str:
     """A line under the heading of a section whose numbers predate the shared pipeline: its text
-    describes the code as it is, its numbers the code of the day they were measured."""
-    measured = result.get("measured_at", "")
-    if name not in PIPELINE_BENCHMARKS or measured >= PIPELINE_SINCE:
+    describes the code as it is, its numbers the code of the day they were measured. A benchmark
+    run in parts (``part_measured_at``) names the parts measured before it."""
+    if name not in PIPELINE_BENCHMARKS:
         return ""
+    parts = result.get("part_measured_at") or {}
+    old = sorted(p for p, at in parts.items() if at and at < PIPELINE_SINCE)
+    measured = min((parts[p] for p in old), default=result.get("measured_at", ""))
+    if parts and not old or not parts and measured >= PIPELINE_SINCE:
+        return ""
+    which = f"the rows of part{'s' if len(old) > 1 else ''} {', '.join(old)}" if parts else "the numbers below"
     return (f"\n> Not re-run since the shared client pipeline and the default rule's last change ({PIPELINE_SINCE}): "
-            f"the numbers below were measured {measured or 'earlier'} with the code of that day; the text describes "
+            f"{which} were measured {measured or 'earlier'} with the code of that day; the text describes "
             f"the current code.\n")
 
 

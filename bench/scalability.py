@@ -160,7 +160,12 @@ def main(argv: list[str] | None = None) -> dict:
     # what produced each part: this command, or the last run's
     earlier = last.get("part_commands") or dict.fromkeys(PARTS, last.get("command"))
     part_commands = {p: command if p in parts else earlier.get(p) for p in PARTS}
-    result = {"quick": args.quick, "command": command, "part_commands": part_commands, "dataset": s["dataset"],
+    # when each part was measured, so the report can say which rows predate a change of the code
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    earlier_at = last.get("part_measured_at") or dict.fromkeys(PARTS, last.get("measured_at"))
+    part_measured_at = {p: now if p in parts else earlier_at.get(p) for p in PARTS}
+    result = {"quick": args.quick, "command": command, "part_commands": part_commands,
+              "part_measured_at": part_measured_at, "dataset": s["dataset"],
               "model": "logreg", "partition": "iid",
               "rounds": s["rounds"], "seeds": s["seeds"], "simulator": sim, "simulator_wall_s": sim_wall,
               "daemons": daemons, "slot_ms": SLOT_MS, "blocks": s["blocks"], "fl_window_s": s["fl_window"],
