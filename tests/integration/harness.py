@@ -116,11 +116,15 @@ class Testnet:
         """Start node ``i``'s daemon; ``env`` adds to the environment (a CPU kind, a skewed clock)."""
         home = home or self.home(i)
         log = open(home / "daemon.out", "ab")
-        proc = subprocess.Popen([*CLI, "node", "start", "--home", str(home)], cwd=REPO, stdout=log,
+        proc = subprocess.Popen(self.launch(i, [*CLI, "node", "start", "--home", str(home)]), cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **env} if env else None)
         self.procs[i] = proc
         return proc
+
+    def launch(self, i: int, argv: list[str]) -> list[str]:
+        """The command that runs ``argv`` for node ``i`` (on this host; a subclass may place it elsewhere)."""
+        return argv
 
     def start_all(self) -> None:
         self.rewrite_genesis()
