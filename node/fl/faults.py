@@ -116,7 +116,7 @@ class AttackingTrainer(Trainer):
 
 def fl_app_class(fault: Any) -> type[FLApp]:
     """The application class a node with ``[fault]`` settings ``fault`` runs."""
-    return WrongModelApp if fault.wrong_model else FLApp
+    return WrongModelApp if fault.wrong_model else LyingPartialApp if fault.lying_partial else FLApp
 
 
 def make_trainer(fault: Any, *args: Any, **kwargs: Any) -> Trainer:
