@@ -92,6 +92,7 @@ class HierarchyChecks(PayloadChecks):
                 else:
                     vectors[r.cluster] = vector
         self.metrics["clusters_rerun"] += len(mine)
+        self.metrics["partials_fetched"] += len(vectors)
         model = await asyncio.to_thread(self._rerun_clusters, ctx, p, updates, rnd, sorted(mine), vectors, offsets,
                                         hierarchy)
         if model is not self.model:
