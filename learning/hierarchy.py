@@ -102,10 +102,20 @@ def cluster_seed(seed: int, cluster: int) -> int:
     return int.from_bytes(hashlib.sha256(f"fedchain/cluster-rule/{seed}/{cluster}".encode()).digest()[:8], "big")
 
 
-def verifier_clusters(seed: int, verifier: object, k: int, count: int) -> list[int]:
-    """The clusters a verifier re-runs: ``count`` consecutive ones from a start its id and the
-    round's seed pick, so that delegates spread over the clusters and nobody chooses its own."""
-    start = int.from_bytes(hashlib.sha256(f"fedchain/verify/{seed}/{verifier}".encode()).digest()[:8], "big") % k
+def verifier_clusters(seed: int, verifier: object, k: int, count: int,
+                      committee: Sequence[object] = ()) -> list[int]:
+    """The ``count`` consecutive clusters a verifier re-runs, from a start nobody chooses.
+
+    A member of ``committee`` (a chain's delegates) takes its rank when the committee is sorted by
+    a hash of the round's seed and each id, and starts at ``rank * count``: the committee deals
+    itself the clusters in turn, so when ``len(committee) * count >= k`` every cluster has a
+    watcher, and no cluster more than one beyond the others. Anyone else starts where a hash of
+    the seed and its id points."""
+    if verifier in committee:
+        ranked = sorted(committee, key=lambda member: (_key(seed, f"verify/{member}"), str(member)))
+        start = ranked.index(verifier) * count % k
+    else:
+        start = int.from_bytes(_key(seed, f"verify/{verifier}")[:8], "big") % k
     return sorted({(start + i) % k for i in range(min(count, k))})
 
 

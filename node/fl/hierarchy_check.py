@@ -4,16 +4,17 @@ A verifier does not re-run every cluster. It checks, for all of them, what is ch
 clusters are the assignment of this height, that the weights are the updates' own, that a
 partial's weight is the weight of the members its cluster accepted, that no member of a partial
 set aside is accepted, and that the clusters' evaluations add up. It re-runs the ``verify``
-clusters :func:`learning.hierarchy.verifier_clusters` assigns it (from the height and its id, so
-delegates spread over the clusters and nobody picks its own) and compares decisions, scores,
+clusters :func:`learning.hierarchy.verifier_clusters` assigns it (the delegates, ranked by a hash
+of the height and their ids, deal themselves the clusters in turn; nobody picks its own) and compares decisions, scores,
 weight and the partial's hash; every other partial it takes by hash (from its blob store or a
 peer, checked against the hash; a partial it cannot obtain it re-runs). Then it re-runs the
 combination and compares the model hash.
 
 So a proposer that lies about one cluster's partial is caught by the delegates assigned that
-cluster (a fault: the partial's hash is provably wrong); the others accept it. The assignment
-covers every cluster when the delegates times ``verify`` reach the number of clusters; below
-that a lie about an unwatched cluster passes the block's votes (``docs/decisions.md``).
+cluster (a fault: the partial's hash is provably wrong); the others accept it. Every cluster is
+watched when the delegates times ``verify`` reach the number of clusters, but a block needs only
+2/3 of the votes, so the watchers refuse a lie alone only when they hold more than a third of
+them (``docs/decisions.md``).
 Differences a CPU could cause (decisions, scores, evaluations) are "not agreed", as in a flat
 round (:mod:`node.fl.verify`).
 """
@@ -82,7 +83,7 @@ class HierarchyChecks(PayloadChecks):
             raise BadPayload("the clusters claim more evaluations than the payload records")
         for r in p.partials:
             self._check_record(p, r, rnd)
-        mine = set(verifier_clusters(ctx.height, self.node_id, k, hierarchy.verify))
+        mine = set(verifier_clusters(ctx.height, self.node_id, k, hierarchy.verify, ctx.state.delegates))
         vectors: dict[int, np.ndarray] = {}
         for r in p.partials:
             if r.cluster not in mine and r.hash:

@@ -45,6 +45,18 @@ def test_verifiers_are_assigned_distinct_clusters_from_the_seed_and_their_id() -
     assert verifier_clusters(5, SENDERS[0], 3, 9) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("delegates, k, count", [(4, 8, 2), (21, 50, 3), (7, 7, 1), (10, 3, 1)])
+def test_delegates_deal_themselves_every_cluster_in_turn(delegates: int, k: int, count: int) -> None:
+    committee = SENDERS[:delegates]
+    watchers = np.zeros(k, dtype=int)
+    for member in committee:
+        picked = verifier_clusters(9, member, k, count, committee)
+        assert len(picked) == min(count, k)
+        watchers[picked] += 1
+    assert watchers.min() >= 1 and watchers.max() - watchers.min() <= 1
+    assert verifier_clusters(9, SENDERS[-1], k, count, committee) == verifier_clusters(9, SENDERS[-1], k, count)
+
+
 def test_the_geometric_median_combination_keeps_a_wrong_partial_from_dragging_the_aggregate() -> None:
     partials, mu = honest(6, seed=1, spread=0.1)
     partials[2] = -20 * mu                                      # one cluster's partial is a lie

@@ -13,7 +13,7 @@ from node.fl.app import FLApp
 from node.fl.faults import LyingPartialApp
 from node.fl.round import Payload
 from tests.consensus.helpers import IDS, KEYS
-from tests.node.helpers import SETTINGS, admit_all, ctx, round_updates, signed_header
+from tests.node.helpers import SETTINGS, STATE, admit_all, ctx, round_updates, signed_header
 
 TIERED = replace(SETTINGS, hierarchy={"threshold": 4, "cluster_size": 2, "verify": 1})
 """Four updates in two clusters of two; each verifier re-runs one cluster."""
@@ -24,8 +24,9 @@ def decode(payload: bytes) -> Payload:
 
 
 def verifier_of(cluster: int, assigned: bool) -> str:
-    """A node id that the assignment of height 1 does (or does not) give ``cluster`` to re-run."""
-    return next(v for v in IDS[1:] if (cluster in verifier_clusters(1, v, 2, 1)) is assigned)
+    """A delegate that the assignment of height 1 does (or does not) give ``cluster`` to re-run."""
+    return next(v for v in STATE.delegates if v != IDS[0]
+                and (cluster in verifier_clusters(1, v, 2, 1, STATE.delegates)) is assigned)
 
 
 def serving(app: FLApp):
