@@ -114,3 +114,17 @@ async def test_a_flat_payload_may_not_carry_partials(new_app) -> None:
                      partials=decode(await tiered.prepare_payload(ctx())).partials).encode()
     verdict = await verifier.verify_payload(ctx(header=signed_header(KEYS[0], forged)), forged)
     assert not verdict.ok and "other cluster partials" in verdict.reason, verdict.reason
+
+
+@pytest.mark.parametrize("tail, problem", [
+    ([[]], "fl payload partials malformed"),                       # a flat payload has no tenth field
+    ([[[0, [0, 1], b"", 1, 0, True]]], "fl payload partial malformed"),   # an int weight
+    ([[[0, [-1], b"", 1.0, 0, True]]], "fl payload partial malformed"),
+])
+def test_malformed_cluster_records_do_not_decode(tail: list, problem: str) -> None:
+    from gossip.codec import DecodeError, pack
+
+    fields = ["fl/2", "clustering", b"a", b"b", [], [], [], [], ""]
+    assert decode(pack(fields)).partials == ()
+    with pytest.raises(DecodeError, match=problem):
+        decode(pack(fields + tail))
