@@ -30,3 +30,25 @@ def test_four_daemons_on_different_kernels_agree_on_hierarchical_rounds(make_tes
     # delegates re-ran their own cluster and took the other partial by hash from the proposer
     assert sum(metric(net, i, "fedchain_fl_events_total", event="clusters_rerun") for i in range(4)) >= 3
     assert sum(metric(net, i, "fedchain_fl_events_total", event="partials_fetched") for i in range(4)) >= 3
+
+
+@pytest.mark.timeout(240)
+def test_a_lying_cluster_head_never_makes_a_final_block_and_is_punished(make_testnet):
+    """Every delegate re-runs both clusters (``verify`` = the cluster count), so every honest one
+    proves the liar's partial wrong: its hierarchical proposals never finalize, and a later
+    proposal of the height carries the fault that costs it stake."""
+    from node.fl.settings import FLSettings
+    from tests.integration.harness import wait_for
+
+    hierarchy = {"threshold": 3, "cluster_size": 2, "verify": 2}
+    net = make_testnet(4, slot_ms=1500, app="fl", genesis={"app": FLSettings(hierarchy=hierarchy).to_app_state()})
+    net.enable_faults(3, "lying_partial")
+    net.start_all()
+    liar = net.node_id(3)
+    net.wait_height(14, timeout=180)
+    blocks = {h: net.get(0, f"/blocks/{h}")["producer"] for h in range(1, 15)}
+    recs = dict(zip(range(1, 15), rounds(net, 0, range(1, 15))))
+    assert not [h for h, who in blocks.items() if who == liar and "clusters" in recs[h]], (blocks, recs)
+    assert any(r["faults"] for r in recs.values()), recs
+    wait_for(lambda: net.get(0, f"/accounts/{liar}")["penalties_total"] >= 20, 30, "the liar's penalty")
+    assert any(metric(net, i, "fedchain_fl_events_total", event="bad_payloads") >= 1 for i in range(3))
