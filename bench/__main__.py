@@ -28,6 +28,7 @@ BENCHMARKS = {
     "ablation": "bench.ablation",
     "adversary": "bench.adversary",
     "selection": "bench.selection",
+    "hierarchy": "bench.hierarchy",
     "flower": "bench.flower",
     "netsim": "bench.netsim",
     "chaos": "bench.chaos",

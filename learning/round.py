@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from learning.aggregation import AggregationResult, aggregate, staleness_weight
+from learning.hierarchy import Partial, run_hierarchy
 from learning.settings import FLSettings
 
 Aggregator = Callable[..., AggregationResult]
@@ -43,6 +44,7 @@ class RoundOutcome:
     reasons: list[str]         # '' when accepted
     scores: np.ndarray         # (n,) float64 suspicion (higher = more suspicious; nan when skipped)
     skipped: str = ""          # why the round was skipped ('' if it was not)
+    partials: tuple[Partial, ...] = ()   # a hierarchical round's clusters (learning.hierarchy), in order
 
 
 def round_weights(samples: Sequence[float], staleness: Sequence[float], staleness_a: float) -> np.ndarray:
@@ -68,7 +70,7 @@ def skipped(model: np.ndarray, weights: np.ndarray, why: str) -> RoundOutcome:
 def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samples: Sequence[float],
               staleness: Sequence[float], trust: Sequence[float], *, seed: int,
               evaluate: Callable[[np.ndarray], float] | None = None,
-              aggregator: Aggregator = aggregate) -> RoundOutcome:
+              aggregator: Aggregator = aggregate, senders: Sequence[object] | None = None) -> RoundOutcome:
     """Aggregate ``updates`` (n, d) onto ``model`` with the settings' rule.
 
     ``samples``, ``staleness`` (model versions since each update's base) and ``trust`` (each
@@ -76,6 +78,9 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
     public evaluation set); the clustering rule tunes its radius with it. The rule's parameters,
     the assumed Byzantine count ``f`` among them, are the settings' ``rule_params``. ``seed``
     drives the rule's only randomness (a chain uses the block height).
+
+    With a genesis ``hierarchy`` and at least its threshold of updates, the round is hierarchical
+    (:mod:`learning.hierarchy`): ``senders`` (one id per update) then place updates in clusters.
     """
     n = len(samples)
     weights = round_weights(samples, staleness, settings.staleness_a)
@@ -87,14 +92,30 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
         return RoundOutcome(model, weights, np.zeros(n, dtype=bool), ["zero weight"] * n, np.full(n, np.inf))
     lr = np.float32(settings.server_lr)
     rule_evaluate = None if evaluate is None else (lambda delta: evaluate(model + lr * delta))
+    hierarchy = settings.hierarchy_rule
+    if hierarchy is not None and hierarchy.applies(n):
+        if senders is None or len(senders) != n:
+            raise ValueError("a hierarchical round needs one sender id per update")
+        try:
+            h = run_hierarchy(aggregator, hierarchy, settings.rule, settings.rule_params,
+                              np.asarray(updates, dtype=np.float32), weights, trusts, senders, seed, rule_evaluate)
+        except ValueError as exc:
+            return skipped(model, weights, f"aggregation failed: {exc}")
+        return _moved(model, lr, h.vector, weights, h.accepted, h.reasons, h.scores, h.partials)
     try:
         result = aggregator(settings.rule, np.asarray(updates, dtype=np.float32), weights, trust=trusts, seed=seed,
                             evaluate=rule_evaluate, **settings.rule_params)
     except ValueError as exc:  # the library's AggregationError (no finite aggregate) is a ValueError
         return skipped(model, weights, f"aggregation failed: {exc}")
+    return _moved(model, lr, result.vector, weights, result.accepted, [str(r) for r in result.reasons], result.scores)
+
+
+def _moved(model: np.ndarray, lr: np.float32, vector: np.ndarray, weights: np.ndarray, accepted: np.ndarray,
+           reasons: list[str], scores: np.ndarray, partials: tuple[Partial, ...] = ()) -> RoundOutcome:
+    """The model moved by ``lr`` times the aggregate, or a skipped round if that is not finite."""
     with np.errstate(over="ignore", invalid="ignore"):
-        new_model = (model + lr * result.vector).astype(np.float32)
+        new_model = (model + lr * vector).astype(np.float32)
     if not np.isfinite(new_model).all():
         return skipped(model, weights, "the new model is not finite")
-    return RoundOutcome(new_model, weights, np.asarray(result.accepted, dtype=bool), [str(r) for r in result.reasons],
-                        np.asarray(result.scores, dtype=np.float64))
+    return RoundOutcome(new_model, weights, np.asarray(accepted, dtype=bool), reasons,
+                        np.asarray(scores, dtype=np.float64), partials=partials)

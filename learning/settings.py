@@ -28,6 +28,7 @@ from typing import Any
 
 from learning.aggregation import DEFAULT_RULE, RULE_NAMES, rule_parameters
 from learning.compression import DTYPES
+from learning.hierarchy import Hierarchy
 from learning.models import MODEL_NAMES
 from learning.partition import SCHEMES
 from learning.privacy_preset import PrivacyPreset, PrivacyPresetError
@@ -86,6 +87,7 @@ class FLSettings:
     staleness_a: float = 0.5
     selection: str = "all"             # all: every eligible update (max_updates applies to the others)
     max_updates: int = 64
+    hierarchy: dict = field(default_factory=dict)   # {} = flat rounds; see learning.hierarchy.Hierarchy
     # rewards and penalties (stake; trust is the stake share)
     reward_accepted: int = 2
     penalty_rejected: int = 5
@@ -108,6 +110,11 @@ class FLSettings:
 
     def to_app_state(self) -> dict[str, Any]:
         return {"kind": "fl", **dataclasses.asdict(self)}
+
+    @property
+    def hierarchy_rule(self) -> Hierarchy | None:
+        """The parsed ``hierarchy`` section (None: every round flat; :meth:`validate` refused a bad one)."""
+        return Hierarchy.parse(self.hierarchy)
 
     @property
     def privacy_preset(self) -> PrivacyPreset:
@@ -153,6 +160,10 @@ class FLSettings:
         try:
             PrivacyPreset.parse(self.privacy)
         except PrivacyPresetError as exc:
+            problems.append(str(exc))
+        try:
+            Hierarchy.parse(self.hierarchy)
+        except ValueError as exc:
             problems.append(str(exc))
         if self.rule in RULE_NAMES:
             # f (the assumed Byzantine count) and weight_cap (a multiple of the median weight) suit every rule

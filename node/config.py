@@ -59,6 +59,7 @@ Layout::
     lie_height = false
     flood_mempool = false
     wrong_model = false
+    lying_partial = false       # hierarchical rounds: lie about one cluster's partial aggregate
     attack = ""                 # sign_flip | gaussian | alie | ipm | minmax | scale | label_flip | backdoor
     clock_offset_ms = 0         # run consensus and gossip on a wall clock this far off
 

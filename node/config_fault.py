@@ -21,7 +21,8 @@ class FaultConfig:
     prevotes and precommits; ``lie_height`` makes ``/status`` claim a huge final height and
     ``/blocks`` serve nothing, slowly; ``flood_mempool`` keeps submitting valid fee-free
     transactions from the node's account; ``wrong_model`` proposes blocks with a wrong model
-    hash; ``attack`` makes the node send poisoned updates (see ``learning.attacks``);
+    hash; ``lying_partial`` proposes hierarchical rounds with one cluster's partial aggregate
+    wrong (and everything else consistent with it); ``attack`` makes the node send poisoned updates (see ``learning.attacks``);
     ``clock_offset_ms`` runs the node's consensus and gossip on a wall clock that far off (a
     device whose time synchronisation failed).
     """
@@ -31,6 +32,7 @@ class FaultConfig:
     lie_height: bool = False
     flood_mempool: bool = False
     wrong_model: bool = False
+    lying_partial: bool = False
     attack: str = ""
     clock_offset_ms: int = 0
 

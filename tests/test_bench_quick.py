@@ -145,3 +145,21 @@ def test_adversary_quick_measures_every_goal_and_renders(tmp_path: Path) -> None
 
     section = report(result)
     assert section.startswith("## Adaptive adversaries") and "results/adversary.png" in section
+
+
+@pytest.mark.timeout(180)
+def test_hierarchy_quick_compares_flat_and_clustered_rounds_and_renders(tmp_path: Path) -> None:
+    result = run_quick("hierarchy", tmp_path, 170)
+    rows = {row["variant"]: row for row in result["rows"]}
+    assert set(rows) == set(result["variants"])
+    assert rows["100 flat"]["vs_flat_final"]["mean"] == 0.0
+    clustered = [run for run in result["runs"] if "clusters" in run["variant"]]
+    assert clustered and all(0.0 <= a <= 1.0 for run in clustered for a in run["accuracy"])
+    (work,) = result["work"]
+    labels = [k for k in work if k.startswith("clusters of")]
+    assert labels and all(work[k]["clusters"] >= 2 and work[k]["verifier_s"] > 0 for k in labels)
+
+    from bench.hierarchy import report
+
+    section = report(result)
+    assert section.startswith("## Hierarchical aggregation") and "results/hierarchy.png" in section

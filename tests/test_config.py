@@ -36,7 +36,8 @@ def test_custom_values_round_trip(tmp_path):
     assert loaded.fault.any_enabled
 
 
-@pytest.mark.parametrize("key", ["double_sign", "withhold_votes", "lie_height", "flood_mempool", "wrong_model"])
+@pytest.mark.parametrize("key", ["double_sign", "withhold_votes", "lie_height", "flood_mempool", "wrong_model",
+                                 "lying_partial"])
 def test_each_fault_switch_parses_and_counts_as_enabled(key):
     cfg = parse_config(f"[fault]\n{key} = true\n")
     assert getattr(cfg.fault, key) is True and cfg.fault.any_enabled

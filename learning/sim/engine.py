@@ -182,7 +182,7 @@ class Simulator:
         trust = self.trust()
         outcome = run_round(cfg.fl, self.global_flat, np.stack([s.vector for s in sent]), self._claims(jobs, sent),
                             staleness, [trust[j.node.node_id] for j in jobs], seed=self.version + 1,
-                            evaluate=self._score, aggregator=self._aggregator)
+                            evaluate=self._score, aggregator=self._aggregator, senders=[j.node.node_id for j in jobs])
         for job, change in zip(jobs, stake_changes(cfg.fl, outcome)):
             job.node.stake = max(0, job.node.stake + change)
         self.global_flat = outcome.model

@@ -34,13 +34,14 @@ from learning.models import build_model, get_flat, set_flat
 from learning.train import evaluate, prepare_optimizers
 from node.fl.blobs import BlobError, BlobStore, model_bytes, parse_model
 from node.fl.data import NodeData
+from node.fl.hierarchy_check import HierarchyChecks
 from node.fl.intake import UpdateIntake
 from node.fl.pool import UpdatePool
 from node.fl.round import NOT_AGREED, Equivocation, Payload, RoundResult, block_round
 from node.fl.settings import FLSettings
 from node.fl.task import Task
 from node.fl.update import ModelUpdate
-from node.fl.verify import BadPayload, Disagreement, EvalLog, EvalReplay, PayloadChecks
+from node.fl.verify import BadPayload, Disagreement, EvalLog, EvalReplay
 from node.fl.window import Window
 
 log = logging.getLogger("fedchain.fl")
@@ -63,13 +64,14 @@ def round_key(height: int) -> bytes:
     return b"fl/round/" + height.to_bytes(8, "big")
 
 
-class FLApp(UpdateIntake, PayloadChecks):
+class FLApp(UpdateIntake, HierarchyChecks):
     def __init__(self, settings: FLSettings, chain_id: str, data: NodeData, blobs: BlobStore, *,
                  fetch: Fetch | None = None, fetch_model: FetchModel | None = None, max_message: int = 8 << 20,
-                 model_retention: int = 64, update_retention: int = 0) -> None:
+                 model_retention: int = 64, update_retention: int = 0, node_id: str = "") -> None:
         torch.set_num_threads(1)  # room for many daemons per core
         prepare_optimizers()  # torch's optimizers load torch._dynamo on first use: pay it before the first slot
         self.settings = settings
+        self.node_id = node_id  # picks the clusters of a hierarchical round this node re-runs
         self.task = Task.from_dict(settings.task) if settings.task else None
         self.chain_id = chain_id
         self.data = data
@@ -123,6 +125,9 @@ class FLApp(UpdateIntake, PayloadChecks):
         a model it produces is on disk before this returns, so it can be named by a final block."""
         args = (self.settings, self.model, self.model_height, self.model_hash, updates, trust, height, evaluate)
         result = await asyncio.to_thread(block_round, *args)
+        for partial in result.partials:  # served by hash, like models, to verifiers that do not re-run its cluster
+            if partial is not None:
+                self.blobs.put("model", model_bytes(partial), height)
         if result.payload.new_hash != result.payload.base_hash:
             await self.blobs.put_durable("model", model_bytes(result.model), height)
         return result
@@ -190,7 +195,7 @@ class FLApp(UpdateIntake, PayloadChecks):
         recorder = EvalLog(self.model_evaluator())
         result = await self.run_round_async(updates, ctx.height, self.trust_of(st, updates), recorder)
         return RoundResult(replace(result.payload, evals=tuple(recorder.values), equivocations=evidence,
-                                   faults=faults), result.model)
+                                   faults=faults), result.model, result.partials)
 
     def _evidence_to_carry(self) -> tuple[Equivocation, ...]:
         """Known equivocations whose base is still in the window and that nobody punished yet."""

@@ -6,7 +6,10 @@ the block deciding the height punishes it). ``AttackingTrainer`` sends poisoned 
 attacks (sign flip, Gaussian, ALIE, IPM, min-max, scaling) craft the released vector from what
 the node observes, data attacks (label flip, backdoor) poison its shard. Its updates stay within
 the admitted norm and sample bounds, as a careful attacker's would, so the robust aggregation
-rule is what has to stop them. Both are logged loudly. Never enable them on a real chain.
+rule is what has to stop them. ``LyingPartialApp`` is a proposer (the cluster head of every
+cluster of its block) that lies about one cluster's partial aggregate of a hierarchical round,
+consistently: only a delegate that re-runs that cluster can tell. All are logged loudly. Never
+enable them on a real chain.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ import numpy as np
 
 from consensus.app import BlockContext
 from gossip.crypto import sha256
+from learning.aggregation import aggregate
 from learning.attacks import DATA_ATTACKS, MODEL_ATTACKS, craft_updates, poison_data
 from learning.client import Release
+from learning.hierarchy import combine
 from node.fl.app import FLApp
+from node.fl.blobs import model_bytes, model_hash
 from node.fl.round import Payload, RoundResult
+from node.fl.verify import EvalLog
 from node.fl.trainer import Trainer
 
 log = logging.getLogger("fedchain.fault")
@@ -40,6 +47,44 @@ class WrongModelApp(FLApp):
         lie = replace(p, new_hash=sha256(b"wrong" + p.new_hash)).encode()
         self._remember(ctx.height, sha256(lie), RoundResult(p, self.model))
         return lie
+
+
+class LyingPartialApp(FLApp):
+    """An FL application whose hierarchical proposals replace cluster ``lie_cluster``'s partial
+    aggregate by its sign flip, three times as long. The combination, its evaluations and the
+    model hash are recomputed from the lie and the lie is served by its hash like an honest
+    partial, so the payload is consistent everywhere except in that one cluster."""
+
+    lie_cluster = 0
+
+    async def prepare_payload(self, ctx: BlockContext) -> bytes:
+        honest = await super().prepare_payload(ctx)
+        result = self._results[ctx.height][sha256(honest)]
+        p, c = result.payload, self.lie_cluster
+        if c >= len(result.partials) or result.partials[c] is None:
+            return honest
+        vectors = list(result.partials)
+        vectors[c] = (-3.0 * vectors[c]).astype(np.float32)
+        log.warning("FAULT lying_partial: proposing a wrong partial for cluster %d at height %d", c, ctx.height)
+        used = [r for r in p.partials if r.hash and r.weight > 0]
+        s = self.settings
+        lr = np.float32(s.server_lr)
+        recorder = EvalLog(self.model_evaluator())
+        params = {k: v for k, v in s.rule_params.items() if k != "weight_cap"}
+        vector, kept = combine(aggregate, s.hierarchy_rule.combine, s.rule, params,
+                               np.stack([vectors[r.cluster] for r in used]), np.array([r.weight for r in used]),
+                               ctx.height, lambda delta: recorder(self.model + lr * delta))
+        model = (self.model + lr * vector).astype(np.float32)
+        keeps = {r.cluster: k for r, k in zip(used, kept.tolist())}
+        records = tuple(replace(r, hash=model_hash(vectors[c]) if r.cluster == c else r.hash,
+                                kept=keeps.get(r.cluster, r.kept)) for r in p.partials)
+        clusters_evals = sum(r.evaluations for r in p.partials)
+        lie = replace(p, partials=records, new_hash=model_hash(model),
+                      evals=p.evals[:clusters_evals] + tuple(recorder.values))
+        self.blobs.put("model", model_bytes(vectors[c]), ctx.height)
+        data = lie.encode()
+        self._remember(ctx.height, sha256(data), RoundResult(lie, model, tuple(vectors)))
+        return data
 
 
 class AttackingTrainer(Trainer):
@@ -71,7 +116,7 @@ class AttackingTrainer(Trainer):
 
 def fl_app_class(fault: Any) -> type[FLApp]:
     """The application class a node with ``[fault]`` settings ``fault`` runs."""
-    return WrongModelApp if fault.wrong_model else FLApp
+    return WrongModelApp if fault.wrong_model else LyingPartialApp if fault.lying_partial else FLApp
 
 
 def make_trainer(fault: Any, *args: Any, **kwargs: Any) -> Trainer:

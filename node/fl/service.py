@@ -57,6 +57,7 @@ class FLService:
         self.fault = home.config.fault
         self.app = fl_app_class(self.fault)(
             self.settings, g.chain_id, data, self.blobs, fetch=self.fetch_update, fetch_model=self.fetch_model,
+            node_id=home.keypair.node_id,
             max_message=home.config.network.max_message, model_retention=home.config.storage.model_retention,
             update_retention=home.config.storage.update_retention)
         self.trainer: Trainer | None = None

@@ -121,6 +121,10 @@ class PayloadChecks:
         banned = await self._check_evidence(ctx, p)
         updates = await self._check_listed(ctx, p, banned)
         await self._check_faults(ctx, p)
+        return await self.rerun(ctx, p, updates)
+
+    async def rerun(self, ctx: BlockContext, p: Payload, updates: list[ModelUpdate]) -> RoundResult:
+        """Re-run the whole round on the listed updates and compare it with the payload."""
         replay = EvalReplay(self.model_evaluator(), p.evals, len(self.data.public_eval))
         result = await self.run_round_async(updates, ctx.height, self.trust_of(ctx.state, updates), replay)
         mine = result.payload
@@ -129,6 +133,8 @@ class PayloadChecks:
             raise Disagreement("round not agreed: re-running the aggregation reaches other decisions")
         if mine.new_hash != p.new_hash:
             raise BadPayload("re-running the aggregation gives a different model hash")
+        if mine.partials != p.partials:
+            raise BadPayload("re-running the aggregation gives other cluster partials")
         if not all(scores_agree(a.score, b.score) for a, b in zip(mine.considered, p.considered)):
             raise Disagreement("round not agreed: suspicion scores differ beyond the tolerance")
         return RoundResult(p, result.model)

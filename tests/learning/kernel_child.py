@@ -1,4 +1,5 @@
-"""Run every aggregation rule on a recorded round and print SHA-256 digests of every output field.
+"""Run every aggregation rule, and a hierarchical round with each combination, on a recorded round
+and print SHA-256 digests of every output field.
 
 Started as ``python -m tests.learning.kernel_child ROUND.npz`` by
 ``test_aggregation_determinism.py`` under different ``OPENBLAS_CORETYPE`` and
@@ -10,12 +11,14 @@ of the same updates, to show that the kernel really changed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import sys
 
 import numpy as np
 
 from learning.aggregation import RULE_NAMES, aggregate, staleness_weight
+from learning.hierarchy import COMBINE, Hierarchy, run_hierarchy
 
 
 def _digest(data: bytes) -> str:
@@ -41,6 +44,16 @@ def run(path: str) -> dict[str, object]:
         out[rule] = _fields(res)
     out["clustering_no_evaluate"] = _fields(aggregate("clustering", x, weights, seed=3))
     out["clustering_shared_offset"] = _fields(aggregate("clustering", rec["offset_round"], np.ones(len(x)), seed=3))
+    senders = [f"{i:064x}" for i in range(len(x))]
+    for method in COMBINE:                   # a hierarchical round: clusters of 5, each combination
+        calls = itertools.cycle(values)
+        h = run_hierarchy(aggregate, Hierarchy(4, 5, method), "clustering", {}, x, weights, trust, senders, 3,
+                          lambda v: next(calls))
+        out[f"hierarchy_{method}"] = {
+            "vector": _digest(h.vector.tobytes()), "accepted": _digest(h.accepted.tobytes()),
+            "scores": _digest(h.scores.tobytes()), "reasons": _digest(json.dumps(h.reasons).encode()),
+            "partials": _digest(b"".join(p.vector.tobytes() + np.float64(p.weight).tobytes() + bytes([p.kept])
+                                         for p in h.partials if p.vector is not None))}
     x64 = x.astype(np.float64)
     out["raw_blas_gram"] = _digest((x64 @ x64.T).tobytes())
     return out
