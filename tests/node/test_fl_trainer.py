@@ -5,6 +5,7 @@ one base. Real training on the node's digits shard."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from learning.sim.nodes import STREAM_NOISE, stream
 from node.fl.app import FLApp
 from node.fl.round import Payload
 from node.fl.settings import FLSettings
-from node.fl.trainer import Trainer
+from node.fl.trainer import TRAINER_NICENESS, Trainer
 from node.fl.update import ModelUpdate
 from tests.consensus.helpers import IDS, KEYS, OUTSIDER, genesis, tx
 from tests.node.helpers import SETTINGS, STATE, ctx
@@ -191,3 +192,15 @@ async def test_a_stalled_state_write_does_not_stall_the_event_loop(new_app, tmp_
     trainer.gate.set()
     update = await task
     assert not trainer.timed_out and update is not None and trainer.pending.id == update.id
+
+
+async def test_training_runs_at_a_lower_cpu_priority_than_the_event_loop(new_app, tmp_path: Path) -> None:
+    """The trainer's worker thread, where local training runs, is niced below the loop's thread
+    (Linux sets a priority per thread), so a busy device runs its votes and gossip first."""
+    app = new_app(0)
+    trainer, _ = trainer_for(app, tmp_path / "trainer.json")
+    loop_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    worker_nice = await asyncio.get_running_loop().run_in_executor(
+        trainer._worker, os.getpriority, os.PRIO_PROCESS, 0)
+    assert worker_nice == min(19, loop_nice + TRAINER_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == loop_nice  # the loop's own thread is untouched
