@@ -29,7 +29,7 @@ TAIL_T = math.sqrt(2 * math.log(1e12))
 """Deviations above sqrt(d) of the noise norm allowed: exceeded with probability below 1e-12."""
 SLACK = 2.0
 """Room for the error-feedback residual sent along with a release."""
-_ROUNDING = {"float32": 0.0, "float16": 2.0 ** -11}
+_ROUNDING = {"float32": 0.0, "float16": 2.0 ** -11, "sign": 0.0}
 
 
 def rounding_allowance(encoding: str, dim: int) -> float:
@@ -37,7 +37,8 @@ def rounding_allowance(encoding: str, dim: int) -> float:
 
     float16 rounds each value to 11 significant bits; int8 rounds each to half a step of
     peak/127, at most ``sqrt(k) * peak / 254`` over k <= dim values, i.e. ``sqrt(dim) / 254`` of
-    the norm.
+    the norm. ``sign`` sends each value as its sign times the mean magnitude, whose norm
+    ``sqrt(k) * mean|v|`` is at most ``||v||`` (Cauchy-Schwarz): it never grows.
     """
     if encoding == "int8":
         return math.sqrt(dim) / 254

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from learning.bounds import TAIL_T, compress_within, l2_norm, rounding_allowance, sparse_norm, update_norm_bound
-from learning.compression import ErrorFeedback, densify
+from learning.compression import ErrorFeedback, densify, sparsify
 from learning.privacy import clip_and_noise
 
 
@@ -45,7 +45,7 @@ def test_l2_norm_is_exactly_rounded() -> None:
     assert l2_norm(v) == l2_norm(v[::-1]) == l2_norm(rng.permutation(v))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8", "sign"])
 def test_compress_within_cuts_to_the_bound_and_keeps_the_excess(dtype: str) -> None:
     rng = np.random.default_rng(2)
     dim = 2000
@@ -69,3 +69,12 @@ def test_compress_within_leaves_small_updates_alone() -> None:
     a, b = ErrorFeedback(500, 0.1, "float16"), ErrorFeedback(500, 0.1, "float16")
     assert np.array_equal(densify(compress_within(a, delta, 10.0)), densify(b.compress(delta)))
     assert np.array_equal(a.residual, b.residual)
+
+
+def test_signs_never_grow_the_norm() -> None:
+    """Why ``sign`` has no rounding allowance: sqrt(k) * mean|v| <= ||v|| (Cauchy-Schwarz)."""
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        v = (rng.standard_normal(300) * rng.exponential(1.0, 300)).astype(np.float32)
+        update = sparsify(v, 30, "sign")
+        assert sparse_norm(update) <= l2_norm(v[update.indices])

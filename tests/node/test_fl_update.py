@@ -129,9 +129,10 @@ MALFORMED = {
     "unknown dtype": (_sparse(1, "bfloat16"), "dtype must be one of"),
     "zero scale": (_sparse(2, 0.0), "scale must be a finite positive float"),
     "nan scale": (_sparse(2, math.nan), "scale must be a finite positive float"),
-    "ragged indices": (_sparse(3, b"\x00\x00\x00"), "not a multiple of 4"),
-    "unsorted indices": (_sparse(3, np.array([3, 1], "<i4").tobytes()), "strictly increasing"),
-    "index out of range": (_sparse(3, np.array([1, DIM], "<i4").tobytes()), "within [0, dim)"),
+    "truncated index varint": (_sparse(3, b"\x01\x80"), "truncated"),
+    "non-canonical index varint": (_sparse(3, b"\x81\x00\x01"), "not canonical"),
+    "index out of range": (_sparse(3, bytes([1, DIM - 2])), "not within [0, dim=40)"),
+    "more indices than values": (_sparse(3, b"\x00\x00\x00"), "value bytes"),
     "value length": (_sparse(4, b"\x00" * 3), "value bytes"),
     "nan value": (_sparse(4, np.array([np.nan, 1.0], "<f4").tobytes()), "not all finite"),
 }
