@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.integration.harness import Testnet, get_json
+from tests.integration.harness import Testnet
 
 T = TypeVar("T")
 
@@ -169,5 +169,5 @@ class LanTestnet(Testnet):
     def launch(self, i: int, argv: list[str]) -> list[str]:
         return self.lan.command(i, argv)
 
-    def get(self, i: int, path: str, timeout: float = 3.0) -> Any:
-        return self.lan.on_host(i, get_json, self.url(i) + path, timeout)
+    def on_host(self, i: int, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.lan.on_host(i, fn, *args)
