@@ -26,14 +26,14 @@ Synthetic(1,1) stands in for the papers' IoT tabular data.
 """
 
 
-PIPELINE_SINCE = "2026-12-02T05:55:00Z"
+PIPELINE_SINCE = "2026-12-02T12:03:00Z"
 """When the code these numbers depend on last changed: the daemon and the simulator share one
 client pipeline, round and settings type (``learning/client.py``, ``learning/round.py``,
-``learning/settings.py``), and the default rule gained the shared-offset test and its small-network
-floors (``learning/aggregation/clustering.py``)."""
+``learning/settings.py``); the genesis default lost its update noise and the default rule gained
+the median-norm clip and the radius-tuning margin (``learning/aggregation/clustering.py``)."""
 PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "accuracy", "convergence",
                                  "communication", "scalability", "energy", "attacks", "detection", "ablation",
-                                 "flower", "preset"})
+                                 "flower", "preset", "adversary"})
 """Benchmarks whose numbers depend on that pipeline (the simulator's or the daemons' training)."""
 
 

@@ -22,14 +22,12 @@ FILE_FORMATS = ("npz", "csv")
 PRESET_MODELS = {"digits": "tabular_mlp", "fashion_mnist": "cnn", "synthetic": "tabular_mlp"}
 """The model each data set's preset trains: a small MLP for tables, the CNN for Fashion-MNIST images."""
 PRESET_SETTINGS: dict[str, dict] = {
-    "fashion_mnist": {"local_epochs": 1, "clip_norm": 5.0, "noise_multiplier": 0.0015},
+    "fashion_mnist": {"local_epochs": 1, "clip_norm": 5.0},
 }
 """Genesis FL settings a data set's preset changes from the product defaults, which are sized for
 the 4,810-parameter MLP that trains in well under a slot. The CNN has 206,922 parameters: its
-deltas are longer, so the clip grows with them, and the noise multiplier shrinks so that the
-noise's norm relative to the clip (z * sqrt(d), about 0.7) stays what it is for the default
-model; and one local epoch, because four on a shard of 7,000 images take a device minutes per
-update. See docs/decisions.md."""
+deltas are longer, so the clip grows with them; and one local epoch, because four on a shard of
+7,000 images take a device minutes per update. See docs/decisions.md."""
 DEFAULT_SLOT_MS = 2000
 PRESET_SLOT_MS = {"fashion_mnist": 30_000}
 """Slot times a data set's preset needs. A CNN round (the robust rule on 207k-parameter updates,

@@ -1,10 +1,10 @@
 """The genesis privacy preset (``app.privacy``): what privacy a chain's nodes give, and say so.
 
-``{"preset": "off"}`` (the default) claims nothing. Updates are still clipped to ``clip_norm``
-and carry the update noise ``noise_multiplier`` (0.01 by default, part of the norm bound
+``{"preset": "off"}`` (the default) claims nothing. Updates are clipped to ``clip_norm``; a
+genesis may add the update noise ``noise_multiplier`` (0 by default, part of the norm bound
 admission checks), but that noise buys no guarantee worth the name: each node releases in every
-round it takes part in, and with 0.01 a node spends an epsilon of about 190,000 in 35 releases.
-Everything reports "no formal privacy".
+round it takes part in, and with 0.01 a node would spend an epsilon of about 190,000 in 35
+releases. Everything reports "no formal privacy".
 
 ``{"preset": "local-dp", "epsilon": E, "delta": D, "noise_multiplier": s, "max_grad_norm": c}``
 gives record-level (E, D)-differential privacy for each device's own data. Amplification by

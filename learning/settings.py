@@ -72,7 +72,8 @@ class FLSettings:
     prox_mu: float = 0.0               # FedProx proximal term (0 = plain local training)
     # client pipeline: (DP-SGD under local-dp) -> clip -> update noise -> top-k with error feedback -> norm bound
     clip_norm: float | None = 1.0
-    noise_multiplier: float = 0.01     # update noise (no guarantee claimed for it; see learning.privacy_preset)
+    noise_multiplier: float = 0.0      # update noise: none by default (it claims no guarantee and hid attackers;
+                                       # see learning.privacy_preset and docs/decisions.md)
     privacy: dict = field(default_factory=lambda: {"preset": "off"})
     topk_fraction: float | None = 0.1
     encoding: str = "float16"

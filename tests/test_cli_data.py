@@ -156,7 +156,7 @@ def test_fashion_mnist_preset_pins_the_cnn_with_its_own_settings(tmp_path):
     assert fashion.slot_ms == 30_000 and fashion.app["task"]["model"] == "cnn"
     assert fashion.app["task"]["input_shape"] == [1, 28, 28]
     changed = {k for k in defaults if fashion.app[k] != defaults[k]}
-    assert changed == set(PRESET_SETTINGS["fashion_mnist"]) == {"local_epochs", "clip_norm", "noise_multiplier"}
+    assert changed == set(PRESET_SETTINGS["fashion_mnist"]) == {"local_epochs", "clip_norm"}
     for key in ("rule", "rule_params", "topk_fraction", "encoding", "error_feedback", "max_updates", "server_lr"):
         assert fashion.app[key] == defaults[key], key
     digits = create_testnet(tmp_path / "d", 1, base_port=free_port_block(1))[0].genesis

@@ -160,15 +160,20 @@ def weighted_sum(x: np.ndarray, coef: np.ndarray, rows: np.ndarray | None = None
     return out
 
 
-def weighted_mean(x: np.ndarray, weights: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+def weighted_mean(x: np.ndarray, weights: np.ndarray, rows: np.ndarray | None = None,
+                  shrink: np.ndarray | None = None) -> np.ndarray:
     """Weighted mean of ``rows`` as float32: the fixed-order sum of ``w_i x_i`` divided by the
     correctly rounded sum of the weights. Weights are at most 1 (:func:`.weighting.unit_scale`),
-    so the sum cannot overflow and the mean stays within the rows' range."""
+    so the sum cannot overflow and the mean stays within the rows' range.
+
+    ``shrink`` (n,) in [0, 1] scales each row before it is summed (a norm clip: ``w_i s_i x_i``
+    over the unchanged ``sum w_i``); each coefficient is one correctly rounded product."""
     sel = np.arange(x.shape[0]) if rows is None else np.asarray(rows)
     total = exact.total(weights[sel])
     if not total > 0.0:                      # only when weights differ by more than 2^1074
         raise AggregationError("the weights of the selected updates are all zero")
-    mean = weighted_sum(x, weights, sel) / total
+    coef = weights if shrink is None else weights * shrink
+    mean = weighted_sum(x, coef, sel) / total
     if not np.isfinite(mean).all():          # NaN/Inf input propagates to the sum exactly
         require_finite(x[sel])
     return mean.astype(np.float32)

@@ -5,6 +5,8 @@
   update (detection).
 * Small networks: a 4-node federation of two label-skew pairs lost one pair round after round
   (the second cluster was judged against the single within-pair distance of the first).
+* Norm clip: an attacker boosted to the admission bound that the filters accept (it points the
+  honest way, inside the radius) weighs no more than a median honest update.
 """
 
 from __future__ import annotations
@@ -66,3 +68,54 @@ def test_offset_test_can_be_switched_off() -> None:
     x = np.concatenate([honest, craft_updates("ipm", honest[:6], honest, rng, eps=3.0, jitter=1.0)])
     res = aggregate("clustering", x, np.ones(20), seed=0, offset=0.0)
     assert res.info["shared_offset"] == 0
+
+
+def _boosted_round(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """18 honest updates of norms 0.6 to 1.2 around a common direction, and 2 more of the same
+    kind boosted to norm 1.3 (inside the radius: the default rule accepts them)."""
+    d = 3000
+    common = rng.normal(size=d)
+    rows = common + 2.0 * rng.normal(size=(20, d))
+    length = np.concatenate([rng.uniform(0.6, 1.2, size=18), [1.3, 1.3]])
+    x = (rows * (length / np.linalg.norm(rows, axis=1))[:, None]).astype(np.float32)
+    return x, np.linalg.norm(x.astype(np.float64), axis=1)
+
+
+def test_accepted_updates_are_clipped_to_their_median_norm() -> None:
+    """Reproduces the boosted attacker: before the clip an accepted update longer than every
+    honest one entered the average at full length."""
+    for seed in range(3):
+        x, norms = _boosted_round(np.random.default_rng(seed))
+        res = aggregate("clustering", x, np.ones(20), seed=seed)
+        assert res.accepted[18:].all(), res.reasons        # the filters let the boosted pair through
+        rows = np.flatnonzero(res.accepted)
+        limit = np.median(norms[rows])
+        expected = (x[rows] * np.minimum(1.0, limit / norms[rows])[:, None]).sum(0) / rows.size
+        assert abs(res.info["norm_limit"] - limit) < 1e-6        # the Gram diagonal of quantized values
+        np.testing.assert_allclose(res.vector, expected, rtol=1e-4, atol=1e-7)
+        unclipped = aggregate("clustering", x, np.ones(20), seed=seed, norm_clip=0.0)
+        assert unclipped.info["norm_limit"] is None
+        np.testing.assert_allclose(unclipped.vector, x[rows].astype(np.float64).sum(0) / rows.size, rtol=1e-4, atol=1e-7)
+
+
+def _rising(step: float):
+    """An ``evaluate`` whose every later call scores ``step`` higher: a later radius candidate
+    looks better by exactly ``step``, whatever it accepts."""
+    calls: list[int] = []
+
+    def evaluate(_vector: np.ndarray) -> float:
+        calls.append(1)
+        return 0.8 + step * (len(calls) - 1)
+    return evaluate
+
+
+def test_a_radius_is_retuned_only_for_a_clear_validation_gain() -> None:
+    """Reproduces the honest rejections with no attacker: validation on a few hundred samples
+    let a tighter radius win by a sample or two, rejecting honest updates in most rounds."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(20, 2000)) * rng.uniform(0.5, 1.5, size=(20, 1))).astype(np.float32)
+    chance = aggregate("clustering", x, np.ones(20), seed=0, evaluate=_rising(0.01))
+    assert chance.info["radius"] == 3.0
+    anything = aggregate("clustering", x, np.ones(20), seed=0, evaluate=_rising(0.01), tune_margin=0.0)
+    assert anything.info["radius"] != 3.0
+    assert aggregate("clustering", x, np.ones(20), seed=0, evaluate=_rising(0.05)).info["radius"] != 3.0
