@@ -61,7 +61,9 @@ def _quantise(v: np.ndarray, dtype: str) -> tuple[np.ndarray, float]:
         scale = 1.0 if peak <= _F16_MAX else peak / _F16_MAX
         return (v / np.float32(scale)).astype(np.float16), scale
     if dtype == "int8":
-        scale = peak / _INT8_MAX if peak > 0 else 1.0
+        # at least the smallest normal float32: a scale of subnormal values would round to zero on
+        # the wire (the decoder refuses it), and values that small quantise to 0 either way
+        scale = max(peak / _INT8_MAX, _F32_TINY) if peak > 0 else 1.0
         q = np.clip(np.rint(v / np.float32(scale)), -_INT8_MAX, _INT8_MAX)
         return q.astype(np.int8), scale
     if dtype == "sign":

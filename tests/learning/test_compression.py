@@ -216,3 +216,12 @@ def test_compress_rejects_bad_input() -> None:
         ef.compress(np.array([0, 1, np.nan, 0, 0], np.float32))
     with pytest.raises(ValueError, match="dtype"):
         ErrorFeedback(5, 0.5, "bfloat16")
+
+
+def test_subnormal_values_give_an_update_the_decoder_accepts() -> None:
+    """int8's scale (peak / 127) of float32's smallest subnormal is no float32 at all; an honest
+    node must still send an update its peers accept."""
+    vec = np.array([1.401298464324817e-45, 0.0], dtype=np.float32)
+    for dtype in DTYPES:
+        update = sparsify(vec, 1, dtype)
+        assert np.array_equal(densify(from_wire(to_wire(update), 2)) != 0, densify(update) != 0)
