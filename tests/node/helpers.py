@@ -58,11 +58,13 @@ def signed_header(key: KeyPair, payload: bytes, *, height: int = 1, slot: int = 
 
 def round_updates(app: FLApp, flipped: bool = True) -> list[ModelUpdate]:
     """Updates from the four members on the app's current model, each of norm 1 (clipped as a
-    trainer clips); the last one sign-flipped three times as long (still within the norm bound)."""
+    trainer clips); the last one sign-flipped and of norm 1.9 (an outlier, yet within the norm bound
+    admission allows, twice the clip with no update noise)."""
     honest, _ = honest_deltas(4, app.dim, seed=app.model_height, spread=0.5)
     deltas = honest / np.linalg.norm(honest, axis=1, keepdims=True)
     if flipped:
-        deltas[3] = craft_updates("sign_flip", deltas[3:], deltas[:3], np.random.default_rng(0), scale=3.0)[0]
+        flip = craft_updates("sign_flip", deltas[3:], deltas[:3], np.random.default_rng(0), scale=3.0)[0]
+        deltas[3] = flip * (1.9 / np.linalg.norm(flip))
     return [make_update(KEYS[i], d, base_hash=app.model_hash, base_height=app.model_height, samples=50 + i,
                         topk=SETTINGS.topk_fraction, dtype=SETTINGS.encoding) for i, d in enumerate(deltas)]
 
