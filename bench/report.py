@@ -33,7 +33,7 @@ client pipeline, round and settings type (``learning/client.py``, ``learning/rou
 the median-norm clip and the radius-tuning margin (``learning/aggregation/clustering.py``)."""
 PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "accuracy", "convergence",
                                  "communication", "scalability", "energy", "attacks", "detection", "ablation",
-                                 "flower", "preset", "adversary"})
+                                 "flower", "preset", "adversary", "hierarchy", "selection"})
 """Benchmarks whose numbers depend on that pipeline (the simulator's or the daemons' training)."""
 
 
