@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from . import exact
 
@@ -46,6 +45,10 @@ def _assign(dist: np.ndarray, min_size: int) -> np.ndarray:
     nearest = np.argmin(dist, axis=1)
     if np.bincount(nearest, minlength=k).min() >= min_size:
         return nearest
+    # imported here: scipy.optimize (with numpy.f2py) costs a daemon about 13 MB of private memory,
+    # and a round needs it only when a cluster would otherwise fall below min_size
+    from scipy.optimize import linear_sum_assignment
+
     cost = np.concatenate([np.repeat(dist, min_size, axis=1),
                            np.repeat(dist.min(axis=1)[:, None], n - k * min_size, axis=1)], axis=1)
     _, cols = linear_sum_assignment(cost)
