@@ -188,7 +188,10 @@ daemon; PSS shares them out; USS is what one more daemon costs). Command: `pytho
 
 {_breakdown(ok)}
 
-- Before the last cut a daemon measured 376 MB RSS, 268 MB PSS, 262 MB USS (8 daemons). Import by
+- Before the last cut a daemon measured 376 MB RSS, 268 MB PSS, 262 MB USS (8 daemons); now
+  {_eight(ok)}. RSS fell least: it counts the torch libraries' code pages that a daemon has
+  mapped, a figure that moves with the page cache (the first measurement had about 110 MB of
+  shared library pages, this one has {_shared(ok)}). Import by
   import (`/proc/self/smaps_rollup` after each): the interpreter and numpy 31 MB RSS (13 private),
   torch +246 (+130 private; `import torch` alone: 277 MB RSS, 143 private), torch's first
   optimizer +77 (+68 private: `Optimizer.add_param_group` is wrapped by `torch._disable_dynamo`,
@@ -210,7 +213,9 @@ daemon; PSS shares them out; USS is what one more daemon costs). Command: `pytho
   hold under 3 MB together. A daemon runs 7 Python threads (event loop, trainer, blob and chain
   writers, `to_thread` workers) and 4 libuv workers; torch starts no pool (one intra-op thread).
   The 16-23 MB anonymous blocks seen before are gone with `torch._dynamo` and sympy: anonymous
-  memory is now one 40 MB region of Python's object arenas and a few small ones.
+  memory is one 40 MB region of Python's object arenas, one thread arena of about 11 MB in use
+  (which thread's data it holds is not identified) and about a hundred small regions (Python's
+  1 MB object arenas, thread stacks).
 - What remains is torch: 143 MB private at import (C++ operator registry on the C heap, about 65
   MB of Python objects, 31 MB of them its modules' code) and the code pages of `libtorch_cpu.so`
   that import and training touch (RSS counts them in every daemon; they are shared). Dropping the
@@ -236,6 +241,24 @@ def _breakdown(ok: list[dict[str, Any]]) -> str:
     rows.append(["total", *(sum(parts[p][k] for p in PARTS) for k in ("rss", "pss", "uss"))])
     return (f"Where one daemon's memory lies (node 0 of {run['nodes']}, `/proc/PID/smaps`, MB):\n\n"
             + md_table(["part", "RSS", "PSS", "USS"], rows))
+
+
+def _eight(ok: list[dict[str, Any]]) -> str:
+    """The memory of the 8-daemon fleet, the size measured before the cut."""
+    run = next((r for r in ok if r["nodes"] == 8), None)
+    if run is None:
+        return "8 daemons were not measured"
+    m = run["memory_mb"]
+    return f"{m['rss']['p50']:.0f} MB RSS, {m['pss']['p50']:.0f} MB PSS, {m['uss']['p50']:.0f} MB USS"
+
+
+def _shared(ok: list[dict[str, Any]]) -> str:
+    runs = [r for r in ok if r.get("breakdown_mb")]
+    if not runs:
+        return "no breakdown"
+    parts = max(runs, key=lambda r: r["nodes"])["breakdown_mb"]
+    shared = sum(p["rss"] - p["uss"] for p in parts.values())
+    return f"{shared:.0f} MB, {parts['torch libraries']['rss']:.0f} MB of them torch's"
 
 
 def _uss(ok: list[dict[str, Any]]) -> str:
