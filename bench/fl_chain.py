@@ -63,8 +63,9 @@ def loop_lag(n: int, start: dict[int, dict[str, float]], end: dict[int, dict[str
 def block_timing(events: list[tuple[dict, float]]) -> dict[str, dict]:
     """Finality latency (a block's timestamp, its slot, to node 0 holding it final) and block time
     (consecutive final blocks' timestamps) of the final blocks node 0 saw."""
+    pairs = zip(events, events[1:])
     return {"finality_latency_ms": percentiles([at - e["time_ms"] for e, at in events]),
-            "block_time_ms": percentiles([float(b["time_ms"] - a["time_ms"]) for (a, _), (b, _) in zip(events, events[1:])
+            "block_time_ms": percentiles([float(b["time_ms"] - a["time_ms"]) for (a, _), (b, _) in pairs
                                           if b["height"] == a["height"] + 1])}
 
 

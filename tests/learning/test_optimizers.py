@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from learning.optimizers import make_optimizer
+from learning.optimizers import SGD, make_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _trajectory(optimizer, model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _trajectory(optimizer: SGD | torch.optim.Optimizer, model: torch.nn.Module, batches: Batches) -> list[torch.Tensor]:
     """Every parameter after each step of ``optimizer`` over ``batches``."""
     seen = []
     for x, y in batches:
@@ -30,7 +34,7 @@ def _trajectory(optimizer, model: torch.nn.Module, batches: list[tuple[torch.Ten
     ("adam", 0.0, 0.0, lambda ps, lr: torch.optim.Adam(ps, lr=lr)),
     ("adam", 0.0, 1e-2, lambda ps, lr: torch.optim.Adam(ps, lr=lr, weight_decay=1e-2)),
 ])
-def test_steps_match_torch_optim(name: str, momentum: float, weight_decay: float, reference) -> None:
+def test_steps_match_torch_optim(name: str, momentum: float, weight_decay: float, reference: Callable) -> None:
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
