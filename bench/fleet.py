@@ -204,7 +204,8 @@ daemon; PSS shares them out; USS is what one more daemon costs). Command: `pytho
   operations as `torch.optim`'s single-tensor CPU paths, equal bit for bit in
   `tests/learning/test_optimizers.py`, and 23% faster: 13.6 instead of 17.7 ms for 4 epochs on 400
   digits), so a daemon never builds a `torch.optim` optimizer (only the `local-dp` preset does,
-  inside Opacus' `DPOptimizer`); scipy loads on first use. A running daemon of the default genesis
+  inside Opacus' `DPOptimizer`); the accountant's RDP module loads on first use and the clustering
+  rule loads scipy's compiled `linear_sum_assignment` alone. A running daemon of the default genesis
   imports none of `torch._dynamo`, sympy, scipy, opacus, sklearn
   (`tests/integration/test_fl_footprint.py` reads its import log). Two daemons after 30 s of
   rounds: RSS 456 -> 345 MB, PSS 281 -> 182, USS 259 -> 169.
