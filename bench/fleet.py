@@ -210,15 +210,17 @@ daemon; PSS shares them out; USS is what one more daemon costs). Command: `pytho
   (`tests/integration/test_fl_footprint.py` reads its import log). Two daemons after 30 s of
   rounds: RSS 456 -> 345 MB, PSS 281 -> 182, USS 259 -> 169.
 - Not the cause: glibc's arenas and torch's threads. `malloc_stats()` in a running daemon: the main
-  arena holds 97.7 MB, 96.3 MB of it in use (`malloc_trim` returns nothing); in a testnet of 2 the
-  eight thread arenas hold under 3 MB together, in a fleet of 8 one of them holds about 11 MB, in
-  use. A daemon runs 7 to 9 Python threads (event loop, trainer, blob and chain writers,
-  `to_thread` workers) and 4 libuv workers; torch starts no pool (one intra-op thread). The 16-23
-  MB anonymous blocks seen before are gone with `torch._dynamo` and sympy: anonymous memory is one
-  40 MB region of Python's object arenas, that thread arena and about a hundred small regions
-  (Python's 1 MB object arenas, thread stacks). A daemon among 8 or more holds about 25 MB more
-  of it than one of 2 (more peers, updates and gossip caches; which data the 11 MB arena holds is
-  not identified), and in a fleet of 4 it grew by 5 MB over 8 minutes, 3.4 of them in the first 2.
+  arena holds 97.7 MB, 96.3 MB of it in use (`malloc_trim` returns nothing); the eight thread
+  arenas hold under 3 MB together. One of them held 11 MB in a fleet of 8: `scipy.optimize`,
+  which the clustering rule imported in a worker thread the first time a cluster fell below its
+  minimum size (a testnet of 2 never did; the rule now loads scipy's compiled
+  `linear_sum_assignment` alone, and such a daemon's anonymous memory fell from 96 to 75 MB). A
+  daemon runs 7 to 9 Python threads (event loop, trainer, blob and chain writers, `to_thread`
+  workers) and 4 libuv workers; torch starts no pool (one intra-op thread). The 16-23 MB
+  anonymous blocks seen before went with `torch._dynamo`, sympy and scipy: anonymous memory is one
+  40 MB region of Python's object arenas and about a hundred small regions (Python's 1 MB object
+  arenas, thread stacks). In a fleet of 4 a daemon grew by 5 MB over 8 minutes, 3.4 of them in
+  the first 2.
 - What remains is torch: 143 MB private at import (C++ operator registry on the C heap, about 65
   MB of Python objects, 31 MB of them its modules' code) and the code pages of `libtorch_cpu.so`
   that import and training touch (RSS counts them in every daemon; they are shared). Dropping the
