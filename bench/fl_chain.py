@@ -60,6 +60,15 @@ def loop_lag(n: int, start: dict[int, dict[str, float]], end: dict[int, dict[str
             "daemon_cpu_cores": cpu / seconds, "load_average_1_5_15m": list(os.getloadavg())}
 
 
+def block_timing(events: list[tuple[dict, float]]) -> dict[str, dict]:
+    """Finality latency (a block's timestamp, its slot, to node 0 holding it final) and block time
+    (consecutive final blocks' timestamps) of the final blocks node 0 saw."""
+    pairs = zip(events, events[1:])
+    return {"finality_latency_ms": percentiles([at - e["time_ms"] for e, at in events]),
+            "block_time_ms": percentiles([float(b["time_ms"] - a["time_ms"]) for (a, _), (b, _) in pairs
+                                          if b["height"] == a["height"] + 1])}
+
+
 def measure_counter_lag(n: int, seconds: float, root: Path) -> dict:
     """The same window on daemons of the counter application (no FL work at all): the loop lag
     that the machine's load alone causes, the floor under the FL figure."""
@@ -72,11 +81,7 @@ def measure_counter_lag(n: int, seconds: float, root: Path) -> dict:
         end = {i: scrape(net.url(i)) for i in range(n)}
     finally:
         net.stop_all()
-    return {"nodes": n, "app": "counter", "blocks": len(events),
-            "finality_latency_ms": percentiles([at - e["time_ms"] for e, at in events]),
-        # from consecutive final blocks' timestamps
-        "block_time_ms": percentiles([float(b["time_ms"] - a["time_ms"]) for (a, _), (b, _) in zip(events, events[1:])
-                                      if b["height"] == a["height"] + 1]),
+    return {"nodes": n, "app": "counter", "blocks": len(events), **block_timing(events),
             "event_loop_lag_p99_ms": loop_lag(n, start, end, seconds)}
 
 
@@ -120,9 +125,7 @@ def measure(n: int, seconds: float, root: Path, *, during: Callable[[Testnet], d
     return {
         "nodes": n, "blocks": blocks, "updates_considered": considered, "params": params,
         "test_accuracy_end": accuracy,
-        "update_to_final_ms": percentiles(latency),
-        # from a block's timestamp (its slot) to node 0 holding it final
-        "finality_latency_ms": percentiles([at - e["time_ms"] for e, at in events]),
+        "update_to_final_ms": percentiles(latency), **block_timing(events),
         "update_bytes": per_update, "dense_float32_bytes": dense_bytes(params),
         "update_compression_vs_dense": dense_bytes(params) / per_update if per_update else None,
         "gossip_fl_bytes_out_per_node_per_block": sum(gossip_out) / n / blocks,

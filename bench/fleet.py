@@ -14,6 +14,7 @@ Run: ``python -m bench fleet [--quick] [--sizes 8,16,24]``.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import tempfile
 import time
@@ -39,10 +40,44 @@ def memory_mb(pid: int) -> dict[str, float]:
             "uss": (fields["Private_Clean"] + fields["Private_Dirty"]) / 1024}
 
 
+PARTS = ("torch libraries", "other files", "C heap", "anonymous")
+"""Where a daemon's memory lies (``breakdown_mb``): torch's shared libraries (clean code pages,
+shared by every daemon), every other file mapping (Python, numpy, ...), glibc's main heap (C
+allocations: torch's operator registry, Python objects above 512 bytes) and anonymous mappings
+(Python's small-object arenas, other threads' malloc arenas, stacks, large allocations)."""
+
+
+def _part(name: str) -> str:
+    if "libtorch" in name or "/torch/lib/" in name:
+        return PARTS[0]
+    if name.startswith("/"):
+        return PARTS[1]
+    return PARTS[2] if name == "[heap]" else PARTS[3]
+
+
+def breakdown_mb(pid: int) -> dict[str, dict[str, float]]:
+    """RSS, PSS and USS of one process per :data:`PARTS`, in MB, from ``/proc/PID/smaps``."""
+    kb = {part: {"rss": 0, "pss": 0, "uss": 0} for part in PARTS}
+    part = PARTS[3]
+    with open(f"/proc/{pid}/smaps") as fh:
+        for line in fh:
+            head = re.match(r"[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$", line)
+            if head:
+                part = _part(head.group(1).strip())
+                continue
+            m = re.match(r"(Rss|Pss|Private_Clean|Private_Dirty):\s+(\d+) kB", line)
+            if m:
+                key = {"Rss": "rss", "Pss": "pss"}.get(m.group(1), "uss")
+                kb[part][key] += int(m.group(2))
+    return {part: {k: v / 1024 for k, v in sizes.items()} for part, sizes in kb.items()}
+
+
 def _memory(net: Testnet) -> dict[str, Any]:
-    per = [memory_mb(p.pid) for p in net.procs.values() if p.poll() is None]
+    alive = [p.pid for p in net.procs.values() if p.poll() is None]
+    per = [memory_mb(pid) for pid in alive]
     return {"memory_mb": {k: percentiles([m[k] for m in per]) for k in ("rss", "pss", "uss")},
-            "daemons_alive": len(per)}
+            "breakdown_mb": breakdown_mb(alive[0]) if alive else {},
+            "load_average": os.getloadavg()[0], "daemons_alive": len(per)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -134,6 +169,8 @@ def report(result: dict[str, Any]) -> str:
     starved = [str(r["nodes"]) for r in ok if not r["update_to_final_ms"].get("n")]
     if starved:
         limit += f" With {', '.join(starved)} daemons no block decided an update within the window."
+    loads = [r["load_average"] for r in ok if "load_average" in r]
+    load = f"load average {min(loads):.0f} to {max(loads):.0f}" if loads else "load average not recorded"
     return f"""## A fleet of real FL daemons on one machine
 
 Real daemons (separate processes, default FL genesis on digits, 2 s slots) on this 2-core
@@ -147,24 +184,93 @@ daemon; PSS shares them out; USS is what one more daemon costs). Command: `pytho
 
 - {verdict}.
 - {limit} Loop lag, finality and block time at these sizes are those of a machine with 2 cores
-  shared with other work (load average 15 to 30 while measured), not of the daemons alone.
-- What made a daemon heavy (measured with `/proc/self/smaps_rollup` after each import): torch
-  (+121 MB private), `opacus` imported for its RDP accountant (+92 MB: its package `__init__`
-  loads the privacy engine, optimizers and `torch.distributed`), `sklearn` imported to read the
-  digits CSV (+53 MB). The last two are gone (the accountant loads Opacus' RDP analysis module
-  alone; digits are read from scikit-learn's file directly): a daemon of 2 went from 417 to 374
-  MB RSS (296 to 260 MB private). What remains of a running daemon: about 110 MB of shared,
-  clean library pages (mostly `libtorch_cpu.so`; RSS counts them in every daemon, PSS does not),
-  a C heap of about 103 MB (Python objects, most of them torch's modules: torch alone adds 121
-  MB private at import) and about 150 MB of anonymous mappings, of which five blocks of 16 to 23
-  MB appear once the daemon runs (one BLAS thread instead of the default changes nothing; not
-  yet identified). Torch is what training uses, so it stays; but its optimizers import
-  `torch._dynamo` and sympy on first use (`add_param_group` is wrapped by `torch._disable_dynamo`:
-  +68 MB private), which an SGD step written against tensors directly would avoid - the next cut
-  to make.
+  shared with other work ({load} while measured), not of the daemons alone.
+
+{_breakdown(ok)}
+
+- Before the last cut a daemon measured 376 MB RSS, 268 MB PSS, 262 MB USS (8 daemons); now
+  {_eight(ok)}. RSS does not follow the private memory: it counts the library code pages that a daemon
+  has mapped, a figure that moves with the page cache (the first measurement had about 110 MB of
+  shared library pages, this one has {_shared(ok)}). Import by
+  import (`/proc/self/smaps_rollup` after each): the interpreter and numpy 31 MB RSS (13 private),
+  torch +246 (+130 private; `import torch` alone: 277 MB RSS, 143 private), torch's first
+  optimizer +77 (+68 private: `Optimizer.add_param_group` is wrapped by `torch._disable_dynamo`,
+  which imports `torch._dynamo` and sympy), `scipy.special` and `scipy.optimize` +41 (+22 private:
+  Opacus' RDP analysis, which only a `local-dp` node's accountant uses, and the clustering rule's
+  `linear_sum_assignment`, needed only when a cluster would fall below its minimum size), aiohttp,
+  gossip, consensus, node and CLI +23 (+19 private). Earlier cuts had removed `opacus` (+92
+  private) and `sklearn` (+53 private).
+- Cut: local SGD and Adam are written against tensors (`learning/optimizers.py`, the same
+  operations as `torch.optim`'s single-tensor CPU paths, equal bit for bit in
+  `tests/learning/test_optimizers.py`, and 23% faster: 13.6 instead of 17.7 ms for 4 epochs on 400
+  digits), so a daemon never builds a `torch.optim` optimizer (only the `local-dp` preset does,
+  inside Opacus' `DPOptimizer`); the accountant's RDP module loads on first use and the clustering
+  rule loads scipy's compiled `linear_sum_assignment` alone. A running daemon of the default genesis
+  imports none of `torch._dynamo`, sympy, scipy, opacus, sklearn
+  (`tests/integration/test_fl_footprint.py` reads its import log). Two daemons after 30 s of
+  rounds: RSS 456 -> 345 MB, PSS 281 -> 182, USS 259 -> 169.
+- Not the cause: glibc's arenas and torch's threads. `malloc_stats()` in a running daemon: the main
+  arena holds 97.7 MB, 96.3 MB of it in use (`malloc_trim` returns nothing); the eight thread
+  arenas hold under 3 MB together. One of them held 11 MB in a fleet of 8: `scipy.optimize`,
+  which the clustering rule imported in a worker thread the first time a cluster fell below its
+  minimum size (a testnet of 2 never did; the rule now loads scipy's compiled
+  `linear_sum_assignment` alone, and such a daemon's anonymous memory fell from 96 to 75 MB). A
+  daemon runs 7 to 9 Python threads (event loop, trainer, blob and chain writers, `to_thread`
+  workers) and 4 libuv workers; torch starts no pool (one intra-op thread). The 16-23 MB
+  anonymous blocks seen before went with `torch._dynamo`, sympy and scipy: anonymous memory is one
+  40 MB region of Python's object arenas and about a hundred small regions (Python's 1 MB object
+  arenas, thread stacks). In a fleet of 4 a daemon grew by 5 MB over 8 minutes, 3.4 of them in
+  the first 2.
+- What remains is torch: 143 MB private at import (C++ operator registry on the C heap, about 65
+  MB of Python objects, 31 MB of them its modules' code) and the code pages of `libtorch_cpu.so`
+  that import and training touch (RSS counts them in every daemon; they are shared). Dropping the
+  clean library pages from a trained process's page table (`madvise(MADV_DONTNEED)`) took its RSS
+  from 338 to 170 MB, and one more local round and evaluation brought it back to 258: a process
+  that trains with torch keeps more than 250 MB resident, and that change would move the figure,
+  not the memory (the pages stay in the page cache, shared), so it is not made. The goal in RSS
+  needs a daemon without torch (training in numpy for the default task, or in a separate process
+  shared by the daemons of one machine); in private memory a daemon costs {_uss(ok)}.
 
 ![fleet](results/fleet.png)
 """
+
+
+def _breakdown(ok: list[dict[str, Any]]) -> str:
+    """The largest fleet's node 0, per part of its address space (:data:`PARTS`)."""
+    runs = [r for r in ok if r.get("breakdown_mb")]
+    if not runs:
+        return "No per-mapping breakdown in these results."
+    run = max(runs, key=lambda r: r["nodes"])
+    parts = run["breakdown_mb"]
+    rows = [[part, parts[part]["rss"], parts[part]["pss"], parts[part]["uss"]] for part in PARTS]
+    rows.append(["total", *(sum(parts[p][k] for p in PARTS) for k in ("rss", "pss", "uss"))])
+    return (f"Where one daemon's memory lies (node 0 of {run['nodes']}, `/proc/PID/smaps`, MB):\n\n"
+            + md_table(["part", "RSS", "PSS", "USS"], rows))
+
+
+def _eight(ok: list[dict[str, Any]]) -> str:
+    """The memory of the 8-daemon fleet, the size measured before the cut."""
+    run = next((r for r in ok if r["nodes"] == 8), None)
+    if run is None:
+        return "8 daemons were not measured"
+    m = run["memory_mb"]
+    return f"{m['rss']['p50']:.0f} MB RSS, {m['pss']['p50']:.0f} MB PSS, {m['uss']['p50']:.0f} MB USS"
+
+
+def _shared(ok: list[dict[str, Any]]) -> str:
+    runs = [r for r in ok if r.get("breakdown_mb")]
+    if not runs:
+        return "no breakdown"
+    parts = max(runs, key=lambda r: r["nodes"])["breakdown_mb"]
+    shared = sum(p["rss"] - p["uss"] for p in parts.values())
+    return f"{shared:.0f} MB, {parts['torch libraries']['rss']:.0f} MB of them torch's"
+
+
+def _uss(ok: list[dict[str, Any]]) -> str:
+    if not ok:
+        return "not measured"
+    largest = max(ok, key=lambda r: r["nodes"])
+    return f"{largest['memory_mb']['uss']['p50']:.0f} MB (USS, {largest['nodes']} daemons)"
 
 
 if __name__ == "__main__":

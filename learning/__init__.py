@@ -12,6 +12,8 @@ Module map:
   client with a local validation split.
 - ``train``: ``local_train`` (SGD/Adam, FedProx term) returning the delta, ``fedsgd_step``,
   ``evaluate``, the learning-rate schedule ``lr_at`` (eta0 / sqrt(t + beta)).
+- ``optimizers``: the local SGD and Adam steps, torch.optim's arithmetic without importing what
+  torch's optimizers import (``torch._dynamo``, sympy).
 - ``compression``: top-k sparsification with error feedback, float16/int8 values, validated wire
   form and exact byte counts.
 - ``privacy``: clip-and-noise Gaussian mechanism and a per-node RDP accountant with a budget.

@@ -29,7 +29,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from learning.models import get_flat, set_flat
-from learning.train import TrainResult, make_optimizer, tensors
+from learning.optimizers import OPTIMIZERS
+from learning.train import TrainResult, tensors
+
+
+def torch_optimizer(name: str, params: list[nn.Parameter], lr: float, momentum: float) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer that Opacus' ``DPOptimizer`` wraps (it steps the wrapped
+    optimizer's parameter groups, so :mod:`learning.optimizers` cannot stand in for it)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
 def dp_schedule(n: int, batch_size: int | None, epochs: int) -> tuple[float, int]:
@@ -63,7 +74,7 @@ def dp_local_train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, start: np.
     wrapped = GradSampleModule(model, loss_reduction="sum")
     try:
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = DPOptimizer(make_optimizer(optimizer, params, lr, momentum, 0.0), noise_multiplier=noise_multiplier,
+        opt = DPOptimizer(torch_optimizer(optimizer, params, lr, momentum), noise_multiplier=noise_multiplier,
                           max_grad_norm=max_grad_norm, expected_batch_size=n * q, loss_reduction="mean",
                           generator=torch.Generator().manual_seed(int(rng.integers(2 ** 63))))
         if prox_mu > 0:

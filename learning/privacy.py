@@ -27,15 +27,14 @@ further privacy - hence the order clip -> noise -> compress on the node.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 import warnings
 from functools import lru_cache
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+
+from learning.borrowed import load_module
 
 DEFAULT_ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
 """The RDP orders Opacus' ``RDPAccountant`` searches (``RDPAccountant.DEFAULT_ALPHAS``)."""
@@ -45,22 +44,10 @@ History = list[tuple[float, float, int]]
 
 def _opacus_rdp() -> ModuleType:
     """``opacus.accountants.analysis.rdp`` without importing the ``opacus`` package (see the
-    module docstring); the module itself needs only numpy and scipy."""
-    name = "opacus.accountants.analysis.rdp"
-    if name in sys.modules:
-        return sys.modules[name]
-    package = importlib.util.find_spec("opacus")  # finds the package without running its __init__
-    if package is None or not package.submodule_search_locations:
-        raise ImportError("opacus is not installed")
-    path = Path(list(package.submodule_search_locations)[0]) / "accountants" / "analysis" / "rdp.py"
-    spec = importlib.util.spec_from_file_location("learning._opacus_rdp", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rdp_analysis = _opacus_rdp()
+    module docstring); the module itself needs only numpy and scipy. Loaded on the first epsilon
+    asked for, not at import: its ``scipy.special`` costs every daemon of the ``off`` preset, which
+    has no accountant, about 9 MB of private memory."""
+    return load_module("opacus", "accountants", "analysis", "rdp", name="learning._opacus_rdp")
 
 
 def _step(history: History, noise_multiplier: float, sample_rate: float, steps: int = 1) -> History:
@@ -186,8 +173,8 @@ class PrivacyAccountant:
 @lru_cache(maxsize=256)
 def _unit_rdp(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     """RDP curve (over Opacus' default orders) of a single release."""
-    curve = rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1,
-                                     orders=DEFAULT_ALPHAS)
+    curve = _opacus_rdp().compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1,
+                                      orders=DEFAULT_ALPHAS)
     curve.flags.writeable = False
     return curve
 
@@ -201,7 +188,7 @@ def _epsilon(history: History, delta: float) -> float:
         # With little noise the smallest order is optimal and Opacus says so on every query; the
         # epsilon it returns is still a valid upper bound.
         warnings.filterwarnings("ignore", message="Optimal order is the smallest alpha")
-        eps, _ = rdp_analysis.get_privacy_spent(orders=DEFAULT_ALPHAS, rdp=total, delta=delta)
+        eps, _ = _opacus_rdp().get_privacy_spent(orders=DEFAULT_ALPHAS, rdp=total, delta=delta)
     return float(eps)
 
 

@@ -33,7 +33,8 @@ from learning.models import MODEL_NAMES
 from learning.partition import SCHEMES
 from learning.privacy_preset import PrivacyPreset, PrivacyPresetError
 from learning.selection import POLICIES
-from learning.train import LR_SCHEDULES, OPTIMIZERS
+from learning.optimizers import OPTIMIZERS
+from learning.train import LR_SCHEDULES
 
 DATASETS = ("digits", "fashion_mnist", "synthetic", "cifar10")
 RENAMED = {"topk": "topk_fraction", "clip": "clip_norm", "delta": "privacy.delta", "dp_delta": "privacy.delta",

@@ -19,8 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from learning.models import get_flat, set_flat
-
-OPTIMIZERS = ("sgd", "adam")
+from learning.optimizers import make_optimizer
 LR_SCHEDULES = ("constant", "inv_sqrt")
 
 
@@ -62,26 +61,6 @@ def tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     if len(xa) == 0:
         raise ValueError("cannot train on an empty data set")
     return torch.from_numpy(xa), torch.from_numpy(ya)
-
-
-def prepare_optimizers() -> None:
-    """Load what torch's optimizers load on first use, now instead of in the first local round.
-
-    The first ``torch.optim`` optimizer a process builds imports ``torch._dynamo`` (and sympy
-    with it: about 70 MB and, on a busy device, seconds): ``add_param_group`` is wrapped by
-    ``torch._disable_dynamo``. A daemon pays that while it starts, before its first slot, so its
-    first update is not late for the first rounds.
-    """
-    torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0)
-
-
-def make_optimizer(name: str, params: list[nn.Parameter], lr: float, momentum: float,
-                    weight_decay: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
 def local_train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, start: np.ndarray | None = None,

@@ -167,3 +167,24 @@ def test_hierarchy_quick_compares_flat_and_clustered_rounds_and_renders(tmp_path
 
     section = report(result)
     assert section.startswith("## Hierarchical aggregation") and "results/hierarchy.png" in section
+
+
+@pytest.mark.timeout(240)
+def test_fleet_measures_memory_and_timing_and_renders(tmp_path: Path) -> None:
+    env = {**os.environ, "FEDCHAIN_BENCH_RESULTS": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "bench", "fleet", "--sizes", "2", "--window", "8"], cwd=REPO,
+                          env=env, check=False, capture_output=True, text=True, timeout=230)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "fleet.json").read_text())
+    assert (tmp_path / "fleet.png").stat().st_size > 0
+    (run,) = result["runs"]
+    assert run["daemons_alive"] == 2 and run["block_time_ms"]["n"] >= 1
+    memory, parts = run["memory_mb"], run["breakdown_mb"]
+    assert 0 < memory["uss"]["p50"] <= memory["pss"]["p50"] <= memory["rss"]["p50"]
+    # the parts of node 0's address space add up to its whole resident set
+    assert sum(p["rss"] for p in parts.values()) == pytest.approx(memory["rss"]["p50"], rel=0.05)
+
+    from bench.fleet import report
+
+    section = report(result)
+    assert section.startswith("## A fleet of real FL daemons") and "| C heap |" in section

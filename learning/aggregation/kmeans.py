@@ -9,9 +9,11 @@ fixed-order computation on the exact Gram matrix (:mod:`.exact`), so labels agre
 from __future__ import annotations
 
 import math
+from types import ModuleType
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+
+from learning.borrowed import load_module
 
 from . import exact
 
@@ -35,6 +37,13 @@ def centre_sq_dists(g: np.ndarray, coefs: np.ndarray) -> np.ndarray:
     return exact.clip_negative(np.diagonal(g)[:, None] - 2.0 * ga + cc[None, :])
 
 
+def _lsap() -> ModuleType:
+    """scipy's compiled ``linear_sum_assignment`` without ``scipy.optimize``'s ``__init__`` (every
+    solver, ``scipy.special``, ``numpy.f2py``: +22 MB of private memory in each daemon that once
+    meets an undersized cluster); see :mod:`learning.borrowed`."""
+    return load_module("scipy", "optimize", "_lsap", name="learning.aggregation._lsap", extension=True)
+
+
 def _assign(dist: np.ndarray, min_size: int) -> np.ndarray:
     """Nearest-centre labels such that every cluster gets at least ``min_size`` updates.
 
@@ -48,7 +57,7 @@ def _assign(dist: np.ndarray, min_size: int) -> np.ndarray:
         return nearest
     cost = np.concatenate([np.repeat(dist, min_size, axis=1),
                            np.repeat(dist.min(axis=1)[:, None], n - k * min_size, axis=1)], axis=1)
-    _, cols = linear_sum_assignment(cost)
+    _, cols = _lsap().linear_sum_assignment(cost)
     return np.where(cols < k * min_size, cols // max(min_size, 1), nearest)
 
 

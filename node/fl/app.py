@@ -31,7 +31,7 @@ from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import sha256
 from learning.client import norm_bound
 from learning.models import build_model, get_flat, set_flat
-from learning.train import evaluate, prepare_optimizers
+from learning.train import evaluate
 from node.fl.blobs import BlobError, BlobStore, model_bytes, parse_model
 from node.fl.data import NodeData
 from node.fl.hierarchy_check import HierarchyChecks
@@ -69,7 +69,6 @@ class FLApp(UpdateIntake, HierarchyChecks):
                  fetch: Fetch | None = None, fetch_model: FetchModel | None = None, max_message: int = 8 << 20,
                  model_retention: int = 64, update_retention: int = 0, node_id: str = "") -> None:
         torch.set_num_threads(1)  # room for many daemons per core
-        prepare_optimizers()  # torch's optimizers load torch._dynamo on first use: pay it before the first slot
         self.settings = settings
         self.node_id = node_id  # picks the clusters of a hierarchical round this node re-runs
         self.task = Task.from_dict(settings.task) if settings.task else None

@@ -19,16 +19,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CODE = """
 import json, math, sys
+import numpy as np
 import cli.main, node.fl.service
+from learning.aggregation.kmeans import _assign
 from learning.data import load_digits
 from learning.privacy import PrivacyAccountant
 load_digits()
+labels = _assign(np.array([[0.0, 5.0], [0.1, 5.0], [0.2, 5.0], [0.3, 4.0]]), 1)  # cluster 1 would be empty
+assert sorted(labels) == [0, 0, 0, 1], labels
+loaded = sorted(m for m in ("opacus", "sklearn", "scipy") if m in sys.modules)
+# the accountant (local-dp only) needs scipy.special, not opacus
 PrivacyAccountant(math.inf, noise_multiplier=1.1, sample_rate=0.5).release(10)
-print(json.dumps(sorted(m for m in ("opacus", "sklearn") if m in sys.modules)))
+print(json.dumps(loaded + sorted(m for m in ("opacus", "sklearn") if m in sys.modules)))
 """
 
 
-def test_a_daemon_imports_neither_opacus_nor_sklearn() -> None:
+def test_a_daemon_imports_neither_opacus_nor_sklearn_nor_scipy() -> None:
     out = subprocess.run([sys.executable, "-c", CODE], cwd=ROOT, capture_output=True, text=True, timeout=240,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
