@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -14,14 +13,14 @@ from consensus.genesis import Genesis, make_genesis
 from gossip.crypto import KeyPair
 from node.daemon import Daemon
 from node.home import Home, init_home, load_home
+from tests.integration.harness import free_port_block
 
 SLOT_MS = 100
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port outside the range outgoing connections take theirs from."""
+    return free_port_block(1)
 
 
 class Node:

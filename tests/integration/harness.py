@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,14 +24,26 @@ CLI = [sys.executable, "-m", "cli.main"]
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _outside_ephemeral(count: int) -> range:
+    """Bases for ``count`` consecutive ports outside the kernel's ephemeral range.
+
+    The kernel hands ports of that range to outgoing connections, and every daemon dials its
+    peers: a port checked free here could be taken by some connection before the daemon that
+    was given it binds (seen with 24 daemons: "address already in use")."""
+    try:
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    below = range(max(1024, lo - 12000), lo - count)
+    return below if len(below) >= 1000 else range(hi + 1, 65536 - count)
+
+
 def free_port_block(count: int) -> int:
-    """A base port such that ``count`` consecutive ports on 127.0.0.1 are free right now."""
+    """A base port such that ``count`` consecutive ports on 127.0.0.1 are free right now, outside
+    the range outgoing connections take theirs from."""
+    bases = _outside_ephemeral(count)
     for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count >= 65000:
-            continue
+        base = random.choice(bases)
         try:
             socks = []
             for p in range(base, base + count):
@@ -44,7 +57,7 @@ def free_port_block(count: int) -> int:
         finally:
             for s in socks:
                 s.close()
-    raise RuntimeError("no free block of ports on 127.0.0.1")
+    raise RuntimeError(f"no free block of {count} ports on 127.0.0.1 in {bases}")
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
