@@ -85,20 +85,27 @@ def measure_counter_lag(n: int, seconds: float, root: Path) -> dict:
             "event_loop_lag_p99_ms": loop_lag(n, start, end, seconds)}
 
 
+def fl_testnet(root: Path, n: int) -> Testnet:
+    """``n`` FL daemons of the default genesis on 127.0.0.1, 2 s slots."""
+    return Testnet(root, n, slot_ms=2000, app="fl")
+
+
 def measure(n: int, seconds: float, root: Path, *, during: Callable[[Testnet], dict[str, Any]] | None = None,
-            warmup_timeout: float = 90) -> dict:
+            warmup_timeout: float = 90, make_net: Callable[[Path, int], Testnet] = fl_testnet) -> dict:
     """``during`` (optional) is called once the window is over, with the daemons still running;
-    its figures join the result (``bench.fleet`` reads each daemon's memory there)."""
-    net = Testnet(root, n, slot_ms=2000, app="fl")
+    its figures join the result (``bench.fleet`` reads each daemon's memory there). ``make_net``
+    places the daemons (``bench.fleet --network lan``: a host of its own each); every read of a
+    node goes through ``net.on_host``, where that node's address is reachable."""
+    net = make_net(root, n)
     net.start_all()
     try:
         net.wait_height(2, timeout=warmup_timeout)
-        start = {i: scrape(net.url(i)) for i in range(n)}
+        start = {i: net.on_host(i, scrape, net.url(i)) for i in range(n)}
         first = net.heights([0])[0]
-        events = asyncio.run(final_blocks(net.url(0), seconds))
+        events = net.on_host(0, asyncio.run, final_blocks(net.url(0), seconds))
         finals = {e["height"]: at for e, at in events}
         extra = during(net) if during is not None else {}
-        end = {i: scrape(net.url(i)) for i in range(n)}
+        end = {i: net.on_host(i, scrape, net.url(i)) for i in range(n)}
         last = net.heights([0])[0]
         latency, considered = [], 0
         for h in sorted(finals):

@@ -8,12 +8,19 @@ PSS (shared pages, mostly the torch libraries, divided among the processes that 
 USS (private pages only, what one more daemon really costs). A size that fails is recorded with
 its error and ends the run (larger ones would fail the same way).
 
-Run: ``python -m bench fleet [--quick] [--sizes 8,16,24]``.
+``--network lan`` puts every daemon on a host of its own instead (a network namespace with its own
+address on one LAN, ``tests/integration/netns.py``; needs root): no two daemons share an address,
+so per-address limits and connection counts are those of separate devices. Its rows are kept
+beside the loopback rows of the last run (and the other way round).
+
+Run: ``python -m bench fleet [--quick] [--sizes 8,16,24] [--network lan]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import re
 import tempfile
@@ -22,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, md_table, percentiles, write_result
-from bench.fl_chain import measure
+from bench.fl_chain import fl_testnet, measure
 from tests.integration.harness import Testnet
+from tests.integration.netns import Lan, LanTestnet, available
 
 RSS_GOAL_MB = 250.0
 
@@ -85,15 +93,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="4 and 8 daemons, a short window")
     parser.add_argument("--sizes", default="", help="daemon counts, comma-separated")
     parser.add_argument("--window", type=float, default=None, help="seconds watched per size")
+    parser.add_argument("--network", choices=("loopback", "lan"), default="loopback",
+                        help="daemons on 127.0.0.1, or each on a host of its own (network namespaces; root)")
     args = parser.parse_args(argv)
+    key = "lan_runs" if args.network == "lan" else "runs"
+    if args.network == "lan" and available():
+        parser.error(available())
     sizes = [int(x) for x in args.sizes.split(",") if x] or ([4, 8] if args.quick else [8, 16, 24, 32])
     window = args.window or (20.0 if args.quick else 40.0)
     runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    last = json.loads((RESULTS / "fleet.json").read_text()) if (RESULTS / "fleet.json").exists() else {}
+    kept = {k: last[k] for k in ("runs", "lan_runs") if k in last and k != key}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        make_net = fl_testnet
+        if args.network == "lan":
+            def make_net(root: Path, n: int) -> Testnet:
+                return LanTestnet(root, stack.enter_context(contextlib.closing(Lan(n))), slot_ms=2000, app="fl")
         for n in sizes:
             started = time.perf_counter()
             try:
-                row = measure(n, window, Path(tmp) / f"fleet{n}", during=_memory, warmup_timeout=60 + 10 * n)
+                row = measure(n, window, Path(tmp) / f"fleet{n}", during=_memory, warmup_timeout=60 + 10 * n,
+                              make_net=make_net)
             except Exception as exc:  # noqa: BLE001 - a size that does not fit is a result, not a crash
                 runs.append({"nodes": n, "error": f"{type(exc).__name__}: {exc}"[:300]})
                 print(f"  {n} daemons: failed: {runs[-1]['error']}", flush=True)
@@ -102,10 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
             runs.append(row)
             print(f"  {n} daemons: RSS p50 {row['memory_mb']['rss']['p50']:.0f} MB, "
                   f"{row['wall_s']:.0f} s", flush=True)
-            write_result("fleet", {"runs": runs, "window_s": window, "quick": args.quick})
-    result = {"runs": runs, "window_s": window, "quick": args.quick}
+            write_result("fleet", {**kept, key: runs, "window_s": window, "quick": args.quick})
+    result = {**kept, key: runs, "window_s": window, "quick": args.quick}
     write_result("fleet", result)
-    _plot(runs)
+    _plot(result.get("runs", []))
     print(_table(runs))
     return result
 
@@ -153,7 +173,7 @@ def _table(runs: list[dict[str, Any]]) -> str:
 
 
 def report(result: dict[str, Any]) -> str:
-    ok = [r for r in result["runs"] if "error" not in r]
+    ok = [r for r in result.get("runs", []) if "error" not in r]
     verdict = "not measured"
     if ok:
         largest = max(ok, key=lambda r: r["nodes"])
@@ -180,8 +200,8 @@ holding it final, update-to-final from an update's creation to node 0 learning i
 final; memory from `/proc/PID/smaps_rollup` (RSS counts the shared torch libraries in every
 daemon; PSS shares them out; USS is what one more daemon costs). Command: `python -m bench fleet`.
 
-{_table(result['runs'])}
-
+{_table(result.get('runs', []))}
+{_lan(result.get('lan_runs'))}
 - {verdict}.
 - {limit} Loop lag, finality and block time at these sizes are those of a machine with 2 cores
   shared with other work ({load} while measured), not of the daemons alone.
@@ -255,6 +275,20 @@ def _eight(ok: list[dict[str, Any]]) -> str:
         return "8 daemons were not measured"
     m = run["memory_mb"]
     return f"{m['rss']['p50']:.0f} MB RSS, {m['pss']['p50']:.0f} MB PSS, {m['uss']['p50']:.0f} MB USS"
+
+
+def _lan(runs: list[dict[str, Any]] | None) -> str:
+    """The same fleet with every daemon on a host of its own (``--network lan``), if measured."""
+    if not runs:
+        return ""
+    return f"""
+Every daemon on a host of its own (`python -m bench fleet --network lan`): one network namespace
+per daemon, each with its own address on one LAN (a bridge in a namespace of its own), so no two
+daemons share an address, its connection slots or its rate limits, as on separate devices; the
+CPU and memory are still this machine's.
+
+{_table(runs)}
+"""
 
 
 def _shared(ok: list[dict[str, Any]]) -> str:

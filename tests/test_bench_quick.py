@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.netns import available
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -188,3 +190,21 @@ def test_fleet_measures_memory_and_timing_and_renders(tmp_path: Path) -> None:
 
     section = report(result)
     assert section.startswith("## A fleet of real FL daemons") and "| C heap |" in section
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(bool(available()), reason=available() or "namespaces available")
+def test_fleet_on_a_lan_keeps_the_loopback_rows_and_renders_both(tmp_path: Path) -> None:
+    env = {**os.environ, "FEDCHAIN_BENCH_RESULTS": str(tmp_path)}
+    (tmp_path / "fleet.json").write_text(json.dumps({"runs": [{"nodes": 3, "error": "earlier loopback run"}]}))
+    proc = subprocess.run([sys.executable, "-m", "bench", "fleet", "--sizes", "2", "--window", "8", "--network", "lan"],
+                          cwd=REPO, env=env, check=False, capture_output=True, text=True, timeout=230)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "fleet.json").read_text())
+    assert result["runs"] == [{"nodes": 3, "error": "earlier loopback run"}]
+    (run,) = result["lan_runs"]
+    assert run["daemons_alive"] == 2 and run["update_to_final_ms"]["n"] >= 1
+
+    from bench.fleet import report
+
+    assert "host of its own (`python -m bench fleet --network lan`)" in report(result)
