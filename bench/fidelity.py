@@ -2,8 +2,7 @@
 
 A benchmark of the simulator is a claim about the product only if the simulator runs what the
 daemons run. Here both start from the same genesis FL settings (the defaults ``fedchain testnet
-create`` writes: digits, 64-unit MLP, clip and noise, top-10% float16 with error feedback,
-clustering):
+create`` writes: digits, 64-unit MLP, clip, top-10% float16 with error feedback, clustering):
 
 * chain: N daemons as separate processes on 127.0.0.1 (2 s slots). After ``--blocks`` final
   blocks, the model of every height (its hash is the next block header's ``app_hash``, its
@@ -14,8 +13,10 @@ clustering):
   chain's own data split (node i holds the shard of genesis account i); round k's model is
   version k, and round k's nodes are those the chain's k-th aggregation considered (a block holds
   the updates that reached its proposer in time: while daemons start, fewer). Repeated with
-  ``--seeds`` noise seeds (the DP noise stream; a daemon draws its noise from OS entropy), so the
-  spread says what noise alone moves. For reference also with every node in every round.
+  ``--seeds`` noise seeds (the update-noise stream; a daemon draws its noise from OS entropy), so
+  the spread says what noise alone moves; a genesis without update noise (the default) makes
+  them one run, and the spread is the chain runs' (``--chains``: which updates reach a block in
+  time differs from run to run). For reference also with every node in every round.
 
 What remains different by design: a chain update may be one model stale, where the simulator
 trains every round's nodes on the newest model.
@@ -207,9 +208,10 @@ A chain's version k is its model after its k-th aggregation; the simulator's is 
 round k, in which the nodes take part that the chain's k-th aggregation considered (a block
 aggregates the updates that reached its proposer in time, so the first blocks, while daemons
 start, hold fewer). Left over by design: a chain update may be one model stale (counted per
-version) where the simulator trains it on the newest model, and daemons draw their DP noise from
-OS entropy. "Within noise": the difference is at most two standard deviations of chain and
-simulator together (and at least one point). The last column runs every node in every round.
+version) where the simulator trains it on the newest model, and daemons draw update noise (none
+by default: then the simulator's seeds repeat one run) from OS entropy. "Within noise": the
+difference is at most two standard deviations of chain runs and simulator runs together (and at
+least one point). The last column runs every node in every round.
 
 Command: `{r.get('command') or 'python -m bench fidelity' + (' --quick' if r['quick'] else '')}` (wall time {r['wall_time_s']:.0f} s).
 
