@@ -63,6 +63,18 @@ def test_compress_within_cuts_to_the_bound_and_keeps_the_excess(dtype: str) -> N
     assert np.allclose(sent_total + ef.residual, given_total, atol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8", "sign"])
+def test_compress_within_brings_an_update_a_hair_over_the_bound_under_it(dtype: str) -> None:
+    """Without update noise an honest update's norm (clip plus residual) can land just over the
+    bound; a cut smaller than the encoding's rounding step re-encodes to the same values, and the
+    trainer failed ("could not bring the update's norm 2.00111 within 2.00098")."""
+    for seed in range(20):
+        values = np.random.default_rng(seed).normal(size=200).astype(np.float16).astype(np.float32)
+        bound = l2_norm(values) / (1 + 1e-5)
+        ef = ErrorFeedback(200, 1.0, dtype)
+        assert sparse_norm(compress_within(ef, values, bound)) <= bound
+
+
 def test_compress_within_leaves_small_updates_alone() -> None:
     rng = np.random.default_rng(3)
     delta = (rng.normal(size=500) * 0.001).astype(np.float32)
