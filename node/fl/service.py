@@ -25,6 +25,7 @@ from learning.datasets.formats import DataError
 from node.config_checks import ConfigError
 from node.fetcher import JSON_ROOM, FetchError, fetch_update, get_bytes
 from node.fl.app import TOPIC_UPDATE, round_key
+from node.fl.background import background_worker
 from node.fl.blobs import BlobStore
 from node.fl.data import NodeData, load_node_data
 from node.fl.faults import fl_app_class, make_trainer
@@ -64,6 +65,7 @@ class FLService:
         self.session: aiohttp.ClientSession | None = None
         self.model_metrics: dict[str, Any] = {}
         self._tasks: list[asyncio.Task] = []
+        self._evaluator = background_worker("fl-eval")  # new models' accuracy: reported, never voted on
 
     def _task_data(self, task: Task) -> NodeData:
         """This device's own data, checked against the task (a misfit stops the node here, before it
@@ -156,6 +158,7 @@ class FLService:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._evaluator.shutdown(wait=True, cancel_futures=True)
         self.blobs.close()
 
     def _schedule_evaluation(self) -> None:
@@ -165,8 +168,9 @@ class FLService:
     async def _evaluate(self) -> None:
         app = self.app
         vector, mhash, height = app.model, app.model_hash, app.model_height
-        val_acc, val_loss = await asyncio.to_thread(app.accuracy, vector, "val")
-        test_acc, test_loss = await asyncio.to_thread(app.accuracy, vector, "test")
+        loop = asyncio.get_running_loop()
+        val_acc, val_loss = await loop.run_in_executor(self._evaluator, app.accuracy, vector, "val")
+        test_acc, test_loss = await loop.run_in_executor(self._evaluator, app.accuracy, vector, "test")
         if height >= self.model_metrics.get("height", -1):
             self.model_metrics = {"hash": mhash.hex(), "height": height, "params": app.dim,
                                   "val_accuracy": val_acc, "val_loss": val_loss,

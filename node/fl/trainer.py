@@ -9,7 +9,7 @@ more would take its epsilon past the budget; it keeps following the chain, and s
 log, ``/fl/privacy`` and its metrics.
 
 All of that, and saving the trainer's state, runs on one worker thread of its own, in order, at a
-lower CPU priority than the rest of the daemon (:func:`background_priority`); the event loop only
+lower CPU priority than the rest of the daemon (:mod:`node.fl.background`); the event loop only
 hands it a copy of the model and what it needs to know of the chain, and gets
 back the signed, encoded update and a snapshot of the privacy spending. Only the worker touches
 the client's state (residual, accountant, update count).
@@ -29,11 +29,9 @@ import contextlib
 import json
 import logging
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +41,7 @@ from gossip.crypto import KeyPair
 from learning.client import Client, Release
 from learning.compression import dense_bytes, wire_size
 from node.fl.app import TOPIC_UPDATE, FLApp
+from node.fl.background import background_worker
 from node.fl.update import ModelUpdate
 
 log = logging.getLogger("fedchain.trainer")
@@ -58,27 +57,6 @@ class Made:
     steps: int
     epsilon: float | None
     seconds: float
-
-
-TRAINER_NICENESS = 10
-"""How much lower the training thread's CPU priority is than the daemon's (Linux nice levels)."""
-
-
-def background_priority() -> None:
-    """Lower the calling thread's CPU priority by :data:`TRAINER_NICENESS`.
-
-    Training is background work with a whole slot to finish; votes, proposals and gossip on the
-    event loop have milliseconds. When a device (or a machine shared by many daemons) is busy,
-    the kernel then runs a waiting event loop before more training: on 16 FL daemons sharing 2
-    cores the worst node's event-loop lag p99 went from 73-76 ms to 54 ms (``bench scalability``).
-    Linux applies ``setpriority`` with a thread id to that thread alone; where a platform refuses
-    (or a sandbox forbids it) training simply keeps the daemon's priority.
-    """
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                       os.getpriority(os.PRIO_PROCESS, 0) + TRAINER_NICENESS)
-    except (OSError, AttributeError) as exc:
-        log.info("training keeps the daemon's CPU priority (%s)", exc)
 
 
 class Trainer:
@@ -102,8 +80,7 @@ class Trainer:
         self.epsilon: float | None = self.client.epsilon()
         self._pending_raw = b""
         self._announced_s = -float("inf")
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fl-trainer",
-                                          initializer=background_priority)
+        self._worker = background_worker("fl-trainer")
         self._wake = asyncio.Event()
         app.listeners.append(self._wake.set)
         self._restore()

@@ -19,7 +19,8 @@ from learning.sim.nodes import STREAM_NOISE, stream
 from node.fl.app import FLApp
 from node.fl.round import Payload
 from node.fl.settings import FLSettings
-from node.fl.trainer import TRAINER_NICENESS, Trainer
+from node.fl.background import BACKGROUND_NICENESS
+from node.fl.trainer import Trainer
 from node.fl.update import ModelUpdate
 from tests.consensus.helpers import IDS, KEYS, OUTSIDER, genesis, tx
 from tests.node.helpers import SETTINGS, STATE, ctx
@@ -202,5 +203,5 @@ async def test_training_runs_at_a_lower_cpu_priority_than_the_event_loop(new_app
     loop_nice = os.getpriority(os.PRIO_PROCESS, 0)
     worker_nice = await asyncio.get_running_loop().run_in_executor(
         trainer._worker, os.getpriority, os.PRIO_PROCESS, 0)
-    assert worker_nice == min(19, loop_nice + TRAINER_NICENESS)
+    assert worker_nice == min(19, loop_nice + BACKGROUND_NICENESS)
     assert os.getpriority(os.PRIO_PROCESS, 0) == loop_nice  # the loop's own thread is untouched
