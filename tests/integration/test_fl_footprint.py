@@ -8,6 +8,7 @@ the clustering rule's helpers)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -22,12 +23,7 @@ def imported(log: str) -> set[str]:
     return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", log, re.M))
 
 
-@pytest.mark.timeout(180)
-def test_a_training_daemon_loads_no_package_it_does_not_use(make_testnet):
-    net = make_testnet(2, slot_ms=2000, app="fl")
-    net.rewrite_genesis()
-    for i in range(2):
-        net.start(i, env={"PYTHONPROFILEIMPORTTIME": "1"})
+def wait_trained_and_evaluated(net) -> None:
     me = net.node_id(0)
 
     def trained_and_evaluated() -> bool:
@@ -38,6 +34,28 @@ def test_a_training_daemon_loads_no_package_it_does_not_use(make_testnet):
                    for u in net.get(0, f"/fl/updates?height={h}")["updates"])
 
     wait_for(trained_and_evaluated, 150, "node 0's update in a final block and the model evaluated")
+
+
+def thread_nice_levels(pid: int) -> list[int]:
+    """The nice level of every thread of ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
+    levels = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        levels.append(int(fields[16]))
+    return levels
+
+
+@pytest.mark.timeout(180)
+def test_a_training_daemon_loads_no_package_it_does_not_use(make_testnet):
+    net = make_testnet(2, slot_ms=2000, app="fl")
+    net.rewrite_genesis()
+    for i in range(2):
+        net.start(i, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    wait_trained_and_evaluated(net)
+    # training and the evaluation of new models (and threads they start, which inherit it) run
+    # niced below the rest of the daemon: the event loop, block verification, the writers
+    levels = thread_nice_levels(net.procs[0].pid)
+    assert set(levels) == {0, 10} and levels.count(10) >= 2 and levels.count(0) >= 3, levels
     net.stop_all()
     modules = imported((net.home(0) / "daemon.out").read_text())
     assert {"torch", "learning.optimizers", "node.fl.trainer"} <= modules  # the log is read right
