@@ -314,7 +314,8 @@ Commands (with `--keep` to add a size to earlier results): {'; '.join(_command(r
 
 {findings(r)}
 
-Reading the numbers: bytes *uploaded* per round are the same for every strategy, because on a
+Reading the numbers: bytes *uploaded* per round are the same for every strategy (up to the few
+bytes by which an encoded update's size follows its values), because on a
 chain every node gossips its update before a proposer selects; selection only shrinks what a block
 aggregates (and a delegate re-runs), not the network's upload. Nor can PSO's straggler term
 (min speed over the set) shorten a round: the chain selects among updates that have already

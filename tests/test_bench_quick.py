@@ -70,7 +70,8 @@ def test_selection_quick_compares_strategies_on_the_same_arrivals(tmp_path: Path
     rows = {row["strategy"]: row for row in result["rows"]}
     assert set(rows) == set(result["strategies"])
     uploaded = {s: row["bytes_uploaded_per_round"]["mean"] for s, row in rows.items()}
-    assert len(set(uploaded.values())) == 1 and uploaded["all"] > 0
+    # the same arrivals: the same updates uploaded, whose exact sizes follow their values (varint indices)
+    assert uploaded["all"] > 0 and max(uploaded.values()) <= 1.01 * min(uploaded.values()), uploaded
     # all aggregates every sender's newest update; a policy picks k of them
     assert rows["all"]["bytes_aggregated_per_round"]["mean"] <= uploaded["all"]
     k = result["round_shape"]["16"]["max_updates"]

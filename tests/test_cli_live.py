@@ -25,6 +25,7 @@ from consensus.genesis import Genesis
 from gossip.crypto import KeyPair
 from node.home import load_home
 from tests.apinode import free_port
+from tests.integration.harness import default_sigint
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "cli.main"]
@@ -214,7 +215,8 @@ def test_testnet_up_progresses_and_stops_every_node(tmp_path, sig):
     if base + 1 > 65535 or not _free(base + 1):
         pytest.skip("no two consecutive free ports")
     proc = subprocess.Popen([*CLI, "testnet", "up", "2", "--dir", str(folder), "--base-port", str(base),
-                             "--slot-ms", "300"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             "--slot-ms", "300"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=default_sigint)
     urls = [f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"]
     try:
         wait_for(lambda: min(final_height(u) for u in urls) >= 2, 60, "both nodes to finalize blocks")

@@ -60,6 +60,14 @@ def free_port_block(count: int) -> int:
     raise RuntimeError(f"no free block of {count} ports on 127.0.0.1 in {bases}")
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` of a child a test will send Ctrl-C (SIGINT): restore its default action.
+    Shells start background jobs with SIGINT ignored, children inherit that, and Python then
+    installs no KeyboardInterrupt handler: a test run started in the background (``make test &``)
+    would otherwise see every Ctrl-C it sends ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.harness import CLI, REPO, free_port_block, wait_for
+from tests.integration.harness import CLI, REPO, default_sigint, free_port_block, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def plain(text: str) -> str:
 
 def spawn(args: list[str], out, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([*CLI, *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, preexec_fn=default_sigint)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> int:
