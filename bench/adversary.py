@@ -34,6 +34,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -244,60 +245,8 @@ def _cell_text(c: dict) -> list[str]:
     return [pm(c["drop"], 1.0), bd, auc, f"{c['honest']['rejected_per_round']['mean']:.2f}"]
 
 
-WHY = """What changed, and what each change bought (tabular_mlp, 3 seeds, 10 rounds, every number
-measured with this benchmark):
-
-- *No update noise by default.* The genesis update noise (multiplier 0.01, no privacy claimed)
-  had norm ~2.3 against at most 1 of clipped signal over ~51,000 parameters, so honest updates
-  looked nearly orthogonal. With the old rule on seven attacks, noise 0.01 -> 0 moved detection
-  AUC (20% / 40%) for `adaptive` from 0.36 / 0.49 to 0.92 / 0.99, `constrain_scale` 0.08 / 0.07
-  to 0.78 / 0.74, noisy IPM 0.82 / 0.03 to 0.88 / 0.73, `backdoor` 0.33 / 0.33 to 0.59 / 0.40; the
-  40% drop of noisy IPM fell from 13.0 to 6.3 points and clean accuracy rose 0.5 points; noisy
-  ALIE at 20% fell from 0.72 to 0.53 and honest rejections with no attacker doubled (0.77 to 1.57
-  per round). With every attack (the full table above against the same command at noise 0.01
-  and the old rule): worst 40% drop 17.2 (`sign_flip`) -> 6.4 (noisy IPM), `label_flip` 5.2 -> 1.8.
-- *Radius-tuning margin* (`tune_margin` 0.02). With no attacker the honest rejections came from
-  phase 2 only, and mostly from the radius tuning: on 300 public samples a tighter radius won by
-  a sample or two. The margin halves them (1.40 -> 0.67 per round, ablation) at some cost under
-  attack (`constrain_scale` at 40%: 44.5% -> 51.7% backdoor success; adaptive drop 2.8 -> 3.4).
-- *Median-norm clip* (FLAME's clip of the accepted updates). Its one clear effect is on the
-  boosted backdoor (`constrain_scale` at 40%: 56.8% -> 51.7%); elsewhere the ablation's
-  differences (half a point of drop, a few hundredths of AUC) are within the spread of seeds.
-
-Why goals are still missed:
-
-- *Backdoors at 40% (51%) and their AUC (0.38-0.50).* A data backdoor (10% of an attacker's
-  samples) changes its update's norm and distance to the centre no more than the honest non-IID
-  spread does. What does set the attackers apart is their similarity to each other: on a recorded
-  seed, from round 6 on their second-highest raw cosine to another update separates them from
-  every honest update (cosine ~0.26 among attackers against ~0.08 among honest updates in round
-  10). But at 40% they are too many for a median/MAD threshold (their z-scores were 0.4-1.6 against
-  up to 2 for honest updates), and restricted k-means on the cosine Gram matrix split the honest
-  label-skew groups instead of isolating them (exploratory, recorded rounds, not in this table).
-  The norm clip cannot touch an attacker that is not boosted.
-- *Evasive attackers at 20% and the shared-offset test.* Jitter 1 is the honest spread; without
-  update noise that spread is the non-IID signal, so a noisy ALIE group looks like one more
-  label-skew group (AUC 0.53 at 20%). The shared-offset test, built for noise-dominated updates,
-  no longer helps here (ablation: noisy ALIE AUC 0.93 with it off against 0.91 on, and it
-  rejects honest updates under attack: 0.40 against 0.83 per round).
-- *Clean vs FedAvg.* The rule costs nothing measurable: clean accuracy is 0.1 ± 0.2 points above
-  FedAvg on the same pipeline. The pipeline itself (clip 1, top-10% float16 with error feedback,
-  eta/sqrt(t)) costs 2.4 ± 0.7 points against dense FedAvg at a constant step over 10 rounds.
-  The goal is missed by the pipeline, not by the rule.
-- *Honest cost at 20 nodes.* With no attacker 0.67 honest updates of 20 are rejected per round
-  (phase 2's 3-MAD radius over non-IID distances; 0.4 with the radius fixed at 3); at +2 per
-  accepted and -5 per rejected update an honest node gains stake, but the cost is not zero.
-
-What would close them: an identity's consistency across rounds (a per-sender running sum,
-where a backdoor accumulates as R while honest variation grows as sqrt(R)) needs per-sender
-vectors in chain state; a reference direction trained on the public set (FLTrust) is not
-bit-reproducible across BLAS kernels, so verifiers could disagree on a block.
-
-The CNN is slow on this machine and was re-run for three attacks only, 1 seed and 4 rounds (far
-from settled: plain FedAvg is at 79.9%, the pipeline at 64.7%): the rule costs nothing against
-FedAvg on the same pipeline (clean is 0.8 points above it), the pipeline 15.2 points this early; noisy IPM is
-detected (AUC 0.996 / 0.979, it was 0.125 / 0.000 with update noise 0.01 after 2 rounds); the
-backdoors reach 7-10% at 40% after 4 rounds, which says little about a settled model."""
+FINDINGS = Path(__file__).with_name("adversary_findings.md")
+"""What the measurements showed and why goals are missed: prose the report carries under its tables."""
 
 
 def report(result: dict) -> str:
@@ -365,7 +314,7 @@ def report(result: dict) -> str:
     c = g["clean"]
     lines.append(f"- clean accuracy within 1 point of FedAvg: worst {c['worst_below_fedavg']:.1f} points below "
                  f"({c['model']}) - **{'met' if c['met'] else 'not met'}**")
-    lines += ["", WHY, "", "![accuracy drop and AUC per attack](results/adversary.png)", ""]
+    lines += ["", FINDINGS.read_text().rstrip("\n"), "", "![accuracy drop and AUC per attack](results/adversary.png)", ""]
     return "\n".join(lines)
 
 

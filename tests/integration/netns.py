@@ -14,6 +14,7 @@ Needs root (CAP_SYS_ADMIN) and iproute2; :func:`available` says whether this mac
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 import shutil
@@ -32,8 +33,9 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+@functools.cache
 def available() -> str:
-    """'' if namespaces can be made here, else why not (for a skip message)."""
+    """'' if namespaces can be made here, else why not (for a skip message); probed once."""
     if os.geteuid() != 0:
         return "network namespaces need root"
     if shutil.which("ip") is None:
