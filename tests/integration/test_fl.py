@@ -65,7 +65,7 @@ def test_four_daemons_train_digits_to_90_percent(make_testnet):
         assert "test_accuracy" in m or m["evaluated"]["height"] < m["height"], m
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_attackers_are_rejected_and_lose_trust(make_testnet):
     net = make_testnet(6, slot_ms=2000, app="fl")
     for i, attack in ((4, "sign_flip"), (5, "gaussian")):
@@ -85,7 +85,10 @@ def test_attackers_are_rejected_and_lose_trust(make_testnet):
     trust = {i: net.get(0, f"/accounts/{net.node_id(i)}")["trust"] for i in range(6)}
     assert max(trust[4], trust[5]) < min(trust[i] for i in range(4))
     assert max(trust[4], trust[5]) < 1 / 6
-    acc = wait_for(lambda: (a := test_accuracy(net)[0]) >= 0.85 and a, 90, "85% accuracy under attack")
+    # Four honest shards of six learn to about 88%; how fast depends on the CPU the trainers get.
+    # Idle, 85% comes at height 32-42; with four CPU burners beside the six daemons, at 50; a run
+    # of the whole suite on a busy machine needed more than 69 (it failed with 90 s to wait).
+    acc = wait_for(lambda: (a := test_accuracy(net)[0]) >= 0.85 and a, 270, "85% accuracy under attack")
     assert acc >= 0.85
 
 
