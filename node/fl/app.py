@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -86,6 +87,7 @@ class FLApp(UpdateIntake, HierarchyChecks):
         self.window = Window()
         self.metrics: Counter[str] = Counter()
         self.state_view: Callable[[], Any] | None = None  # set by the node: the chain's final state
+        self._nets = threading.local()  # one evaluation network per thread (see accuracy)
         self.model = get_flat(self.new_net())
         self.model_hash = b""
         self.model_height = 0
@@ -108,8 +110,14 @@ class FLApp(UpdateIntake, HierarchyChecks):
         return int(self.model.size)
 
     def accuracy(self, vector: np.ndarray, which: str = "test") -> tuple[float, float]:
-        """(accuracy, loss) of ``vector`` on the node's ``val``, the ``test`` or the ``public_eval`` set."""
-        net = self.new_net()
+        """(accuracy, loss) of ``vector`` on the node's ``val``, the ``test`` or the ``public_eval`` set.
+
+        Verification, the evaluation of new models and training run in different threads, each
+        many times a block; a network built once per thread and loaded with ``vector`` on each call
+        spares a model construction (a seeded initialisation) per call."""
+        net = getattr(self._nets, "net", None)
+        if net is None:
+            net = self._nets.net = self.new_net()
         set_flat(net, vector)
         ds = getattr(self.data, which)
         return evaluate(net, ds.x, ds.y)

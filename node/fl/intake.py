@@ -19,7 +19,6 @@ from typing import Any
 
 from gossip import Verdict
 from gossip.codec import DecodeError, unpack
-from learning.bounds import sparse_norm
 from node.fl.pool import EQUIVOCATION
 from node.fl.update import ModelUpdate
 
@@ -61,7 +60,7 @@ class UpdateIntake:
             return problem
         if u.num_samples > bound:
             return "too_many_samples"
-        if sparse_norm(u.sparse) > self.norm_bound:
+        if u.norm > self.norm_bound:
             return "norm_bound"
         if not u.verify_signature():
             return "bad_signature"

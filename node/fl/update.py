@@ -19,6 +19,7 @@ import numpy as np
 
 from gossip.codec import DecodeError, pack
 from gossip.crypto import KeyPair, is_node_id, sha256, signing_bytes, verify
+from learning.bounds import sparse_norm
 from learning.compression import SparseUpdate, densify, from_wire, to_wire
 
 
@@ -34,9 +35,13 @@ class ModelUpdate:
     sparse: SparseUpdate
     signature: bytes = b""
 
+    @cached_property
+    def _sparse_wire(self) -> list:
+        return to_wire(self.sparse)
+
     def _fields(self) -> list:
         return [self.sender, self.seq, self.base_hash, self.base_height, self.num_samples, float(self.loss),
-                to_wire(self.sparse)]
+                self._sparse_wire]
 
     def signed_bytes(self) -> bytes:
         return signing_bytes("fedchain/update", self.chain_id, self._fields())
@@ -45,7 +50,20 @@ class ModelUpdate:
         return replace(self, signature=keypair.sign(self.signed_bytes()))
 
     def verify_signature(self) -> bool:
+        """Whether the sender signed this update. Checked once per object: an update is immutable,
+        and a verifier re-checks every update a proposal lists, nearly all of them objects it
+        admitted from gossip (signature checked) a moment before, all at the block boundary, when
+        every delegate's CPU is busiest. An update decoded again from bytes is checked again."""
+        return self._signature_ok
+
+    @cached_property
+    def _signature_ok(self) -> bool:
         return verify(self.sender, self.signed_bytes(), self.signature)
+
+    @cached_property
+    def norm(self) -> float:
+        """L2 norm of the decoded delta, exactly as admission computes it (computed once)."""
+        return sparse_norm(self.sparse)
 
     @property
     def base_key(self) -> tuple[str, int]:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+import node.fl.update as update_module
+from gossip import Verdict
 from gossip.codec import pack
 from gossip.crypto import sha256
 from node.fl.faults import WrongModelApp
@@ -22,7 +24,17 @@ from node.fl.data import load_node_data
 from node.fl.round import NOT_AGREED, Payload
 from tests.consensus.helpers import IDS, KEYS, OUTSIDER
 from tests.integration.harness import REPO
-from tests.node.helpers import SETTINGS, admit_all, ctx, honest_deltas, make_update, round_updates, signed_header
+from tests.node.helpers import (
+    SETTINGS,
+    STATE,
+    admit_all,
+    ctx,
+    honest_deltas,
+    make_update,
+    round_updates,
+    screen,
+    signed_header,
+)
 
 
 EVAL_SET = len(load_node_data(SETTINGS, IDS[0], IDS[:4]).public_eval)  # samples every node evaluates on
@@ -236,3 +248,32 @@ async def test_a_verifier_on_another_cpu_kind_accepts_an_honest_proposal(new_app
     payload = (tmp_path / "payload").read_bytes()
     verdict = await verifier.verify_payload(ctx(), payload)
     assert verdict.ok, verdict.reason
+
+
+async def test_a_verifier_checks_each_gossiped_update_signature_once(new_app, monkeypatch) -> None:
+    """Updates that came in over gossip were signature-checked on admission; re-checking them when
+    the proposal arrives (the busiest moment of every delegate) would repeat that work, while an
+    update fetched from a peer is new bytes and is checked."""
+    checked: list[str] = []
+    real = update_module.verify
+
+    def counting(sender: str, message: bytes, signature: bytes) -> bool:
+        checked.append(sender)
+        return real(sender, message, signature)
+
+    monkeypatch.setattr(update_module, "verify", counting)
+    proposer, verifier = new_app(0), new_app(1)
+    verifier.state_view = lambda: STATE
+    updates = round_updates(proposer)
+    admit_all([proposer], updates)
+    for u in updates[:-1]:
+        assert await screen(verifier, u.encode()) == Verdict.ACCEPT
+    assert len(checked) == len(updates) - 1
+
+    async def serve(update_id: bytes, producer: str) -> bytes | None:
+        return updates[-1].encode()
+    verifier.fetch = serve
+    payload = await proposer.prepare_payload(ctx())
+    checked.clear()
+    assert (await verifier.verify_payload(ctx(), payload)).ok
+    assert checked == [updates[-1].sender]  # only the fetched one
