@@ -9,6 +9,10 @@ thread with its own connection; until a write has committed its blob is served f
 reader never misses a blob that was put. :meth:`BlobStore.put_durable` waits for the commit
 (without blocking the loop), for what must be on disk before a block naming it commits: a
 crash can leave an unreferenced blob, never a final block whose model is missing.
+
+Updates arrive in bursts (every trainer answers a new model at once), so the writer commits
+whatever is queued when it wakes in one transaction: one fsync and one hand-over to the writer
+thread per burst rather than per blob.
 """
 
 from __future__ import annotations
@@ -74,7 +78,9 @@ class BlobStore:
         self._lock = threading.Lock()
         self._pending: dict[bytes, tuple[str, bytes]] = {}   # hash -> (kind, bytes) put, not yet committed
         self._pending_bytes = 0
-        self._last: Future | None = None
+        self._queue: list[tuple] = []         # writes and prunes for the next commit, in call order
+        self._next: Future | None = None      # the commit that will take the queue (not yet started)
+        self._last: Future | None = None      # the commit of the newest queued operation
 
     # ----- writes (on the writer thread, in call order) -----------------------------------------
     def put(self, kind: str, data: bytes, height: int) -> bytes:
@@ -88,7 +94,7 @@ class BlobStore:
             if key not in self._pending:
                 self._pending[key] = (kind, data)
                 self._pending_bytes += len(data)
-        self._last = self._writer.submit(self._write, key, kind, data, height)
+        self._enqueue(("write", key, kind, data, height))
         return key
 
     async def put_durable(self, kind: str, data: bytes, height: int) -> bytes:
@@ -99,27 +105,43 @@ class BlobStore:
 
     def prune(self, kind: str, below_height: int) -> None:
         """Delete ``kind`` blobs stored below ``below_height`` (queued after earlier writes)."""
-        self._last = self._writer.submit(self._prune, kind, below_height)
+        self._enqueue(("prune", kind, below_height))
 
     def flush(self) -> None:
         """Wait until every queued write has committed (raises what a write raised)."""
         self._writer.submit(lambda: None).result()
 
-    def _write(self, key: bytes, kind: str, data: bytes, height: int) -> None:
+    def _enqueue(self, op: tuple) -> None:
+        with self._lock:
+            self._queue.append(op)
+            if self._next is None:
+                self._next = self._writer.submit(self._commit)
+            self._last = self._next
+
+    def _commit(self) -> None:
+        """Everything queued, in order, in one transaction (on the writer thread)."""
+        with self._lock:
+            ops, self._queue, self._next = self._queue, [], None
         try:
-            self._db.execute("INSERT INTO blobs(hash, kind, height, data) VALUES (?, ?, ?, ?) "
-                             "ON CONFLICT(hash) DO UPDATE SET height = MAX(height, excluded.height)",
-                             (key, kind, height, data))
+            with self._db:  # BEGIN ... COMMIT, or ROLLBACK if a statement fails
+                self._db.execute("BEGIN")
+                for op in ops:
+                    if op[0] == "write":
+                        _, key, kind, data, height = op
+                        self._db.execute("INSERT INTO blobs(hash, kind, height, data) VALUES (?, ?, ?, ?) "
+                                         "ON CONFLICT(hash) DO UPDATE SET height = MAX(height, excluded.height)",
+                                         (key, kind, height, data))
+                    else:
+                        _, kind, below = op
+                        self._db.execute("DELETE FROM blobs WHERE kind = ? AND height < ?", (kind, below))
         except sqlite3.Error:
-            log.exception("writing %s blob %s failed", kind, key.hex()[:12])
+            log.exception("committing %d blob operations failed", len(ops))
             raise
         finally:
             with self._lock:
-                if self._pending.pop(key, None) is not None:
-                    self._pending_bytes -= len(data)
-
-    def _prune(self, kind: str, below_height: int) -> None:
-        self._db.execute("DELETE FROM blobs WHERE kind = ? AND height < ?", (kind, below_height))
+                for op in ops:
+                    if op[0] == "write" and self._pending.pop(op[1], None) is not None:
+                        self._pending_bytes -= len(op[3])
 
     # ----- reads ------------------------------------------------------------------------------
     def get(self, key: bytes, kind: str) -> bytes | None:

@@ -35,6 +35,7 @@ class HostilePeer:
         self.session: aiohttp.ClientSession | None = None
         self.ws: Any = None
         self.channel: SecureChannel | None = None
+        self.pending: list[bytes] = []  # frames of a batch not yet returned by receive()
 
     @property
     def node_id(self) -> str:
@@ -82,13 +83,12 @@ class HostilePeer:
     async def receive(self, timeout: float = 5.0) -> list | None:
         """The next frame from the victim, decoded; None when the victim closed the connection."""
         assert self.channel is not None, "connect() first"
-        while True:
+        while not self.pending:
             msg = await self.ws.receive(timeout=timeout)
             if msg.type is not aiohttp.WSMsgType.BINARY:
                 return None
-            frame = self.channel.open(msg.data)
-            if frame is not None:
-                return unpack(frame, FRAME_LIMIT)
+            self.pending = self.channel.open(msg.data)
+        return unpack(self.pending.pop(0), FRAME_LIMIT)
 
     @property
     def closed(self) -> bool:

@@ -75,6 +75,25 @@ def test_a_stalled_disk_does_not_stall_the_caller(tmp_path: Path, store: BlobSto
     assert store.count("update") == 1 and store.get(key, "update") == b"arrived while the disk was busy"
 
 
+def test_a_burst_of_puts_commits_in_one_transaction(tmp_path: Path, store: BlobStore) -> None:
+    """While the disk is busy with one commit, the blobs put meanwhile (and a prune, in its
+    place in the order) wait for the next commit together: two fsyncs for 50 blobs, not 50."""
+    commits: list[str] = []
+    store._db.set_trace_callback(lambda sql: commits.append(sql) if sql.startswith("COMMIT") else None)
+    blocker = sqlite3.connect(tmp_path / "blobs.sqlite", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        keys = [store.put("update", b"burst %d" % i, 5) for i in range(50)]
+        store.prune("update", 5)  # after the puts: removes nothing of height 5
+        old = store.put("update", b"an old one", 2)  # after the prune: kept
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    store.flush()
+    assert len(commits) == 2
+    assert all(store.has(k, "update") for k in keys) and store.has(old, "update") and store.count("update") == 51
+
+
 async def test_put_durable_returns_once_committed(tmp_path: Path, store: BlobStore) -> None:
     key = await store.put_durable("model", b"needed by a final block", 9)
     with sqlite3.connect(tmp_path / "blobs.sqlite") as other:  # another process would see it
