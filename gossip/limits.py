@@ -157,17 +157,6 @@ class BoundedQueue(Generic[T]):
         self._release(size)
         return item
 
-    def take_fitting(self, room: int, overhead: int = 0) -> list[T]:
-        """Remove and return queued items from the head, in order, while each one's size plus
-        ``overhead`` still fits in what is left of ``room`` bytes."""
-        taken = []
-        while self._items and self._items[0][1] + overhead <= room:
-            item, size = self._items.popleft()
-            self._release(size)
-            room -= size + overhead
-            taken.append(item)
-        return taken
-
     def take_all(self) -> list[T]:
         """Remove and return everything still queued."""
         items = [item for item, _ in self._items]

@@ -26,7 +26,7 @@ from gossip.codec import DecodeError
 from gossip.config import GossipConfig
 from gossip.limits import BoundedQueue, ByteBudget, RateLimiter, TokenBucket
 from gossip.session import OversizedFrame, SecureChannel, SessionError, WebSocketLike
-from gossip.wire import BATCH_LENGTH, CHUNK_DATA, Close, Hello
+from gossip.wire import Close, Hello
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Peer:
 
         A full queue drops per ``send_queue_drop`` and counts ``queue_full``.
         """
-        if self.closing or not frame:  # no frame is empty; a batch could not carry one
+        if self.closing:
             return False
         queued, dropped = self._outbox.put((topic, frame))
         for _ in range(dropped):
@@ -162,7 +162,7 @@ class Peer:
             msg = await self.ws.receive()
             if msg.type is aiohttp.WSMsgType.BINARY:
                 try:
-                    frames = self._channel.open(msg.data)
+                    frame = self._channel.open(msg.data)
                 except SessionError as exc:
                     return self._fail_session(str(exc))
                 except OversizedFrame:
@@ -172,13 +172,12 @@ class Peer:
                 except DecodeError:
                     self._hooks.on_drop(self, "malformed")
                     continue
-                for frame in frames:
-                    if self.closing:
-                        break
-                    if self._limiter.admit(len(frame)):
-                        self._dispatch(frame)
-                    else:
-                        self._hooks.on_drop(self, "rate_limited")
+                if frame is None:
+                    continue
+                if self._limiter.admit(len(frame)):
+                    self._dispatch(frame)
+                else:
+                    self._hooks.on_drop(self, "rate_limited")
             elif msg.type in _CLOSED_TYPES:
                 return
             elif msg.type is aiohttp.WSMsgType.ERROR:
@@ -201,17 +200,10 @@ class Peer:
     async def _write_loop(self) -> None:
         try:
             while True:
-                batch = [await self._outbox.get()]
-                room = CHUNK_DATA - BATCH_LENGTH - len(batch[0][1])
-                if room > 0:  # frames queued behind a small one share its transport message
-                    batch += self._outbox.take_fitting(room, BATCH_LENGTH)
-                if len(batch) == 1:
-                    for sealed in self._channel.seal(batch[0][1]):
-                        await self.ws.send_bytes(sealed)
-                else:
-                    await self.ws.send_bytes(self._channel.seal_batch([frame for _, frame in batch]))
-                for topic, frame in batch:
-                    self._hooks.on_sent(topic, len(frame))
+                topic, frame = await self._outbox.get()
+                for sealed in self._channel.seal(frame):
+                    await self.ws.send_bytes(sealed)
+                self._hooks.on_sent(topic, len(frame))
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
             log.debug("write to %s failed: %s", self.node_id[:16], exc)
             self.request_close(aiohttp.WSCloseCode.ABNORMAL_CLOSURE, "write failed")

@@ -19,7 +19,7 @@ has a deadline.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
@@ -37,8 +37,6 @@ from gossip.noise import (
     public_key,
 )
 from gossip.wire import (
-    BATCH,
-    BATCH_LENGTH,
     CHUNK_DATA,
     HANDSHAKE_MAX,
     LAST,
@@ -115,10 +113,9 @@ class SecureChannel:
     """Seals frames into transport messages and opens them, in order, one direction each.
 
     A frame becomes one or more Noise transport messages (one WebSocket message each) whose
-    plaintext is a flag byte (``MORE`` or ``LAST``) and up to ``CHUNK_DATA`` bytes of the frame;
-    or several small frames share one message (flag ``BATCH``, :meth:`seal_batch`). Callers must
-    send sealed messages in the order they were made, and hand received ones to :meth:`open` in
-    arrival order (the nonces are implicit counters)."""
+    plaintext is a flag byte (``MORE`` or ``LAST``) and up to ``CHUNK_DATA`` bytes of the frame.
+    Callers must send sealed messages in the order :meth:`seal` made them, and hand received
+    ones to :meth:`open` in arrival order (the nonces are implicit counters)."""
 
     def __init__(self, send: CipherState, receive: CipherState, max_frame: int) -> None:
         self._send = send
@@ -136,36 +133,16 @@ class SecureChannel:
             sealed.append(self._send.encrypt(b"", bytes([flag]) + piece))
         return sealed
 
-    def seal_batch(self, frames: Sequence[bytes]) -> bytes:
-        """Two or more whole frames as one transport message: one encryption, one WebSocket
-        message and one write instead of one per frame. Votes and relayed updates come in bursts
-        (every delegate votes at once); most of what a burst costs a node per frame is that fixed
-        work. The frames' lengths, ``BATCH_LENGTH`` bytes each, count against ``CHUNK_DATA``."""
-        if len(frames) < 2 or any(not f for f in frames):
-            raise ValueError("a batch holds two or more non-empty frames")
-        plain = b"".join([bytes([BATCH]), *(len(f).to_bytes(BATCH_LENGTH, "big") + f for f in frames)])
-        if len(plain) > CHUNK_DATA + 1:
-            raise ValueError(f"a batch of {len(plain) - 1} bytes exceeds one transport message")
-        return self._send.encrypt(b"", plain)
-
-    def open(self, message: bytes) -> list[bytes]:
-        """The complete frames this message ends or holds: none while more chunks of a frame are
-        to come, one for the last chunk, two or more for a batch.
+    def open(self, message: bytes) -> bytes | None:
+        """The complete frame this message ends, or None if more are to come.
 
         Raises :class:`SessionError` for a message that does not authenticate (fatal),
-        :class:`OversizedFrame` when a frame grows past ``max_frame``, and
-        :class:`DecodeError` for an authenticated message with a bad flag byte or a batch that
-        is not a whole number of non-empty frames (or arrives inside a chunked frame)."""
+        :class:`OversizedFrame` when the frame grows past ``max_frame``, and
+        :class:`DecodeError` for an authenticated message with a bad flag byte."""
         try:
             plain = self._receive.decrypt(b"", message)
         except NoiseError as exc:
             raise SessionError(str(exc)) from exc
-        if plain and plain[0] == BATCH:
-            pending = bool(self._parts)
-            self._reset()
-            if pending:
-                raise DecodeError("a batch arrived inside a chunked frame")
-            return self._unbatch(memoryview(plain)[1:])
         if not plain or plain[0] not in (MORE, LAST):
             self._reset()
             raise DecodeError("transport message without a valid flag byte")
@@ -175,24 +152,10 @@ class SecureChannel:
             raise OversizedFrame(f"frame exceeds {self.max_frame} bytes")
         self._parts.append(plain[1:])
         if plain[0] == MORE:
-            return []
+            return None
         frame = b"".join(self._parts)
         self._reset()
-        return [frame]
-
-    def _unbatch(self, body: memoryview) -> list[bytes]:
-        frames, at = [], 0
-        while at < len(body):
-            size = int.from_bytes(body[at:at + BATCH_LENGTH], "big")
-            start, at = at + BATCH_LENGTH, at + BATCH_LENGTH + size
-            if size == 0 or at > len(body):
-                raise DecodeError("a batch is not a whole number of non-empty frames")
-            if size > self.max_frame:
-                raise OversizedFrame(f"frame exceeds {self.max_frame} bytes")
-            frames.append(bytes(body[start:at]))
-        if len(frames) < 2:
-            raise DecodeError("a batch holds fewer than two frames")
-        return frames
+        return frame
 
     def _reset(self) -> None:
         self._parts = []

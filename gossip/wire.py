@@ -16,10 +16,9 @@ from gossip.crypto import SIGNATURE_SIZE, is_node_id, signing_bytes
 from gossip.envelope import MAX_TOPIC_LENGTH, Announcement, Envelope
 from gossip.noise import MAX_MESSAGE, TAGLEN
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 3
 """3: gossipsub control frames (sub, graft, prune, ihave, iwant) and announce-then-pull frames
-(ann, want, body) besides msg and peers. 4: a transport message may carry a batch of small frames
-(flag ``BATCH``); a version-3 node would take it for a malformed frame."""
+(ann, want, body) besides msg and peers; a version-2 node would take them for malformed frames."""
 PROLOGUE = b"fedchain/p2p"
 """Noise prologue: both sides must use it, or the handshake fails."""
 STATIC_KEY_DOMAIN = "fedchain/p2p-static-key"
@@ -34,10 +33,6 @@ CHUNK_DATA = MAX_MESSAGE - TAGLEN - 1
 """Frame bytes per transport message: a frame is sealed as one or more of them."""
 MORE = 1
 LAST = 0
-BATCH = 2
-"""Flag of a transport message holding two or more whole frames, each behind its length."""
-BATCH_LENGTH = 2
-"""Bytes of the big-endian length before each frame of a batch."""
 
 MSG = "msg"       # [msg, topic, sender, seq, body, signature]
 PEERS = "peers"   # [peers, [url, ...]]

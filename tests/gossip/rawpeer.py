@@ -16,7 +16,7 @@ from gossip.codec import pack, unpack
 from gossip.crypto import KeyPair, signing_bytes
 from gossip.noise import CipherState, XXHandshake, generate_private, public_key
 
-VERSION = 4
+VERSION = 3
 PROLOGUE = b"fedchain/p2p"
 CHUNK = 65535 - 16 - 1
 
@@ -71,13 +71,6 @@ class RawPeer:
         async for msg in self.ws:
             if msg.type is aiohttp.WSMsgType.BINARY:
                 plain = self._recv.decrypt(b"", msg.data)
-                if plain[0] == 2:  # a batch: whole frames, each behind its 2-byte length
-                    at = 1
-                    while at < len(plain):
-                        size = int.from_bytes(plain[at:at + 2], "big")
-                        self.frames.append(unpack(plain[at + 2:at + 2 + size], 64 * 1024 * 1024))
-                        at += 2 + size
-                    continue
                 parts.append(plain[1:])
                 if plain[0] == 0:
                     self.frames.append(unpack(b"".join(parts), 64 * 1024 * 1024))
@@ -102,13 +95,6 @@ class RawPeer:
         chunks = [frame[i:i + CHUNK] for i in range(0, max(len(frame), 1), CHUNK)]
         return [self._send.encrypt(b"", (flags or (b"\x00" if i == len(chunks) - 1 else b"\x01")) + chunk)
                 for i, chunk in enumerate(chunks)]
-
-    def seal_batch(self, frames: list[bytes], *, plain: bytes | None = None) -> bytes:
-        """One transport message with flag 2 holding ``frames``, each behind its 2-byte big-endian
-        length; ``plain`` replaces what follows the flag (to break the format)."""
-        assert self._send is not None
-        body = b"".join(len(f).to_bytes(2, "big") + f for f in frames) if plain is None else plain
-        return self._send.encrypt(b"", b"\x02" + body)
 
     async def send(self, frame: list | bytes) -> None:
         """Send a frame sealed in the session."""

@@ -125,34 +125,6 @@ async def test_bad_flag_byte_is_malformed(node: Node, raw: RawPeer) -> None:
     await still_works(node, raw)
 
 
-async def test_a_batch_of_frames_is_delivered_frame_by_frame(node: Node, raw: RawPeer) -> None:
-    frames = [pack(raw.envelope(TOPIC, body)) for body in (b"first", b"second", b"third")]
-    await raw.send_unsealed(raw.seal_batch(frames))
-    await wait_until(lambda: sorted(node.bodies()) == [b"first", b"second", b"third"])
-
-
-@pytest.mark.parametrize("plain", [
-    b"\x00\x00" + b"\x00\x03abc",         # an empty frame
-    b"\x00\x05abc",                        # a length past the end
-    b"\x00",                               # half a length
-    b"\x00\x03abc",                        # one frame is no batch
-])
-async def test_a_malformed_batch_is_dropped_and_the_connection_survives(node: Node, raw: RawPeer,
-                                                                        plain: bytes) -> None:
-    await raw.send_unsealed(raw.seal_batch([], plain=plain))
-    await wait_until(lambda: drops(node)["malformed"] == 1)
-    await still_works(node, raw)
-
-
-async def test_a_batch_inside_a_chunked_frame_is_dropped_with_it(node: Node, raw: RawPeer) -> None:
-    first_chunk = raw.seal(b"\x96" + b"x" * 100, flags=b"\x01")[0]  # "more follows"
-    await raw.send_unsealed(first_chunk)
-    await raw.send_unsealed(raw.seal_batch([pack(raw.envelope(TOPIC, b"a")), pack(raw.envelope(TOPIC, b"b"))]))
-    await wait_until(lambda: drops(node)["malformed"] == 1)
-    await still_works(node, raw)
-    assert b"a" not in node.bodies() and b"b" not in node.bodies()
-
-
 async def test_message_beyond_the_transport_limit_ends_the_session(node: Node, raw: RawPeer,
                                                                    make_raw) -> None:
     await raw.send_unsealed(b"\x00" * 65536)  # one WebSocket message over the Noise maximum

@@ -35,7 +35,6 @@ class HostilePeer:
         self.session: aiohttp.ClientSession | None = None
         self.ws: Any = None
         self.channel: SecureChannel | None = None
-        self.pending: list[bytes] = []  # frames of a batch not yet returned by receive()
 
     @property
     def node_id(self) -> str:
@@ -83,12 +82,13 @@ class HostilePeer:
     async def receive(self, timeout: float = 5.0) -> list | None:
         """The next frame from the victim, decoded; None when the victim closed the connection."""
         assert self.channel is not None, "connect() first"
-        while not self.pending:
+        while True:
             msg = await self.ws.receive(timeout=timeout)
             if msg.type is not aiohttp.WSMsgType.BINARY:
                 return None
-            self.pending = self.channel.open(msg.data)
-        return unpack(self.pending.pop(0), FRAME_LIMIT)
+            frame = self.channel.open(msg.data)
+            if frame is not None:
+                return unpack(frame, FRAME_LIMIT)
 
     @property
     def closed(self) -> bool:
