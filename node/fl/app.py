@@ -112,9 +112,9 @@ class FLApp(UpdateIntake, HierarchyChecks):
     def accuracy(self, vector: np.ndarray, which: str = "test") -> tuple[float, float]:
         """(accuracy, loss) of ``vector`` on the node's ``val``, the ``test`` or the ``public_eval`` set.
 
-        Verification, the evaluation of new models and training run in different threads, each
-        many times a block; a network built once per thread and loaded with ``vector`` on each call
-        spares a model construction (a seeded initialisation) per call."""
+        A proposer's round, a verifier's re-run and the evaluation of each new model call this
+        from their own threads, several times a block; a network built once per thread and loaded
+        with ``vector`` on each call spares a model construction (a seeded initialisation) per call."""
         net = getattr(self._nets, "net", None)
         if net is None:
             net = self._nets.net = self.new_net()

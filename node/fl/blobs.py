@@ -140,8 +140,10 @@ class BlobStore:
         finally:
             with self._lock:
                 for op in ops:
-                    if op[0] == "write" and self._pending.pop(op[1], None) is not None:
-                        self._pending_bytes -= len(op[3])
+                    if op[0] == "write":
+                        _, key, _, data, _ = op
+                        if self._pending.pop(key, None) is not None:
+                            self._pending_bytes -= len(data)
 
     # ----- reads ------------------------------------------------------------------------------
     def get(self, key: bytes, kind: str) -> bytes | None:
