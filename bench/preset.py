@@ -28,6 +28,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,33 @@ def updates(net: Testnet) -> dict[str, int]:
     return {"sent": sent, **{k: decided.get(k, 0) for k in ("updates_accepted", "updates_rejected", "rounds_skipped")}}
 
 
+def decisions(net: Testnet, height: int) -> dict[str, Any]:
+    """What the final blocks decided on each update (node 0's round records): rejections by
+    reason, by staleness (block height minus the update's base height) and by sender, so an
+    honest node the rule keeps rejecting shows up by name."""
+    by_reason: Counter[str] = Counter()
+    by_lag: Counter[str] = Counter()
+    considered_by_lag: Counter[str] = Counter()
+    by_sender: dict[str, list[int]] = {}
+    for h in range(1, height + 1):
+        try:
+            record = net.get(0, f"/fl/updates?height={h}", timeout=60)
+        except OSError:  # a height without a record (the first blocks) or a late answer: skip it
+            continue
+        for u in record["updates"]:
+            lag = str(h - 1 - u["base_height"])
+            considered_by_lag[lag] += 1
+            counts = by_sender.setdefault(u["sender"][:12], [0, 0])
+            counts[0] += 1
+            if not u["accepted"]:
+                by_reason[u["reason"]] += 1
+                by_lag[lag] += 1
+                counts[1] += 1
+    return {"rejected_by_reason": dict(by_reason), "rejected_by_staleness": dict(sorted(by_lag.items())),
+            "considered_by_staleness": dict(sorted(considered_by_lag.items())),
+            "considered_rejected_by_sender": by_sender}
+
+
 def watch(net: Testnet, scorer: TestScorer, started: float, budget_s: float, target: float, poll_s: float,
           eval_every_s: float) -> list[dict[str, Any]]:
     """Score the newest final model at most every ``eval_every_s`` until ``target`` or the budget."""
@@ -154,6 +182,7 @@ def measure(nodes: int, budget_s: float, target: float, poll_s: float, eval_ever
         height = net.get(0, "/status", timeout=60)["final_height"]
         nodes_saw = net.get(0, "/telemetry", timeout=60)["model"]
         counts = updates(net)
+        counts.update(decisions(net, height))
     finally:
         net.stop_all()
     best = max(curve, key=lambda p: p["test_accuracy"], default=None)
@@ -221,6 +250,20 @@ def _table(result: dict[str, Any]) -> str:
     return md_table(["test accuracy", "first reached after"], rows)
 
 
+def _rejections(u: dict[str, Any]) -> str:
+    """Why the rejected updates were rejected (absent from results recorded before the breakdown)."""
+    if "rejected_by_reason" not in u:
+        return ""
+    reasons = ", ".join(f"{n} {r.removeprefix('clustering: ')}" for r, n in
+                        sorted(u["rejected_by_reason"].items(), key=lambda kv: -kv[1])) or "none"
+    lags = ", ".join(f"{u['rejected_by_staleness'].get(k, 0)} of {n} at staleness {k}"
+                     for k, n in u["considered_by_staleness"].items())
+    senders = ", ".join(f"{r} of {n}" for n, r in sorted(u["considered_rejected_by_sender"].values()))
+    return f"""
+Rejections by reason: {reasons}. By staleness (the block's height minus 1 minus the update's
+base height): {lags}. Per node (rejected of considered): {senders}."""
+
+
 def verdict(result: dict[str, Any]) -> str:
     best, target = result["best"], result["target"]
     if best is None:
@@ -263,7 +306,7 @@ Command: `python -m bench preset` (measured {result['measured_at']}; creating th
 
 Over {result['elapsed_s'] / 60:.0f} minutes: {result['blocks']} final blocks, {u['sent']} updates sent
 (all nodes), {u['updates_accepted']} accepted and {u['updates_rejected']} rejected by final blocks,
-{u['rounds_skipped']} rounds skipped.
+{u['rounds_skipped']} rounds skipped.{_rejections(u)}
 
 {md_table(["minutes", "height", "test accuracy", "public eval (node 0)"], curve_rows)}
 
