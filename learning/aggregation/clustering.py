@@ -68,6 +68,7 @@ means the update fell outside some radius.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -139,6 +140,22 @@ def _cluster_scores(dist: np.ndarray, labels: np.ndarray, k: int, ref: int, radi
     thr = max(robust_threshold(within, radius, floor=GROUP_FLOOR), 1e-300)
     return np.array([0.0 if h == ref else exact.median(_pairs(dist, groups[h], groups[ref])) / thr
                      for h in range(k)])
+
+
+def _group_variants(rest_dist: np.ndarray, labels: np.ndarray, k: int, ref: int, candidates: tuple[float, ...],
+                    active: bool, validated: bool) -> Iterator[tuple[float, np.ndarray]]:
+    """Per radius candidate, phase 1b's cluster scores to try. With a validation set the far
+    groups are first kept (scores capped at 1: suspicious, not rejected) and only then dropped, so
+    a drop must win on validation like any later candidate; the second try is skipped when no
+    group is far. Without one, distance alone decides. ``active`` is False when the reference is
+    too small to describe the honest spread (scores 0)."""
+    for multiplier in candidates:
+        far = _cluster_scores(rest_dist, labels, k, ref, multiplier) if active else np.zeros(k)
+        if validated:
+            yield multiplier, np.minimum(far, 1.0)
+            if not (far > 1.0).any():
+                continue
+        yield multiplier, far
 
 
 def _drop_groups(group_score: np.ndarray, group_of: np.ndarray, protected: int, budget: int) -> np.ndarray:
@@ -235,15 +252,9 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
 
     best: tuple[float, float, np.ndarray, np.ndarray, np.ndarray, list[str], float | None] | None = None
     tried: set[bytes] = set()
-    # With a validation set, phase 1b's group drops are candidates too, tried after keeping the
-    # groups: a group is dropped only when the public set says the model is better without it.
-    variants = [(m, drops) for m in candidates for drops in ((False, True) if inp.evaluate is not None else (True,))]
-    for multiplier, group_drops in variants:
-        cluster_score = _cluster_scores(dist[np.ix_(rest, rest)], sub_labels, k, ref, multiplier)
-        if sizes[ref] < MIN_REFERENCE:
-            cluster_score[:] = 0.0
-        if not group_drops:                   # far groups kept: suspicious (score 1), not rejected
-            cluster_score = np.minimum(cluster_score, 1.0)
+    rest_dist = dist[np.ix_(rest, rest)]
+    for multiplier, cluster_score in _group_variants(rest_dist, sub_labels, k, ref, candidates,
+                                                     sizes[ref] >= MIN_REFERENCE, inp.evaluate is not None):
         dropped = _drop_groups(cluster_score, sub_labels, ref, budget)
         survivors = ~copies
         survivors[rest] = ~dropped[sub_labels]
