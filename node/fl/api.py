@@ -101,7 +101,8 @@ FL_ROUTES: tuple[Route, ...] = (
           response={"type": "string", "format": "binary"}, errors=(400, 404),
           content_type="application/octet-stream", limit="bulk"),
     Route("GET", "/fl/updates", get_updates, "The updates a final block considered (accepted or rejected and "
-          "why), equivocations punished, and why the round was skipped, if it was.",
+          "why), equivocations punished, the public-set accuracy of each candidate aggregate the rule "
+          "validated (in call order), and why the round was skipped, if it was.",
           "fl", (ROUND_HEIGHT,), errors=(400, 404), limit="bulk"),
     Route("GET", "/fl/updates/{id}", get_update, "One model update by id (summary, or raw bytes).", "fl",
           (UPDATE_ID, RAW), errors=(400, 404), limit="bulk"),

@@ -180,7 +180,7 @@ class Payload:
                 "updates": [c.to_json() for c in self.considered],
                 "equivocations": [{"sender": e.sender, "base_height": e.base_height, "first": e.first.hex(),
                                    "second": e.second.hex()} for e in self.equivocations],
-                "faults": len(self.faults),
+                "faults": len(self.faults), "evaluations": list(self.evals),
                 **({"clusters": [{"cluster": r.cluster, "members": list(r.members), "partial": r.hash.hex(),
                                   "weight": r.weight, "kept": r.kept} for r in self.partials]} if self.partials else {})}
 
