@@ -119,6 +119,29 @@ def test_a_far_group_goes_for_any_validation_gain_smaller_than_the_margin() -> N
         assert set(res.reasons[4:]) == {"clustering: cluster outlier"}
 
 
+def test_below_ten_updates_a_lone_outlier_goes_only_for_a_validation_gain() -> None:
+    """Reproduces the Fashion-MNIST preset's lone honest node: of 8 updates, one from more skewed
+    data sits past phase 2's radius (3 MADs, floored at 10% of the median below ten) and was
+    rejected in 44 of its 47 updates. Below ten updates that radius says little; the public set
+    decides: kept when dropping it validates no better, rejected when dropping it helps (here,
+    once its signs are flipped)."""
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        common = rng.normal(size=2000)
+        x = common + rng.normal(size=(8, 2000))
+        x[7] = common + 1.8 * rng.normal(size=2000)
+        x = x.astype(np.float32)
+        assert not aggregate("clustering", x, np.ones(8), seed=seed).accepted[7]     # distance alone
+        flat = aggregate("clustering", x, np.ones(8), seed=seed, evaluate=lambda _v: 0.8)
+        assert flat.accepted.all() and flat.scores[7] == 1.0, (seed, flat.reasons)
+
+        def slight(v: np.ndarray) -> float:
+            return float(0.6 + 0.005 * v @ common / (np.linalg.norm(v) * np.linalg.norm(common)))
+        x[7] = -x[7]
+        flipped = aggregate("clustering", x, np.ones(8), seed=seed, evaluate=slight)
+        assert flipped.accepted[:7].all() and flipped.reasons[7] == "clustering: outlier in cluster"
+
+
 def test_offset_test_can_be_switched_off() -> None:
     rng = np.random.default_rng(0)
     honest = _noise_dominated(14, 5000, rng)
