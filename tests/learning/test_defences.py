@@ -100,6 +100,14 @@ def test_a_far_group_is_dropped_only_when_the_public_set_is_better_without_it() 
     assert flipped_kept == 0
 
 
+def _slight(common: np.ndarray):
+    """A public set that rewards the common direction, but so little that dropping an update
+    against it gains far less than the radius tuning's margin of 0.02."""
+    def evaluate(v: np.ndarray) -> float:
+        return float(0.6 + 0.005 * v @ common / (np.linalg.norm(v) * np.linalg.norm(common)))
+    return evaluate
+
+
 def test_a_far_group_goes_for_any_validation_gain_smaller_than_the_margin() -> None:
     """Reproduces the 6-daemon testnet's attackers: a sign flipper and a noise sender formed a far
     group whose drop validated better by 3 to 5 public samples of 287 (+0.010 to +0.017), under the
@@ -111,10 +119,8 @@ def test_a_far_group_goes_for_any_validation_gain_smaller_than_the_margin() -> N
         x = (common + 2.0 * rng.normal(size=(6, 2000))).astype(np.float32)   # noisy, as with DP
         x[4:] = -x[4:]                                                          # two sign flippers
 
-        def slight(v: np.ndarray) -> float:      # dropping the flippers gains far less than 0.02
-            return float(0.6 + 0.005 * v @ common / (np.linalg.norm(v) * np.linalg.norm(common)))
         assert not aggregate("clustering", x, np.ones(6), seed=seed).accepted[4:].any()  # far by distance
-        res = aggregate("clustering", x, np.ones(6), seed=seed, evaluate=slight)
+        res = aggregate("clustering", x, np.ones(6), seed=seed, evaluate=_slight(common))
         assert res.accepted[:4].all() and not res.accepted[4:].any(), (seed, res.reasons)
         assert set(res.reasons[4:]) == {"clustering: cluster outlier"}
 
@@ -134,11 +140,8 @@ def test_below_ten_updates_a_lone_outlier_goes_only_for_a_validation_gain() -> N
         assert not aggregate("clustering", x, np.ones(8), seed=seed).accepted[7]     # distance alone
         flat = aggregate("clustering", x, np.ones(8), seed=seed, evaluate=lambda _v: 0.8)
         assert flat.accepted.all() and flat.scores[7] == 1.0, (seed, flat.reasons)
-
-        def slight(v: np.ndarray) -> float:
-            return float(0.6 + 0.005 * v @ common / (np.linalg.norm(v) * np.linalg.norm(common)))
         x[7] = -x[7]
-        flipped = aggregate("clustering", x, np.ones(8), seed=seed, evaluate=slight)
+        flipped = aggregate("clustering", x, np.ones(8), seed=seed, evaluate=_slight(common))
         assert flipped.accepted[:7].all() and flipped.reasons[7] == "clustering: outlier in cluster"
 
 
