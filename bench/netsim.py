@@ -86,7 +86,7 @@ def _swarm_part(quick: bool, nodes: int, only: set[str] | None = None) -> dict[s
     Flooding sends every message to every peer (about three times the work of the mesh per
     message), so it gets a third of the probes: its figures are per message."""
     small, large = (10, 3) if quick else (30, 10)
-    previous = json.loads((RESULTS / "node.netsim.json").read_text()) if (RESULTS / "node.netsim.json").exists() else {}
+    previous = json.loads((RESULTS / "netsim.json").read_text()) if (RESULTS / "netsim.json").exists() else {}
     rows = dict(previous.get("swarm", {})) if only and previous.get("quick") == quick else {}
     d4 = MeshParams(d=4, d_low=3, d_high=8, d_score=2, d_out=1)
     for label, n, policy, mesh, share in (("gossipsub", nodes, "gossipsub", None, 1),
@@ -108,7 +108,7 @@ def _chain_part(quick: bool, nodes: int) -> dict[str, Any]:
 
 
 def _merge(part: str, value: dict[str, Any], quick: bool) -> dict[str, Any]:
-    path = RESULTS / "node.netsim.json"
+    path = RESULTS / "netsim.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     result = {k: previous[k] for k in ("swarm", "chain") if k in previous and previous.get("quick") == quick}
     result.update({part: value, "quick": quick, "link": {"latency_ms": "50 +- 20", "bandwidth_mbit_s": 10,
@@ -161,7 +161,7 @@ def _plot(result: dict[str, Any]) -> None:
     ax[1].axhline(GOALS["duplicates"], ls=":", c="k")
     ax[1].set(xticks=list(x), xticklabels=labels, title="duplicate receptions per node per 1 KB message")
     fig.tight_layout()
-    fig.savefig(RESULTS / "node.netsim.png", dpi=110)
+    fig.savefig(RESULTS / "netsim.png", dpi=110)
     plt.close(fig)
 
 
