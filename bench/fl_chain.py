@@ -85,9 +85,9 @@ def measure_counter_lag(n: int, seconds: float, root: Path) -> dict:
             "event_loop_lag_p99_ms": loop_lag(n, start, end, seconds)}
 
 
-def fl_testnet(root: Path, n: int) -> Testnet:
-    """``n`` FL daemons of the default genesis on 127.0.0.1, 2 s slots."""
-    return Testnet(root, n, slot_ms=2000, app="fl")
+def fl_testnet(root: Path, n: int, slot_ms: int = 2000) -> Testnet:
+    """``n`` FL daemons of the default genesis on 127.0.0.1, 2 s slots unless told otherwise."""
+    return Testnet(root, n, slot_ms=slot_ms, app="fl")
 
 
 def measure(n: int, seconds: float, root: Path, *, during: Callable[[Testnet], dict[str, Any]] | None = None,

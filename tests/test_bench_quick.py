@@ -176,12 +176,16 @@ def test_hierarchy_quick_compares_flat_and_clustered_rounds_and_renders(tmp_path
 @pytest.mark.timeout(240)
 def test_fleet_measures_memory_and_timing_and_renders(tmp_path: Path) -> None:
     env = {**os.environ, "FEDCHAIN_BENCH_RESULTS": str(tmp_path)}
+    # the last run's rows: one of another slot length (kept beside the new rows), one of 2 s slots (replaced)
+    longer = {"nodes": 99, "slot_ms": 6000, "error": "TimeoutError: timed out"}
+    (tmp_path / "fleet.json").write_text(json.dumps({"runs": [longer, {"nodes": 2, "error": "an old 2 s row"}]}))
     proc = subprocess.run([sys.executable, "-m", "bench", "fleet", "--sizes", "2", "--window", "8"], cwd=REPO,
                           env=env, check=False, capture_output=True, text=True, timeout=230)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "fleet.json").read_text())
     assert (tmp_path / "fleet.png").stat().st_size > 0
-    (run,) = result["runs"]
+    kept, run = result["runs"]
+    assert kept == longer and run["slot_ms"] == 2000
     assert run["daemons_alive"] == 2 and run["block_time_ms"]["n"] >= 1
     memory, parts = run["memory_mb"], run["breakdown_mb"]
     assert 0 < memory["uss"]["p50"] <= memory["pss"]["p50"] <= memory["rss"]["p50"]
@@ -192,6 +196,7 @@ def test_fleet_measures_memory_and_timing_and_renders(tmp_path: Path) -> None:
 
     section = report(result)
     assert section.startswith("## A fleet of real FL daemons") and "| C heap |" in section
+    assert "| 99 | 6 | failed: TimeoutError" in section and "Failed: 99 daemons with 6 s slots" in section
 
 
 @pytest.mark.timeout(240)
