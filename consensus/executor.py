@@ -87,7 +87,7 @@ class BlockExecutor:
         block = self.parent
         while block is not None and block.header.slot >= first_slot:
             block = self.store.block(block.height - 1) if block.height > 1 else None
-        return block.hash if block is not None else self.genesis.hash
+        return block.hash if block is not None else self.state.genesis_hash
 
     @property
     def height(self) -> int:

@@ -96,6 +96,12 @@ class ChainState:
         return self._epoch
 
     @property
+    def genesis_hash(self) -> bytes:
+        """The genesis hash, computed once (hashing the genesis serialises all of it: its accounts,
+        members and app state; ``/status`` answers every peer's sync poll with it)."""
+        return self._genesis_hash
+
+    @property
     def last_block_hash(self) -> bytes:
         """Hash of the last applied block (the genesis hash at height 0)."""
         return self._last_hash

@@ -30,13 +30,14 @@ class ChainView:
     def status(self) -> dict:
         g, e = self.genesis, self._e
         latest = e.executor.parent
+        genesis_hash = self.state.genesis_hash.hex()
         return {
             "node_id": e.me,
             "chain_id": g.chain_id,
-            "genesis_hash": g.hash.hex(),
+            "genesis_hash": genesis_hash,
             "height": self.state.height,
             "final_height": self.state.height,
-            "latest_block_hash": latest.hash.hex() if latest else g.hash.hex(),
+            "latest_block_hash": latest.hash.hex() if latest else genesis_hash,
             "latest_block_time_ms": latest.header.timestamp_ms if latest else g.genesis_time_ms,
             "epoch": self.state.epoch,
             "current_slot": e.current_slot(),
