@@ -186,12 +186,9 @@ class Telemetry:
 
     def _observe_update_latency(self, updates: list[dict], now_s: float) -> None:
         for u in updates:
-            try:
-                update = self.fl.app.local_update(bytes.fromhex(u["id"]))
-            except ValueError:  # a stored blob that no longer decodes: nothing to time
-                continue
-            if update is not None and self.metrics.update_to_final is not None:
-                self.metrics.update_to_final.observe(max(0.0, now_s - update.seq / 1e6))
+            seq = self.fl.app.update_seq(bytes.fromhex(u["id"]))
+            if seq is not None and self.metrics.update_to_final is not None:
+                self.metrics.update_to_final.observe(max(0.0, now_s - seq / 1e6))
 
     # ----- sampler --------------------------------------------------------------------------
     async def _sample(self) -> None:

@@ -88,6 +88,13 @@ class ModelUpdate:
     def dense(self) -> np.ndarray:
         return densify(self.sparse)
 
+    @staticmethod
+    def seq_of_wire(obj: Any) -> int | None:
+        """The ``seq`` of a wire array, the rest unparsed (None if it has none): for an update that
+        was fully checked when it was admitted and is read back only for its creation time."""
+        seq = obj[2] if isinstance(obj, list) and len(obj) == 9 else None
+        return seq if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 else None
+
     @classmethod
     def from_wire(cls, obj: Any, max_dim: int) -> ModelUpdate:
         """Parse an untrusted update; shape, types and the sparse payload are fully checked."""

@@ -252,3 +252,15 @@ async def test_updates_kept_for_the_next_model_are_bounded_in_bytes_and_one_per_
     behind.finalize_block(ctx(1), payload)
     assert behind.early == {} and behind.early_bytes == 0
     assert behind.pool.get(first.id) is not None and behind.pool.get(other.id) is None
+
+
+async def test_update_seq_reads_a_stored_update_header_without_its_body(new_app) -> None:
+    """Telemetry times every update of every final block; after settlement the update is only on
+    disk, and its creation time comes from the stored header (the body is never decoded)."""
+    app = new_app(0)
+    update = _fresh(app)
+    assert app.blobs.put("update", update.encode(), app.model_height) == update.id
+    assert app.pool.get(update.id) is None and app.update_seq(update.id) == update.seq
+    assert app.update_seq(sha256(b"never stored")) is None
+    for junk in (pack(["not", "an", "update"]), pack([*update.to_wire()[:2], -1, *update.to_wire()[3:]]), b"\xc1"):
+        assert app.update_seq(app.blobs.put("update", junk, app.model_height)) is None
