@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
                 runs.append({"nodes": n, "slot_ms": args.slot_ms, "error": f"{type(exc).__name__}: {exc}"[:300]})
                 print(f"  {n} daemons: failed: {runs[-1]['error']}", flush=True)
                 break
-            row["wall_s"], row["slot_ms"] = time.perf_counter() - started, args.slot_ms
+            row.update(wall_s=time.perf_counter() - started, slot_ms=args.slot_ms, window_s=window)
             runs.append(row)
             print(f"  {n} daemons: RSS p50 {row['memory_mb']['rss']['p50']:.0f} MB, "
                   f"{row['wall_s']:.0f} s", flush=True)
@@ -187,12 +187,15 @@ def report(result: dict[str, Any]) -> str:
                       f"misses the goal (<= {RSS_GOAL_MB:.0f} MB) by {rss - RSS_GOAL_MB:.0f} MB")
                    + f"; private memory (USS) {uss:.0f} MB per daemon")
     label = "reduced profile (--quick)" if result.get("quick") else "profile"
-    largest_ok = max((r["nodes"] for r in ok if r["block_time_ms"].get("p50", 1e9) <= 1.05 * r.get("slot_ms", 2000)),
-                     default=None)
+    kept = []
+    for slot in sorted({r.get("slot_ms", 2000) for r in ok}):
+        fits = [r["nodes"] for r in ok if r.get("slot_ms", 2000) == slot
+                and r["block_time_ms"].get("p50", 1e9) <= 1.05 * slot]
+        kept.append(f"{max(fits) if fits else 'none'} with {slot / 1000:g} s slots")
     failed = [f"{r['nodes']} daemons with {r.get('slot_ms', 2000) / 1000:g} s slots ({r['error'][:60]})"
               for r in result.get("runs", []) if "error" in r]
     limit = (f"The largest fleet that ran: {max(r['nodes'] for r in ok)} daemons; the largest that kept its slot "
-             f"(block time p50 within 5% of it): {largest_ok}." if ok else "No fleet ran.")
+             f"(block time p50 within 5% of it): {', '.join(kept)}." if ok else "No fleet ran.")
     if failed:
         limit += f" Failed: {'; '.join(failed)}."
     starved = [str(r["nodes"]) for r in ok if not r["update_to_final_ms"].get("n")]
@@ -200,10 +203,12 @@ def report(result: dict[str, Any]) -> str:
         limit += f" With {', '.join(starved)} daemons no block decided an update within the window."
     loads = [r["load_average"] for r in ok if "load_average" in r]
     load = f"load average {min(loads):.0f} to {max(loads):.0f}" if loads else "load average not recorded"
+    windows = sorted({r.get("window_s", result["window_s"]) for r in ok} or {result["window_s"]})
+    window = " or ".join(f"{w:.0f} s" for w in windows)
     return f"""## A fleet of real FL daemons on one machine
 
 Real daemons (separate processes, default FL genesis on digits, 2 s slots unless the table says otherwise) on this 2-core
-machine, shared with other work while measured ({label}; window {result['window_s']:.0f} s per size).
+machine, shared with other work while measured ({label}; window {window} per size).
 Block time from consecutive final blocks' timestamps, finality from a block's timestamp to node 0
 holding it final, update-to-final from an update's creation to node 0 learning its block is
 final; memory from `/proc/PID/smaps_rollup` (RSS counts the shared torch libraries in every
