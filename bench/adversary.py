@@ -300,7 +300,8 @@ def report(result: dict) -> str:
         frac = int(100 * first["fraction"])
         names = [a for a in ("clean",) + ABLATION_ATTACKS if any(a in v["cells"] for v in result["ablation"].values())]
         lines += [f"Ablation ({first['model']}, {first['seeds']} seed(s), {first['rounds']} rounds, {frac}% Byzantine): one part "
-                  "of the rule switched off at a time, or one pipeline setting changed. Clean: points below the full rule's clean accuracy / honest "
+                  "of the rule switched off at a time, or one pipeline setting changed. Clean: points below "
+                  "the full rule's clean accuracy / honest "
                   "updates rejected per round; attacks: AUC / drop in points against the full rule's clean run "
                   "(/ backdoor success).", "",
                   "| variant | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]

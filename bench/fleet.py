@@ -1,11 +1,11 @@
 """As many real FL daemons as this machine holds: memory per daemon, chain and learning latency.
 
 Each size starts that many daemons on 127.0.0.1 (separate processes, the default FL genesis on
-digits, 2 s slots unless ``--slot-ms`` says otherwise; ``bench.fl_chain.measure``) and, after warm-up, watches them for a window:
-block time and finality latency (node 0's ``/subscribe``), update-to-final-block latency,
-event-loop lag p99 (every daemon's ``/metrics``), and each daemon's memory from ``/proc``: RSS,
-PSS (shared pages, mostly the torch libraries, divided among the processes that map them) and
-USS (private pages only, what one more daemon really costs). A size that fails is recorded with
+digits, 2 s slots unless ``--slot-ms`` says otherwise; ``bench.fl_chain.measure``) and, after
+warm-up, watches them for a window: block time and finality latency (node 0's ``/subscribe``),
+update-to-final-block latency, event-loop lag p99 (every daemon's ``/metrics``), and each
+daemon's memory from ``/proc``: RSS, PSS (shared pages, mostly the torch libraries, divided among
+the processes that map them) and USS (private pages only, what one more daemon really costs). A size that fails is recorded with
 its error and ends the run (larger ones would fail the same way). Rows of another slot length
 from the last run are kept beside the new ones: a fleet too large for 2 s slots on this machine
 can be measured with longer ones without losing the 2 s rows.
@@ -168,12 +168,14 @@ def _table(runs: list[dict[str, Any]]) -> str:
             rows.append([r["nodes"], r.get("slot_ms", 2000) / 1000, "failed: " + r["error"]] + [None] * 10)
             continue
         m, u = r["memory_mb"], r["update_to_final_ms"]
-        rows.append([r["nodes"], r.get("slot_ms", 2000) / 1000, r["blocks"], r["block_time_ms"].get("p50"), r["finality_latency_ms"].get("p50"),
+        rows.append([r["nodes"], r.get("slot_ms", 2000) / 1000, r["blocks"], r["block_time_ms"].get("p50"),
+                     r["finality_latency_ms"].get("p50"),
                      r["finality_latency_ms"].get("p95"), u.get("p50"), u.get("p95"),
                      r["event_loop_lag_p99_ms"]["max_over_nodes"], m["rss"].get("p50"), m["pss"].get("p50"),
                      m["uss"].get("p50"), r["daemons_alive"]])
-    return md_table(["daemons", "slot (s)", "blocks", "block time p50 (ms)", "finality p50 (ms)", "p95", "update->final p50 (ms)",
-                     "p95", "loop lag p99, worst daemon (ms)", "RSS / daemon (MB)", "PSS", "USS", "alive"], rows)
+    return md_table(["daemons", "slot (s)", "blocks", "block time p50 (ms)", "finality p50 (ms)", "p95",
+                     "update->final p50 (ms)", "p95", "loop lag p99, worst daemon (ms)", "RSS / daemon (MB)", "PSS",
+                     "USS", "alive"], rows)
 
 
 def report(result: dict[str, Any]) -> str:
