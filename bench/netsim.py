@@ -86,7 +86,7 @@ def _swarm_part(quick: bool, nodes: int, only: set[str] | None = None) -> dict[s
     Flooding sends every message to every peer (about three times the work of the mesh per
     message), so it gets a third of the probes: its figures are per message."""
     small, large = (10, 3) if quick else (30, 10)
-    previous = json.loads((RESULTS / "netsim.json").read_text()) if (RESULTS / "netsim.json").exists() else {}
+    previous = _last_run()
     rows = dict(previous.get("swarm", {})) if only and previous.get("quick") == quick else {}
     d4 = MeshParams(d=4, d_low=3, d_high=8, d_score=2, d_out=1)
     for label, n, policy, mesh, share in (("gossipsub", nodes, "gossipsub", None, 1),
@@ -107,9 +107,14 @@ def _chain_part(quick: bool, nodes: int) -> dict[str, Any]:
     return run_chain(config)
 
 
-def _merge(part: str, value: dict[str, Any], quick: bool) -> dict[str, Any]:
+def _last_run() -> dict[str, Any]:
+    """What the last run wrote (``write_result("netsim", ...)``), so a partial run keeps the rest."""
     path = RESULTS / "netsim.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _merge(part: str, value: dict[str, Any], quick: bool) -> dict[str, Any]:
+    previous = _last_run()
     result = {k: previous[k] for k in ("swarm", "chain") if k in previous and previous.get("quick") == quick}
     result.update({part: value, "quick": quick, "link": {"latency_ms": "50 +- 20", "bandwidth_mbit_s": 10,
                                                          "loss": 0.01, "rto_ms": 200}})
