@@ -215,3 +215,17 @@ def test_fleet_on_a_lan_keeps_the_loopback_rows_and_renders_both(tmp_path: Path)
     from bench.fleet import report
 
     assert "host of its own (`python -m bench fleet --network lan`)" in report(result)
+
+
+@pytest.mark.timeout(180)
+def test_netsim_run_of_one_part_keeps_the_other_parts_results(tmp_path: Path) -> None:
+    """``bench netsim --part chain`` after ``--part swarm``: the file holds both (a long chain run on
+    1,000 nodes must not wipe the swarm profiles measured earlier)."""
+    env = {**os.environ, "FEDCHAIN_BENCH_RESULTS": str(tmp_path)}
+    for args in (["--part", "swarm", "--only", "full_mesh_8"], ["--part", "chain", "--nodes", "30"]):
+        proc = subprocess.run([sys.executable, "-m", "bench", "netsim", "--quick", *args], cwd=REPO, env=env,
+                              check=False, capture_output=True, text=True, timeout=170)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "netsim.json").read_text())
+    assert list(result["swarm"]) == ["full_mesh_8"] and result["chain"]["config"]["nodes"] == 30
+    assert (tmp_path / "netsim.png").stat().st_size > 0
