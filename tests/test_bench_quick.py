@@ -229,3 +229,20 @@ def test_netsim_run_of_one_part_keeps_the_other_parts_results(tmp_path: Path) ->
     result = json.loads((tmp_path / "netsim.json").read_text())
     assert list(result["swarm"]) == ["full_mesh_8"] and result["chain"]["config"]["nodes"] == 30
     assert (tmp_path / "netsim.png").stat().st_size > 0
+
+
+@pytest.mark.timeout(120)
+def test_netsim_profiles_change_what_they_name() -> None:
+    """The latency profiles' knobs reach every node: fewer connection slots give fewer peers, and
+    the links' loss is the one the profile sets (a lossy link makes copies wait 200 ms
+    retransmissions that a lossless one never does)."""
+    from bench.netsim import measure_swarm
+    from node.netsim.network import LinkParams
+
+    narrow = measure_swarm(16, 1, "gossipsub", 3, 1, gossip={"max_outbound": 2, "max_inbound": 2})
+    wide = measure_swarm(16, 1, "gossipsub", 3, 1)
+    assert narrow["peers"]["max"] <= 4 < wide["peers"]["max"]
+    lossless = measure_swarm(16, 1, "gossipsub", 5, 1, link=LinkParams(loss=0.0))
+    lossy = measure_swarm(16, 1, "gossipsub", 5, 1, link=LinkParams(loss=0.5))
+    assert lossless["small"]["delivered_share"] == lossy["small"]["delivered_share"] == 1.0
+    assert lossy["small"]["delivery_ms"]["p50"] > 1.5 * lossless["small"]["delivery_ms"]["p50"]
