@@ -11,6 +11,7 @@ import pytest
 from gossip.codec import encode_array, pack
 from gossip.crypto import sha256
 from node.fl.blobs import BlobError, BlobStore, model_bytes, model_hash, parse_model
+from tests.integration.harness import wait_for
 
 
 @pytest.fixture
@@ -83,7 +84,11 @@ def test_a_burst_of_puts_commits_in_one_transaction(tmp_path: Path, store: BlobS
     blocker = sqlite3.connect(tmp_path / "blobs.sqlite", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:
-        keys = [store.put("update", b"burst %d" % i, 5) for i in range(50)]
+        keys = [store.put("update", b"burst 0", 5)]
+        # the writer has taken the first put and waits for the disk (on a busy machine it may
+        # start only after the whole burst was queued, and then commits it all at once)
+        wait_for(lambda: not store._queue, 30, "the writer to take the first put", interval=0.005)
+        keys += [store.put("update", b"burst %d" % i, 5) for i in range(1, 50)]
         store.prune("update", 5)  # after the puts: removes nothing of height 5
         old = store.put("update", b"an old one", 2)  # after the prune: kept
     finally:
