@@ -39,12 +39,12 @@ GOALS = {"small_p99_ms": 200.0, "large_p99_ms": 1000.0, "duplicates": 3.0, "fina
 
 def measure_swarm(n: int, seed: int, dissemination: str, small: int, large: int, *,
                   small_size: int = 1024, large_size: int = 50 * 1024, bootstrap: int = 3,
-                  mesh: MeshParams | None = None, gossip: dict[str, Any] | None = None,
-                  link: LinkParams | None = None) -> dict[str, Any]:
+                  gossip: dict[str, Any] | None = None, link: LinkParams | None = None) -> dict[str, Any]:
     """Probes on a swarm of ``n`` gossip-only nodes; figures per size class. ``gossip`` overrides
-    :class:`gossip.GossipConfig` fields of every node, ``link`` the links' parameters."""
+    :class:`gossip.GossipConfig` fields of every node (``mesh``, connection slots), ``link`` the
+    links' parameters."""
     started, rss0 = time.perf_counter(), rss_mb()
-    settings: dict[str, Any] = {"dissemination": dissemination, **({"mesh": mesh} if mesh else {}), **(gossip or {})}
+    settings: dict[str, Any] = {"dissemination": dissemination, **(gossip or {})}
     swarm = Swarm(n, seed, settings=settings, bootstrap=bootstrap, link=link)
     sent: list[tuple[bytes, float, int]] = []
     out: dict[str, Any] = {}
@@ -96,7 +96,7 @@ def _swarm_part(quick: bool, nodes: int, only: set[str] | None = None) -> dict[s
     d4 = MeshParams(d=4, d_low=3, d_high=8, d_score=2, d_out=1)
     profiles: list[tuple[str, int, str, dict[str, Any], int]] = [
         ("gossipsub", nodes, "gossipsub", {}, 1),
-        ("gossipsub_d4", nodes, "gossipsub", {"mesh": d4}, 1),
+        ("gossipsub_d4", nodes, "gossipsub", {"gossip": {"mesh": d4}}, 1),
         # where the delivery time goes: hops (a node's peer count sets how far flood publishing
         # reaches at once) or retransmissions (the lossy links)
         ("gossipsub_dial24", nodes, "gossipsub", {"gossip": DIAL24}, 1),
