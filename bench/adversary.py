@@ -3,6 +3,8 @@
 Every run is the product (:func:`bench.simruns.fedchain`: the genesis defaults' clip, noise,
 top-k float16 encoding with error feedback and the norm bound) on Fashion-MNIST, 20 nodes,
 Dirichlet(0.5), for the 64-unit MLP and the small CNN; attackers send through the same pipeline.
+The CNN runs as the product's Fashion-MNIST preset trains it (:data:`CNN_PRESET`: the preset's
+client clip and local epochs over the genesis defaults), the MLP with :data:`bench.robustness.FMNIST`.
 ``--noise-multiplier`` replaces the genesis update noise in every product run (to measure what
 the noise costs detection).
 Every attack of :mod:`learning.attacks` and :mod:`learning.adaptive`, plus the evasive variants
@@ -43,6 +45,7 @@ import numpy as np
 from bench.common import RESULTS, finish
 from bench.robustness import BACKDOORS, DIGITS, FMNIST, mean_std, pin_threads, plt_module, pm, run_all, simulate_job
 from bench.simruns import FEDAVG, describe
+from cli.data import PRESET_MODELS, PRESET_SETTINGS
 
 FRACTIONS = (0.2, 0.4)
 DROP_GOALS = {0.2: 3.0, 0.4: 8.0}
@@ -69,14 +72,21 @@ ABLATION: dict[str, dict[str, dict]] = {
 client's clip norm is the genesis default of 1, the largest factor in what the pipeline costs clean
 accuracy against plain FedAvg)."""
 ABLATION_ATTACKS = ("alie+noise", "ipm+noise", "adaptive", "backdoor", "constrain_scale")
-CNN_TASK = {"model": "cnn"}
+CNN_PRESET = {"dataset": "fashion_mnist", "partition": "dirichlet", "dirichlet_alpha": 0.5, "num_nodes": 20,
+              "model": PRESET_MODELS["fashion_mnist"], **PRESET_SETTINGS["fashion_mnist"]}
+"""What a device of ``fedchain testnet create --dataset fashion_mnist`` trains: the CNN with the genesis
+defaults (step size, schedule, batch) and the preset's changes to them (client clip, local epochs).
+The clip is the setting that moves both clean accuracy and backdoor success most, so the CNN rows
+measure the preset's, not the genesis default sized for the MLP."""
+MODEL_TASKS = {"cnn": CNN_PRESET}
+"""Model -> the task and settings its runs use in place of the benchmark's task."""
 QUICK = {"task": DIGITS, "models": ("tabular_mlp",), "seeds": 1, "rounds": 4,
          "attacks": ("ipm+noise", "adaptive", "dba", "sybil"), "fractions": (0.4,)}
 
 
 def _config(task: dict, model: str, label: str | None, fraction: float, seed: int, rounds: int,
             rule_params: dict | None = None, pipeline: dict | None = None) -> dict:
-    config = {**task, **(pipeline or {}), "model": model, "rounds": rounds, "seed": seed,
+    config = {**MODEL_TASKS.get(model, task), **(pipeline or {}), "model": model, "rounds": rounds, "seed": seed,
               "eval_every": rounds}   # final model only
     if rule_params:
         config["rule_params"] = rule_params
@@ -87,6 +97,14 @@ def _config(task: dict, model: str, label: str | None, fraction: float, seed: in
     if extra.get("sybil"):
         config["byzantine_from_round"] = rounds // 2
     return config
+
+
+def _setup(config: dict) -> str:
+    """A model's training and pipeline, in words (the CNN's differ from the MLP's: :data:`MODEL_TASKS`)."""
+    from learning.sim import SimConfig
+
+    fl = SimConfig.of(**config).fl
+    return f"{fl.local_epochs} local epoch(s) per round, batch {fl.batch_size}, {describe(config)}"
 
 
 def _auc(runs: list[dict]) -> float | None:
@@ -162,7 +180,8 @@ def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fract
             "pipeline_fedavg": mean_std(r["final_accuracy"] for r in same_pipeline),
             "clean_vs_fedavg": gap(clean, fedavg), "rule_cost": gap(clean, same_pipeline),
             "pipeline_cost": gap(same_pipeline, fedavg),
-            "clean_honest": _honest_cost(clean, penalty), "attacks": {}, "seeds": seeds, "rounds": rounds}
+            "clean_honest": _honest_cost(clean, penalty), "attacks": {}, "seeds": seeds, "rounds": rounds,
+            "setup": _setup(_config(task, model, None, 0.0, 0, rounds, pipeline=pipeline))}
         for a in attacks:
             for f in fractions:
                 runs = by_key[(model, None, a, f)]
@@ -271,14 +290,15 @@ def report(result: dict) -> str:
              f"Last command: `{result.get('command', 'python -m bench adversary')}` "
              f"({result['wall_time_s']:.0f} s, measured {result['measured_at']}). "
              f"{result['task'].get('dataset')}, {result['task'].get('num_nodes')} nodes, Dirichlet("
-             f"{result['task'].get('dirichlet_alpha')}), {result['task'].get('local_epochs')} local epoch(s) per round, "
-             f"batch {result['task'].get('batch_size')}, models {', '.join(result['models'])} (rounds and seeds "
-             f"per model below); pipeline: {result['pipeline']}. Drop = points lost against the clean "
+             f"{result['task'].get('dirichlet_alpha')}), models {', '.join(result['models'])} (rounds, seeds, "
+             "local training and pipeline per model below). Drop = points lost against the clean "
              "run of the same seed (mean ± std over seeds); AUC pools every update of every round and seed; "
              "honest rej./round = honest updates rejected per round.", ""]
     for model, e in result["models"].items():
         lines += [f"**{model}** (`{e.get('command', result.get('command', ''))}`: {e.get('rounds', result['rounds'])} "
-                  f"rounds, {e.get('seeds', result['seeds'])} seed(s)): clean {pm(e['clean'])}%, plain FedAvg {pm(e['fedavg'])}% "
+                  f"rounds, {e.get('seeds', result['seeds'])} seed(s); "
+                  f"{e.get('setup', str(result['task'].get('local_epochs')) + ' local epoch(s) per round, ' + result['pipeline'])}"
+                  f"): clean {pm(e['clean'])}%, plain FedAvg {pm(e['fedavg'])}% "
                   f"(difference {pm(e['clean_vs_fedavg'], 1.0)} points)"
                   + (f"; FedAvg on the same pipeline {pm(e['pipeline_fedavg'])}%: clean minus it (the rule's share) "
                      f"{pm(e['rule_cost'], 1.0)}, it minus plain FedAvg (the pipeline's) {pm(e['pipeline_cost'], 1.0)} points"
