@@ -17,8 +17,6 @@ from consensus.wireshape import expect
 from gossip.codec import DecodeError, pack
 from gossip.crypto import sha256
 
-EVIDENCE_KINDS = ("double_block", "double_proposal", "double_prevote", "double_precommit")
-
 
 def _same_slot(a: SignedHeader, b: SignedHeader) -> str | None:
     ha, hb = a.header, b.header

@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
-from consensus.header import EMPTY_HASH
 from consensus.wireshape import expect, is_hash, is_uint
 from gossip.codec import pack
 from gossip.crypto import KeyPair, is_node_id, sha256, signing_bytes, verify
@@ -46,10 +45,6 @@ class Vote:
 
     def verify_signature(self) -> bool:
         return verify(self.voter, self.signed_bytes(), self.signature)
-
-    @property
-    def is_nil(self) -> bool:
-        return self.block_hash == EMPTY_HASH
 
     def to_wire(self) -> list:
         return [self.kind, self.chain_id, self.height, self.round, self.block_hash, self.voter, self.signature]

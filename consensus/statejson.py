@@ -27,10 +27,3 @@ def delegates_json(state: ChainState) -> list[dict]:
              "jailed": a.is_jailed(state.height + 1), "produced": a.produced, "missed_total": a.missed_total,
              "missed_in_row": a.missed_in_row}
             for d in state.delegates for a in (state.account(d),)]
-
-
-def status_json(state: ChainState) -> dict:
-    return {"chain_id": state.chain_id, "height": state.height, "epoch": state.epoch,
-            "last_block_hash": state.last_block_hash.hex(), "accounts": len(state.account_ids()),
-            "members": len(state.members), "delegates": state.delegates,
-            "total_stake": state.total_stake, "total_supply": state.total_supply}

@@ -285,10 +285,6 @@ class ChainStore:
     def block(self, height: int) -> Block | None:
         return self._block(self._reader.execute("SELECT height, data FROM blocks WHERE height = ?", (height,)).fetchone())
 
-    def block_by_hash(self, block_hash: bytes) -> Block | None:
-        return self._block(self._reader.execute("SELECT height, data FROM blocks WHERE hash = ?",
-                                              (bytes(block_hash),)).fetchone())
-
     def blocks(self, from_height: int, limit: int) -> list[Block]:
         """Up to ``limit`` consecutive blocks from ``from_height`` upwards."""
         rows = self._reader.execute("SELECT height, data FROM blocks WHERE height >= ? ORDER BY height LIMIT ?",

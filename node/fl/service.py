@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 
-from consensus.genesis import Genesis
 from gossip.pull import PullRule
 from learning.datasets import evalset
 from learning.datasets.formats import DataError
@@ -36,10 +35,6 @@ from node.fl.trainer import Trainer
 from node.home import Home
 
 log = logging.getLogger("fedchain.fl")
-
-
-def is_fl(genesis: Genesis) -> bool:
-    return genesis.app.get("kind") == "fl"
 
 
 class FLService:

@@ -75,7 +75,6 @@ class Trainer:
         self.pending: ModelUpdate | None = None        # the newest own update
         self.exhausted = False
         self.metrics: Counter[str] = Counter()
-        self.last_loss = float("nan")
         self.steps = 0                                 # snapshots of the client's state, for the loop
         self.epsilon: float | None = self.client.epsilon()
         self._pending_raw = b""
@@ -184,7 +183,7 @@ class Trainer:
             return None
         update = made.update
         self.last_base, self.pending, self._pending_raw = (base_height, base_hash), update, made.raw
-        self.last_loss, self.steps, self.epsilon = made.loss, made.steps, made.epsilon
+        self.steps, self.epsilon = made.steps, made.epsilon
         self.metrics["train_seconds_total"] += made.seconds
         app.admit(update)
         self._announced_s = time.monotonic()

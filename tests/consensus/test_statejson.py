@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from consensus.statejson import account_json, delegates_json, status_json
+from consensus.statejson import account_json, delegates_json
 from tests.consensus.helpers import IDS, OUTSIDER, history, state
 
 
@@ -17,5 +17,4 @@ def test_json_views():
     assert account_json(st, "ab" * 32) is None
     dj = delegates_json(st)
     assert [d["id"] for d in dj] == st.delegates and dj[3]["jailed"] is True
-    assert status_json(st)["height"] == 3
-    json.dumps([view, dj, status_json(st)])
+    json.dumps([view, dj])

@@ -75,7 +75,6 @@ def test_commit_block_and_reads(db, chain):
         assert store.latest_height() == 3
         for block, commit in written:
             assert store.block(block.height).encode() == block.encode()
-            assert store.block_by_hash(block.hash).hash == block.hash
             assert store.commit(block.height) == commit
             assert store.voters(block.height) == IDS[:4]
             for i, t in enumerate(block.txs):
