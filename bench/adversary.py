@@ -72,7 +72,7 @@ ABLATION: dict[str, dict[str, dict]] = {
 client's clip norm is the genesis default of 1, the largest factor in what the pipeline costs clean
 accuracy against plain FedAvg)."""
 ABLATION_ATTACKS = ("alie+noise", "ipm+noise", "adaptive", "backdoor", "constrain_scale")
-CNN_PRESET = {"dataset": "fashion_mnist", "partition": "dirichlet", "dirichlet_alpha": 0.5, "num_nodes": 20,
+CNN_PRESET = {**{key: FMNIST[key] for key in ("dataset", "partition", "dirichlet_alpha", "num_nodes")},
               "model": PRESET_MODELS["fashion_mnist"], **PRESET_SETTINGS["fashion_mnist"]}
 """What a device of ``fedchain testnet create --dataset fashion_mnist`` trains: the CNN with the genesis
 defaults (step size, schedule, batch) and the preset's changes to them (client clip, local epochs).
