@@ -22,7 +22,8 @@ rejected per round and honest stake lost to penalties; clean accuracy against Fe
 
 Ablation: the rule with one defence switched off at a time (``offset=0``: no shared-offset
 test; ``collusion=0``: no near-copy test; ``norm_clip=0``: no clip to the median norm;
-``tune_margin=0``: the best-validating radius wins by any margin), and the pipeline with the
+``feature_clip=0``: no clip of each feature group to its median norm, ``=1``: a tighter one than
+the default 1.5; ``tune_margin=0``: the best-validating radius wins by any margin), and the pipeline with the
 client's clip norm at 3 instead of the genesis 1 (the setting that costs clean accuracy most), with no
 attacker and on the evasive and backdoor attacks at the highest fraction, first model, every
 seed: what each part buys against attackers and what it costs honest nodes.
@@ -61,10 +62,13 @@ ATTACKS: dict[str, tuple[str, dict, dict]] = {
     "alie+noise": ("alie", NOISY, {}), "ipm+noise": ("ipm", NOISY, {}), "minmax+noise": ("minmax", NOISY, {}),
     "adaptive": ("adaptive", {}, {}), "drift": ("drift", {}, {}), "sybil": ("sign_flip", NOISY, {"sybil": True}),
     "constrain_scale": ("constrain_scale", {}, {}), "dba": ("dba", {}, {}),
+    "backdoor_centre": ("backdoor", {"at": "centre"}, {}),
 }
 ABLATION: dict[str, dict[str, dict]] = {
     "full rule": {}, "shared-offset test off": {"rule_params": {"offset": 0.0}},
     "near-copy test off": {"rule_params": {"collusion": 0.0}}, "norm clip off": {"rule_params": {"norm_clip": 0.0}},
+    "feature clip off": {"rule_params": {"feature_clip": 0.0}},
+    "feature clip 1": {"rule_params": {"feature_clip": 1.0}},
     "no radius-tuning margin": {"rule_params": {"tune_margin": 0.0}},
     "client clip 3": {"pipeline": {"clip_norm": 3.0}},
 }

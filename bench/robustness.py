@@ -106,7 +106,8 @@ def probe_model(sim: Any, eps: Sequence[float], evasion_shares: Sequence[float])
         target = cfg.attack_params.get("target_label", BACKDOOR_TARGET)
         out["backdoor_success"] = backdoor_success_rate(predict, test.x, test.y, target, shape,
                                                         size=cfg.attack_params.get("size", 3),
-                                                        value=cfg.attack_params.get("value", 1.0))
+                                                        value=cfg.attack_params.get("value", 1.0),
+                                                        at=cfg.attack_params.get("at", "corner"))
     return out
 
 

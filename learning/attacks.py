@@ -20,7 +20,9 @@ training. Each attack follows its paper:
   (default the number of participants, which cancels FedAvg's averaging).
 * ``label_flip``: ``y -> num_classes - 1 - y`` or a given mapping, for a fraction of samples.
 * ``backdoor``: a checkerboard trigger in the bottom-right image corner (or the last features of
-  tabular data) and relabelling to ``target_label`` for a fraction of samples.
+  tabular data) and relabelling to ``target_label`` for a fraction of samples. ``at="centre"``
+  stamps it in the middle of the image instead, on pixels honest data uses all the time: the
+  attacker who knows that the rule clips each input's weights to what most updates move there.
 
 A weight lie (:func:`claimed_samples`) combines with any of them: sample counts are self-reported,
 so a Byzantine client claims a huge count to make whatever it sends outweigh everyone else in
@@ -200,18 +202,24 @@ def claimed_samples(true_counts: np.ndarray, byzantine: np.ndarray, claim: float
     return np.where(mask, float(claim), counts)
 
 
+TRIGGER_PLACES = ("corner", "centre")
+
+
 def add_trigger(x: np.ndarray, image_shape: tuple[int, int, int] | None, *, size: int = 3,
-                value: float = 1.0, part: int = 0, parts: int = 1) -> np.ndarray:
+                value: float = 1.0, part: int = 0, parts: int = 1, at: str = "corner") -> np.ndarray:
     """Copy of flat samples ``x`` (n, F) with the backdoor trigger stamped in.
 
     Images (C, H, W): a ``size`` x ``size`` checkerboard of ``value`` and 0 in the bottom-right
-    corner of every channel (a pattern natural images rarely contain). Tabular data: the last
-    ``size`` features alternate ``value`` and 0. With ``parts`` > 1 only the trigger rows ``r``
+    corner of every channel (a pattern natural images rarely contain), or its centre with
+    ``at="centre"``. Tabular data: the last ``size`` features alternate ``value`` and 0 (the
+    middle ones with ``at="centre"``). With ``parts`` > 1 only the trigger rows ``r``
     (image) or features (tabular) with ``r % parts == part`` are stamped: one attacker's share of
     a distributed trigger.
     """
     if not 0 <= part < parts:
         raise ValueError(f"trigger part must be in [0, {parts}), got {part}")
+    if at not in TRIGGER_PLACES:
+        raise ValueError(f"trigger place must be one of {TRIGGER_PLACES}, got {at!r}")
     x = np.array(x, dtype=np.float32, copy=True)
     if x.ndim != 2:
         raise ValueError(f"x must be (n, F), got {x.shape}")
@@ -219,14 +227,16 @@ def add_trigger(x: np.ndarray, image_shape: tuple[int, int, int] | None, *, size
         if not 1 <= size <= x.shape[1]:
             raise ValueError(f"trigger size must be in [1, {x.shape[1]}], got {size}")
         cols = np.flatnonzero(np.arange(size) % parts == part)
-        x[:, x.shape[1] - size + cols] = np.where(cols % 2 == 0, value, 0.0)
+        first = x.shape[1] - size if at == "corner" else (x.shape[1] - size) // 2
+        x[:, first + cols] = np.where(cols % 2 == 0, value, 0.0)
         return x
     c, h, w = image_shape
     if c * h * w != x.shape[1] or not 1 <= size <= min(h, w):
         raise ValueError(f"image shape {image_shape} / trigger size {size} do not fit {x.shape[1]} features")
     pattern = np.where(np.add.outer(np.arange(size), np.arange(size)) % 2 == 0, value, 0.0)
     rows = np.flatnonzero(np.arange(size) % parts == part)
-    x.reshape(-1, c, h, w)[:, :, h - size + rows, w - size:] = pattern[rows]
+    top, left = (h - size, w - size) if at == "corner" else ((h - size) // 2, (w - size) // 2)
+    x.reshape(-1, c, h, w)[:, :, top + rows, left:left + size] = pattern[rows]
     return x
 
 
@@ -255,13 +265,13 @@ def _label_flip(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, num_clas
 
 def _backdoor(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, num_classes: int,
               image_shape: tuple[int, int, int] | None, *, target_label: int = 0, fraction: float = 0.1,
-              size: int = 3, value: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+              size: int = 3, value: float = 1.0, at: str = "corner") -> tuple[np.ndarray, np.ndarray]:
     if not 0 <= target_label < num_classes:
         raise ValueError(f"backdoor: target_label must be in [0, {num_classes}), got {target_label}")
     rows = _fraction_rows(len(y), fraction, rng)
     x = x.copy()
     y = y.copy()
-    x[rows] = add_trigger(x[rows], image_shape, size=size, value=value)
+    x[rows] = add_trigger(x[rows], image_shape, size=size, value=value, at=at)
     y[rows] = target_label
     return x, y
 
@@ -302,14 +312,14 @@ def poison_data(name: str, x: np.ndarray, y: np.ndarray, rng: np.random.Generato
 
 def backdoor_success_rate(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray,
                           target_label: int, image_shape: tuple[int, int, int] | None, *,
-                          size: int = 3, value: float = 1.0) -> float:
+                          size: int = 3, value: float = 1.0, at: str = "corner") -> float:
     """Fraction of samples not of ``target_label`` that the model labels ``target_label`` once
     triggered: the attack success rate reported by backdoor papers."""
     y = np.asarray(y)
     victims = np.flatnonzero(y != target_label)
     if victims.size == 0:
         raise ValueError("backdoor_success_rate: every sample already has the target label")
-    predicted = np.asarray(predict(add_trigger(np.asarray(x)[victims], image_shape, size=size, value=value)))
+    predicted = np.asarray(predict(add_trigger(np.asarray(x)[victims], image_shape, size=size, value=value, at=at)))
     if predicted.shape != victims.shape:
         raise ValueError(f"predict returned shape {predicted.shape}, expected {victims.shape}")
     return float(np.mean(predicted == target_label))

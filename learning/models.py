@@ -138,6 +138,28 @@ def _backs(buf: torch.Tensor, params: list[nn.Parameter]) -> bool:
     return offset == buf.numel()
 
 
+def feature_groups(model: nn.Module) -> np.ndarray:
+    """The feature group of every entry of the model's flat vector (:func:`get_flat` order), int64.
+
+    A weight tensor (out, in, ...) has one group per input: a column of a linear layer's matrix
+    (the weights leaving one input pixel or hidden unit), an input channel of a convolution. A
+    bias is one group. The aggregation's feature clip (:mod:`learning.aggregation.clustering`)
+    compares updates group by group: a backdoor's trigger is an input that honest data rarely
+    shows, so its push lands on the groups of that input.
+    """
+    ids: list[np.ndarray] = []
+    count = 0
+    for p in model.parameters():
+        if p.ndim >= 2:
+            column = np.arange(p.shape[1]).reshape(1, -1, *([1] * (p.ndim - 2)))
+            ids.append(count + np.broadcast_to(column, tuple(p.shape)).ravel())
+            count += p.shape[1]
+        else:
+            ids.append(np.full(p.numel(), count))
+            count += 1
+    return np.concatenate(ids).astype(np.int64) if ids else np.zeros(0, dtype=np.int64)
+
+
 def get_flat(model: nn.Module) -> np.ndarray:
     """A fresh float32 copy of all parameters, in ``model.parameters()`` order."""
     return _flat_buffer(model).detach().numpy().copy()

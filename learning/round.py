@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -70,7 +71,8 @@ def skipped(model: np.ndarray, weights: np.ndarray, why: str) -> RoundOutcome:
 def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samples: Sequence[float],
               staleness: Sequence[float], trust: Sequence[float], *, seed: int,
               evaluate: Callable[[np.ndarray], float] | None = None,
-              aggregator: Aggregator = aggregate, senders: Sequence[object] | None = None) -> RoundOutcome:
+              aggregator: Aggregator = aggregate, senders: Sequence[object] | None = None,
+              groups: np.ndarray | None = None) -> RoundOutcome:
     """Aggregate ``updates`` (n, d) onto ``model`` with the settings' rule.
 
     ``samples``, ``staleness`` (model versions since each update's base) and ``trust`` (each
@@ -81,6 +83,8 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
 
     With a genesis ``hierarchy`` and at least its threshold of updates, the round is hierarchical
     (:mod:`learning.hierarchy`): ``senders`` (one id per update) then place updates in clusters.
+    ``groups`` is the model's feature layout (:func:`learning.models.feature_groups`), which the
+    default rule's feature clip needs; every rule run of the round gets it.
     """
     n = len(samples)
     weights = round_weights(samples, staleness, settings.staleness_a)
@@ -90,6 +94,8 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
     effective = weights * trusts if settings.rule == "trust" else weights
     if not (effective > 0).any():  # nobody carries weight (e.g. every sender has zero stake): no step
         return RoundOutcome(model, weights, np.zeros(n, dtype=bool), ["zero weight"] * n, np.full(n, np.inf))
+    if groups is not None:
+        aggregator = partial(aggregator, groups=groups)
     lr = np.float32(settings.server_lr)
     rule_evaluate = None if evaluate is None else (lambda delta: evaluate(model + lr * delta))
     hierarchy = settings.hierarchy_rule

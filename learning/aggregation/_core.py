@@ -65,10 +65,18 @@ class Inputs:
     f: int | None
     seed: int
     evaluate: Callable[[np.ndarray], float] | None
+    groups: np.ndarray | None = None          # (d,) int64 feature group of each entry (see as_groups)
 
     @property
     def n(self) -> int:
         return int(self.updates.shape[0])
+
+    @cached_property
+    def group_norms(self) -> np.ndarray:
+        """(n, G) exact norm of each update's entries in each feature group; needs ``groups``."""
+        if self.groups is None:
+            raise ValueError("no feature groups were given")
+        return exact.group_norms(self.updates, self.groups, int(self.groups.max()) + 1)
 
     @cached_property
     def gram(self) -> np.ndarray:
@@ -110,6 +118,17 @@ def require_finite(x: np.ndarray) -> None:
         raise ValueError(f"updates contain NaN or Inf in rows {bad[:10].tolist()}")
 
 
+def as_groups(groups: Any, d: int) -> np.ndarray:
+    """A (d,) int64 vector of feature-group ids in ``[0, d)``, or a ValueError."""
+    arr = np.asarray(groups)
+    if arr.shape != (d,) or arr.dtype.kind not in "iu":
+        raise ValueError(f"groups must be an integer vector of shape ({d},), got {arr.dtype} {arr.shape}")
+    arr = arr.astype(np.int64)
+    if arr.min() < 0 or arr.max() >= d:
+        raise ValueError(f"group ids must lie in [0, {d})")
+    return arr
+
+
 def as_vector(values: Any, n: int, name: str) -> np.ndarray:
     """A finite, non-negative (n,) float64 vector, or a ValueError naming ``name``."""
     arr = np.asarray(values, dtype=np.float64)
@@ -138,21 +157,32 @@ def resolve_f(requested: int | None, max_f: int, rule: str, requirement: str) ->
     return int(requested), ""
 
 
-def weighted_sum(x: np.ndarray, coef: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+FeatureScale = tuple[np.ndarray, np.ndarray]
+"""``(factors, groups)``: row i's entries of feature group g are scaled by ``factors[i, g]``."""
+
+
+def weighted_sum(x: np.ndarray, coef: np.ndarray, rows: np.ndarray | None = None,
+                 features: FeatureScale | None = None) -> np.ndarray:
     """``sum_i coef[i] * x[i]`` over ``rows`` (index order) in float64, elementwise and exact-order.
 
     Tiles of columns keep the float64 accumulator in cache; each row is scaled and added by
     separate correctly rounded ufunc calls, so no library can reorder or fuse the arithmetic.
+    ``features`` scales each row further, group by group (a second correctly rounded product).
     """
     order = np.arange(x.shape[0]) if rows is None else np.asarray(rows)
     d = x.shape[1]
+    scaled = set() if features is None else {int(i) for i in order if (features[0][i] != 1.0).any()}
     out = np.zeros(d, dtype=np.float64)
     tmp = np.empty(min(d, _COLUMN_TILE), dtype=np.float64)
     for start in range(0, d, _COLUMN_TILE):
         acc = out[start:start + _COLUMN_TILE]
         t = tmp[:acc.shape[0]]
         for i in order:
-            if coef[i] == 1.0:                  # x * 1.0 == x exactly: skip the multiply
+            if int(i) in scaled:
+                np.multiply(x[i, start:start + _COLUMN_TILE], coef[i], out=t, dtype=np.float64)
+                np.multiply(t, features[0][i][features[1][start:start + _COLUMN_TILE]], out=t)  # type: ignore[index]
+                np.add(acc, t, out=acc)
+            elif coef[i] == 1.0:                # x * 1.0 == x exactly: skip the multiply
                 np.add(acc, x[i, start:start + _COLUMN_TILE], out=acc)
             else:
                 np.multiply(x[i, start:start + _COLUMN_TILE], coef[i], out=t, dtype=np.float64)
@@ -161,19 +191,20 @@ def weighted_sum(x: np.ndarray, coef: np.ndarray, rows: np.ndarray | None = None
 
 
 def weighted_mean(x: np.ndarray, weights: np.ndarray, rows: np.ndarray | None = None,
-                  shrink: np.ndarray | None = None) -> np.ndarray:
+                  shrink: np.ndarray | None = None, features: FeatureScale | None = None) -> np.ndarray:
     """Weighted mean of ``rows`` as float32: the fixed-order sum of ``w_i x_i`` divided by the
     correctly rounded sum of the weights. Weights are at most 1 (:func:`.weighting.unit_scale`),
     so the sum cannot overflow and the mean stays within the rows' range.
 
     ``shrink`` (n,) in [0, 1] scales each row before it is summed (a norm clip: ``w_i s_i x_i``
-    over the unchanged ``sum w_i``); each coefficient is one correctly rounded product."""
+    over the unchanged ``sum w_i``); each coefficient is one correctly rounded product.
+    ``features`` (factors in [0, 1]) scales each row's feature groups as well (a per-feature clip)."""
     sel = np.arange(x.shape[0]) if rows is None else np.asarray(rows)
     total = exact.total(weights[sel])
     if not total > 0.0:                      # only when weights differ by more than 2^1074
         raise AggregationError("the weights of the selected updates are all zero")
     coef = weights if shrink is None else weights * shrink
-    mean = weighted_sum(x, coef, sel) / total
+    mean = weighted_sum(x, coef, sel, features) / total
     if not np.isfinite(mean).all():          # NaN/Inf input propagates to the sum exactly
         require_finite(x[sel])
     return mean.astype(np.float32)

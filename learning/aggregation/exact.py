@@ -85,6 +85,25 @@ def gram(x: np.ndarray) -> np.ndarray:
     return g
 
 
+def group_norms(x: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndarray:
+    """(n, G) Euclidean norm of each row's entries in each group (``groups[j]`` is entry j's group).
+
+    The squares are those of the per-row quantized values :func:`gram` uses, so every group's sum
+    of squares is a sum of integers below 2^53 (at most ``d * 2^(2B)``): exact in any order, and
+    ``bincount``'s is as good as any. Scaling back by a power of two is exact, ``sqrt`` correctly
+    rounded: the same bits everywhere.
+    """
+    n, d = x.shape
+    bits = grid_bits(d)
+    exponents = row_exponents(x)
+    out = np.empty((n, num_groups), dtype=np.float64)
+    for i in range(n):
+        q = quantize(x[i:i + 1], exponents[i:i + 1], bits)[0]
+        out[i] = np.bincount(groups, weights=np.multiply(q, q, out=q), minlength=num_groups)
+    out *= _powers_of_two(2 * (exponents - bits))[:, None]
+    return np.sqrt(out, out=out)
+
+
 def clip_negative(v: np.ndarray) -> np.ndarray:
     """``max(v, 0)`` elementwise with a +0 result for every non-positive value."""
     return np.where(v > 0.0, v, 0.0)
@@ -116,12 +135,17 @@ def matvec(g: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def median(values: np.ndarray) -> float:
-    """Median of non-negative values (distances, weights); an even count takes the midpoint of the
-    two middle ones, computed as ``lo + (hi - lo) / 2`` so that it cannot overflow."""
-    s = np.sort(np.asarray(values, dtype=np.float64).ravel()) + 0.0
-    if s.size == 0:
+    """Median of non-negative values (distances, weights); see :func:`column_medians`."""
+    return float(column_medians(np.asarray(values, dtype=np.float64).reshape(-1, 1))[0])
+
+
+def column_medians(a: np.ndarray) -> np.ndarray:
+    """Median of each column of non-negative values; an even count takes the midpoint of the two
+    middle ones, computed as ``lo + (hi - lo) / 2`` so that it cannot overflow."""
+    s = np.sort(np.asarray(a, dtype=np.float64), axis=0) + 0.0
+    if s.shape[0] == 0:
         raise ValueError("median of no values")
-    lo, hi = float(s[(s.size - 1) // 2]), float(s[s.size // 2])
+    lo, hi = s[(s.shape[0] - 1) // 2], s[s.shape[0] // 2]
     return lo + (hi - lo) * 0.5
 
 

@@ -51,7 +51,7 @@ from learning.aggregation import AggregationResult, aggregate
 from learning.attacks import DATA_ATTACKS, MODEL_ATTACKS, craft_updates
 from learning.client import Release, Sent
 from learning.compression import dense_bytes
-from learning.models import build_model, get_flat, num_params, set_flat
+from learning.models import build_model, feature_groups, get_flat, num_params, set_flat
 from learning.round import run_round, stake_changes
 from learning.selection import selection_features, select_nodes
 from learning.sim.config import RoundStats, SimConfig, SimResult
@@ -96,6 +96,7 @@ class Simulator:
         s = cfg.fl
         self.model = build_model(s.model, self.fed.pool.input_shape, self.fed.pool.num_classes, s.seed)
         self.dim = num_params(self.model)
+        self.groups = feature_groups(self.model)
         self.global_flat = get_flat(self.model)
         self.version = 0
         self.version_time = [0.0]         # simulated time each global version appeared
@@ -134,7 +135,7 @@ class Simulator:
         s = self.cfg.fl
         rows = np.concatenate([observed, crafted]).astype(np.float32)
         res = self._aggregator(s.rule, rows, np.ones(len(rows)), trust=np.ones(len(rows)), seed=self.version + 1,
-                               **s.rule_params)
+                               groups=self.groups, **s.rule_params)
         return np.asarray(res.accepted[len(observed):], dtype=bool)
 
     def _claims(self, jobs: list[Job], sent: list[Sent]) -> list[float]:
@@ -182,7 +183,8 @@ class Simulator:
         trust = self.trust()
         outcome = run_round(cfg.fl, self.global_flat, np.stack([s.vector for s in sent]), self._claims(jobs, sent),
                             staleness, [trust[j.node.node_id] for j in jobs], seed=self.version + 1,
-                            evaluate=self._score, aggregator=self._aggregator, senders=[j.node.node_id for j in jobs])
+                            evaluate=self._score, aggregator=self._aggregator, senders=[j.node.node_id for j in jobs],
+                            groups=self.groups)
         for job, change in zip(jobs, stake_changes(cfg.fl, outcome)):
             job.node.stake = max(0, job.node.stake + change)
         self.global_flat = outcome.model

@@ -31,7 +31,7 @@ from consensus.header import SignedHeader
 from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import sha256
 from learning.client import norm_bound
-from learning.models import build_model, get_flat, set_flat
+from learning.models import build_model, feature_groups, get_flat, set_flat
 from learning.train import evaluate
 from node.fl.blobs import BlobError, BlobStore, model_bytes, parse_model
 from node.fl.data import NodeData
@@ -88,7 +88,9 @@ class FLApp(UpdateIntake, HierarchyChecks):
         self.metrics: Counter[str] = Counter()
         self.state_view: Callable[[], Any] | None = None  # set by the node: the chain's final state
         self._nets = threading.local()  # one evaluation network per thread (see accuracy)
-        self.model = get_flat(self.new_net())
+        net = self.new_net()
+        self.model = get_flat(net)
+        self.groups = feature_groups(net)  # the model's layout, for the rule's feature clip
         self.model_hash = b""
         self.model_height = 0
         self.model_missing = False  # the chain moved to a model whose weights this node has yet to fetch
@@ -130,7 +132,8 @@ class FLApp(UpdateIntake, HierarchyChecks):
                               evaluate: Callable[[np.ndarray], float]) -> RoundResult:
         """The round on the current model, in a worker thread (the model is taken before it starts);
         a model it produces is on disk before this returns, so it can be named by a final block."""
-        args = (self.settings, self.model, self.model_height, self.model_hash, updates, trust, height, evaluate)
+        args = (self.settings, self.model, self.model_height, self.model_hash, updates, trust, height, evaluate,
+                self.groups)
         result = await asyncio.to_thread(block_round, *args)
         for partial in result.partials:  # served by hash, like models, to verifiers that do not re-run its cluster
             if partial is not None:
@@ -323,7 +326,7 @@ class FLApp(UpdateIntake, HierarchyChecks):
         self.metrics["rounds_rerun_at_finalize"] += 1
         replay = EvalReplay(self.model_evaluator(), p.evals, len(self.data.public_eval))  # final: not checked
         result = block_round(self.settings, self.model, self.model_height, self.model_hash, updates,
-                             self.trust_of(ctx.state, updates), ctx.height, replay)
+                             self.trust_of(ctx.state, updates), ctx.height, replay, self.groups)
         return RoundResult(p, result.model) if result.payload.new_hash == p.new_hash else None
 
     def _decode_final(self, payload: bytes) -> Payload:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -131,6 +132,7 @@ class HierarchyChecks(PayloadChecks):
                         hierarchy: Hierarchy) -> np.ndarray:
         """Re-run ``clusters`` and compare them; then the combination; the new model (worker thread)."""
         s, model = self.settings, self.model
+        rule_fn = partial(aggregate, groups=self.groups)  # as the proposer's round ran it
         lr = np.float32(s.server_lr)
         evaluator = self.model_evaluator()
         set_size = len(self.data.public_eval)
@@ -139,7 +141,7 @@ class HierarchyChecks(PayloadChecks):
             members = np.array(r.members, dtype=np.int64)
             replay = EvalReplay(evaluator, p.evals[offsets[c]:offsets[c + 1]], set_size)
             x = np.stack([updates[i].dense() for i in r.members])
-            part = run_cluster(aggregate, s.rule, rnd.params, c, np.arange(members.size), x, rnd.capped[members],
+            part = run_cluster(rule_fn, s.rule, rnd.params, c, np.arange(members.size), x, rnd.capped[members],
                                rnd.trust[members], ctx.height, lambda delta: replay(model + lr * delta))
             replay.check()
             rows = [p.considered[i] for i in r.members]
@@ -156,7 +158,7 @@ class HierarchyChecks(PayloadChecks):
         used = [r for r in p.partials if r.hash and r.weight > 0]
         tail = EvalReplay(evaluator, p.evals[offsets[-1]:], set_size)
         try:
-            vector, kept = combine(aggregate, hierarchy.combine, s.rule, rnd.params,
+            vector, kept = combine(rule_fn, hierarchy.combine, s.rule, rnd.params,
                                    np.stack([vectors[r.cluster] for r in used]), np.array([r.weight for r in used]),
                                    ctx.height, lambda delta: tail(model + lr * delta))
         except ValueError as exc:

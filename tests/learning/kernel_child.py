@@ -44,6 +44,10 @@ def run(path: str) -> dict[str, object]:
         out[rule] = _fields(res)
     out["clustering_no_evaluate"] = _fields(aggregate("clustering", x, weights, seed=3))
     out["clustering_shared_offset"] = _fields(aggregate("clustering", rec["offset_round"], np.ones(len(x)), seed=3))
+    groups = np.arange(x.shape[1]) // 4         # a feature layout fine enough that the clip scales groups
+    calls = iter(values)
+    out["clustering_feature_clip"] = _fields(aggregate("clustering", x, weights, seed=3, groups=groups,
+                                                       evaluate=lambda v: next(calls)))
     senders = [f"{i:064x}" for i in range(len(x))]
     for method in COMBINE:                   # a hierarchical round: clusters of 5, each combination
         calls = itertools.cycle(values)

@@ -78,9 +78,10 @@ def test_every_field_is_bit_identical_across_blas_kernels_and_threads(tmp_path: 
             assert out[name] == fields, f"{name} differs between {reference_key} and {key}"
 
 
-def test_the_recorded_rounds_exercise_the_shared_offset_and_near_copy_tests(tmp_path: Path) -> None:
+def test_the_recorded_rounds_exercise_the_shared_offset_near_copy_and_feature_clip(tmp_path: Path) -> None:
     """The rounds above reach every phase of the default rule, so the kernel comparison covers the
-    shared-offset test too: the noisy IPM group is no near copy, but shares an offset."""
+    shared-offset test too: the noisy IPM group is no near copy, but shares an offset; and with a
+    fine layout the feature clip scales some groups."""
     from learning.aggregation import aggregate
 
     path = tmp_path / "round.npz"
@@ -90,3 +91,6 @@ def test_the_recorded_rounds_exercise_the_shared_offset_and_near_copy_tests(tmp_
     res = aggregate("clustering", rec["offset_round"], np.ones(20), seed=3)
     assert res.info["shared_offset"] == 6
     assert set(res.reasons[14:]) == {"clustering: shared offset"} and all(r == "" for r in res.reasons[:14])
+    groups = np.arange(rec["updates"].shape[1]) // 4   # the layout the kernel comparison clips by
+    clipped = aggregate("clustering", rec["updates"], np.ones(20), seed=3, groups=groups).vector
+    assert clipped.tobytes() != aggregate("clustering", rec["updates"], np.ones(20), seed=3).vector.tobytes()

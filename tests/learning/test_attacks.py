@@ -160,6 +160,16 @@ def test_backdoor_stamps_trigger_and_relabels_a_fraction() -> None:
     np.testing.assert_array_equal(img[:5], x[changed[0]].reshape(8, 8)[:5])
 
 
+def test_the_trigger_can_sit_in_the_centre_of_the_image_or_of_the_features() -> None:
+    x = np.full((2, 64), 0.5, np.float32)
+    img = add_trigger(x, (1, 8, 8), at="centre")[0].reshape(8, 8)
+    np.testing.assert_array_equal(img[2:5, 2:5], [[1, 0, 1], [0, 1, 0], [1, 0, 1]])
+    assert (np.delete(img.ravel(), [r * 8 + c for r in range(2, 5) for c in range(2, 5)]) == 0.5).all()
+    np.testing.assert_array_equal(add_trigger(x[:, :7], None, size=3, at="centre")[0], [.5, .5, 1, 0, 1, .5, .5])
+    with pytest.raises(ValueError, match="trigger place"):
+        add_trigger(x, (1, 8, 8), at="middle")
+
+
 def test_add_trigger_tabular_and_errors() -> None:
     x = np.full((2, 6), 0.5, np.float32)
     out = add_trigger(x, None, size=4)
