@@ -80,8 +80,13 @@ attackers out moves accuracy by more than that.
 
 Score of an update: the largest of its distance to the robust centre over the phase-2 radius, its
 cluster's between-group distance over the phase-1 radius, its partner similarity over the
-phase-1a' radius, and, for a near copy, a value in (1, 2] growing as the copy gets closer; above 1
-means the update fell outside some radius.
+phase-1a' radius, for a near copy a value in (1, 2] growing as the copy gets closer, and the share
+of its norm the feature clip removes over the adaptive radius of all updates' shares (``radius``
+MADs above their median); above 1 means the update fell outside some radius. The feature clip
+rejects nobody, but what it takes is a detector: on a 40% backdoor run (MLP, seed 0, 10 rounds)
+the attackers lost 45% of their norm to it on average and never less than 31% in nine updates of
+ten, honest updates 12% (18% in nine of ten); as a score alone its ROC AUC was 0.999 against 0.35
+for the distance scores.
 """
 
 from __future__ import annotations
@@ -227,6 +232,17 @@ def _feature_shrink(inp: Inputs, accepted: np.ndarray, feature_clip: float) -> F
     return np.where(norms > limit, limit / np.maximum(norms, 1e-300), 1.0), inp.groups
 
 
+def _clip_share_score(inp: Inputs, features: FeatureScale | None, radius: float) -> np.ndarray:
+    """Per update, the share of its norm the feature clip removes, over the adaptive radius of
+    all the shares (zeros without a clip). Fixed-order row sums and correctly rounded steps."""
+    if features is None:
+        return np.zeros(inp.n)
+    sq = inp.group_norms * inp.group_norms
+    cut = 1.0 - features[0]
+    share = np.sqrt(exact.row_sums(cut * cut * sq)) / np.sqrt(np.maximum(exact.row_sums(sq), 1e-300))
+    return share / max(robust_threshold(share, radius), 1e-300)
+
+
 def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None = None,
                radius: float = DEFAULT_RADIUS, radius_candidates: tuple[float, ...] = RADIUS_CANDIDATES,
                collusion: float = DEFAULT_COLLUSION, offset: float = DEFAULT_OFFSET,
@@ -325,7 +341,8 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
         # else must beat the best so far by the margin.
         margin = 0.0 if best_key == everyone_key or (drops and kept_key == best_key) else tune_margin
         if best is None or quality > best[0] + margin:
-            scores = np.maximum(np.maximum(ratio, copy_score), offset_score)
+            scores = np.maximum(np.maximum(np.maximum(ratio, copy_score), offset_score),
+                                _clip_share_score(inp, features, float(radius)))
             scores[rest] = np.maximum(scores[rest], cluster_score[sub_labels])
             reasons = ["clustering: shared offset" if o else "clustering: colluding group" if c else "" if a else
                        "clustering: cluster outlier" if not s else "clustering: outlier in cluster"

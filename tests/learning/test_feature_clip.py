@@ -26,7 +26,7 @@ def _round(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     (group 19), which no honest update moves: what a backdoor's trigger weights look like."""
     x = np.zeros((20, 200), dtype=np.float32)
     x[:, :150] = rng.standard_normal((20, 150))
-    x[12:, 190:] = 0.5
+    x[12:, 190:] = 1.0
     return x, np.arange(200) // 10
 
 
@@ -36,6 +36,9 @@ def test_a_push_on_a_feature_most_updates_leave_alone_is_clipped_away() -> None:
     on = aggregate("clustering", x, np.ones(20), seed=0, groups=groups)
     assert on.accepted[12:].any() and off.accepted.tolist() == on.accepted.tolist()
     assert (off.vector[190:] > 0).all() and (on.vector[190:] == 0).all()
+    # nobody is rejected for it, but what the clip takes makes the pushers the most suspicious
+    assert on.scores[12:].min() > max(1.0, on.scores[:12].max())
+    assert off.scores[12:].min() < off.scores[:12].max()
     # what most updates move passes nearly untouched (a group above twice its median norm is rare)
     assert np.linalg.norm(on.vector[:150] - off.vector[:150]) < 0.1 * np.linalg.norm(off.vector[:150])
 
