@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from consensus.state import ChainState
 from learning.bounds import sparse_norm
@@ -136,6 +137,7 @@ async def test_the_trainer_and_the_simulator_make_the_same_update(new_app, tmp_p
         assert np.array_equal(trainer.client.compressor.residual, sim.nodes[0].client.compressor.residual)
 
 
+@pytest.mark.timeout(480)  # the first local-dp update imports Opacus and torch's compiler stack: 10 s idle, a minute on a busy machine
 async def test_a_local_dp_trainer_stops_sending_when_its_budget_would_be_passed(new_app, tmp_path: Path,
                                                                                caplog) -> None:
     """Under local-dp every update spends epsilon; the update that would pass the budget is never
