@@ -218,7 +218,12 @@ def _norm_shrink(g: np.ndarray, accepted: np.ndarray, norm_clip: float) -> tuple
         return None, None
     norms = np.sqrt(exact.clip_negative(np.diagonal(g).copy()))
     limit = norm_clip * exact.median(norms[accepted])
-    return np.where(norms > limit, limit / np.maximum(norms, 1e-300), 1.0), limit
+    return _shrink_to(norms, limit), limit
+
+
+def _shrink_to(norms: np.ndarray, limit: np.ndarray | float) -> np.ndarray:
+    """The factors (correctly rounded divisions) that bring each norm above ``limit`` down to it."""
+    return np.where(norms > limit, limit / np.maximum(norms, 1e-300), 1.0)
 
 
 def _feature_shrink(inp: Inputs, accepted: np.ndarray, feature_clip: float) -> FeatureScale | None:
@@ -228,8 +233,7 @@ def _feature_shrink(inp: Inputs, accepted: np.ndarray, feature_clip: float) -> F
     if feature_clip <= 0 or inp.groups is None:
         return None
     norms = inp.group_norms
-    limit = feature_clip * exact.column_medians(norms[accepted])
-    return np.where(norms > limit, limit / np.maximum(norms, 1e-300), 1.0), inp.groups
+    return _shrink_to(norms, feature_clip * exact.column_medians(norms[accepted])), inp.groups
 
 
 def _clip_share_score(inp: Inputs, features: FeatureScale | None, radius: float) -> np.ndarray:
