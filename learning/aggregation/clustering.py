@@ -108,6 +108,7 @@ DEFAULT_TUNE_MARGIN = 0.02  # validation gain (accuracy) a later radius candidat
 DEFAULT_NORM_CLIP = 1.0  # accepted updates are clipped to this multiple of their median norm (0 = off)
 DEFAULT_FEATURE_CLIP = 1.5  # and each feature group to this multiple of the group's median norm (0 = off)
 DEFAULT_OFFSET = 4.0    # MADs above the median partner similarity that mark a shared offset
+DEFAULT_DIRECTION = 0.25  # cosine to the centre below this share of the median cosine: against the majority (0 = off)
 OFFSET_FLOOR = 0.01     # cosine: a spread below this is no spread (equal similarities)
 SMALL, SMALL_FLOOR = 10, 0.1   # below 10 distances their MAD is no spread estimate: sigma >= 10% of the median
 MIN_REFERENCE = 3       # phase 1b needs a reference cluster with at least this many updates
@@ -132,15 +133,18 @@ def _near_copies(dist: np.ndarray, collusion: float) -> np.ndarray:
     return np.where(nearest < limit, 2.0 - nearest / max(limit, 1e-300), 0.0)
 
 
-def _shared_offset(g: np.ndarray, partners: int, offset: float) -> np.ndarray:
-    """Per update, its partner similarity over the adaptive radius (0 where the test is off).
+def _shared_offset(g: np.ndarray, rows: np.ndarray, partners: int, offset: float) -> np.ndarray:
+    """Per update (of ``rows``), its partner similarity over the adaptive radius (0 elsewhere and
+    where the test is off).
 
-    Deviations from the geometric median ``c``: their Gram matrix is
+    Deviations from the geometric median ``c`` of ``rows``: their Gram matrix is
     ``G - Gc 1' - 1 c'G + c'Gc``, all fixed-order steps on the exact Gram matrix.
     """
-    n = g.shape[0]
+    scores = np.zeros(g.shape[0])
+    n = rows.size
     if offset <= 0 or n < max(2 * partners + 2, SMALL):
-        return np.zeros(n)
+        return scores
+    g = g[np.ix_(rows, rows)]
     coef, _ = weiszfeld_coefficients(g, np.ones(n))
     gc = exact.matvec(g, coef)
     dev = g - gc[:, None] - gc[None, :] + exact.total(coef * gc)
@@ -153,7 +157,41 @@ def _shared_offset(g: np.ndarray, partners: int, offset: float) -> np.ndarray:
     med = exact.median(similarity)
     sigma = max(MAD_TO_SIGMA * exact.median(np.abs(similarity - med)), OFFSET_FLOOR)
     limit = max(med + offset * sigma, OFFSET_FLOOR)
-    return np.where(similarity > 0.0, similarity / limit, 0.0)
+    scores[rows] = np.where(similarity > 0.0, similarity / limit, 0.0)
+    return scores
+
+
+def _highest(scores: np.ndarray, budget: int) -> np.ndarray:
+    """Updates scoring above 1, highest first, at most ``budget`` of them."""
+    picked = np.zeros(scores.size, dtype=bool)
+    for i in np.argsort(-scores, kind="stable")[:budget]:
+        picked[i] = scores[i] > 1.0
+    return picked
+
+
+def _against(g: np.ndarray, rows: np.ndarray, share: float) -> np.ndarray:
+    """Per update, how far its cosine to the geometric median of ``rows`` falls below the median
+    cosine, over ``1 - share`` of that median: above 1 below ``share`` times the median cosine
+    (0 for updates outside ``rows``, and everywhere when the test is off or the median cosine
+    is not positive: no common direction to go against).
+
+    Cosines come from the exact Gram matrix: ``(G c)_i / sqrt(G_ii c'Gc)``, fixed-order steps.
+    """
+    n = g.shape[0]
+    scores = np.zeros(n)
+    if share <= 0 or rows.size < SMALL:
+        return scores
+    coef = np.zeros(n)
+    coef[rows], _ = weiszfeld_coefficients(g[np.ix_(rows, rows)], np.ones(rows.size))
+    gc = exact.matvec(g, coef)
+    centre = math.sqrt(max(exact.total(coef * gc), 0.0))
+    norms = np.sqrt(exact.clip_negative(np.diagonal(g).copy()))
+    cos = gc[rows] / np.maximum(norms[rows] * centre, 1e-300)
+    med = exact.median(cos)
+    if not med > 0.0:
+        return scores
+    scores[rows] = (med - cos) / ((1.0 - share) * med)
+    return scores
 
 
 def _cluster_scores(dist: np.ndarray, labels: np.ndarray, k: int, ref: int, radius: float) -> np.ndarray:
@@ -250,7 +288,7 @@ def _clip_share_score(inp: Inputs, features: FeatureScale | None, radius: float)
 def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None = None,
                radius: float = DEFAULT_RADIUS, radius_candidates: tuple[float, ...] = RADIUS_CANDIDATES,
                collusion: float = DEFAULT_COLLUSION, offset: float = DEFAULT_OFFSET,
-               norm_clip: float = DEFAULT_NORM_CLIP, feature_clip: float = DEFAULT_FEATURE_CLIP,
+               direction: float = DEFAULT_DIRECTION, norm_clip: float = DEFAULT_NORM_CLIP, feature_clip: float = DEFAULT_FEATURE_CLIP,
                tune_margin: float = DEFAULT_TUNE_MARGIN, n_init: int = 3, max_iter: int = 50) -> AggregationResult:
     """Secured-FL two-phase filter, then FedAvg of the accepted updates.
 
@@ -269,6 +307,8 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
         raise ValueError(f"clustering: collusion must be in [0, 1), got {collusion}")
     if not (math.isfinite(tune_margin) and tune_margin >= 0):
         raise ValueError(f"clustering: tune_margin must be finite and >= 0, got {tune_margin}")
+    if not 0.0 <= direction < 1.0:
+        raise ValueError(f"clustering: direction must be in [0, 1), got {direction}")
     if not (norm_clip == 0 or norm_clip >= 1):
         raise ValueError(f"clustering: norm_clip must be 0 (off) or >= 1, got {norm_clip}")
     if not (feature_clip == 0 or (math.isfinite(feature_clip) and feature_clip >= 1)):
@@ -284,16 +324,17 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     if copies.sum() > budget:
         copies[:] = False
     budget -= int(copies.sum())
-    offset_score = _shared_offset(g, min_size, float(offset))
-    offset_score[copies] = 0.0
-    shared = np.zeros(n, dtype=bool)
-    for i in np.argsort(-offset_score, kind="stable")[:budget]:
-        shared[i] = offset_score[i] > 1.0
+    against_score = _against(g, np.flatnonzero(~copies), float(direction))
+    against = _highest(against_score, budget)
+    against_score = np.where(against, against_score, 0.0)   # only the dropped are scored by it
+    budget -= int(against.sum())
+    offset_score = _shared_offset(g, np.flatnonzero(~copies & ~against), min_size, float(offset))
+    shared = _highest(offset_score, budget)
     if shared.sum() <= min_size:              # an offset shared by fewer is no group: chance
         shared[:] = False
         offset_score = np.minimum(offset_score, 1.0)
     budget -= int(shared.sum())
-    copies |= shared                          # dropped as a group, like near copies
+    copies |= shared | against                # dropped as a group, like near copies
     rest = np.flatnonzero(~copies)
     k = max(1, min(n_clusters, rest.size // min_size))
     labels = np.full(n, -1)
@@ -345,18 +386,21 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
         # else must beat the best so far by the margin.
         margin = 0.0 if best_key == everyone_key or (drops and kept_key == best_key) else tune_margin
         if best is None or quality > best[0] + margin:
-            scores = np.maximum(np.maximum(np.maximum(ratio, copy_score), offset_score),
-                                _clip_share_score(inp, features, float(radius)))
+            scores = np.maximum.reduce([ratio, copy_score, offset_score, against_score,
+                                        _clip_share_score(inp, features, float(radius))])
             scores[rest] = np.maximum(scores[rest], cluster_score[sub_labels])
-            reasons = ["clustering: shared offset" if o else "clustering: colluding group" if c else "" if a else
+            reasons = ["clustering: shared offset" if o else "clustering: against the majority" if t else
+                       "clustering: colluding group" if c else "" if a else
                        "clustering: cluster outlier" if not s else "clustering: outlier in cluster"
-                       for o, c, a, s in zip(shared.tolist(), copies.tolist(), accepted.tolist(), survivors.tolist())]
+                       for o, t, c, a, s in zip(shared.tolist(), against.tolist(), copies.tolist(), accepted.tolist(),
+                                                survivors.tolist())]
             best, best_key = (quality, multiplier, vector, accepted, scores, reasons, norm_limit), key
     if best is None:
         raise ValueError("clustering: no radius candidate produced an aggregate")
     quality, multiplier, vector, accepted, scores, reasons, norm_limit = best
-    info = {"clusters": int(k), "labels": labels.tolist(), "radius": multiplier, "near_copies": int((copies & ~shared).sum()),
-            "shared_offset": int(shared.sum()), "norm_limit": norm_limit}
+    info = {"clusters": int(k), "labels": labels.tolist(), "radius": multiplier,
+            "near_copies": int((copies & ~shared & ~against).sum()), "shared_offset": int(shared.sum()),
+            "against": int(against.sum()), "norm_limit": norm_limit}
     if inp.evaluate is not None:
         info["validation"] = quality
     return result(vector, accepted, scores, reasons, **info)

@@ -43,7 +43,9 @@ def run(path: str) -> dict[str, object]:
                         evaluate=(lambda v: next(calls)) if rule == "clustering" else None)
         out[rule] = _fields(res)
     out["clustering_no_evaluate"] = _fields(aggregate("clustering", x, weights, seed=3))
-    out["clustering_shared_offset"] = _fields(aggregate("clustering", rec["offset_round"], np.ones(len(x)), seed=3))
+    out["clustering_against"] = _fields(aggregate("clustering", rec["offset_round"], np.ones(len(x)), seed=3))
+    out["clustering_shared_offset"] = _fields(aggregate("clustering", rec["offset_round"], np.ones(len(x)), seed=3,
+                                                        direction=0.0))
     groups = np.arange(x.shape[1]) // 4         # a feature layout fine enough that the clip scales groups
     calls = iter(values)
     out["clustering_feature_clip"] = _fields(aggregate("clustering", x, weights, seed=3, groups=groups,

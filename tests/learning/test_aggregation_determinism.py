@@ -78,19 +78,23 @@ def test_every_field_is_bit_identical_across_blas_kernels_and_threads(tmp_path: 
             assert out[name] == fields, f"{name} differs between {reference_key} and {key}"
 
 
-def test_the_recorded_rounds_exercise_the_shared_offset_near_copy_and_feature_clip(tmp_path: Path) -> None:
-    """The rounds above reach every phase of the default rule, so the kernel comparison covers the
-    shared-offset test too: the noisy IPM group is no near copy, but shares an offset; and with a
-    fine layout the feature clip scales some groups."""
+def test_the_recorded_rounds_exercise_the_direction_test_shared_offset_near_copy_and_feature_clip(
+        tmp_path: Path) -> None:
+    """The rounds above reach every phase of the default rule, so the kernel comparison covers
+    them all: the noisy IPM group is no near copy, but pushes against the majority; with the
+    direction test off, it shares an offset; and with a fine layout the feature clip scales
+    some groups."""
     from learning.aggregation import aggregate
 
     path = tmp_path / "round.npz"
     _recorded_round(path)
     rec = np.load(path)
     assert aggregate("clustering", rec["updates"], np.ones(20), seed=3).info["near_copies"] >= 2
-    res = aggregate("clustering", rec["offset_round"], np.ones(20), seed=3)
-    assert res.info["shared_offset"] == 6
-    assert set(res.reasons[14:]) == {"clustering: shared offset"} and all(r == "" for r in res.reasons[:14])
+    for params, count, reason in (({}, "against", "clustering: against the majority"),
+                                  ({"direction": 0.0}, "shared_offset", "clustering: shared offset")):
+        res = aggregate("clustering", rec["offset_round"], np.ones(20), seed=3, **params)
+        assert res.info[count] == 6
+        assert set(res.reasons[14:]) == {reason} and all(r == "" for r in res.reasons[:14])
     groups = np.arange(rec["updates"].shape[1]) // 4   # the layout the kernel comparison clips by
     clipped = aggregate("clustering", rec["updates"], np.ones(20), seed=3, groups=groups).vector
     assert clipped.tobytes() != aggregate("clustering", rec["updates"], np.ones(20), seed=3).vector.tobytes()

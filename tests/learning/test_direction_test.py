@@ -1,0 +1,63 @@
+"""The default rule's direction test: updates that push against the majority's direction go."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from learning.aggregation import aggregate
+
+
+def _round(rng: np.random.Generator, attackers: int, *, d: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """20 updates: honest ones share a direction under a non-IID spread of sizes (cosine 0.3-0.6
+    to their mean); ``attackers`` send noisy inner-product manipulation (-0.5 x the honest mean
+    plus noise of the honest spread each), so no two of them are near copies and none is far."""
+    common = rng.standard_normal(d)
+    common *= 0.45 / np.linalg.norm(common)
+    spread = rng.uniform(0.5, 1.5, (20, 1)) * rng.standard_normal((20, d)) / np.sqrt(d)
+    x = common + spread
+    x[20 - attackers:] = -0.5 * x[:20 - attackers].mean(axis=0) + spread[20 - attackers:]
+    byzantine = np.arange(20) >= 20 - attackers
+    return x.astype(np.float32), byzantine
+
+
+@pytest.mark.parametrize("attackers", [4, 8])
+def test_noisy_inner_product_manipulators_are_dropped_and_ranked_first(attackers: int) -> None:
+    x, byzantine = _round(np.random.default_rng(attackers), attackers)
+    # the shared-offset test catches 4 of 20 (not 8: too many for its MADs); without it,
+    # distance alone lets them in
+    off = aggregate("clustering", x, np.ones(20), seed=0, direction=0.0, offset=0.0)
+    assert off.accepted[byzantine].all()
+    res = aggregate("clustering", x, np.ones(20), seed=0, offset=0.0)
+    against = np.array([r == "clustering: against the majority" for r in res.reasons])
+    assert against.tolist() == byzantine.tolist()
+    assert res.accepted[~byzantine].sum() >= 18 - attackers    # phase 2 may reject one or two at the edge
+    assert res.info["against"] == attackers
+    assert res.scores[byzantine].min() > max(1.0, res.scores[~byzantine].max())
+    honest_mean = x[~byzantine].mean(axis=0)
+    assert float(res.vector @ honest_mean) > float(off.vector @ honest_mean)
+    assert aggregate("clustering", x, np.ones(20), seed=0).accepted.tolist() == res.accepted.tolist()
+
+
+def test_honest_updates_that_barely_agree_are_all_kept() -> None:
+    rng = np.random.default_rng(5)
+    d = 2000
+    common = rng.standard_normal(d)
+    common *= 0.25 / np.linalg.norm(common)            # honest cosines to the centre 0.15-0.45
+    x = (common + rng.uniform(0.5, 1.5, (20, 1)) * rng.standard_normal((20, d)) / np.sqrt(d)).astype(np.float32)
+    res = aggregate("clustering", x, np.ones(20), seed=0)
+    assert res.info["against"] == 0
+
+
+def test_below_ten_updates_there_is_no_direction_test() -> None:
+    x, _ = _round(np.random.default_rng(6), 8)
+    res = aggregate("clustering", x[8:17], np.ones(9), seed=0)
+    assert res.info["against"] == 0
+
+
+@pytest.mark.parametrize("direction", [-0.1, 1.0, float("nan")])
+def test_direction_share_must_be_in_zero_one(direction: float) -> None:
+    x, _ = _round(np.random.default_rng(7), 4)
+    with pytest.raises(ValueError, match="direction"):
+        aggregate("clustering", x, np.ones(20), direction=direction)
+
