@@ -61,3 +61,32 @@ def test_direction_share_must_be_in_zero_one(direction: float) -> None:
     with pytest.raises(ValueError, match="direction"):
         aggregate("clustering", x, np.ones(20), direction=direction)
 
+
+
+def _aligned(reference: np.ndarray, gain: float):
+    """A public set that scores a candidate by its cosine to ``reference``, ``gain`` per unit."""
+    def evaluate(v: np.ndarray) -> float:
+        return float(0.5 + gain * v @ reference / (np.linalg.norm(v) * np.linalg.norm(reference) + 1e-30))
+    return evaluate
+
+
+def test_a_weak_group_goes_for_a_clear_validation_gain_and_only_then() -> None:
+    """Late in training attackers' cosines to the centre rise above a quarter of the median, but
+    k-means still isolates them: a group whose median cosine is below half the reference's is
+    offered for dropping, and goes if the public set is better without it by the margin."""
+    rng = np.random.default_rng(3)
+    d = 2000
+    common = rng.standard_normal(d)
+    common *= 0.45 / np.linalg.norm(common)
+    x = common + rng.uniform(0.5, 1.5, (20, 1)) * rng.standard_normal((20, d)) / np.sqrt(d)
+    x[12:] -= 0.85 * common                           # a third of the honest push, each with its own noise
+    x = x.astype(np.float32)
+    byzantine = np.arange(20) >= 12
+    clear, slight = _aligned(x[:12].mean(axis=0), 0.5), _aligned(x[:12].mean(axis=0), 0.01)
+    res = aggregate("clustering", x, np.ones(20), seed=0, offset=0.0, evaluate=clear)
+    assert res.info["against"] == 0                   # no single update is below a quarter of the median
+    assert not res.accepted[byzantine].any() and res.accepted[~byzantine].all()
+    assert {res.reasons[i] for i in np.flatnonzero(byzantine)} == {"clustering: cluster outlier"}
+    assert res.scores[byzantine].min() > 1.0
+    assert aggregate("clustering", x, np.ones(20), seed=0, offset=0.0, evaluate=slight).accepted.all()
+    assert aggregate("clustering", x, np.ones(20), seed=0, offset=0.0, direction=0.0, evaluate=clear).accepted.all()
