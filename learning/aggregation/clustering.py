@@ -9,25 +9,12 @@ update, while ALIE, IPM and min-max attackers all send one crafted vector that s
 honest mean, where no distance test can see it. Updates whose nearest neighbour is closer than
 ``collusion`` times the median pairwise distance are dropped as a colluding group.
 
-Phase 1a', direction. Honest updates are steps on one objective: each points, more or less, the
-way the robust centre (the geometric median of the updates phase 1a left) points. Attackers who
-undo the round's progress (IPM, a sign flip, a push along the negative mean) point elsewhere,
-whatever noise each adds. An update whose cosine to the centre is below ``direction`` times the
-median cosine is dropped (lowest first, within the phase-1 budget). Skipped below ``SMALL``
-updates and when the median cosine is not positive (no common direction to go against). On 20
-Fashion-MNIST nodes with 8 noisy IPM attackers it dropped all of them in the first five to eight
-rounds without touching an honest update; honest updates of a 30-round clean run never fell below
-it (the lowest was 0.28 times the median, once). Later in training honest updates
-barely agree (cosines 0.1-0.25), and the centre's lean toward each update by its own share lifts
-attackers to 0.05-0.1, above a quarter of the median: the test then lets them in. It runs before
-the shared-offset test, whose median and MADs eight attackers of twenty dragged so far that it
-flagged honest updates instead. What still tells those late attackers apart is their group:
-k-means mostly puts them in a cluster of their own, whose median cosine is a third of the
-reference cluster's (0.26-0.38 in recorded rounds), while honest clusters of a 30-round clean run
-stayed above 0.6 of it in 29 of 30 rounds. Such a *weak* group (below ``WEAK_GROUP`` of the
-reference's median cosine) is offered to phase 1b as a drop that must validate better by the
-radius tuning's margin: no honest update more was rejected on 3 clean seeds, and a 40% noisy IPM
-run (MLP, seed 1) ended 3.2 points higher.
+Phase 1a', direction (:mod:`.direction`). An update whose cosine to the robust centre is below
+``direction`` times the median cosine pushes against the majority and is dropped (lowest first,
+within the phase-1 budget); a k-means group whose median cosine is below half the reference's is
+offered to phase 1b as a drop that must validate better by the radius tuning's margin. Skipped
+below ``SMALL`` updates. It runs before the shared-offset test, whose median and MADs eight
+attackers of twenty dragged so far that it flagged honest updates instead.
 
 Phase 1a'', a shared offset. Attackers who each add their own noise are no near copies, but what
 makes them attackers is the offset they all share: seen from the robust centre (the geometric
@@ -120,6 +107,7 @@ import numpy as np
 
 from . import exact
 from ._core import MAD_TO_SIGMA, AggregationResult, FeatureScale, Inputs, result, robust_threshold, weighted_mean
+from .direction import against_scores, cosines_to_centre, weak_groups
 from .geomed import weiszfeld_coefficients
 from .kmeans import membership, quad_forms, restricted_kmeans
 
@@ -135,7 +123,6 @@ OFFSET_FLOOR = 0.01     # cosine: a spread below this is no spread (equal simila
 SMALL, SMALL_FLOOR = 10, 0.1   # below 10 distances their MAD is no spread estimate: sigma >= 10% of the median
 MIN_REFERENCE = 3       # phase 1b needs a reference cluster with at least this many updates
 GROUP_FLOOR = 0.05      # phase-1 radius is at least 5% of the typical distance: tolerates non-IID groups
-WEAK_GROUP = 0.5        # a cluster whose median cosine to the centre is below half the reference's is weak
 UNSUSPECTED = float(np.nextafter(1.0, 2.0))  # score of a group dropped for a validation gain alone
 
 
@@ -191,43 +178,6 @@ def _highest(scores: np.ndarray, budget: int) -> np.ndarray:
     for i in np.argsort(-scores, kind="stable")[:budget]:
         picked[i] = scores[i] > 1.0
     return picked
-
-
-def _cosines(g: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Each update's cosine to the geometric median ``c`` of ``rows`` (NaN outside ``rows``), from
-    the exact Gram matrix: ``(G c)_i / sqrt(G_ii c'Gc)``, fixed-order steps."""
-    n = g.shape[0]
-    coef = np.zeros(n)
-    coef[rows], _ = weiszfeld_coefficients(g[np.ix_(rows, rows)], np.ones(rows.size))
-    gc = exact.matvec(g, coef)
-    centre = math.sqrt(max(exact.total(coef * gc), 0.0))
-    norms = np.sqrt(exact.clip_negative(np.diagonal(g).copy()))
-    cos = np.full(n, np.nan)
-    cos[rows] = gc[rows] / np.maximum(norms[rows] * centre, 1e-300)
-    return cos
-
-
-def _against(cos: np.ndarray, rows: np.ndarray, share: float) -> np.ndarray:
-    """Per update, how far its cosine ``cos`` falls below the median cosine of ``rows``, over
-    ``1 - share`` of that median: above 1 below ``share`` times the median (0 outside ``rows``, and
-    everywhere when the test is off or the median is not positive: no common direction)."""
-    scores = np.zeros(cos.size)
-    if share <= 0 or rows.size < SMALL:
-        return scores
-    med = exact.median(cos[rows])
-    if not med > 0.0:
-        return scores
-    scores[rows] = (med - cos[rows]) / ((1.0 - share) * med)
-    return scores
-
-
-def _weak_groups(cos: np.ndarray, labels: np.ndarray, k: int, ref: int) -> np.ndarray:
-    """Clusters whose median cosine to the centre is below ``WEAK_GROUP`` times the reference's
-    (none below ``SMALL`` updates, as for the direction test)."""
-    if labels.size < SMALL:
-        return np.zeros(k, dtype=bool)
-    med = np.array([exact.median(cos[labels == h]) for h in range(k)])
-    return (med < WEAK_GROUP * med[ref]) & (med[ref] > 0.0) & (np.arange(k) != ref)
 
 
 def _cluster_scores(dist: np.ndarray, labels: np.ndarray, k: int, ref: int, radius: float) -> np.ndarray:
@@ -366,8 +316,9 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     if copies.sum() > budget:
         copies[:] = False
     budget -= int(copies.sum())
-    cos = _cosines(g, np.flatnonzero(~copies))
-    against_score = _against(cos, np.flatnonzero(~copies), float(direction))
+    kept = np.flatnonzero(~copies)
+    cos = cosines_to_centre(g, kept) if direction > 0 and kept.size >= SMALL else None
+    against_score = np.zeros(n) if cos is None else against_scores(cos, kept, float(direction))
     against = _highest(against_score, budget)
     against_score = np.where(against, against_score, 0.0)   # only the dropped are scored by it
     budget -= int(against.sum())
@@ -399,7 +350,8 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     centred: dict[tuple[bytes, float], tuple[np.ndarray, np.ndarray]] = {}  # phase 2 is the same for the same survivors
     rest_dist = dist[np.ix_(rest, rest)]
     small = rest.size < SMALL
-    weak = _weak_groups(cos[rest], sub_labels, k, ref) if direction > 0 else np.zeros(k, dtype=bool)
+    weak = (weak_groups(cos[rest], sub_labels, k, ref) if cos is not None and rest.size >= SMALL
+            else np.zeros(k, dtype=bool))
     for multiplier, cluster_score, drops, rejects in _variants(rest_dist, weak, sub_labels, k, ref, candidates,
                                                                sizes[ref] >= MIN_REFERENCE, inp.evaluate is not None,
                                                                small):
