@@ -96,6 +96,8 @@ def _swarm_part(quick: bool, nodes: int, only: set[str] | None = None) -> dict[s
     d4 = MeshParams(d=4, d_low=3, d_high=8, d_score=2, d_out=1)
     profiles: list[tuple[str, int, str, dict[str, Any], int]] = [
         ("gossipsub", nodes, "gossipsub", {}, 1),
+        # the default without choking: every mesh peer pushes everything
+        ("gossipsub_unchoked", nodes, "gossipsub", {"gossip": {"mesh": MeshParams(d_eager=0)}}, 1),
         ("gossipsub_d4", nodes, "gossipsub", {"gossip": {"mesh": d4}}, 1),
         # where the delivery time goes: hops (a node's peer count sets how far flood publishing
         # reaches at once) or retransmissions (the lossy links)

@@ -127,6 +127,13 @@ class MeshParams:
     """Times one peer may have one cached message sent again through IWANT."""
     max_topics: int = 64
     """Topics one peer may subscribe to (a longer ``sub`` frame is malformed)."""
+    d_eager: int = 3
+    """Mesh peers per topic left unchoked (pushing messages to us); the later ones are choked and
+    announce instead (:mod:`gossip.choke`). 0 turns choking off."""
+    choke_evidence: float = 5.0
+    """Copies a mesh peer must have delivered (decayed) before it may be choked for lateness."""
+    choke_decay: float = 0.9
+    """Per-heartbeat decay of each mesh peer's delivery record (a memory of about ten seconds)."""
     score: ScoreParams = field(default_factory=ScoreParams)
 
     def check(self) -> None:
@@ -134,6 +141,10 @@ class MeshParams:
             raise ValueError("gossipsub needs 0 < d_low <= d <= d_high")
         if not 0 <= self.d_out <= self.d_low or self.d_score > self.d:
             raise ValueError("gossipsub needs d_out <= d_low and d_score <= d")
+        if self.d_eager < 0:
+            raise ValueError("gossipsub needs d_eager >= 0 (0: no choking)")
+        if not (self.choke_evidence >= 1.0 and 0.0 < self.choke_decay < 1.0):
+            raise ValueError("choking needs choke_evidence >= 1 and 0 < choke_decay < 1")
         if not 0 < self.history_gossip <= self.history_length:
             raise ValueError("gossipsub needs 0 < history_gossip <= history_length")
         s = self.score

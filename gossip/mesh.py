@@ -8,7 +8,8 @@ it can be). Topics we publish on without subscribing get a *fanout* set that exp
 peer may have missed is offered lazily: every heartbeat, IHAVE with the ids of the message
 cache's newest windows goes to a few peers outside the mesh, which IWANT what they lack. Peer
 scores (:mod:`gossip.meshscore`) keep negative peers out of the mesh, gossip and publishing, and
-graylist the worst.
+graylist the worst. Mesh peers whose copies keep arriving late are choked (:mod:`gossip.choke`):
+they announce each message with an immediate IHAVE instead of pushing it.
 
 While a node has at most ``flood_peers`` connected peers it sends every message to all of them,
 the full mesh DESIGN wants for small networks; the mesh is maintained all the same, so a node
@@ -22,27 +23,30 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gossip.choke import Choker
 from gossip.codec import DecodeError
 from gossip.config import GossipConfig, MeshParams
 from gossip.mcache import MessageCache
 from gossip.meshscore import MeshScores
 from gossip.policy import DisseminationPolicy, FloodPolicy, PolicyIO
 from gossip.wire import (
+    CHOKE,
     GRAFT,
     IHAVE,
     IWANT,
     PRUNE,
     SUB,
-    graft_frame,
+    UNCHOKE,
     ihave_frame,
     iwant_frame,
-    parse_graft,
     parse_ihave,
     parse_iwant,
     parse_prune,
     parse_sub,
+    parse_topic_frame,
     prune_frame,
     sub_frame,
+    topic_frame,
 )
 
 
@@ -72,6 +76,7 @@ class GossipSubPolicy:
         self.cache = MessageCache(params.history_length, params.history_gossip, params.mcache_bytes,
                                   params.max_transmissions)
         self.scores = MeshScores(params.score, clock)
+        self.choker = Choker(params.d_eager, params.choke_evidence, params.choke_decay, clock)
 
     # ------------------------------------------------------------------ peers and topics
 
@@ -94,6 +99,8 @@ class GossipSubPolicy:
         self.scores.remove_peer(node_id)
         for peers in (*self.mesh.values(), *self.fanout.values()):
             peers.pop(node_id, None)
+        for topic in self._joined:
+            self.choker.left_mesh(topic, node_id)
 
     def join(self, topic: str) -> None:
         if topic in self._joined:
@@ -130,10 +137,19 @@ class GossipSubPolicy:
             self._fill(peers, topic, self.p.d, threshold)
         return list(peers)
 
-    def forward_targets(self, topic: str, exclude: set[str]) -> list[str]:
+    def forward_targets(self, topic: str, exclude: set[str], msg_id: bytes) -> list[str]:
+        """Peers to push to; the ones among them that choked us get an IHAVE for it now instead."""
         if self.flooding:
-            return [nid for nid in self._peers if nid not in exclude]
-        return [nid for nid in self.mesh.get(topic, ()) if nid not in exclude]
+            targets = [nid for nid in self._peers if nid not in exclude]
+        else:
+            targets = [nid for nid in self.mesh.get(topic, ()) if nid not in exclude]
+        lazy = self.choker.choked_by.get(topic)
+        if not lazy:
+            return targets
+        for node_id in targets:
+            if node_id in lazy:
+                self._send(node_id, ihave_frame(topic, [msg_id]))
+        return [nid for nid in targets if nid not in lazy]
 
     def _candidates(self, topic: str, taken: dict[str, None], min_score: float) -> list[str]:
         now = self._clock()
@@ -149,8 +165,12 @@ class GossipSubPolicy:
 
     # ------------------------------------------------------------------ messages
 
-    def received(self, msg_id: bytes) -> None:
+    def received(self, msg_id: bytes, node_id: str, topic: str) -> None:
         self._promises.pop(msg_id, None)
+        self.choker.first(msg_id, node_id, topic, node_id in self.mesh.get(topic, ()))
+
+    def duplicate(self, msg_id: bytes, node_id: str, topic: str) -> None:
+        self.choker.duplicate(msg_id, node_id, topic, node_id in self.mesh.get(topic, ()))
 
     def accepted(self, msg_id: bytes, topic: str, frame: bytes, source: str | None) -> None:
         self.cache.put(msg_id, topic, frame)
@@ -176,13 +196,15 @@ class GossipSubPolicy:
         if kind == SUB:
             self._on_sub(node_id, peer, parse_sub(frame, self.p.max_topics))
         elif kind == GRAFT:
-            self._on_graft(node_id, peer, parse_graft(frame))
+            self._on_graft(node_id, peer, parse_topic_frame(frame))
         elif kind == PRUNE:
             self._on_prune(node_id, *parse_prune(frame))
         elif kind == IHAVE:
             self._on_ihave(node_id, *parse_ihave(frame, self.p.max_ihave_ids))
         elif kind == IWANT:
             self._on_iwant(node_id, parse_iwant(frame, self.p.max_ihave_ids))
+        elif kind in (CHOKE, UNCHOKE):
+            self._on_choke(node_id, parse_topic_frame(frame), kind == CHOKE)
         else:
             raise DecodeError(f"not a control frame: {kind[:16]!r}")
 
@@ -191,6 +213,7 @@ class GossipSubPolicy:
         for topic, peers in (*self.mesh.items(), *self.fanout.items()):
             if topic not in peer.topics and peers.pop(node_id, 0) is None:
                 self.scores.pruned(node_id, topic)
+                self.choker.left_mesh(topic, node_id)
 
     def _on_graft(self, node_id: str, peer: _Peer, topic: str) -> None:
         mesh = self.mesh.get(topic)
@@ -206,15 +229,27 @@ class GossipSubPolicy:
         else:
             mesh[node_id] = None
             self.scores.grafted(node_id, topic)
+            self.choker.left_mesh(topic, node_id)  # a new mesh link starts unchoked both ways
 
     def _on_prune(self, node_id: str, topic: str, backoff: int) -> None:
         mesh = self.mesh.get(topic)
         if mesh is not None and mesh.pop(node_id, 0) is None:
             self.scores.pruned(node_id, topic)
+        self.choker.left_mesh(topic, node_id)
         self._backoff[(topic, node_id)] = self._clock() + max(backoff, self.p.prune_backoff)
 
+    def _on_choke(self, node_id: str, topic: str, choke: bool) -> None:
+        """Only a mesh peer can choke us, and only on the link into itself."""
+        if choke and node_id in self.mesh.get(topic, ()):
+            self.choker.choked_by.setdefault(topic, set()).add(node_id)
+        elif not choke:
+            self.choker.choked_by.get(topic, set()).discard(node_id)
+
     def _on_ihave(self, node_id: str, topic: str, msg_ids: list[bytes]) -> None:
-        self._ihaves[node_id] += 1
+        # A peer we choked announces every message it would have pushed: its IHAVEs are not
+        # gossip and are bounded by its frame rate limit, not by the gossip budget.
+        if node_id not in self.choker.choking.get(topic, ()):
+            self._ihaves[node_id] += 1
         if (self._ihaves[node_id] > self.p.max_ihave_frames or topic not in self._joined
                 or self.scores.score(node_id) < self.p.score.gossip_threshold):
             return
@@ -239,12 +274,14 @@ class GossipSubPolicy:
 
     def _graft(self, node_id: str, topic: str) -> None:
         self.scores.grafted(node_id, topic)
-        self._send(node_id, graft_frame(topic))
+        self.choker.left_mesh(topic, node_id)
+        self._send(node_id, topic_frame(GRAFT, topic))
 
     def _prune(self, node_id: str, topic: str) -> None:
         """Tell ``node_id`` it is out of our mesh of ``topic`` (and not to graft for a while)."""
         now = self._clock()
         self.scores.pruned(node_id, topic)
+        self.choker.left_mesh(topic, node_id)
         self._backoff[(topic, node_id)] = now + self.p.prune_backoff
         self._pruned_at[(topic, node_id)] = now
         self._send(node_id, prune_frame(topic, self.p.prune_backoff))
@@ -258,6 +295,9 @@ class GossipSubPolicy:
         self._pruned_at = {k: t for k, t in self._pruned_at.items() if now - t < self.p.graft_flood}
         for topic in self._joined:
             self._maintain_mesh(topic)
+            if not self.flooding:
+                self._choke(topic)
+        self.choker.heartbeat()
         self._maintain_fanout(now)
         self._emit_gossip()
         self.cache.shift()
@@ -284,6 +324,13 @@ class GossipSubPolicy:
             for node_id in self._rng.sample(pool, min(len(pool), p.d_out - len(outbound))):
                 mesh[node_id] = None
                 self._graft(node_id, topic)
+
+    def _choke(self, topic: str) -> None:
+        chokes, unchokes = self.choker.decide(topic, self.mesh[topic])
+        for node_id in chokes:
+            self._send(node_id, topic_frame(CHOKE, topic))
+        for node_id in unchokes:
+            self._send(node_id, topic_frame(UNCHOKE, topic))
 
     def _shrink(self, mesh: dict[str, None], topic: str) -> None:
         """Keep the ``d_score`` best-scored peers, at least ``d_out`` outbound ones, and random

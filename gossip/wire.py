@@ -16,9 +16,10 @@ from gossip.crypto import SIGNATURE_SIZE, is_node_id, signing_bytes
 from gossip.envelope import MAX_TOPIC_LENGTH, Announcement, Envelope
 from gossip.noise import MAX_MESSAGE, TAGLEN
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 5
 """3: gossipsub control frames (sub, graft, prune, ihave, iwant) and announce-then-pull frames
-(ann, want, body) besides msg and peers; a version-2 node would take them for malformed frames."""
+(ann, want, body) besides msg and peers; 5: choke and unchoke (4 was a batching of frames, since
+withdrawn). An older node would take the new frames for malformed ones."""
 PROLOGUE = b"fedchain/p2p"
 """Noise prologue: both sides must use it, or the handshake fails."""
 STATIC_KEY_DOMAIN = "fedchain/p2p-static-key"
@@ -44,7 +45,9 @@ GRAFT = "graft"   # [graft, topic]: add me to your mesh of topic
 PRUNE = "prune"   # [prune, topic, backoff_s]: you left my mesh; no graft before backoff_s
 IHAVE = "ihave"   # [ihave, topic, [msg_id, ...]]: ids of messages I hold
 IWANT = "iwant"   # [iwant, [msg_id, ...]]: send me those messages
-CONTROL = frozenset({SUB, GRAFT, PRUNE, IHAVE, IWANT})
+CHOKE = "choke"   # [choke, topic]: in our mesh of topic, send me ihave instead of messages
+UNCHOKE = "unchoke"  # [unchoke, topic]: send me messages again
+CONTROL = frozenset({SUB, GRAFT, PRUNE, IHAVE, IWANT, CHOKE, UNCHOKE})
 """Frames of the dissemination policy (see :mod:`gossip.mesh`)."""
 MSG_ID_SIZE = 32
 _PAYLOAD_ITEMS = 8
@@ -158,8 +161,9 @@ def sub_frame(topics: list[str]) -> bytes:
     return pack([SUB, topics])
 
 
-def graft_frame(topic: str) -> bytes:
-    return pack([GRAFT, topic])
+def topic_frame(kind: str, topic: str) -> bytes:
+    """A control frame that names one topic: graft, choke or unchoke."""
+    return pack([kind, topic])
 
 
 def prune_frame(topic: str, backoff_s: int) -> bytes:
@@ -214,9 +218,10 @@ def parse_sub(frame: list, max_topics: int) -> list[str]:
     return [_topic(t) for t in frame[1]]
 
 
-def parse_graft(frame: list) -> str:
+def parse_topic_frame(frame: list) -> str:
+    """The topic of a graft, choke or unchoke frame."""
     if len(frame) != 2:
-        raise DecodeError("expected [graft, topic]")
+        raise DecodeError(f"expected [{frame[0][:16]}, topic]")
     return _topic(frame[1])
 
 

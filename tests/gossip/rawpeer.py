@@ -16,7 +16,7 @@ from gossip.codec import pack, unpack
 from gossip.crypto import KeyPair, signing_bytes
 from gossip.noise import CipherState, XXHandshake, generate_private, public_key
 
-VERSION = 3
+VERSION = 5
 PROLOGUE = b"fedchain/p2p"
 CHUNK = 65535 - 16 - 1
 

@@ -7,7 +7,7 @@ import random
 from gossip.codec import unpack
 from gossip.config import MeshParams
 from gossip.mesh import GossipSubPolicy
-from gossip.wire import graft_frame, ihave_frame, iwant_frame, sub_frame
+from gossip.wire import GRAFT, ihave_frame, iwant_frame, sub_frame, topic_frame
 
 
 class IO:
@@ -50,10 +50,10 @@ def policy(peers: int, **params: object) -> tuple[GossipSubPolicy, IO, Clock]:
 def test_up_to_eight_peers_every_message_goes_to_all_beyond_only_to_the_mesh() -> None:
     small, _, _ = policy(8)
     small.heartbeat()
-    assert small.forward_targets("t", {"p0"}) == [f"p{i}" for i in range(1, 8)]
+    assert small.forward_targets("t", {"p0"}, b"m" * 32) == [f"p{i}" for i in range(1, 8)]
     big, _, _ = policy(20)
     big.heartbeat()
-    mesh = big.forward_targets("t", set())
+    mesh = big.forward_targets("t", set(), b"m" * 32)
     assert len(mesh) == 6 and set(mesh) == set(big.mesh["t"])
     assert len(big.publish_targets("t")) == 20  # our own messages: flood publishing
 
@@ -65,12 +65,12 @@ def test_graft_during_backoff_is_refused_and_costs_the_peer() -> None:
     p.on_control(member, ["prune", "t", 60])
     assert member not in p.mesh["t"]
     for _ in range(3):
-        p.on_control(member, unpack(graft_frame("t")))  # within its own backoff: refused each time
+        p.on_control(member, unpack(topic_frame(GRAFT, "t")))  # within its own backoff: refused each time
     assert member not in p.mesh["t"] and io.kinds(member).count("prune") == 3
     assert p.score(member) < 0
     clock.now += 61
     outsider = next(f"p{i}" for i in range(20) if f"p{i}" not in p.mesh["t"] and f"p{i}" != member)
-    p.on_control(outsider, unpack(graft_frame("t")))
+    p.on_control(outsider, unpack(topic_frame(GRAFT, "t")))
     assert outsider in p.mesh["t"]
 
 
@@ -80,7 +80,7 @@ def test_ihave_asks_for_what_is_missing_and_iwant_is_served_a_bounded_number_of_
     io.seen_ids.add(old)
     p.on_control("p1", unpack(ihave_frame("t", [old, new])))
     assert ("p1", iwant_frame([new])) in io.sent
-    p.received(new)  # the promise is kept: no penalty later
+    p.received(new, "p1", "t")  # the promise is kept: no penalty later
     p.accepted(new, "t", b"cached frame", "p3")
     for _ in range(3):
         p.on_control("p2", unpack(iwant_frame([new])))

@@ -342,7 +342,7 @@ def test_flood_policy_targets() -> None:
         policy.add_peer(nid)
     policy.remove_peer("b")
     assert policy.publish_targets("t") == ["a", "c"]
-    assert policy.forward_targets("t", {"a"}) == ["c"]
+    assert policy.forward_targets("t", {"a"}, b"m" * 32) == ["c"]
 
 
 def test_metrics_snapshot_is_a_copy() -> None:

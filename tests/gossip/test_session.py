@@ -207,8 +207,8 @@ async def test_tampered_handshake_message_fails(ws_pair: Pair) -> None:
 
 
 @pytest.mark.parametrize("chain, version, reason, code", [
-    ("other-chain", 3, "wrong_chain", Close.WRONG_CHAIN),
-    (CHAIN, 4, "version", Close.VERSION),
+    ("other-chain", PROTOCOL_VERSION, "wrong_chain", Close.WRONG_CHAIN),
+    (CHAIN, PROTOCOL_VERSION - 1, "version", Close.VERSION),
 ])
 async def test_wrong_chain_or_version_is_refused_by_name(ws_pair: Pair, chain: str, version: int,
                                                         reason: str, code: int) -> None:
