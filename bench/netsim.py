@@ -33,25 +33,43 @@ from node.netsim.swarm import PULL, PUSH, Swarm
 DIAL24 = {"max_outbound": 24, "max_inbound": 72}
 """Three times the default connections (8 dialled, 24 accepted): the latency-profile's setting."""
 
+WARMUP = 20
+"""Unmeasured 1 KB messages (one every 250 ms) between the meshes forming and the probes: the
+figures describe a network that has been carrying traffic, as a running one has, not its first
+seconds (choking needs a few copies from each mesh peer before it judges one)."""
+
 GOALS = {"small_p99_ms": 200.0, "large_p99_ms": 1000.0, "duplicates": 3.0, "finality_p50_slots": 2.0,
          "update_to_final_p50_slots": 3.0}
 
 
 def measure_swarm(n: int, seed: int, dissemination: str, small: int, large: int, *,
                   small_size: int = 1024, large_size: int = 50 * 1024, bootstrap: int = 3,
-                  gossip: dict[str, Any] | None = None, link: LinkParams | None = None) -> dict[str, Any]:
+                  gossip: dict[str, Any] | None = None, link: LinkParams | None = None,
+                  warmup: int = WARMUP) -> dict[str, Any]:
     """Probes on a swarm of ``n`` gossip-only nodes; figures per size class. ``gossip`` overrides
     :class:`gossip.GossipConfig` fields of every node (``mesh``, connection slots), ``link`` the
-    links' parameters."""
+    links' parameters. ``warmup`` unmeasured 1 KB messages go first (see :data:`WARMUP`)."""
     started, rss0 = time.perf_counter(), rss_mb()
     settings: dict[str, Any] = {"dissemination": dissemination, **(gossip or {})}
     swarm = Swarm(n, seed, settings=settings, bootstrap=bootstrap, link=link)
     sent: list[tuple[bytes, float, int]] = []
     out: dict[str, Any] = {}
 
+    def counts() -> dict[str, tuple[int, int, int]]:
+        metrics = [m.gossip.metrics() for m in swarm.live() if m.gossip is not None]
+        return {topic: (sum(x.topics[topic].msgs_in for x in metrics if topic in x.topics),
+                        sum(x.topics[topic].delivered for x in metrics if topic in x.topics),
+                        sum(x.topics[topic].bodies_in for x in metrics if topic in x.topics))
+                for topic in (PUSH, PULL)}
+
     async def scenario() -> None:
         await swarm.start_all()
         await swarm.until(8.0)
+        for k in range(warmup):
+            await swarm.publish(swarm.rng.randrange(n), f"warmup{k:010d}".encode(), small_size)
+            await swarm.until(swarm.loop.time() + 0.25)
+        await swarm.until(swarm.loop.time() + 2.0)
+        out["before"] = counts()
         for k in range(small + large):
             size = small_size if k < small else large_size
             tag = f"probe{k:011d}".encode()
@@ -61,25 +79,24 @@ def measure_swarm(n: int, seed: int, dissemination: str, small: int, large: int,
         await swarm.until(swarm.loop.time() + 5.0)
         out["rss_mb"] = rss_mb()
         out["metrics"] = [m.gossip.metrics() for m in swarm.live() if m.gossip is not None]
+        out["after"] = counts()
         await swarm.stop_all()
 
     swarm.run(scenario())
     metrics = out["metrics"]
-    figures: dict[str, Any] = {"nodes": n, "seed": seed, "dissemination": dissemination,
+    figures: dict[str, Any] = {"nodes": n, "seed": seed, "dissemination": dissemination, "warmup_messages": warmup,
                                "memory_per_node_mb": (out["rss_mb"] - rss0) / n,
                                "peers": pct([m.peers_connected for m in metrics])}
     for name, topic, size in (("small", PUSH, small_size), ("large", PULL, large_size)):
         tags = [(tag, at) for tag, at, s in sent if s == size]
         latencies = [(arrival - at) * 1000 for tag, at in tags
                      for i, arrival in swarm.arrivals(tag).items()]
-        copies = sum(m.topics[topic].msgs_in for m in metrics)
-        delivered = sum(m.topics[topic].delivered for m in metrics)
+        copies, delivered, bodies = (a - b for a, b in zip(out["after"][topic], out["before"][topic]))
         figures[name] = {"size": size, "messages": len(tags), "delivery_ms": pct(latencies),
                          "delivered_share": len(latencies) / max(1, len(tags) * (n - 1)),
                          "copies_per_node_per_message": copies / max(1, delivered),
                          "duplicates_per_node_per_message": copies / max(1, delivered) - 1,
-                         "bodies_per_node_per_message": sum(m.topics[topic].bodies_in for m in metrics)
-                         / max(1, delivered)}
+                         "bodies_per_node_per_message": bodies / max(1, delivered)}
     sent_bytes = sum(sum(t.bytes_out for t in m.topics.values()) + m.control_bytes_out for m in metrics)
     figures["control_share_of_bytes"] = sum(m.control_bytes_out for m in metrics) / max(1, sent_bytes)
     figures["wall_s"] = time.perf_counter() - started
