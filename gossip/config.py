@@ -127,7 +127,7 @@ class MeshParams:
     """Times one peer may have one cached message sent again through IWANT."""
     max_topics: int = 64
     """Topics one peer may subscribe to (a longer ``sub`` frame is malformed)."""
-    d_eager: int = 3
+    d_eager: int = 4
     """Mesh peers per topic left unchoked (pushing messages to us); the later ones are choked and
     announce instead (:mod:`gossip.choke`). 0 turns choking off."""
     choke_evidence: float = 5.0
