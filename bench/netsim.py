@@ -364,11 +364,11 @@ node; the others announce each message with an immediate IHAVE and send it when 
 they are when their IHAVE beats every pushed copy. What it costs is hops: a node takes the
 quickest of four pushing peers instead of five, and each hop multiplies a message's reach by
 less. In full stacks (b), the same command before choking measured consensus duplicates 4.61,
-finality p50 562 ms and p95 597 ms, update-to-final p50 1.09 slots and 170 KB sent per node per
-second; model updates are most of those bytes and are pulled once each, so choking saves about
-2.5% of them there. The default keeps choking for what grows with the network (each duplicate
-is a whole message on a device's uplink, an IHAVE 50 bytes; finality stays well inside a slot);
-`mesh.d_eager = 0` turns it off for the lowest latency.
+finality p50 562 ms and p95 597 ms, update-to-final p50 1.09 slots. Most of the bytes a node
+sends there are model update bodies, which are pulled once each whatever the mesh does; choking
+saves on everything pushed (each duplicate a whole message on a device's uplink, an IHAVE 50
+bytes), and finality stays well inside a slot. `mesh.d_eager = 0` turns it off for the lowest
+latency.
 
 Where the delivery time goes: hops. Flood publishing takes a message to all of its publisher's
 peers at once; after that every hop multiplies its reach by about the number of peers pushing

@@ -61,6 +61,9 @@ def score(node: Node, node_id: str) -> float:
     pack(["msg", "t", "ab" * 32, 1, "text body", b"\x00" * 64]),
     pack(["msg", "t", "ab" * 32, 1, b"", b"short sig"]),
     pack(["msg", "t", "ab" * 32, 1, b"", b"\x00" * 64]) + b"\x00",  # trailing bytes
+    pack(["choke"]),                          # control frames: no topic, not a topic, extra item
+    pack(["choke", 7]),
+    pack(["unchoke", "t", "t"]),
 ])
 async def test_malformed_frames(node: Node, raw: RawPeer, frame: bytes) -> None:
     await raw.send(frame)
