@@ -92,7 +92,7 @@ class Choker:
     # ------------------------------------------------------------------ decisions
 
     def decide(self, topic: str, mesh: Iterable[str]) -> tuple[list[str], list[str]]:
-        """Whom to choke and unchoke on ``topic`` now: at most one change each way a heartbeat."""
+        """Whom to choke or unchoke on ``topic`` now: at most one change a heartbeat, unchoking first."""
         if not self.enabled:
             return [], []
         members = sorted(mesh)
@@ -101,7 +101,7 @@ class Choker:
         unchoked = [nid for nid in members if nid not in choking]
         # A choked peer that delivered first, or too few unchoked left: unchoke the quickest.
         back = sorted((nid for nid in choking if self._link(topic, nid).firsts >= 1.0
-                       or len(unchoked) < self.d_eager), key=lambda nid: -self._link(topic, nid).firsts)
+                       or len(unchoked) < self.d_eager), key=lambda nid: (-self._link(topic, nid).firsts, nid))
         if back:
             choking.discard(back[0])
             self._links.pop((topic, back[0]), None)
