@@ -1,6 +1,6 @@
 """gossipsub and announce-then-pull on real gossip stacks over the simulated network: mesh degree
-under churn, IHAVE/IWANT recovery, graylisting, and pulls (once each; from another announcer
-when one withholds the body). Deterministic: each test is one seeded run on virtual time."""
+under churn, IHAVE/IWANT recovery, graylisting, pulls (once each; from another announcer when
+one withholds the body), and choking (fewer duplicates; choked peers still deliver). Deterministic: each test is one seeded run on virtual time."""
 
 from __future__ import annotations
 
