@@ -62,7 +62,7 @@ def test_no_peer_is_choked_on_too_few_copies() -> None:
 
 
 def test_choking_off_and_flooding_networks_never_choke() -> None:
-    for params in ({"d_eager": 0}, {"flood_peers": 30}):
+    for params in ({"d_eager": 0}, {"flood_peers": 30, "d_eager": 3}):
         p, io, clock, mesh = meshed(**params)  # type: ignore[arg-type]
         for k in range(50):
             deliver_round(p, clock, k, mesh)
@@ -72,7 +72,7 @@ def test_choking_off_and_flooding_networks_never_choke() -> None:
 
 
 def test_a_peer_that_choked_us_gets_an_ihave_instead_of_the_message_until_it_unchokes() -> None:
-    p, io, _, mesh = meshed()
+    p, io, _, mesh = meshed()  # choking off here: being choked is the other side's choice
     chooser = mesh[2]
     p.on_control(chooser, unpack(topic_frame(CHOKE, "t")))
     targets = p.forward_targets("t", {mesh[0]}, mid(1))
