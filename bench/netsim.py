@@ -372,9 +372,8 @@ nodes with choking on: consensus duplicates 3.69 (4.61 off), finality p50 579 ms
 (562 and 597 off), update-to-final p50 1.13 slots (1.09 off). It is **off by default**: in the
 100-node simulation through a partition, two crashes and a heal (`tests/netsim/test_sim.py`),
 choking on left the restarted nodes 2 to 3 heights behind at the end and the chain a block
-short, where without it every node reached height 7. A likely cause, not yet confirmed: a mesh
-peer that delivers nothing (across a partition) is never judged and keeps its pushing place
-while peers that do deliver get choked.
+short, where without it every node reached height 7; why is not found yet (`docs/decisions.md`
+lists the suspects cleared).
 
 Where the delivery time goes: hops. Flood publishing takes a message to all of its publisher's
 peers at once; after that every hop multiplies its reach by about the number of peers pushing
