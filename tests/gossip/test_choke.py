@@ -20,6 +20,16 @@ def deliver_round(p: GossipSubPolicy, clock: Clock, k: int, order: list[str], ga
         p.duplicate(mid(k), node_id, "t")
 
 
+def choke_until(p: GossipSubPolicy, clock: Clock, mesh: list[str], choked: int) -> None:
+    """Rounds of five messages in ``mesh`` order, a heartbeat after each, until ``choked`` are."""
+    k = 0
+    while len(p.choker.choking.get("t", ())) < choked:
+        for _ in range(5):
+            deliver_round(p, clock, k, mesh)
+            k += 1
+        p.heartbeat()
+
+
 def controls(io: IO, kind: str) -> list[str]:
     return [nid for nid, f in io.sent if unpack(f)[0] == kind]
 
@@ -95,12 +105,7 @@ def test_only_a_mesh_peer_can_choke_us_and_a_prune_ends_it() -> None:
 
 def test_a_choked_peer_that_delivers_first_is_unchoked() -> None:
     p, io, clock, mesh = meshed(d_eager=3)
-    k = 0
-    while len(p.choker.choking.get("t", ())) < 3:
-        for _ in range(5):
-            deliver_round(p, clock, k, mesh)
-            k += 1
-        p.heartbeat()
+    choke_until(p, clock, mesh, 3)
     io.sent.clear()
     slow = mesh[5]
     # its IHAVE beat every pushed copy: we ask for the message, and it is the first to arrive
@@ -113,12 +118,7 @@ def test_a_choked_peer_that_delivers_first_is_unchoked() -> None:
 
 def test_too_few_unchoked_peers_left_unchokes_one() -> None:
     p, io, clock, mesh = meshed(d_eager=3)
-    k = 0
-    while len(p.choker.choking.get("t", ())) < 3:
-        for _ in range(5):
-            deliver_round(p, clock, k, mesh)
-            k += 1
-        p.heartbeat()
+    choke_until(p, clock, mesh, 3)
     io.sent.clear()
     p.remove_peer(mesh[0])  # one of the three eager peers is gone
     p.remove_peer(mesh[1])
@@ -128,12 +128,7 @@ def test_too_few_unchoked_peers_left_unchokes_one() -> None:
 
 def test_ihaves_of_a_choked_peer_are_not_held_to_the_gossip_budget() -> None:
     p, io, clock, mesh = meshed(d_eager=3, max_ihave_frames=2)
-    k = 0
-    while len(p.choker.choking.get("t", ())) < 1:
-        for _ in range(5):
-            deliver_round(p, clock, k, mesh)
-            k += 1
-        p.heartbeat()
+    choke_until(p, clock, mesh, 1)
     choked = next(iter(p.choker.choking["t"]))
     io.sent.clear()
     for j in range(5):
