@@ -156,7 +156,8 @@ class Inbound:
         if not proposal.verify_signature() or not block.verify_signature():
             return self._drop("bad_signature", Verdict.REJECT)
         now = e.now_ms()
-        e.clock_check.observe(proposal.proposer, now, block.header.timestamp_ms)
+        if proposal.pol_round < 0:  # a re-proposed block keeps the stamp of the slot it was built in
+            e.clock_check.observe(proposal.proposer, now, block.header.timestamp_ms)
         if block.header.timestamp_ms > now + e.genesis.max_clock_drift_ms:
             # judged by this node's clock, which may be the one that is off: the peer that
             # relayed it may be honest, so it is not penalized

@@ -14,6 +14,8 @@ honest node's clipped, noised, compressed update can reach
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -23,6 +25,9 @@ from node.fl.pool import EQUIVOCATION
 from node.fl.update import ModelUpdate
 
 log = logging.getLogger("fedchain.fl")
+
+FETCHES_AT_ONCE = 8
+"""Updates a verifier fetches from its peers at the same time."""
 
 EARLY_BYTES = 8 << 20
 """Bytes of updates kept for a model this node has yet to finalize (one per sender)."""
@@ -132,6 +137,22 @@ class UpdateIntake:
             return ModelUpdate.seq_of_wire(unpack(raw, self.settings.max_update_bytes))
         except DecodeError:
             return None
+
+    async def prefetch(self, update_ids: list[bytes], producer: str) -> None:
+        """Fetch the listed updates this node lacks, :data:`FETCHES_AT_ONCE` at a time. A node back
+        from an outage or a partition may lack every update a block lists, and fetched one after
+        another each costs a round trip while the block's check holds the chain's lock (a
+        verifier then misses the round). What no peer serves is left for :meth:`obtain` to report."""
+        missing = [u for u in dict.fromkeys(update_ids)
+                   if self.pool.get(u) is None and not self.blobs.has(u, "update")]
+        gate = asyncio.Semaphore(FETCHES_AT_ONCE)
+
+        async def one(update_id: bytes) -> None:
+            async with gate:
+                with contextlib.suppress(LookupError):
+                    await self.obtain(update_id, producer)
+
+        await asyncio.gather(*(one(u) for u in missing))
 
     async def obtain(self, update_id: bytes, producer: str) -> ModelUpdate:
         """The update ``update_id``, fetched from peers (the producer first) if this node lacks it;

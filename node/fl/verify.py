@@ -159,6 +159,7 @@ class PayloadChecks:
 
     async def _check_listed(self, ctx: BlockContext, p: Payload, banned: set[BaseKey]) -> list[ModelUpdate]:
         """The listed updates, each admissible and neither repeated nor an equivocator's."""
+        await self.prefetch([c.update_id for c in p.considered], ctx.producer)
         updates = []
         for c in p.considered:
             u = await self.obtain(c.update_id, ctx.producer)

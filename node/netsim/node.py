@@ -28,7 +28,7 @@ from gossip.envelope import Envelope
 from gossip.pull import PullRule
 from node.netsim.loop import InlineExecutor
 from node.netsim.network import Network
-from node.netsim.updates import MAX_BODY, TOPIC, UpdateApp
+from node.netsim.updates import MAX_BODY, TOPIC, Stored, UpdateApp
 
 EPOCH_MS = 1_700_000_000_000
 """Wall-clock time at virtual time zero (fixed: a run reads no real clock)."""
@@ -79,10 +79,14 @@ class SimFetcher:
     ``/status``, ``/blocks?raw=1``, ``/commit/{h}?raw=1`` and ``/fl/updates/{id}`` would. ``lookup``
     finds a node by its URL or its node id."""
 
-    def __init__(self, net: Network, ip: str, lookup: Callable[[str], SimNode | None]) -> None:
+    def __init__(self, net: Network, ip: str, lookup: Callable[[str], SimNode | None],
+                 peers: Callable[[], list[str]] = list) -> None:
+        """``peers`` lists the URLs of the node's connected peers (where a missing update is
+        looked for after its producer)."""
         self._net = net
         self._ip = ip
         self._lookup = lookup
+        self._peers = peers
 
     async def _reach(self, url: str) -> SimNode:
         node = self._lookup(url)
@@ -123,15 +127,19 @@ class SimFetcher:
         return raw
 
     async def update(self, producer: str, uid: bytes) -> Envelope | None:
-        """A proposer's pooled update, as a verifying delegate fetches one it lacks."""
-        try:
-            node = await self._reach(producer)
-        except (ConnectionError, TimeoutError):
-            return None
-        assert node.app is not None
-        env = node.app.held(uid)
-        await self._transfer(node, len(env.body) if env is not None else 0)
-        return env
+        """An update a verifying delegate lacks: from the block's producer, else from each peer in
+        turn (as ``FLService.fetch_update``; the caller checks what it gets)."""
+        for source in [producer, *(url for url in self._peers() if url != producer)]:
+            try:
+                node = await self._reach(source)
+            except (ConnectionError, TimeoutError):
+                continue
+            assert node.app is not None
+            env = node.app.held(uid)
+            await self._transfer(node, len(env.body) if env is not None else 0)
+            if env is not None:
+                return env
+        return None
 
 
 class SimNode:
@@ -156,6 +164,11 @@ class SimNode:
         self.running = False
         self.incarnation = 0
         self.on_start: list[Callable[[SimNode], None]] = []
+        self.stored: Stored = {}
+        """The updates this node admitted or fetched, kept across crashes (its blob store)."""
+
+    def _peer_urls(self) -> list[str]:
+        return [p.url for p in self.gossip.peers() if p.url] if self.gossip is not None else []
 
     async def start(self) -> None:
         """Bring the stack up (from the stored chain, after a crash)."""
@@ -166,8 +179,8 @@ class SimNode:
                               dial_scope="local", **self.gossip_settings)
         self.gossip = Gossip(spec.keypair, config, transport=self.net.dialer(spec.ip), clock=self.clock, rng=rng)
         self.store = ChainStore(self.db, self.genesis, writer=InlineExecutor())
-        fetcher = SimFetcher(self.net, spec.ip, self.lookup)
-        self.app = UpdateApp(self.genesis.chain_id, fetcher.update, self.shelf)
+        fetcher = SimFetcher(self.net, spec.ip, self.lookup, peers=self._peer_urls)
+        self.app = UpdateApp(self.genesis.chain_id, fetcher.update, self.shelf, self.stored)
         self.gossip.subscribe(TOPIC, self.app.validate, self.app.deliver, pull=PullRule(MAX_BODY))
         self.engine = Engine(spec.keypair, self.genesis, self.store, self.app, self.gossip, fetcher,
                              EngineConfig(), clock=self.clock,

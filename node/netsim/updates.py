@@ -10,9 +10,12 @@ simulated application keeps what decides dissemination and inclusion and drops t
   more than ``STALE_HEIGHTS`` heights back.
 * The proposing delegate names the pooled updates no block took yet in its payload (at most
   ``MAX_PER_BLOCK``); another delegate votes for it only if it holds every named update or can
-  fetch it from the proposer (an ``/fl/updates/{id}``-like fetch over the simulated link),
-  checks the sender's signature and the id, and that no update is named twice or already in a
-  recent block. The payload also extends :class:`consensus.app.CounterApp`'s digest chain
+  fetch it (an ``/fl/updates/{id}``-like fetch over the simulated link: from the block's producer
+  first, then from its peers, as ``FLService.fetch_update``), checks the sender's signature and
+  the id, and that no update is named twice or already in a recent block.
+* Every update a node admitted or fetched is kept in a store that survives a crash (the FL
+  daemon's blob store), for ``SERVED_HEIGHTS`` heights: a producer that restarts still serves
+  the updates its proposal named, which delegates locked on that proposal re-propose. The payload also extends :class:`consensus.app.CounterApp`'s digest chain
   (over the ids), so a disagreeing payload changes the app hash.
 
 :class:`UpdateLedger` follows every honest update to its fate for the invariant "every honest
@@ -21,6 +24,7 @@ update is in a final block or was dropped with a reason".
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -37,11 +41,16 @@ STALE_HEIGHTS = 8
 FL app's staleness bound plays this part)."""
 MAX_BODY = 1 << 20
 SERVED_HEIGHTS = 256
-"""Heights whose updates a node keeps to serve (a node syncing a block re-verifies its payload
-and fetches the updates it lacks from the block's producer, as FL nodes do from blob stores)."""
+"""Heights a node keeps the updates it admitted or fetched, to serve them (a node syncing a block
+re-verifies its payload and fetches the updates it lacks, as FL nodes do from blob stores)."""
+
+FETCHES_AT_ONCE = 8
+"""Updates a verifier fetches at the same time (a node back from a crash may lack every one)."""
 
 FetchUpdate = Callable[[str, bytes], Awaitable[Envelope | None]]
-"""(producer node id, update id) -> the update's envelope as the producer holds it, or None."""
+"""(producer node id, update id) -> the update's envelope from the producer or a peer, or None."""
+Stored = dict[bytes, tuple[int, Envelope]]
+"""Update id -> (the height the node was at when it stored it, the update): the durable store."""
 OnFinal = Callable[[int, list[bytes]], None]
 """(height, ids of the updates the final block took)."""
 
@@ -61,9 +70,11 @@ class UpdateApp:
     KEY_DIGEST = b"sim/digest"
     KEY_HEIGHT = b"sim/height"
 
-    def __init__(self, chain_id: str, fetch: FetchUpdate, shelf: Callable[[bytes], bytes] = bytes) -> None:
+    def __init__(self, chain_id: str, fetch: FetchUpdate, shelf: Callable[[bytes], bytes] = bytes,
+                 stored: Stored | None = None) -> None:
         """``shelf`` stores a body and returns the copy to keep (the simulation shares one copy
-        of each body among its nodes, as if each had it on disk)."""
+        of each body among its nodes, as if each had it on disk); ``stored`` is the node's durable
+        update store (the same dict after a restart)."""
         self.chain_id = chain_id
         self.fetch = fetch
         self.shelf = shelf
@@ -71,10 +82,8 @@ class UpdateApp:
         """sender -> (id, update): its newest not yet in a block (one per sender: bounded by members)."""
         self.included: dict[bytes, int] = {}
         """id -> height, for the last ``STALE_HEIGHTS`` heights (older updates are stale anyway)."""
-        self.kept: dict[int, dict[bytes, Envelope]] = {}
-        """height -> id -> update, of the last ``SERVED_HEIGHTS`` final blocks (to serve)."""
-        self._fetched: dict[bytes, Envelope] = {}
-        """Updates fetched to verify a payload of the open height (kept if its block is final)."""
+        self.stored: Stored = {} if stored is None else stored
+        self._fetching = asyncio.Semaphore(FETCHES_AT_ONCE)
         self.height = 0
         self.listeners: list[OnFinal] = []
         self._digest = b""
@@ -99,7 +108,12 @@ class UpdateApp:
         held = self.pool.get(env.sender)
         if uid in self.included or (held is not None and held[1].seq >= env.seq):
             return
-        self.pool[env.sender] = (uid, Envelope(env.topic, env.sender, env.seq, self.shelf(env.body), env.signature))
+        self.pool[env.sender] = (uid, self._store(uid, env))
+
+    def _store(self, uid: bytes, env: Envelope) -> Envelope:
+        kept = Envelope(env.topic, env.sender, env.seq, self.shelf(env.body), env.signature)
+        self.stored[uid] = (self.height, kept)
+        return kept
 
     @staticmethod
     def _fresh(base: int, height: int) -> bool:
@@ -139,20 +153,25 @@ class UpdateApp:
             return PayloadVerdict(False, "update payload: wrong height or too many updates")
         if len(set(ids)) != len(ids) or any(i in self.included for i in ids):
             return PayloadVerdict(False, "update payload names an update twice")
-        held = dict(self.pool.values())
-        senders = set()
-        for uid in ids:
-            env = held.get(uid) or await self.fetch(ctx.producer, uid)
+        missing = [uid for uid in ids if uid not in self.stored]
+        fetched = await asyncio.gather(*(self._fetch_one(ctx.producer, uid) for uid in missing))
+        for uid, env in zip(missing, fetched):
             if env is None or not self._authentic(env, uid):
                 return PayloadVerdict(False, f"update {uid.hex()[:12]} unavailable or not what it claims")
-            if uid not in held and len(self._fetched) < 4 * MAX_PER_BLOCK:
-                self._fetched[uid] = Envelope(env.topic, env.sender, env.seq, self.shelf(env.body), env.signature)
+            self._store(uid, env)
+        senders = set()
+        for uid in ids:
+            env = self.stored[uid][1]
             if env.sender in senders or not self._fresh(base_of(env.body), ctx.height):
                 return PayloadVerdict(False, f"update {uid.hex()[:12]}: a second one of its sender, or stale")
             senders.add(env.sender)
         if digest != self._next(ctx.height, ids):
             return PayloadVerdict(False, "update payload does not extend the digest chain")
         return PayloadVerdict(True)
+
+    async def _fetch_one(self, producer: str, uid: bytes) -> Envelope | None:
+        async with self._fetching:
+            return await self.fetch(producer, uid)
 
     def finalize_block(self, ctx: BlockContext, payload: bytes) -> BlockOutcome:
         _, _, ids = unpack(payload, max_size=64 + 40 * MAX_PER_BLOCK)
@@ -162,10 +181,8 @@ class UpdateApp:
             self.included[uid] = ctx.height
         self.included = {u: h for u, h in self.included.items() if h > ctx.height - STALE_HEIGHTS}
         taken = set(ids)
-        known = {**self._fetched, **dict(self.pool.values())}
-        self.kept[ctx.height] = {u: known[u] for u in ids if u in known}
-        self._fetched.clear()
-        self.kept.pop(ctx.height - SERVED_HEIGHTS, None)
+        for uid in [u for u, (h, _) in self.stored.items() if h <= ctx.height - SERVED_HEIGHTS]:
+            del self.stored[uid]
         self.pool = {s: (u, e) for s, (u, e) in self.pool.items()
                      if u not in taken and self._fresh(base_of(e.body), ctx.height + 1)}
         for listener in self.listeners:
@@ -182,9 +199,9 @@ class UpdateApp:
                 and verify(env.sender, ann.signing_bytes(self.chain_id), env.signature))
 
     def held(self, uid: bytes) -> Envelope | None:
-        """What the ``/fl/updates/{id}`` route would serve: a pooled update or one of a recent block."""
-        pooled = dict(self.pool.values()).get(uid)
-        return pooled or next((k[uid] for k in self.kept.values() if uid in k), None)
+        """What the ``/fl/updates/{id}`` route would serve: an update this node stored."""
+        kept = self.stored.get(uid)
+        return kept[1] if kept is not None else None
 
 
 @dataclass

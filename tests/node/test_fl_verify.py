@@ -4,6 +4,7 @@ punished), what is unavailable, and what tolerances let delegates on different C
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from gossip.crypto import sha256
 from node.fl.faults import WrongModelApp
 from node.fl.app import MAX_FAULT_BYTES
 from node.fl.data import load_node_data
+from node.fl.intake import FETCHES_AT_ONCE
 from node.fl.round import NOT_AGREED, Payload
 from tests.consensus.helpers import IDS, KEYS, OUTSIDER
 from tests.integration.harness import REPO
@@ -277,3 +279,29 @@ async def test_a_verifier_checks_each_gossiped_update_signature_once(new_app, mo
     checked.clear()
     assert (await verifier.verify_payload(ctx(), payload)).ok
     assert checked == [updates[-1].sender]  # only the fetched one
+
+
+async def test_a_verifier_lacking_the_listed_updates_fetches_them_at_once_and_only_once(new_app) -> None:
+    """A node back from an outage lacks every update a block lists: fetched one after another,
+    each would cost a round trip while the block's check holds the chain's lock."""
+    proposer = new_app(0)
+    admit_all([proposer], round_updates(proposer))
+    payload = await proposer.prepare_payload(ctx())
+    listed = [c.update_id for c in decode(payload).considered]
+    in_flight, most, asked = 0, 0, []
+
+    async def fetch(update_id: bytes, producer: str) -> bytes | None:
+        nonlocal in_flight, most
+        asked.append(update_id)
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)  # a round trip: the others start meanwhile
+        in_flight -= 1
+        held = proposer.local_update(update_id)
+        return held.encode() if held is not None else None
+
+    verifier = new_app(1, fetch=fetch)
+    verdict = await verifier.verify_payload(ctx(header=signed_header(KEYS[0], payload)), payload)
+    assert verdict.ok, verdict.reason
+    assert len(listed) >= 3 and sorted(asked) == sorted(listed)  # each fetched once, then served locally
+    assert most == min(len(listed), FETCHES_AT_ONCE)
