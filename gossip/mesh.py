@@ -8,9 +8,9 @@ it can be). Topics we publish on without subscribing get a *fanout* set that exp
 peer may have missed is offered lazily: every heartbeat, IHAVE with the ids of the message
 cache's newest windows goes to a few peers outside the mesh, which IWANT what they lack. Peer
 scores (:mod:`gossip.meshscore`) keep negative peers out of the mesh, gossip and publishing, and
-graylist the worst. With ``d_eager`` set (off by default), mesh peers whose copies keep
-arriving late are choked (:mod:`gossip.choke`): they announce each message with an immediate
-IHAVE instead of pushing it.
+graylist the worst. Mesh peers whose copies keep arriving late are choked (:mod:`gossip.choke`;
+``d_eager`` of them keep pushing): they announce each message with an immediate IHAVE instead of
+pushing it.
 
 While a node has at most ``flood_peers`` connected peers it sends every message to all of them,
 the full mesh DESIGN wants for small networks; the mesh is maintained all the same, so a node

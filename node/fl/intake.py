@@ -15,7 +15,6 @@ honest node's clipped, noised, compressed update can reach
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -142,15 +141,21 @@ class UpdateIntake:
         """Fetch the listed updates this node lacks, :data:`FETCHES_AT_ONCE` at a time. A node back
         from an outage or a partition may lack every update a block lists, and fetched one after
         another each costs a round trip while the block's check holds the chain's lock (a
-        verifier then misses the round). What no peer serves is left for :meth:`obtain` to report."""
+        verifier then misses the round). Once one is not to be had the block fails its check
+        anyway, so no more are fetched (a proposer listing made-up ids costs us a few fetches, not
+        one per id); :meth:`obtain` reports it."""
         missing = [u for u in dict.fromkeys(update_ids)
                    if self.pool.get(u) is None and not self.blobs.has(u, "update")]
-        gate = asyncio.Semaphore(FETCHES_AT_ONCE)
+        gate, unavailable = asyncio.Semaphore(FETCHES_AT_ONCE), asyncio.Event()
 
         async def one(update_id: bytes) -> None:
             async with gate:
-                with contextlib.suppress(LookupError):
+                if unavailable.is_set():
+                    return
+                try:
                     await self.obtain(update_id, producer)
+                except LookupError:
+                    unavailable.set()
 
         await asyncio.gather(*(one(u) for u in missing))
 

@@ -12,11 +12,12 @@ simulated application keeps what decides dissemination and inclusion and drops t
   ``MAX_PER_BLOCK``); another delegate votes for it only if it holds every named update or can
   fetch it (an ``/fl/updates/{id}``-like fetch over the simulated link: from the block's producer
   first, then from its peers, as ``FLService.fetch_update``), checks the sender's signature and
-  the id, and that no update is named twice or already in a recent block.
+  the id, and that no update is named twice or already in a recent block. The payload also
+  extends :class:`consensus.app.CounterApp`'s digest chain (over the ids), so a disagreeing
+  payload changes the app hash.
 * Every update a node admitted or fetched is kept in a store that survives a crash (the FL
   daemon's blob store), for ``SERVED_HEIGHTS`` heights: a producer that restarts still serves
-  the updates its proposal named, which delegates locked on that proposal re-propose. The payload also extends :class:`consensus.app.CounterApp`'s digest chain
-  (over the ids), so a disagreeing payload changes the app hash.
+  the updates its proposal named, which delegates locked on that proposal re-propose.
 
 :class:`UpdateLedger` follows every honest update to its fate for the invariant "every honest
 update is in a final block or was dropped with a reason".
@@ -33,6 +34,7 @@ from gossip import Envelope, Verdict
 from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import sha256, verify
 from gossip.envelope import Announcement
+from node.fl.intake import FETCHES_AT_ONCE
 
 TOPIC = "sim/update"
 MAX_PER_BLOCK = 64
@@ -43,9 +45,6 @@ MAX_BODY = 1 << 20
 SERVED_HEIGHTS = 256
 """Heights a node keeps the updates it admitted or fetched, to serve them (a node syncing a block
 re-verifies its payload and fetches the updates it lacks, as FL nodes do from blob stores)."""
-
-FETCHES_AT_ONCE = 8
-"""Updates a verifier fetches at the same time (a node back from a crash may lack every one)."""
 
 FetchUpdate = Callable[[str, bytes], Awaitable[Envelope | None]]
 """(producer node id, update id) -> the update's envelope from the producer or a peer, or None."""

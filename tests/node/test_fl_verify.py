@@ -305,3 +305,16 @@ async def test_a_verifier_lacking_the_listed_updates_fetches_them_at_once_and_on
     assert verdict.ok, verdict.reason
     assert len(listed) >= 3 and sorted(asked) == sorted(listed)  # each fetched once, then served locally
     assert most == min(len(listed), FETCHES_AT_ONCE)
+
+
+async def test_a_block_listing_made_up_updates_costs_a_few_fetches_not_one_per_id(new_app) -> None:
+    asked = []
+
+    async def fetch(update_id: bytes, producer: str) -> bytes | None:
+        asked.append(update_id)
+        await asyncio.sleep(0.01)
+        return None
+
+    verifier = new_app(1, fetch=fetch)
+    await verifier.prefetch([bytes([i]) * 32 for i in range(40)], IDS[0])
+    assert len(asked) == FETCHES_AT_ONCE  # the first ones to fail stop the rest
