@@ -141,8 +141,10 @@ def test_daemon_killed_mid_training_resumes_from_disk(make_testnet):
 def test_delegates_on_different_cpu_kinds_keep_deciding_rounds(make_testnet):
     """Four daemons with four different BLAS kernels (two torch kernel sets, one and two BLAS threads), as on four CPU
     generations, aggregating dense float32 updates whose suspicion scores differ in their last bits
-    from kernel to kernel: every height is decided with accepted updates, no round is skipped, and
-    no delegate calls an honest proposal a fault."""
+    from kernel to kernel: no delegate ever reaches another decision than the proposer's (no
+    proposal called a fault, none disagreed with), and the heights are decided with accepted
+    updates. One round of the seven may be skipped: a slot that ran out on a loaded machine is
+    retried as a skip by design, and only a disagreement would say anything about the CPUs."""
     from node.fl.settings import FLSettings
     from tests.integration.test_hostile import metric
 
@@ -154,8 +156,10 @@ def test_delegates_on_different_cpu_kinds_keep_deciding_rounds(make_testnet):
                           "OPENBLAS_NUM_THREADS": str(1 + i // 2)})
     net.wait_height(9, timeout=150)
     recs = rounds(net, 0, range(3, 10))
-    assert all(r["accepted"] >= 2 and not r["skipped"] for r in recs), recs
-    assert all(metric(net, i, "fedchain_fl_events_total", event="bad_payloads") == 0 for i in range(4))
+    assert all(metric(net, i, "fedchain_fl_events_total", event=event) == 0
+               for i in range(4) for event in ("bad_payloads", "payloads_not_agreed"))
+    decided = [r for r in recs if not r["skipped"]]
+    assert len(decided) >= len(recs) - 1 and all(r["accepted"] >= 2 for r in decided), recs
 
 
 @pytest.mark.timeout(240)
