@@ -10,9 +10,10 @@ reader never misses a blob that was put. :meth:`BlobStore.put_durable` waits for
 (without blocking the loop), for what must be on disk before a block naming it commits: a
 crash can leave an unreferenced blob, never a final block whose model is missing.
 
-Updates arrive in bursts (every trainer answers a new model at once), so the writer commits
-whatever is queued when it wakes in one transaction: one fsync and one hand-over to the writer
-thread per burst rather than per blob.
+Updates arrive in bursts (every trainer answers a new model at once), so the writer, once woken,
+gathers for :data:`GATHER_S` before it commits whatever is queued in one transaction: one fsync
+and one hand-over to the writer thread per burst rather than per blob. A write someone waits for
+(:meth:`BlobStore.put_durable`) ends the gathering at once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from gossip.codec import DecodeError, decode_array, encode_array, pack, unpack
 from gossip.crypto import sha256
 
 log = logging.getLogger("fedchain.fl")
+
+GATHER_S = 0.05
+"""How long the writer, once handed a write, waits for more before it commits them together."""
 
 MAX_PENDING_BYTES = 64 << 20
 """Bytes of blobs waiting for the writer; a put beyond this waits for the writer to catch up."""
@@ -81,6 +85,7 @@ class BlobStore:
         self._queue: list[tuple] = []         # writes and prunes for the next commit, in call order
         self._next: Future | None = None      # the commit that will take the queue (not yet started)
         self._last: Future | None = None      # the commit of the newest queued operation
+        self._urgent = threading.Event()      # a caller waits for the next commit: stop gathering
 
     # ----- writes (on the writer thread, in call order) -----------------------------------------
     def put(self, kind: str, data: bytes, height: int) -> bytes:
@@ -100,6 +105,7 @@ class BlobStore:
     async def put_durable(self, kind: str, data: bytes, height: int) -> bytes:
         """:meth:`put`, returning once the write has committed (the loop keeps running)."""
         key = self.put(kind, data, height)
+        self._urgent.set()
         await asyncio.wrap_future(self._last)
         return key
 
@@ -109,6 +115,7 @@ class BlobStore:
 
     def flush(self) -> None:
         """Wait until every queued write has committed (raises what a write raised)."""
+        self._urgent.set()
         self._writer.submit(lambda: None).result()
 
     def _enqueue(self, op: tuple) -> None:
@@ -120,8 +127,10 @@ class BlobStore:
 
     def _commit(self) -> None:
         """Everything queued, in order, in one transaction (on the writer thread)."""
+        self._urgent.wait(GATHER_S)
         with self._lock:
             ops, self._queue, self._next = self._queue, [], None
+            self._urgent.clear()
         try:
             with self._db:  # BEGIN ... COMMIT, or ROLLBACK if a statement fails
                 self._db.execute("BEGIN")
@@ -173,6 +182,7 @@ class BlobStore:
 
     def close(self) -> None:
         """Finish the queued writes, then close."""
+        self._urgent.set()
         self._writer.shutdown(wait=True)
         self._db.close()
         self._reader.close()

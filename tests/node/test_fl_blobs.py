@@ -10,6 +10,7 @@ import pytest
 
 from gossip.codec import encode_array, pack
 from gossip.crypto import sha256
+from node.fl import blobs
 from node.fl.blobs import BlobError, BlobStore, model_bytes, model_hash, parse_model
 from tests.integration.harness import wait_for
 
@@ -97,6 +98,28 @@ def test_a_burst_of_puts_commits_in_one_transaction(tmp_path: Path, store: BlobS
     store.flush()
     assert len(commits) == 2
     assert all(store.has(k, "update") for k in keys) and store.has(old, "update") and store.count("update") == 51
+
+
+async def test_the_writer_gathers_a_burst_until_a_write_is_awaited(monkeypatch, tmp_path: Path) -> None:
+    """Once handed a write, the writer gathers more before it commits (updates come in bursts); a
+    write someone waits for ends the gathering at once, and everything gathered commits with it
+    in one transaction. (A gathering window longer than the test's time limit: only the awaited
+    write can end it.)"""
+    monkeypatch.setattr(blobs, "GATHER_S", 3600.0)
+    store = BlobStore(tmp_path / "blobs.sqlite")
+    commits: list[str] = []
+    store._db.set_trace_callback(lambda sql: commits.append(sql) if sql.startswith("COMMIT") else None)
+    try:
+        keys = [store.put("update", b"gathered %d" % i, 5) for i in range(20)]
+        assert all(store.get(k, "update") == b"gathered %d" % i for i, k in enumerate(keys))  # served meanwhile
+        assert store.count("update") == 0 and commits == []
+        model = await store.put_durable("model", b"needed by a final block", 5)
+        assert len(commits) == 1 and store.count("update") == 20 and store.has(model, "model")
+        store.put("update", b"after the commit", 6)
+        store.flush()  # waits too, so it ends the next gathering as well
+        assert len(commits) == 2 and store.count("update") == 21
+    finally:
+        store.close()
 
 
 async def test_put_durable_returns_once_committed(tmp_path: Path, store: BlobStore) -> None:
