@@ -105,7 +105,7 @@ class BlobStore:
     async def put_durable(self, kind: str, data: bytes, height: int) -> bytes:
         """:meth:`put`, returning once the write has committed (the loop keeps running)."""
         key = self.put(kind, data, height)
-        self._urgent.set()
+        self._hurry()
         await asyncio.wrap_future(self._last)
         return key
 
@@ -115,8 +115,15 @@ class BlobStore:
 
     def flush(self) -> None:
         """Wait until every queued write has committed (raises what a write raised)."""
-        self._urgent.set()
+        self._hurry()
         self._writer.submit(lambda: None).result()
+
+    def _hurry(self) -> None:
+        """End the gathering of the commit that will take the queue, if one is waiting to (a flag
+        raised with nothing queued would cost the next burst its gathering)."""
+        with self._lock:
+            if self._next is not None:
+                self._urgent.set()
 
     def _enqueue(self, op: tuple) -> None:
         with self._lock:
@@ -182,7 +189,7 @@ class BlobStore:
 
     def close(self) -> None:
         """Finish the queued writes, then close."""
-        self._urgent.set()
+        self._hurry()
         self._writer.shutdown(wait=True)
         self._db.close()
         self._reader.close()
