@@ -87,8 +87,9 @@ attackers out moves accuracy by more than that.
 
 Score of an update: the largest of its distance to the robust centre over the phase-2 radius, its
 cluster's between-group distance over the phase-1 radius, its partner similarity over the
-phase-1a'' radius, for an update the direction test dropped how far its cosine falls below the
-median over ``1 - direction`` of the median, for a near copy a value in (1, 2] growing as the copy
+phase-1a'' radius, how far its cosine to the centre falls below the median over half the median
+(above 1 below half the median; for an update the direction test dropped at least its fall over
+``1 - direction`` of the median), for a near copy a value in (1, 2] growing as the copy
 gets closer, and the share of its norm the feature clip removes over the adaptive radius of all
 updates' shares (``radius`` MADs above their median); above 1 means the update fell outside some
 radius. The feature clip
@@ -107,7 +108,7 @@ import numpy as np
 
 from . import exact
 from ._core import MAD_TO_SIGMA, AggregationResult, FeatureScale, Inputs, result, robust_threshold, weighted_mean
-from .direction import against_scores, cosines_to_centre, weak_groups
+from .direction import SUSPECT, against_scores, cosines_to_centre, weak_groups
 from .geomed import weiszfeld_coefficients
 from .kmeans import membership, quad_forms, restricted_kmeans
 
@@ -320,7 +321,8 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     cos = cosines_to_centre(g, kept) if direction > 0 and kept.size >= SMALL else None
     against_score = np.zeros(n) if cos is None else against_scores(cos, kept, float(direction))
     against = _highest(against_score, budget)
-    against_score = np.where(against, against_score, 0.0)   # only the dropped are scored by it
+    if cos is not None:                       # every update is scored by how far it turns away
+        against_score = np.maximum(np.where(against, against_score, 0.0), against_scores(cos, kept, SUSPECT))
     budget -= int(against.sum())
     offset_score = _shared_offset(g, np.flatnonzero(~copies & ~against), min_size, float(offset))
     shared = _highest(offset_score, budget)

@@ -19,6 +19,14 @@ recorded rounds), while honest clusters of a 30-round clean run stayed above 0.6
 to phase 1b as a drop that must validate better by the radius tuning's margin: no honest update
 more was rejected on 3 clean seeds, and a 40% noisy IPM run (MLP, seed 1) ended 3.2 points higher.
 
+The test also scores every update it sees, dropped or not: how far its cosine falls below the
+median, over half the median (``SUSPECT``), so an update at half the median cosine scores 1 and
+one at the drop threshold 1.5. An attacker that tunes itself to sit just inside the threshold
+(:mod:`learning.adaptive`, the rule in its loop) still points away from the majority more than
+honest updates do: on 20 Fashion-MNIST nodes (the MLP, 3 seeds, 10 rounds) this cosine alone
+ranked it above every honest update (ROC AUC 1.00 at 20% and 40%), while the distances it keeps
+inside put it below them (0.41 and 0.20 when only dropped updates were scored this way).
+
 Cosines come from the exact Gram matrix and the fixed-order Weiszfeld coefficients, medians by
 sorting: the same bits on every CPU.
 """
@@ -33,6 +41,7 @@ from . import exact
 from .geomed import weiszfeld_coefficients
 
 WEAK_GROUP = 0.5        # a cluster whose median cosine to the centre is below half the reference's is weak
+SUSPECT = 0.5           # an update whose cosine is below half the median scores above 1 (suspicious, kept)
 
 
 def cosines_to_centre(g: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from learning.aggregation import aggregate
+from learning.aggregation.direction import cosines_to_centre
 
 
 def _round(rng: np.random.Generator, attackers: int, *, d: int = 2000) -> tuple[np.ndarray, np.ndarray]:
@@ -90,3 +91,37 @@ def test_a_weak_group_goes_for_a_clear_validation_gain_and_only_then() -> None:
     assert res.scores[byzantine].min() > 1.0
     assert aggregate("clustering", x, np.ones(20), seed=0, offset=0.0, evaluate=slight).accepted.all()
     assert aggregate("clustering", x, np.ones(20), seed=0, offset=0.0, direction=0.0, evaluate=clear).accepted.all()
+
+
+
+
+def _turned_away(x: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """``x`` with its last row replaced by an update of the median honest length whose cosine to the
+    rule's centre is ``share`` times the median cosine (bisection on its lean toward the mean)."""
+    mean = x[:-1].astype(np.float64).mean(axis=0)
+    unit = mean / np.linalg.norm(mean)
+    other = rng.standard_normal(unit.size)
+    other -= (other @ unit) * unit
+    other /= np.linalg.norm(other)
+    norm = float(np.median(np.linalg.norm(x[:-1], axis=1)))
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        lean = (lo + hi) / 2
+        x[-1] = norm * (lean * unit + np.sqrt(1 - lean * lean) * other)
+        g = x.astype(np.float64) @ x.astype(np.float64).T
+        cos = cosines_to_centre(g, np.arange(len(x)))
+        lo, hi = (lean, hi) if cos[-1] < share * np.median(cos) else (lo, lean)
+    return x
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_an_update_between_a_quarter_and_half_the_median_cosine_is_kept_but_suspicious(seed: int) -> None:
+    """The adaptive attacker (the rule in its loop) turns away from the majority as far as the
+    drop threshold allows: kept, but below half the median cosine it scores above 1 (1.5 at the
+    threshold), above every honest update, however ordinary its length and distance."""
+    rng = np.random.default_rng(seed)
+    x = _turned_away(_round(rng, 0)[0], 0.375, rng)
+    res = aggregate("clustering", x, np.ones(20), seed=1)
+    assert res.accepted[19] and res.reasons[19] == "" and res.info["against"] == 0
+    assert res.scores[19] == pytest.approx(1.25, abs=1e-3)      # (1 - 0.375) / 0.5
+    assert res.scores[19] > res.scores[:19].max()
