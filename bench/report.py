@@ -26,11 +26,12 @@ Synthetic(1,1) stands in for the papers' IoT tabular data.
 """
 
 
-PIPELINE_SINCE = "2026-12-02T12:03:00Z"
+PIPELINE_SINCE = "2026-12-04T19:50:09Z"
 """When the code these numbers depend on last changed: the daemon and the simulator share one
 client pipeline, round and settings type (``learning/client.py``, ``learning/round.py``,
-``learning/settings.py``); the genesis default lost its update noise and the default rule gained
-the median-norm clip and the radius-tuning margin (``learning/aggregation/clustering.py``)."""
+``learning/settings.py``); the default rule (``learning/aggregation/clustering.py``) last changed
+its decisions when it gained the feature clip and the direction test with its weak groups (the
+direction score of every update, later, moves suspicion scores only)."""
 PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "accuracy", "convergence",
                                  "communication", "scalability", "energy", "attacks", "detection", "ablation",
                                  "flower", "preset", "adversary", "hierarchy", "selection"})

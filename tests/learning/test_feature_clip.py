@@ -22,10 +22,11 @@ def test_group_norms_match_float64_and_do_not_depend_on_the_order_of_entries() -
 
 
 def _round(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """12 honest updates on entries 0-149 (groups 0-14); 8 alike but for a push on entries 190-199
-    (group 19), which no honest update moves: what a backdoor's trigger weights look like."""
+    """12 honest updates on entries 0-149 (groups 0-14), steps in one common direction under a
+    larger spread; 8 alike but for a push on entries 190-199 (group 19), which no honest update
+    moves: what a backdoor's trigger weights look like."""
     x = np.zeros((20, 200), dtype=np.float32)
-    x[:, :150] = rng.standard_normal((20, 150))
+    x[:, :150] = 0.5 * rng.standard_normal(150) + rng.standard_normal((20, 150))
     x[12:, 190:] = 1.0
     return x, np.arange(200) // 10
 
