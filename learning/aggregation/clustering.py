@@ -16,17 +16,11 @@ offered to phase 1b as a drop that must validate better by the radius tuning's m
 below ``SMALL`` updates. It runs before the shared-offset test, whose median and MADs eight
 attackers of twenty dragged so far that it flagged honest updates instead.
 
-Phase 1a'', a shared offset. Attackers who each add their own noise are no near copies, but what
-makes them attackers is the offset they all share: seen from the robust centre (the geometric
-median of the updates phases 1a and 1a' left), their deviations point the same way, while honest deviations (local data,
-DP noise) are nearly independent. For each update, its ``partners``-th highest cosine similarity
-to another update's deviation is its *partner similarity*; an update whose partner similarity is
-positive and above the adaptive radius of all partner similarities (``offset`` MADs above their
-median) belongs to a group sharing an offset, and is dropped (highest first, within the phase-1
-budget). Skipped below ``max(2 * partners + 2, SMALL)`` updates: the MAD of fewer similarities
-is no spread estimate, and two honest nodes holding similar data share an offset too (on 8
-Fashion-MNIST nodes the test rejected one such honest node 9 times in 20 rounds and caught no
-more noisy IPM attackers than phase 2 alone).
+Phase 1a'', a shared offset (:mod:`.offset`). Attackers who each add their own noise are no near
+copies, but their deviations from the robust centre point the same way; an update whose
+``partners``-th highest cosine to another update's deviation is above the adaptive radius of all
+of them (``offset`` MADs above their median) is dropped (highest first, within the phase-1
+budget). Skipped below ``max(2 * partners + 2, SMALL)`` updates.
 
 Phase 1b, outlier clusters. Restricted k-means (:mod:`.kmeans`; every cluster holds at least
 ``min_cluster_size`` updates) partitions the rest. The reference is the largest cluster (the
@@ -107,10 +101,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from . import exact
-from ._core import MAD_TO_SIGMA, AggregationResult, FeatureScale, Inputs, result, robust_threshold, weighted_mean
+from ._core import AggregationResult, FeatureScale, Inputs, result, robust_threshold, weighted_mean
 from .direction import SUSPECT, against_scores, cosines_to_centre, weak_groups
 from .geomed import weiszfeld_coefficients
 from .kmeans import membership, quad_forms, restricted_kmeans
+from .offset import partner_scores
 
 DEFAULT_RADIUS = 3.0
 RADIUS_CANDIDATES = (3.0, 2.0, 4.0, 1.5, 6.0)
@@ -120,7 +115,6 @@ DEFAULT_NORM_CLIP = 1.0  # accepted updates are clipped to this multiple of thei
 DEFAULT_FEATURE_CLIP = 1.5  # and each feature group to this multiple of the group's median norm (0 = off)
 DEFAULT_OFFSET = 4.0    # MADs above the median partner similarity that mark a shared offset
 DEFAULT_DIRECTION = 0.25  # a cosine to the centre below this share of the median cosine goes against it (0 = off)
-OFFSET_FLOOR = 0.01     # cosine: a spread below this is no spread (equal similarities)
 SMALL, SMALL_FLOOR = 10, 0.1   # below 10 distances their MAD is no spread estimate: sigma >= 10% of the median
 MIN_REFERENCE = 3       # phase 1b needs a reference cluster with at least this many updates
 GROUP_FLOOR = 0.05      # phase-1 radius is at least 5% of the typical distance: tolerates non-IID groups
@@ -143,34 +137,6 @@ def _near_copies(dist: np.ndarray, collusion: float) -> np.ndarray:
     limit = collusion * exact.median(_pairs(dist, np.arange(n)))
     nearest = np.where(np.eye(n, dtype=bool), np.inf, dist).min(axis=1)
     return np.where(nearest < limit, 2.0 - nearest / max(limit, 1e-300), 0.0)
-
-
-def _shared_offset(g: np.ndarray, rows: np.ndarray, partners: int, offset: float) -> np.ndarray:
-    """Per update (of ``rows``), its partner similarity over the adaptive radius (0 elsewhere and
-    where the test is off).
-
-    Deviations from the geometric median ``c`` of ``rows``: their Gram matrix is
-    ``G - Gc 1' - 1 c'G + c'Gc``, all fixed-order steps on the exact Gram matrix.
-    """
-    scores = np.zeros(g.shape[0])
-    n = rows.size
-    if offset <= 0 or n < max(2 * partners + 2, SMALL):
-        return scores
-    g = g[np.ix_(rows, rows)]
-    coef, _ = weiszfeld_coefficients(g, np.ones(n))
-    gc = exact.matvec(g, coef)
-    dev = g - gc[:, None] - gc[None, :] + exact.total(coef * gc)
-    norms = np.sqrt(exact.clip_negative(np.diagonal(dev).copy())) + 1e-300
-    # A cosine lies in [-1, 1]; cancellation in the Gram identity at float32-limit values can
-    # put it far outside (even at infinity), and one infinity made every score NaN.
-    cos = np.clip(dev / norms[:, None] / norms[None, :], -1.0, 1.0)
-    np.fill_diagonal(cos, -np.inf)
-    similarity = -np.sort(-cos, axis=1)[:, partners - 1] + 0.0
-    med = exact.median(similarity)
-    sigma = max(MAD_TO_SIGMA * exact.median(np.abs(similarity - med)), OFFSET_FLOOR)
-    limit = max(med + offset * sigma, OFFSET_FLOOR)
-    scores[rows] = np.where(similarity > 0.0, similarity / limit, 0.0)
-    return scores
 
 
 def _highest(scores: np.ndarray, budget: int) -> np.ndarray:
@@ -324,7 +290,9 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     if cos is not None:                       # every update is scored by how far it turns away
         against_score = np.maximum(np.where(against, against_score, 0.0), against_scores(cos, kept, SUSPECT))
     budget -= int(against.sum())
-    offset_score = _shared_offset(g, np.flatnonzero(~copies & ~against), min_size, float(offset))
+    rows = np.flatnonzero(~copies & ~against)
+    offset_score = (partner_scores(g, rows, min_size, float(offset)) if offset > 0 and rows.size >= max(2 * min_size + 2, SMALL)
+                    else np.zeros(n))
     shared = _highest(offset_score, budget)
     if shared.sum() <= min_size:              # an offset shared by fewer is no group: chance
         shared[:] = False
