@@ -47,7 +47,10 @@ class Panel:
     """Aggregator that runs several rules on the same inputs and records their verdicts.
 
     The federation moves with the configured rule's result; the others only judge. Picklable, so
-    it travels to a worker process and its records come back with the run.
+    it travels to a worker process and its records come back with the run. Only a round's call
+    (the one with a validation callback) is judged and recorded: the ``adaptive`` attacker queries
+    the same aggregator without one, several times a round, and its queries once took the records'
+    places in the rounds they were paired with.
     """
 
     def __init__(self, rules: tuple[str, ...]) -> None:
@@ -58,6 +61,8 @@ class Panel:
                  f: int | None = None, seed: int = 0, evaluate: Any = None, **params: Any) -> Any:
         from learning.aggregation import aggregate
 
+        if evaluate is None:                          # an oracle's query, not a round
+            return aggregate(rule, updates, weights, trust=trust, f=f, seed=seed, **params)
         record, lead = {}, None
         for name in dict.fromkeys((rule, *self.rules)):
             res = aggregate(name, updates, weights, trust=trust, f=f, seed=seed, evaluate=evaluate,

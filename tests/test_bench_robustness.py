@@ -98,8 +98,9 @@ def test_fixed_threshold_withholds_the_validation_callback() -> None:
 def test_panel_follows_the_lead_rule_and_records_every_rule() -> None:
     x, w = _updates()
     panel = Panel(("krum", "median"))
-    res = panel("multikrum", x, w, f=2, seed=0)
+    res = panel("multikrum", x, w, f=2, seed=0, evaluate=lambda v: 0.5)
     assert np.array_equal(res.vector, aggregate("multikrum", x, w, f=2).vector)
+    assert np.array_equal(panel("multikrum", x, w, f=2, seed=0).vector, res.vector)   # a query: not recorded
     (record,) = panel.report()
     assert list(record) == ["multikrum", "krum", "median"]
     assert record["krum"]["accepted"].count(True) == 1 and len(record["median"]["scores"]) == 11
@@ -113,6 +114,15 @@ def test_simulator_runs_the_given_aggregator() -> None:
     assert len(panel.report()) == 2
     assert [r.num_accepted for r in result.rounds] == [1, 1]
     assert all(len(rec["median"]["scores"]) == 8 for rec in panel.report())
+
+
+def test_panel_records_rounds_not_the_adaptive_attackers_queries() -> None:
+    panel = Panel(("median",))
+    cfg = SimConfig.of(dataset="digits", model="logreg", num_nodes=8, rounds=2, attack="adaptive",
+                       byzantine_fraction=0.25)
+    result = Simulator(cfg, aggregator=panel).run()
+    assert len(panel.report()) == len(result.rounds) == 2
+    assert [rec["clustering"]["accepted"].count(True) for rec in panel.report()] == [r.num_accepted for r in result.rounds]
 
 
 def test_helpers() -> None:
