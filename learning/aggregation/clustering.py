@@ -291,8 +291,8 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
         against_score = np.maximum(np.where(against, against_score, 0.0), against_scores(cos, kept, SUSPECT))
     budget -= int(against.sum())
     rows = np.flatnonzero(~copies & ~against)
-    offset_score = (partner_scores(g, rows, min_size, float(offset)) if offset > 0 and rows.size >= max(2 * min_size + 2, SMALL)
-                    else np.zeros(n))
+    tested = offset > 0 and rows.size >= max(2 * min_size + 2, SMALL)
+    offset_score = partner_scores(g, rows, min_size, float(offset)) if tested else np.zeros(n)
     shared = _highest(offset_score, budget)
     if shared.sum() <= min_size:              # an offset shared by fewer is no group: chance
         shared[:] = False
