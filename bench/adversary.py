@@ -20,7 +20,8 @@ Measured: accuracy drop against the clean run of the same seed (paired); backdoo
 detection ROC AUC of the rule's suspicion scores pooled over rounds and seeds; honest updates
 rejected per round and honest stake lost to penalties; clean accuracy against FedAvg.
 
-Ablation: the rule with one defence switched off at a time (``direction=0``: no test of each
+Ablation: the rule with one defence switched off at a time (``drift=False``: no test of each
+update's direction against the way the model has been moving; ``direction=0``: no test of each
 update's direction against the majority's; ``offset=0``: no shared-offset test; ``collusion=0``: no near-copy test; ``norm_clip=0``: no clip to the median norm;
 ``feature_clip=0``: no clip of each feature group to its median norm, ``=1``: a tighter one than
 the default 1.5; ``tune_margin=0``: the best-validating radius wins by any margin), and the pipeline with the
@@ -65,7 +66,8 @@ ATTACKS: dict[str, tuple[str, dict, dict]] = {
     "backdoor_centre": ("backdoor", {"at": "centre"}, {}),
 }
 ABLATION: dict[str, dict[str, dict]] = {
-    "full rule": {}, "direction test off": {"rule_params": {"direction": 0.0}},
+    "full rule": {}, "drift test off": {"rule_params": {"drift": False}},
+    "direction test off": {"rule_params": {"direction": 0.0}},
     "shared-offset test off": {"rule_params": {"offset": 0.0}},
     "near-copy test off": {"rule_params": {"collusion": 0.0}}, "norm clip off": {"rule_params": {"norm_clip": 0.0}},
     "feature clip off": {"rule_params": {"feature_clip": 0.0}},

@@ -26,12 +26,12 @@ Synthetic(1,1) stands in for the papers' IoT tabular data.
 """
 
 
-PIPELINE_SINCE = "2026-12-04T19:50:09Z"
+PIPELINE_SINCE = "2026-12-06T00:43:00Z"
 """When the code these numbers depend on last changed: the daemon and the simulator share one
 client pipeline, round and settings type (``learning/client.py``, ``learning/round.py``,
 ``learning/settings.py``); the default rule (``learning/aggregation/clustering.py``) last changed
-its decisions when it gained the feature clip and the direction test with its weak groups (the
-direction score of every update, later, moves suspicion scores only)."""
+its decisions when it gained the drift test (a round's reference: how the model moved over the
+staleness window)."""
 PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "accuracy", "convergence",
                                  "communication", "scalability", "energy", "attacks", "detection", "ablation",
                                  "flower", "preset", "adversary", "hierarchy", "selection"})

@@ -11,6 +11,10 @@ it in the block payload), and the step the simulator runs after every round of l
   ``trust`` rule uses it.
 * The rule is :func:`learning.aggregation.aggregate`, which caps every weight at a multiple of
   the median first.
+* The rule also gets the round's *reference*: how the global model moved over the staleness
+  window (:func:`drift`: the current model minus the oldest base an update may still build on),
+  which every verifier reads from the chain's models; the default rule drops updates that point
+  against it.
 * A round in which nobody carries weight leaves the model as it was (every update "zero weight").
   A round whose rule raises (``AggregationError`` is a ``ValueError``) or whose new model is not
   finite is *skipped* with its reason: model unchanged, nobody rewarded or penalized.
@@ -48,6 +52,15 @@ class RoundOutcome:
     partials: tuple[Partial, ...] = ()   # a hierarchical round's clusters (learning.hierarchy), in order
 
 
+def drift(model: np.ndarray, oldest: np.ndarray | None) -> np.ndarray | None:
+    """How the model moved since ``oldest`` (the oldest base in the staleness window), float32,
+    elementwise (the same bits everywhere); None without an older model or when it did not move."""
+    if oldest is None:
+        return None
+    moved = np.subtract(model, oldest, dtype=np.float32)
+    return moved if moved.any() else None
+
+
 def round_weights(samples: Sequence[float], staleness: Sequence[float], staleness_a: float) -> np.ndarray:
     """Sample counts times the staleness discount ``(1 + s)^-a``, float64, the same on every CPU."""
     discount = np.asarray(staleness_weight(np.asarray(staleness, dtype=np.float64), staleness_a), dtype=np.float64)
@@ -72,7 +85,7 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
               staleness: Sequence[float], trust: Sequence[float], *, seed: int,
               evaluate: Callable[[np.ndarray], float] | None = None,
               aggregator: Aggregator = aggregate, senders: Sequence[object] | None = None,
-              groups: np.ndarray | None = None) -> RoundOutcome:
+              groups: np.ndarray | None = None, reference: np.ndarray | None = None) -> RoundOutcome:
     """Aggregate ``updates`` (n, d) onto ``model`` with the settings' rule.
 
     ``samples``, ``staleness`` (model versions since each update's base) and ``trust`` (each
@@ -84,7 +97,8 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
     With a genesis ``hierarchy`` and at least its threshold of updates, the round is hierarchical
     (:mod:`learning.hierarchy`): ``senders`` (one id per update) then place updates in clusters.
     ``groups`` is the model's feature layout (:func:`learning.models.feature_groups`), which the
-    default rule's feature clip needs; every rule run of the round gets it.
+    default rule's feature clip needs; every rule run of the round gets it, and ``reference``
+    (:func:`drift`) as well.
     """
     n = len(samples)
     weights = round_weights(samples, staleness, settings.staleness_a)
@@ -96,6 +110,8 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
         return RoundOutcome(model, weights, np.zeros(n, dtype=bool), ["zero weight"] * n, np.full(n, np.inf))
     if groups is not None:
         aggregator = partial(aggregator, groups=groups)
+    if reference is not None:
+        aggregator = partial(aggregator, reference=reference)
     lr = np.float32(settings.server_lr)
     rule_evaluate = None if evaluate is None else (lambda delta: evaluate(model + lr * delta))
     hierarchy = settings.hierarchy_rule

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import clipping, clustering, coordinate, geomed, krum, mean
-from ._core import AggregationError, AggregationResult, Inputs, as_groups, as_updates, as_vector, require_finite, result
+from ._core import AggregationError, AggregationResult, Inputs, as_groups, as_reference, as_updates, as_vector, require_finite, result
 from .staleness import staleness_weight
 from .weighting import DEFAULT_WEIGHT_CAP, cap_weights, check_cap, unit_scale
 
@@ -84,7 +84,7 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
               trust: np.ndarray | None = None, f: int | None = None, seed: int = 0,
               evaluate: Callable[[np.ndarray], float] | None = None,
               weight_cap: float | None = DEFAULT_WEIGHT_CAP, groups: np.ndarray | None = None,
-              **params: Any) -> AggregationResult:
+              reference: np.ndarray | None = None, **params: Any) -> AggregationResult:
     """Aggregate ``updates`` (n, d) with ``rule``.
 
     ``weights`` (n,): sample counts times staleness weights (default all 1); fedavg, trust,
@@ -99,7 +99,10 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     trust factor is chain state, not a claim, and is applied after the cap. ``params`` are
     rule-specific (see each rule). ``groups`` (d,) names the feature group of every entry of an
     update (:func:`learning.models.feature_groups`: the model's layout); ``"clustering"`` clips
-    each accepted update group by group with it, the other rules ignore it.
+    each accepted update group by group with it, the other rules ignore it. ``reference`` (d,) is
+    the direction the global model has recently moved (:func:`learning.round.drift`, read from the
+    chain by every verifier); ``"clustering"`` drops updates that point against it, the other
+    rules ignore it.
 
     ``info`` always holds ``weight_cap``, ``weight_limit`` (the clip level in the caller's
     units, None without a cap) and ``weights_clipped`` (indices of the clipped weights).
@@ -121,6 +124,7 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     x = as_updates(updates, check_finite=rule in _CHECK_UP_FRONT)
     n = x.shape[0]
     g = None if groups is None else as_groups(groups, x.shape[1])
+    ref = None if reference is None else as_reference(reference, x.shape[1])
     w = np.ones(n) if weights is None else as_vector(weights, n, "weights")
     live = w > 0
     zero_reason = "zero weight"
@@ -137,13 +141,13 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     if rule == "trust":
         w = unit_scale(w * unit_scale(t))
     if live.all():
-        inner = _run(fn, Inputs(x, w, f, int(seed), evaluate, g), params)
+        inner = _run(fn, Inputs(x, w, f, int(seed), evaluate, g, ref), params)
         inner.info.update(capping)
         return inner
     if rule not in _CHECK_UP_FRONT:
         require_finite(x)                    # excluded rows must be valid too
     rows = np.flatnonzero(live)
-    inner = _run(fn, Inputs(np.ascontiguousarray(x[rows]), w[rows], f, int(seed), evaluate, g), params)
+    inner = _run(fn, Inputs(np.ascontiguousarray(x[rows]), w[rows], f, int(seed), evaluate, g, ref), params)
     accepted = np.zeros(n, dtype=bool)
     accepted[rows] = inner.accepted
     scores = np.full(n, np.inf)

@@ -66,6 +66,7 @@ class Inputs:
     seed: int
     evaluate: Callable[[np.ndarray], float] | None
     groups: np.ndarray | None = None          # (d,) int64 feature group of each entry (see as_groups)
+    reference: np.ndarray | None = None       # (d,) float32 direction the model has recently moved (see as_reference)
 
     @property
     def n(self) -> int:
@@ -128,6 +129,16 @@ def as_groups(groups: Any, d: int) -> np.ndarray:
         raise ValueError(f"group ids must lie in [0, {d})")
     return arr
 
+
+
+def as_reference(reference: Any, d: int) -> np.ndarray | None:
+    """A finite (d,) float32 direction, None for an all-zero one (no direction), or a ValueError."""
+    arr = np.ascontiguousarray(reference, dtype=np.float32)
+    if arr.shape != (d,):
+        raise ValueError(f"reference must be a vector of shape ({d},), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("reference contains NaN or Inf")
+    return arr if arr.any() else None
 
 def as_vector(values: Any, n: int, name: str) -> np.ndarray:
     """A finite, non-negative (n,) float64 vector, or a ValueError naming ``name``."""

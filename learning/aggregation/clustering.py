@@ -9,7 +9,10 @@ update, while ALIE, IPM and min-max attackers all send one crafted vector that s
 honest mean, where no distance test can see it. Updates whose nearest neighbour is closer than
 ``collusion`` times the median pairwise distance are dropped as a colluding group.
 
-Phase 1a', direction (:mod:`.direction`). An update whose cosine to the robust centre is below
+Phase 1a', direction (:mod:`.direction`). With the caller's ``reference`` (how the global model
+moved over the staleness window), an update whose cosine to it is below zero is dropped first
+(lowest first, within the phase-1 budget; only while the median cosine is positive). Then an
+update whose cosine to the robust centre is below
 ``direction`` times the median cosine pushes against the majority and is dropped (lowest first,
 within the phase-1 budget); a k-means group whose median cosine is below half the reference's is
 offered to phase 1b as a drop that must validate better by the radius tuning's margin. Skipped
@@ -83,7 +86,8 @@ Score of an update: the largest of its distance to the robust centre over the ph
 cluster's between-group distance over the phase-1 radius, its partner similarity over the
 phase-1a'' radius, how far its cosine to the centre falls below the median over half the median
 (above 1 below half the median; for an update the direction test dropped at least its fall over
-``1 - direction`` of the median), for a near copy a value in (1, 2] growing as the copy
+``1 - direction`` of the median), how far its cosine to the caller's reference falls below the
+median of those cosines over that median (above 1 below zero), for a near copy a value in (1, 2] growing as the copy
 gets closer, and the share of its norm the feature clip removes over the adaptive radius of all
 updates' shares (``radius`` MADs above their median); above 1 means the update fell outside some
 radius. The feature clip
@@ -102,7 +106,7 @@ import numpy as np
 
 from . import exact
 from ._core import AggregationResult, FeatureScale, Inputs, result, robust_threshold, weighted_mean
-from .direction import SUSPECT, against_scores, cosines_to_centre, weak_groups
+from .direction import SUSPECT, against_scores, cosines_to, cosines_to_centre, weak_groups
 from .geomed import weiszfeld_coefficients
 from .kmeans import membership, quad_forms, restricted_kmeans
 from .offset import partner_scores
@@ -245,7 +249,7 @@ def _clip_share_score(inp: Inputs, features: FeatureScale | None, radius: float)
 def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None = None,
                radius: float = DEFAULT_RADIUS, radius_candidates: tuple[float, ...] = RADIUS_CANDIDATES,
                collusion: float = DEFAULT_COLLUSION, offset: float = DEFAULT_OFFSET,
-               direction: float = DEFAULT_DIRECTION, norm_clip: float = DEFAULT_NORM_CLIP,
+               direction: float = DEFAULT_DIRECTION, drift: bool = True, norm_clip: float = DEFAULT_NORM_CLIP,
                feature_clip: float = DEFAULT_FEATURE_CLIP, tune_margin: float = DEFAULT_TUNE_MARGIN,
                n_init: int = 3, max_iter: int = 50) -> AggregationResult:
     """Secured-FL two-phase filter, then FedAvg of the accepted updates.
@@ -254,7 +258,8 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     updates cannot fill that many clusters. ``radius`` is the MAD multiplier used without an
     ``evaluate`` callback; with one, ``radius_candidates`` are tried. ``collusion = 0`` turns the
     near-copy test off, ``direction = 0`` the direction test, ``offset = 0`` the shared-offset
-    test, ``norm_clip = 0`` the norm clip,
+    test, ``drift = False`` the drift test (which also needs the caller's ``reference``),
+    ``norm_clip = 0`` the norm clip,
     ``feature_clip = 0`` the feature clip (which also needs the caller's ``groups``);
     ``tune_margin = 0`` keeps whichever radius candidate validates best.
     """
@@ -284,6 +289,12 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
         copies[:] = False
     budget -= int(copies.sum())
     kept = np.flatnonzero(~copies)
+    drift_score = np.zeros(n)
+    if drift and inp.reference is not None and kept.size >= SMALL:
+        drift_score = against_scores(cosines_to(inp.updates, g, inp.reference), kept, 0.0)
+    drifting = _highest(drift_score, budget)
+    budget -= int(drifting.sum())
+    kept = np.flatnonzero(~copies & ~drifting)
     cos = cosines_to_centre(g, kept) if direction > 0 and kept.size >= SMALL else None
     against_score = np.zeros(n) if cos is None else against_scores(cos, kept, float(direction))
     against = _highest(against_score, budget)
@@ -298,7 +309,7 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
         shared[:] = False
         offset_score = np.minimum(offset_score, 1.0)
     budget -= int(shared.sum())
-    copies |= shared | against                # dropped as a group, like near copies
+    copies |= shared | against | drifting     # dropped as a group, like near copies
     rest = np.flatnonzero(~copies)
     k = max(1, min(n_clusters, rest.size // min_size))
     labels = np.full(n, -1)
@@ -353,21 +364,21 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
         suggested = best_key == everyone_key or (drops == "far" and kept_key == best_key)
         margin = 0.0 if suggested and drops != "weak" else tune_margin
         if best is None or quality > best[0] + margin:
-            scores = np.maximum.reduce([ratio, copy_score, offset_score, against_score,
+            scores = np.maximum.reduce([ratio, copy_score, offset_score, against_score, drift_score,
                                         _clip_share_score(inp, features, float(radius))])
             scores[rest] = np.maximum(scores[rest], cluster_score[sub_labels])
-            reasons = ["clustering: shared offset" if o else "clustering: against the majority" if t else
-                       "clustering: colluding group" if c else "" if a else
-                       "clustering: cluster outlier" if not s else "clustering: outlier in cluster"
-                       for o, t, c, a, s in zip(shared.tolist(), against.tolist(), copies.tolist(), accepted.tolist(),
-                                                survivors.tolist())]
+            reasons = ["clustering: against the model's drift" if r else "clustering: shared offset" if o else
+                       "clustering: against the majority" if t else "clustering: colluding group" if c else
+                       "" if a else "clustering: cluster outlier" if not s else "clustering: outlier in cluster"
+                       for r, o, t, c, a, s in zip(drifting.tolist(), shared.tolist(), against.tolist(),
+                                                   copies.tolist(), accepted.tolist(), survivors.tolist())]
             best, best_key = (quality, multiplier, vector, accepted, scores, reasons, norm_limit), key
     if best is None:
         raise ValueError("clustering: no radius candidate produced an aggregate")
     quality, multiplier, vector, accepted, scores, reasons, norm_limit = best
     info = {"clusters": int(k), "labels": labels.tolist(), "radius": multiplier,
-            "near_copies": int((copies & ~shared & ~against).sum()), "shared_offset": int(shared.sum()),
-            "against": int(against.sum()), "norm_limit": norm_limit}
+            "near_copies": int((copies & ~shared & ~against & ~drifting).sum()), "shared_offset": int(shared.sum()),
+            "against": int(against.sum()), "against_drift": int(drifting.sum()), "norm_limit": norm_limit}
     if inp.evaluate is not None:
         info["validation"] = quality
     return result(vector, accepted, scores, reasons, **info)

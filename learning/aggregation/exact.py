@@ -85,6 +85,24 @@ def gram(x: np.ndarray) -> np.ndarray:
     return g
 
 
+
+def dots_with(x: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, float]:
+    """Exact dot product of every quantized row of ``x`` with the quantized vector ``v``, and
+    ``v``'s own squared norm: ``v`` gets a grid of its own as every row does, so each product is
+    an integer below 2^53 (as in :func:`gram`) and the result is the same on every machine."""
+    n, d = x.shape
+    bits = grid_bits(d)
+    exponents, own = row_exponents(x), row_exponents(v[None, :])
+    width = max(256, min(d, _BLOCK_BYTES // (8 * (n + 1))))
+    out, vv = np.zeros(n, dtype=np.float64), 0.0
+    for start in range(0, d, width):
+        q = quantize(x[:, start:start + width], exponents, bits)
+        qv = quantize(v[None, start:start + width], own, bits)[0]
+        out += q @ qv                         # integers below 2^53 throughout: exact in any order
+        vv += float(qv @ qv)
+    scale = _powers_of_two(exponents - bits) * _powers_of_two(own - bits)[0]
+    return out * scale, vv * float(_powers_of_two(2 * (own - bits))[0])
+
 def group_norms(x: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndarray:
     """(n, G) Euclidean norm of each row's entries in each group (``groups[j]`` is entry j's group).
 

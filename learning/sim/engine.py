@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,7 +53,7 @@ from learning.attacks import DATA_ATTACKS, MODEL_ATTACKS, craft_updates
 from learning.client import Release, Sent
 from learning.compression import dense_bytes
 from learning.models import build_model, feature_groups, get_flat, num_params, set_flat
-from learning.round import run_round, stake_changes
+from learning.round import drift, run_round, stake_changes
 from learning.selection import selection_features, select_nodes
 from learning.sim.config import RoundStats, SimConfig, SimResult
 from learning.sim.nodes import (
@@ -99,6 +100,8 @@ class Simulator:
         self.groups = feature_groups(self.model)
         self.global_flat = get_flat(self.model)
         self.version = 0
+        self.bases = deque([self.global_flat], maxlen=cfg.fl.max_staleness + 1)
+        """The global models updates may still build on, oldest first (a chain's window)."""
         self.version_time = [0.0]         # simulated time each global version appeared
         self.nodes = build_nodes(cfg, self.fed, self.dim)
         self.val = self.fed.public_eval
@@ -135,7 +138,7 @@ class Simulator:
         s = self.cfg.fl
         rows = np.concatenate([observed, crafted]).astype(np.float32)
         res = self._aggregator(s.rule, rows, np.ones(len(rows)), trust=np.ones(len(rows)), seed=self.version + 1,
-                               groups=self.groups, **s.rule_params)
+                               groups=self.groups, reference=self.reference(), **s.rule_params)
         return np.asarray(res.accepted[len(observed):], dtype=bool)
 
     def _claims(self, jobs: list[Job], sent: list[Sent]) -> list[float]:
@@ -149,6 +152,10 @@ class Simulator:
         """Public-evaluation accuracy of a candidate global model (the rule's ``evaluate``)."""
         set_flat(self.model, candidate_model)
         return evaluate(self.model, self.val.x, self.val.y)[0]
+
+    def reference(self) -> np.ndarray | None:
+        """The rule's reference: how the global model moved over the window (as a chain's)."""
+        return drift(self.global_flat, self.bases[0])
 
     def trust(self) -> dict[int, float]:
         """Each node's stake share (paper eq. 9)."""
@@ -184,10 +191,11 @@ class Simulator:
         outcome = run_round(cfg.fl, self.global_flat, np.stack([s.vector for s in sent]), self._claims(jobs, sent),
                             staleness, [trust[j.node.node_id] for j in jobs], seed=self.version + 1,
                             evaluate=self._score, aggregator=self._aggregator, senders=[j.node.node_id for j in jobs],
-                            groups=self.groups)
+                            groups=self.groups, reference=self.reference())
         for job, change in zip(jobs, stake_changes(cfg.fl, outcome)):
             job.node.stake = max(0, job.node.stake + change)
         self.global_flat = outcome.model
+        self.bases.append(self.global_flat)
         self.version += 1
         self.version_time.append(sim_time)
         acc = loss = None

@@ -32,6 +32,7 @@ from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import sha256
 from learning.client import norm_bound
 from learning.models import build_model, feature_groups, get_flat, set_flat
+from learning.round import drift
 from learning.train import evaluate
 from node.fl.blobs import BlobError, BlobStore, model_bytes, parse_model
 from node.fl.data import NodeData
@@ -99,6 +100,7 @@ class FLApp(UpdateIntake, HierarchyChecks):
         self.listeners: list[Callable[[], None]] = []
         self._results: dict[int, OrderedDict[bytes, RoundResult]] = {}
         self._faults: dict[tuple[int, str], tuple[list, bytes]] = {}
+        self._oldest: tuple[bytes, np.ndarray] | None = None  # the window's oldest base (hash, weights)
 
     # ----- model helpers ------------------------------------------------------------------
     def new_net(self) -> torch.nn.Module:
@@ -128,12 +130,39 @@ class FLApp(UpdateIntake, HierarchyChecks):
         """The round's ``evaluate``: accuracy of a candidate global model on the public set."""
         return lambda vector: self.accuracy(vector, "public_eval")[0]
 
+    async def round_reference(self) -> np.ndarray | None:
+        """The round's reference (:func:`learning.round.drift`): the current model minus the oldest
+        base of the window, fetched from a peer if this node lacks it; LookupError if nobody has it."""
+        oldest = self._oldest_base()
+        if oldest != self.model_hash and (self._oldest is None or self._oldest[0] != oldest):
+            vector = await self._vector(oldest)
+            if vector is not None:
+                self._oldest = (oldest, vector)
+        return self._reference_here()
+
+    def _oldest_base(self) -> bytes:
+        return self.window.recent[min(self.window.recent)] if self.window.recent else self.model_hash
+
+    def _reference_here(self) -> np.ndarray | None:
+        """The round's reference from what this node holds; LookupError if it lacks the oldest base.
+        Every node derives it from the same final blocks, so proposer and verifiers agree on it."""
+        oldest = self._oldest_base()
+        if oldest == self.model_hash:
+            return None
+        if self._oldest is None or self._oldest[0] != oldest:
+            vector = self._local_vector(oldest)
+            if vector is None:
+                raise LookupError(f"global model {oldest.hex()[:12]}, the oldest base of the window, is not available")
+            self._oldest = (oldest, vector)
+        return drift(self.model, self._oldest[1])
+
     async def run_round_async(self, updates: list[ModelUpdate], height: int, trust: dict[str, float],
                               evaluate: Callable[[np.ndarray], float]) -> RoundResult:
         """The round on the current model, in a worker thread (the model is taken before it starts);
         a model it produces is on disk before this returns, so it can be named by a final block."""
+        reference = await self.round_reference()
         args = (self.settings, self.model, self.model_height, self.model_hash, updates, trust, height, evaluate,
-                self.groups)
+                self.groups, reference)
         result = await asyncio.to_thread(block_round, *args)
         for partial in result.partials:  # served by hash, like models, to verifiers that do not re-run its cluster
             if partial is not None:
@@ -323,10 +352,14 @@ class FLApp(UpdateIntake, HierarchyChecks):
         updates = [self.local_update(c.update_id) for c in p.considered]
         if any(u is None for u in updates):
             return None
+        try:
+            reference = self._reference_here()
+        except LookupError:
+            return None
         self.metrics["rounds_rerun_at_finalize"] += 1
         replay = EvalReplay(self.model_evaluator(), p.evals, len(self.data.public_eval))  # final: not checked
         result = block_round(self.settings, self.model, self.model_height, self.model_hash, updates,
-                             self.trust_of(ctx.state, updates), ctx.height, replay, self.groups)
+                             self.trust_of(ctx.state, updates), ctx.height, replay, self.groups, reference)
         return RoundResult(p, result.model) if result.payload.new_hash == p.new_hash else None
 
     def _decode_final(self, payload: bytes) -> Payload:

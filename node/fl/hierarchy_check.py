@@ -88,15 +88,16 @@ class HierarchyChecks(PayloadChecks):
         vectors: dict[int, np.ndarray] = {}
         for r in p.partials:
             if r.cluster not in mine and r.hash:
-                vector = await self._partial(r.hash)
+                vector = await self._vector(r.hash)
                 if vector is None:
                     mine.add(r.cluster)          # not obtainable: re-run it instead
                 else:
                     vectors[r.cluster] = vector
         self.metrics["clusters_rerun"] += len(mine)
         self.metrics["partials_fetched"] += len(vectors)
+        reference = await self.round_reference()
         model = await asyncio.to_thread(self._rerun_clusters, ctx, p, updates, rnd, sorted(mine), vectors, offsets,
-                                        hierarchy)
+                                        hierarchy, reference)
         if model is not self.model:
             await self.blobs.put_durable("model", model_bytes(model), ctx.height)
         return RoundResult(p, model)
@@ -114,11 +115,20 @@ class HierarchyChecks(PayloadChecks):
         if r.weight != total(rnd.effective[np.array(r.members, dtype=np.int64)][took]):
             raise BadPayload(f"the weight of cluster {r.cluster} is not the weight of the members it accepted")
 
-    async def _partial(self, digest: bytes) -> np.ndarray | None:
-        """A partial aggregate by its hash, from this node's blobs or a peer; None if unobtainable."""
-        raw = self.blobs.get(digest, "model")
-        if raw is None and self.fetch_model is not None:
-            raw = await self.fetch_model(digest)
+    async def _vector(self, digest: bytes) -> np.ndarray | None:
+        """A model-sized vector (a partial aggregate, a past model) by its hash, from this node's
+        blobs or a peer; None if unobtainable."""
+        vector = self._local_vector(digest)
+        if vector is not None or self.fetch_model is None:
+            return vector
+        return self._parsed(await self.fetch_model(digest), digest)
+
+    def _local_vector(self, digest: bytes) -> np.ndarray | None:
+        """A model-sized vector by its hash from this node's blobs; None if it is not there."""
+        return self._parsed(self.blobs.get(digest, "model"), digest)
+
+    def _parsed(self, raw: bytes | None, digest: bytes) -> np.ndarray | None:
+        """``raw`` as a model-sized vector if it is the blob ``digest`` names, else None."""
         if raw is None or sha256(raw) != digest:
             return None
         try:
@@ -129,10 +139,10 @@ class HierarchyChecks(PayloadChecks):
 
     def _rerun_clusters(self, ctx: BlockContext, p: Payload, updates: list[ModelUpdate], rnd: _Round,
                         clusters: list[int], vectors: dict[int, np.ndarray], offsets: list[int],
-                        hierarchy: Hierarchy) -> np.ndarray:
+                        hierarchy: Hierarchy, reference: np.ndarray | None) -> np.ndarray:
         """Re-run ``clusters`` and compare them; then the combination; the new model (worker thread)."""
         s, model = self.settings, self.model
-        rule_fn = partial(aggregate, groups=self.groups)  # as the proposer's round ran it
+        rule_fn = partial(aggregate, groups=self.groups, reference=reference)  # as the proposer's round ran it
         lr = np.float32(s.server_lr)
         evaluator = self.model_evaluator()
         set_size = len(self.data.public_eval)

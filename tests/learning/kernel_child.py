@@ -44,6 +44,8 @@ def run(path: str) -> dict[str, object]:
         out[rule] = _fields(res)
     out["clustering_no_evaluate"] = _fields(aggregate("clustering", x, weights, seed=3))
     out["clustering_against"] = _fields(aggregate("clustering", rec["offset_round"], np.ones(len(x)), seed=3))
+    out["clustering_drift"] = _fields(aggregate("clustering", rec["offset_round"], np.ones(len(x)), seed=3,
+                                                reference=rec["reference"]))
     out["clustering_shared_offset"] = _fields(aggregate("clustering", rec["offset_round"], np.ones(len(x)), seed=3,
                                                         direction=0.0))
     groups = np.arange(x.shape[1]) // 4         # a feature layout fine enough that the clip scales groups

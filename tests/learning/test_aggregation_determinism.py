@@ -28,7 +28,8 @@ THREADS = (1, 2)
 def _recorded_round(path: Path) -> None:
     """20 updates of 20,000 values: non-IID honest clients (some sparse, with -0.0), a jittered
     IPM group, two ALIE near copies, a scaled sign flip, a sender claiming 2^64 - 1 samples and
-    one with zero weight; staleness 0-4, trust, and the values ``evaluate`` returns in call order."""
+    one with zero weight; staleness 0-4, trust, and the values ``evaluate`` returns in call order;
+    a second round with its reference (the way the model has been moving)."""
     rng = np.random.default_rng(2024)
     n, d = 20, 20_000
     mean = rng.normal(size=d) * 0.05
@@ -48,7 +49,8 @@ def _recorded_round(path: Path) -> None:
     noisy = (signal + 0.01 * rng.normal(size=(n, d))).astype(np.float32)
     noisy[14:] = craft_updates("ipm", noisy[14:], noisy[:14], rng, eps=1.0, jitter=1.0)
     np.savez(path, updates=x, counts=counts, staleness=rng.integers(0, 5, n), trust=rng.uniform(0.1, 1.0, n),
-             evaluate=np.array([0.71, 0.74, 0.74, 0.70, 0.73]), offset_round=noisy)
+             evaluate=np.array([0.71, 0.74, 0.74, 0.70, 0.73]), offset_round=noisy,
+             reference=(3 * signal + 0.001 * rng.normal(size=d)).astype(np.float32))
 
 
 def _child(path: Path, kernel: str, threads: int) -> dict | None:
@@ -78,19 +80,21 @@ def test_every_field_is_bit_identical_across_blas_kernels_and_threads(tmp_path: 
             assert out[name] == fields, f"{name} differs between {reference_key} and {key}"
 
 
-def test_the_recorded_rounds_exercise_the_direction_test_shared_offset_near_copy_and_feature_clip(
+def test_the_recorded_rounds_exercise_the_drift_and_direction_tests_shared_offset_near_copy_and_feature_clip(
         tmp_path: Path) -> None:
     """The rounds above reach every phase of the default rule, so the kernel comparison covers
-    them all: the noisy IPM group is no near copy, but pushes against the majority; with the
-    direction test off, it shares an offset; and with a fine layout the feature clip scales
-    some groups."""
+    them all: the noisy IPM group is no near copy, but points against the reference and, without
+    one, against the majority; with the direction test off too, it shares an offset; and with a
+    fine layout the feature clip scales some groups."""
     from learning.aggregation import aggregate
 
     path = tmp_path / "round.npz"
     _recorded_round(path)
     rec = np.load(path)
     assert aggregate("clustering", rec["updates"], np.ones(20), seed=3).info["near_copies"] >= 2
-    for params, count, reason in (({}, "against", "clustering: against the majority"),
+    for params, count, reason in (({"reference": rec["reference"]}, "against_drift",
+                                   "clustering: against the model's drift"),
+                                  ({}, "against", "clustering: against the majority"),
                                   ({"direction": 0.0}, "shared_offset", "clustering: shared offset")):
         res = aggregate("clustering", rec["offset_round"], np.ones(20), seed=3, **params)
         assert res.info[count] == 6

@@ -42,6 +42,19 @@ def test_gram_is_the_exact_gram_of_the_quantized_rows(seed: int, n: int, d: int,
     assert (err <= np.ldexp(1.0, exps - bits - 1)).all()
 
 
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(1, 8), d=st.integers(1, 3000),
+       scale=st.sampled_from([1e-30, 1e-3, 1.0, 1e20]))
+def test_dots_with_a_vector_are_the_exact_gram_entries_of_it_as_one_more_row(seed: int, n: int, d: int,
+                                                                             scale: float) -> None:
+    rng = np.random.default_rng(seed)
+    x = (np.clip(rng.standard_normal((n + 1, d)), -4, 4) * rng.uniform(0.1, 1.0, (n + 1, 1)) * scale).astype(np.float32)
+    x[rng.random((n + 1, d)) < 0.2] = 0.0
+    dots, own = exact.dots_with(np.ascontiguousarray(x[:n]), x[n])
+    g = exact.gram(x)                         # the vector on its own grid, as one more row
+    assert np.array_equal(dots, g[:n, n]) and own == g[n, n]
+
 def test_one_huge_update_does_not_coarsen_the_others() -> None:
     x = np.random.default_rng(1).normal(size=(5, 400)).astype(np.float32)
     alone = exact.gram(x)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from consensus.state import ChainState
 from consensus.store import ChainStore
@@ -225,3 +226,72 @@ async def test_the_current_model_survives_pruning_when_rounds_change_nothing(new
     for h in range(1, 6):
         await advance_empty(app, range(h, h + 1))
         assert app.blobs.get(app.model_hash, "model") == model_bytes(app.model), f"model missing after height {h}"
+
+
+async def test_the_round_reference_is_the_models_drift_over_the_window_and_a_late_node_fetches_it(new_app) -> None:
+    """Proposer and verifiers give the rule one reference: the current model minus the oldest base
+    of the window, both named by final blocks; a node that lacks the older model fetches it."""
+    from learning.round import drift
+    from node.fl.blobs import parse_model
+
+    proposer = new_app(0)
+    genesis = proposer.model
+    assert await proposer.round_reference() is None          # nothing has moved yet
+    writes: list = []
+    for h in (1, 2):
+        updates = round_updates(proposer, flipped=False)
+        admit_all([proposer], updates)
+        writes = proposer.finalize_block(ctx(h), await proposer.prepare_payload(ctx(h))).writes
+    assert sorted(proposer.window.recent) == [0, 1, 2]
+    reference = await proposer.round_reference()
+    assert reference is not None and np.array_equal(reference, drift(proposer.model, genesis))
+    served: list[bytes] = []
+
+    async def fetch_model(model_hash: bytes) -> bytes | None:
+        served.append(model_hash)
+        return proposer.blobs.get(model_hash, "model")
+
+    late = new_app(1, blobs="late", restored=dict(writes), fetch_model=fetch_model)
+    with pytest.raises(LookupError, match="oldest base"):
+        late._reference_here()                               # neither model is in its blob store
+    await late._ensure_model()
+    fetched = await late.round_reference()
+    assert served == [proposer.model_hash, proposer.window.recent[0]]
+    assert fetched is not None and fetched.tobytes() == reference.tobytes()
+    assert parse_model(proposer.blobs.get(proposer.window.recent[0], "model"), 1 << 22).tobytes() == genesis.tobytes()
+
+
+async def test_a_verifier_re_runs_the_drift_test_with_the_proposers_reference(new_app) -> None:
+    """Twelve members, four of them reversing the way the model has been moving: the proposer's
+    round drops them as against the drift, and a verifier that derives the same reference from
+    the same final blocks reaches the same decisions and model."""
+    from consensus.genesis import make_genesis
+    from gossip.crypto import KeyPair
+    from tests.consensus.helpers import CHAIN
+
+    proposer, verifier = new_app(0), new_app(1)
+    for h in (1, 2):                                          # two honest rounds: the model moves
+        updates = round_updates(proposer, flipped=False)
+        admit_all([proposer, verifier], updates)
+        payload = await proposer.prepare_payload(ctx(h))
+        assert (await verifier.verify_payload(ctx(h), payload)).ok
+        for app in (proposer, verifier):
+            app.finalize_block(ctx(h), payload)
+    reference = await proposer.round_reference()
+    assert reference is not None
+    keys = [KeyPair.from_seed(bytes([i + 101]) * 32) for i in range(12)]
+    state12 = ChainState.from_genesis(make_genesis(CHAIN, [k.node_id for k in keys],
+                                                   app=FLSettings().to_app_state()))
+    rng = np.random.default_rng(12)
+    unit = reference / np.linalg.norm(reference)
+    deltas = 0.5 * unit + rng.normal(size=(12, proposer.dim)).astype(np.float32) / np.sqrt(proposer.dim)
+    deltas[8:] *= -1.0                                        # four members undo the model's progress
+    deltas /= np.linalg.norm(deltas, axis=1, keepdims=True)
+    updates = [make_update(k, d, base_hash=proposer.model_hash, base_height=proposer.model_height, samples=50)
+               for k, d in zip(keys, deltas)]
+    admit_all([proposer, verifier], updates)
+    payload = await proposer.prepare_payload(ctx(3, state=state12))
+    reasons = {c.sender: c.reason for c in decode(payload).considered}
+    assert [reasons[k.node_id] for k in keys[8:]] == ["clustering: against the model's drift"] * 4
+    assert not any(reasons[k.node_id] == "clustering: against the model's drift" for k in keys[:8])
+    assert (await verifier.verify_payload(ctx(3, state=state12), payload)).ok
