@@ -287,7 +287,7 @@ FINDINGS = Path(__file__).with_name("adversary_findings.md")
 def report(result: dict) -> str:
     g = result["goals"]
     lines = ["## Adaptive adversaries: backdoors, evasive attackers, detection", "",
-             "The default rule (`clustering`: near copies, direction, shared offset, outlier clusters, distance to the robust "
+             "The default rule (`clustering`: near copies, drift and direction, shared offset, outlier clusters, distance to the robust "
              "centre, then the median-norm and feature clips of what it accepts) against every attack of `learning.attacks` and `learning.adaptive`: the polite ones, the same "
              "with per-attacker noise (`+noise`, jitter 1 = the honest spread), `adaptive` (the rule in the loop: "
              "the largest push against the mean the rule still accepts), `drift` (one fixed direction, inside the "
