@@ -278,12 +278,16 @@ def findings(r: dict[str, Any]) -> str:
         byz = round(ATTACK["byzantine_fraction"] * 100)
         accepted = {name: row["attackers_accepted_per_round"]["mean"] for name, row in by.items() if name.endswith("IPM")}
         flat = accepted.pop("100 flat, 20% IPM")
-        verdict = ("flat, the direction test drops most of them; in clusters most pass (each cluster's rule sees 10 "
-                   "or 20 updates, at or near the direction test's minimum of ten), so the hierarchy loses what the "
-                   "flat rule catches"
-                   if accepted and 2 * flat < min(accepted.values()) else
-                   "it misses them flat and in clusters alike, so this compares the two under an attack the rule "
-                   "does not stop, not the rule's detection")
+        if max([flat, *accepted.values()]) <= byz / 10:
+            verdict = ("flat and in clusters alike the rule drops nearly all of them (the drift and direction tests "
+                       "need ten updates, which every cluster of 10 or 20 has), so the hierarchy keeps what the "
+                       "flat rule catches")
+        elif accepted and 2 * flat < min(accepted.values()):
+            verdict = ("flat, the rule drops most of them; in clusters most pass, so the hierarchy loses what the "
+                       "flat rule catches")
+        else:
+            verdict = ("it misses them flat and in clusters alike, so this compares the two under an attack the rule "
+                       "does not stop, not the rule's detection")
         lines.append("- **Attackers**: of " + str(byz) + " jittered-IPM attackers per round the default rule accepts "
                      + ", ".join(f"{pm(row['attackers_accepted_per_round'], 1, 1)} ({name})"
                                  for name, row in by.items() if name.endswith("IPM"))
