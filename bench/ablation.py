@@ -77,6 +77,8 @@ class Unregistered:
         n = updates.shape[0]
         rng = np.random.default_rng([seed, 0x5EED])
         crafted = craft_updates(self.attack, updates[rng.integers(0, n, self.count)], updates, rng)
+        if kwargs.get("held") is not None:     # strangers are held by nobody
+            kwargs["held"] = np.concatenate([kwargs["held"], np.zeros(self.count, dtype=bool)])
         res = aggregate(rule, np.concatenate([updates, crafted]),
                         np.concatenate([weights, np.full(self.count, np.median(weights))]),
                         trust=None if trust is None else np.concatenate([trust, np.ones(self.count)]),

@@ -15,6 +15,10 @@ it in the block payload), and the step the simulator runs after every round of l
   window (:func:`drift`: the current model minus the oldest base an update may still build on),
   which every verifier reads from the chain's models; the default rule drops updates that point
   against it.
+* Holds (:func:`holds_after`): a sender whose update the rule dropped against the model's drift is
+  *held* until an update of it is accepted; without strong evidence of a shared direction the
+  default rule's drift test drops only held senders (``learning/aggregation/direction.py`` says
+  why). Every verifier derives the holds from final blocks, the simulator from its rounds.
 * A round in which nobody carries weight leaves the model as it was (every update "zero weight").
   A round whose rule raises (``AggregationError`` is a ``ValueError``) or whose new model is not
   finite is *skipped* with its reason: model unchanged, nobody rewarded or penalized.
@@ -25,13 +29,13 @@ guarantee, and float32 arithmetic here), provided ``evaluate`` returns the same 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
-from learning.aggregation import AggregationResult, aggregate, staleness_weight
+from learning.aggregation import AGAINST_DRIFT, AggregationResult, aggregate, staleness_weight
 from learning.hierarchy import Partial, run_hierarchy
 from learning.settings import FLSettings
 
@@ -61,6 +65,24 @@ def drift(model: np.ndarray, oldest: np.ndarray | None) -> np.ndarray | None:
     return moved if moved.any() else None
 
 
+HOLD_HORIZON = 100
+"""Rounds (a chain: heights) a hold lasts after the sender's last drop against the drift: the
+record stays bounded by the senders of the last hundred rounds, while a sender dropped every
+round stays held."""
+
+
+def holds_after(held: Mapping[Hashable, int], senders: Sequence[Hashable], accepted: Sequence[bool],
+                reasons: Sequence[str], now: int) -> dict[Hashable, int]:
+    """The holds after round ``now`` (sender -> the round of its last drop against the drift): a
+    sender this round dropped against the drift is held from ``now`` (even if another of its
+    updates was accepted); otherwise a sender with an accepted update is released; holds older
+    than :data:`HOLD_HORIZON` lapse."""
+    dropped = {s for s, r in zip(senders, reasons) if r == AGAINST_DRIFT}
+    released = {s for s, a in zip(senders, accepted) if a} - dropped
+    kept = {s: h for s, h in held.items() if s not in released and h > now - HOLD_HORIZON}
+    return {**kept, **dict.fromkeys(dropped, now)}
+
+
 def round_weights(samples: Sequence[float], staleness: Sequence[float], staleness_a: float) -> np.ndarray:
     """Sample counts times the staleness discount ``(1 + s)^-a``, float64, the same on every CPU."""
     discount = np.asarray(staleness_weight(np.asarray(staleness, dtype=np.float64), staleness_a), dtype=np.float64)
@@ -85,7 +107,8 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
               staleness: Sequence[float], trust: Sequence[float], *, seed: int,
               evaluate: Callable[[np.ndarray], float] | None = None,
               aggregator: Aggregator = aggregate, senders: Sequence[object] | None = None,
-              groups: np.ndarray | None = None, reference: np.ndarray | None = None) -> RoundOutcome:
+              groups: np.ndarray | None = None, reference: np.ndarray | None = None,
+              held: Sequence[bool] | None = None) -> RoundOutcome:
     """Aggregate ``updates`` (n, d) onto ``model`` with the settings' rule.
 
     ``samples``, ``staleness`` (model versions since each update's base) and ``trust`` (each
@@ -98,7 +121,8 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
     (:mod:`learning.hierarchy`): ``senders`` (one id per update) then place updates in clusters.
     ``groups`` is the model's feature layout (:func:`learning.models.feature_groups`), which the
     default rule's feature clip needs; every rule run of the round gets it, and ``reference``
-    (:func:`drift`) as well.
+    (:func:`drift`) as well, and ``held`` (per update: does the chain hold its sender, from
+    :func:`holds_after`).
     """
     n = len(samples)
     weights = round_weights(samples, staleness, settings.staleness_a)
@@ -112,6 +136,7 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
         aggregator = partial(aggregator, groups=groups)
     if reference is not None:
         aggregator = partial(aggregator, reference=reference)
+    mask = None if held is None else np.asarray(held, dtype=bool)
     lr = np.float32(settings.server_lr)
     rule_evaluate = None if evaluate is None else (lambda delta: evaluate(model + lr * delta))
     hierarchy = settings.hierarchy_rule
@@ -120,13 +145,15 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
             raise ValueError("a hierarchical round needs one sender id per update")
         try:
             h = run_hierarchy(aggregator, hierarchy, settings.rule, settings.rule_params,
-                              np.asarray(updates, dtype=np.float32), weights, trusts, senders, seed, rule_evaluate)
+                              np.asarray(updates, dtype=np.float32), weights, trusts, senders, seed, rule_evaluate,
+                              mask)
         except ValueError as exc:
             return skipped(model, weights, f"aggregation failed: {exc}")
         return _moved(model, lr, h.vector, weights, h.accepted, h.reasons, h.scores, h.partials)
     try:
+        held_kw = {} if mask is None else {"held": mask}
         result = aggregator(settings.rule, np.asarray(updates, dtype=np.float32), weights, trust=trusts, seed=seed,
-                            evaluate=rule_evaluate, **settings.rule_params)
+                            evaluate=rule_evaluate, **held_kw, **settings.rule_params)
     except ValueError as exc:  # the library's AggregationError (no finite aggregate) is a ValueError
         return skipped(model, weights, f"aggregation failed: {exc}")
     return _moved(model, lr, result.vector, weights, result.accepted, [str(r) for r in result.reasons], result.scores)

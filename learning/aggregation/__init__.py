@@ -36,11 +36,13 @@ from typing import Any
 import numpy as np
 
 from . import clipping, clustering, coordinate, geomed, krum, mean
-from ._core import AggregationError, AggregationResult, Inputs, as_groups, as_reference, as_updates, as_vector, require_finite, result
+from ._core import (AggregationError, AggregationResult, Inputs, as_groups, as_held, as_reference, as_updates, as_vector,
+                    require_finite, result)
+from .clustering import AGAINST_DRIFT
 from .staleness import staleness_weight
 from .weighting import DEFAULT_WEIGHT_CAP, cap_weights, check_cap, unit_scale
 
-__all__ = ["DEFAULT_RULE", "DEFAULT_WEIGHT_CAP", "RULES", "RULE_NAMES", "AggregationError", "AggregationResult",
+__all__ = ["AGAINST_DRIFT", "DEFAULT_RULE", "DEFAULT_WEIGHT_CAP", "RULES", "RULE_NAMES", "AggregationError", "AggregationResult",
            "aggregate", "staleness_weight"]
 
 RULES: dict[str, Callable[..., AggregationResult]] = {
@@ -84,7 +86,8 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
               trust: np.ndarray | None = None, f: int | None = None, seed: int = 0,
               evaluate: Callable[[np.ndarray], float] | None = None,
               weight_cap: float | None = DEFAULT_WEIGHT_CAP, groups: np.ndarray | None = None,
-              reference: np.ndarray | None = None, **params: Any) -> AggregationResult:
+              reference: np.ndarray | None = None, held: np.ndarray | None = None,
+              **params: Any) -> AggregationResult:
     """Aggregate ``updates`` (n, d) with ``rule``.
 
     ``weights`` (n,): sample counts times staleness weights (default all 1); fedavg, trust,
@@ -102,7 +105,9 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     each accepted update group by group with it, the other rules ignore it. ``reference`` (d,) is
     the direction the global model has recently moved (:func:`learning.round.drift`, read from the
     chain by every verifier); ``"clustering"`` drops updates that point against it, the other
-    rules ignore it.
+    rules ignore it. ``held`` (n,) bool marks the updates whose senders the chain holds for having
+    pointed against it (:func:`learning.round.holds_after`); without strong evidence of a shared
+    direction ``"clustering"`` tests only those (None: nobody is held).
 
     ``info`` always holds ``weight_cap``, ``weight_limit`` (the clip level in the caller's
     units, None without a cap) and ``weights_clipped`` (indices of the clipped weights).
@@ -125,6 +130,7 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     n = x.shape[0]
     g = None if groups is None else as_groups(groups, x.shape[1])
     ref = None if reference is None else as_reference(reference, x.shape[1])
+    hold = None if held is None else as_held(held, n)
     w = np.ones(n) if weights is None else as_vector(weights, n, "weights")
     live = w > 0
     zero_reason = "zero weight"
@@ -141,13 +147,14 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     if rule == "trust":
         w = unit_scale(w * unit_scale(t))
     if live.all():
-        inner = _run(fn, Inputs(x, w, f, int(seed), evaluate, g, ref), params)
+        inner = _run(fn, Inputs(x, w, f, int(seed), evaluate, g, ref, hold), params)
         inner.info.update(capping)
         return inner
     if rule not in _CHECK_UP_FRONT:
         require_finite(x)                    # excluded rows must be valid too
     rows = np.flatnonzero(live)
-    inner = _run(fn, Inputs(np.ascontiguousarray(x[rows]), w[rows], f, int(seed), evaluate, g, ref), params)
+    inner = _run(fn, Inputs(np.ascontiguousarray(x[rows]), w[rows], f, int(seed), evaluate, g, ref,
+                            None if hold is None else hold[rows]), params)
     accepted = np.zeros(n, dtype=bool)
     accepted[rows] = inner.accepted
     scores = np.full(n, np.inf)

@@ -67,6 +67,7 @@ class Inputs:
     evaluate: Callable[[np.ndarray], float] | None
     groups: np.ndarray | None = None          # (d,) int64 feature group of each entry (see as_groups)
     reference: np.ndarray | None = None       # (d,) float32 direction the model has recently moved (see as_reference)
+    held: np.ndarray | None = None            # (n,) bool: senders the chain holds for pointing against it (see as_held)
 
     @property
     def n(self) -> int:
@@ -129,6 +130,14 @@ def as_groups(groups: Any, d: int) -> np.ndarray:
         raise ValueError(f"group ids must lie in [0, {d})")
     return arr
 
+
+
+def as_held(held: Any, n: int) -> np.ndarray:
+    """A (n,) bool mask, or a ValueError."""
+    arr = np.asarray(held)
+    if arr.shape != (n,) or arr.dtype != np.bool_:
+        raise ValueError(f"held must be a ({n},) bool mask, got shape {arr.shape} and dtype {arr.dtype}")
+    return arr
 
 
 def as_reference(reference: Any, d: int) -> np.ndarray | None:

@@ -11,7 +11,8 @@ honest mean, where no distance test can see it. Updates whose nearest neighbour 
 
 Phase 1a', direction (:mod:`.direction`). With the caller's ``reference`` (how the global model
 moved over the staleness window), an update whose cosine to it is below zero is dropped first
-(lowest first, within the phase-1 budget; only while the median cosine is positive). Then an
+(lowest first, within the phase-1 budget; only while the median cosine is positive, and without
+``drift_evidence`` of a shared direction only if the chain holds its sender). Then an
 update whose cosine to the robust centre is below
 ``direction`` times the median cosine pushes against the majority and is dropped (lowest first,
 within the phase-1 budget); a k-means group whose median cosine is below half the reference's is
@@ -106,11 +107,13 @@ import numpy as np
 
 from . import exact
 from ._core import AggregationResult, FeatureScale, Inputs, result, robust_threshold, weighted_mean
-from .direction import SUSPECT, against_scores, cosines_to, cosines_to_centre, weak_groups
+from .direction import DRIFT_EVIDENCE, SUSPECT, against_scores, cosines_to, cosines_to_centre, drift_scores, weak_groups
 from .geomed import weiszfeld_coefficients
 from .kmeans import membership, quad_forms, restricted_kmeans
 from .offset import partner_scores
 
+AGAINST_DRIFT = "clustering: against the model's drift"
+"""The reason of an update the drift test dropped (its sender is then held: :func:`learning.round.holds_after`)."""
 DEFAULT_RADIUS = 3.0
 RADIUS_CANDIDATES = (3.0, 2.0, 4.0, 1.5, 6.0)
 DEFAULT_COLLUSION = 0.1
@@ -249,7 +252,8 @@ def _clip_share_score(inp: Inputs, features: FeatureScale | None, radius: float)
 def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None = None,
                radius: float = DEFAULT_RADIUS, radius_candidates: tuple[float, ...] = RADIUS_CANDIDATES,
                collusion: float = DEFAULT_COLLUSION, offset: float = DEFAULT_OFFSET,
-               direction: float = DEFAULT_DIRECTION, drift: bool = True, norm_clip: float = DEFAULT_NORM_CLIP,
+               direction: float = DEFAULT_DIRECTION, drift: bool = True, drift_evidence: float = DRIFT_EVIDENCE,
+               norm_clip: float = DEFAULT_NORM_CLIP,
                feature_clip: float = DEFAULT_FEATURE_CLIP, tune_margin: float = DEFAULT_TUNE_MARGIN,
                n_init: int = 3, max_iter: int = 50) -> AggregationResult:
     """Secured-FL two-phase filter, then FedAvg of the accepted updates.
@@ -258,7 +262,8 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     updates cannot fill that many clusters. ``radius`` is the MAD multiplier used without an
     ``evaluate`` callback; with one, ``radius_candidates`` are tried. ``collusion = 0`` turns the
     near-copy test off, ``direction = 0`` the direction test, ``offset = 0`` the shared-offset
-    test, ``drift = False`` the drift test (which also needs the caller's ``reference``),
+    test, ``drift = False`` the drift test (which also needs the caller's ``reference``;
+    ``drift_evidence = 0`` lets it drop any sender whatever the evidence, not only held ones),
     ``norm_clip = 0`` the norm clip,
     ``feature_clip = 0`` the feature clip (which also needs the caller's ``groups``);
     ``tune_margin = 0`` keeps whichever radius candidate validates best.
@@ -273,6 +278,8 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
         raise ValueError(f"clustering: tune_margin must be finite and >= 0, got {tune_margin}")
     if not 0.0 <= direction < 1.0:
         raise ValueError(f"clustering: direction must be in [0, 1), got {direction}")
+    if not (math.isfinite(drift_evidence) and drift_evidence >= 0):
+        raise ValueError(f"clustering: drift_evidence must be finite and >= 0, got {drift_evidence}")
     if not (norm_clip == 0 or norm_clip >= 1):
         raise ValueError(f"clustering: norm_clip must be 0 (off) or >= 1, got {norm_clip}")
     if not (feature_clip == 0 or (math.isfinite(feature_clip) and feature_clip >= 1)):
@@ -289,9 +296,10 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
         copies[:] = False
     budget -= int(copies.sum())
     kept = np.flatnonzero(~copies)
-    drift_score = np.zeros(n)
+    drift_score, evidence = np.zeros(n), None
     if drift and inp.reference is not None and kept.size >= SMALL:
-        drift_score = against_scores(cosines_to(inp.updates, g, inp.reference), kept, 0.0)
+        drift_score, evidence = drift_scores(cosines_to(inp.updates, g, inp.reference), kept, inp.held,
+                                             float(drift_evidence), inp.updates.shape[1])
     drifting = _highest(drift_score, budget)
     budget -= int(drifting.sum())
     kept = np.flatnonzero(~copies & ~drifting)
@@ -367,7 +375,7 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
             scores = np.maximum.reduce([ratio, copy_score, offset_score, against_score, drift_score,
                                         _clip_share_score(inp, features, float(radius))])
             scores[rest] = np.maximum(scores[rest], cluster_score[sub_labels])
-            reasons = ["clustering: against the model's drift" if r else "clustering: shared offset" if o else
+            reasons = [AGAINST_DRIFT if r else "clustering: shared offset" if o else
                        "clustering: against the majority" if t else "clustering: colluding group" if c else
                        "" if a else "clustering: cluster outlier" if not s else "clustering: outlier in cluster"
                        for r, o, t, c, a, s in zip(drifting.tolist(), shared.tolist(), against.tolist(),
@@ -378,7 +386,8 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     quality, multiplier, vector, accepted, scores, reasons, norm_limit = best
     info = {"clusters": int(k), "labels": labels.tolist(), "radius": multiplier,
             "near_copies": int((copies & ~shared & ~against & ~drifting).sum()), "shared_offset": int(shared.sum()),
-            "against": int(against.sum()), "against_drift": int(drifting.sum()), "norm_limit": norm_limit}
+            "against": int(against.sum()), "against_drift": int(drifting.sum()), "drift_evidence": evidence,
+            "norm_limit": norm_limit}
     if inp.evaluate is not None:
         info["validation"] = quality
     return result(vector, accepted, scores, reasons, **info)

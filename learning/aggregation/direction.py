@@ -41,6 +41,19 @@ and the run ended at 81.5%. An update whose cosine to the drift is below zero is
 nothing is tested when the median cosine is not positive, so a drift that attackers did steer
 (the honest majority then points against it) never locks honest corrections out.
 
+The drift holds every accepted sender's own recent updates, and a sender's data changes little
+from one round to the next, so its cosine to the drift includes its cosine to its own past
+contribution: a sender once dropped has none, and stays below zero. Against sign flippers that
+lock-out is what works late in training, when honest updates agree with the others' drift no more
+than chance; for honest nodes whose data differs from everyone's it locked them out for good (on
+Synthetic(1,1)'s natural partition five nodes of twenty were dropped in 79-97% of 30 rounds, final
+accuracy 74.9% against 83.0% without the test). So the test drops an update on its own evidence
+only while the round shows a shared direction: the median cosine at least ``DRIFT_EVIDENCE``
+times the spread a cosine between unrelated directions has (``1/sqrt(d)``). Otherwise it drops
+only senders the chain *holds* (``held``): senders it dropped against the drift before and has not
+accepted since (:func:`learning.round.holds_after`). Measured: Synthetic's median cosine never
+reached 4 such spreads and digits' 5.4, the MLP's started at 37, the CNN's above 60.
+
 Cosines come from the exact Gram matrix (and exact dot products with the reference) and the
 fixed-order Weiszfeld coefficients, medians by sorting: the same bits on every CPU.
 """
@@ -54,6 +67,7 @@ import numpy as np
 from . import exact
 from .geomed import weiszfeld_coefficients
 
+DRIFT_EVIDENCE = 8.0    # median cosine to the drift, in units of 1/sqrt(d), that shows a shared direction
 WEAK_GROUP = 0.5        # a cluster whose median cosine to the centre is below half the reference's is weak
 SUSPECT = 0.5           # an update whose cosine is below half the median scores above 1 (suspicious, kept)
 
@@ -94,3 +108,16 @@ def weak_groups(cos: np.ndarray, labels: np.ndarray, k: int, ref: int) -> np.nda
     """Clusters whose median cosine to the centre is below ``WEAK_GROUP`` times the reference's."""
     med = np.array([exact.median(cos[labels == h]) for h in range(k)])
     return (med < WEAK_GROUP * med[ref]) & (med[ref] > 0.0) & (np.arange(k) != ref)
+
+
+def drift_scores(cos: np.ndarray, rows: np.ndarray, held: np.ndarray | None, evidence: float,
+                 d: int) -> tuple[np.ndarray, float]:
+    """The drift test's scores (above 1 below zero, as :func:`against_scores` with share 0) and the
+    round's evidence, the median cosine of ``rows`` times ``sqrt(d)``. Below ``evidence`` only the
+    ``held`` updates may score above 1: the others' scores are capped at 1 (suspicious, kept)."""
+    scores = against_scores(cos, rows, 0.0)
+    strength = exact.median(cos[rows]) * math.sqrt(d)
+    if strength < evidence:
+        may = np.zeros(cos.size, dtype=bool) if held is None else held
+        scores = np.where(may, scores, np.minimum(scores, 1.0))
+    return scores, strength

@@ -53,7 +53,7 @@ from learning.attacks import DATA_ATTACKS, MODEL_ATTACKS, craft_updates
 from learning.client import Release, Sent
 from learning.compression import dense_bytes
 from learning.models import build_model, feature_groups, get_flat, num_params, set_flat
-from learning.round import drift, run_round, stake_changes
+from learning.round import drift, holds_after, run_round, stake_changes
 from learning.selection import selection_features, select_nodes
 from learning.sim.config import RoundStats, SimConfig, SimResult
 from learning.sim.nodes import (
@@ -103,6 +103,9 @@ class Simulator:
         self.bases = deque([self.global_flat], maxlen=cfg.fl.max_staleness + 1)
         """The global models updates may still build on, oldest first (a chain's window)."""
         self.version_time = [0.0]         # simulated time each global version appeared
+        self.held: dict[int, int] = {}
+        """Node id -> the version whose round last dropped it against the drift (a chain's holds)."""
+        self._oracle_held: np.ndarray | None = None
         self.nodes = build_nodes(cfg, self.fed, self.dim)
         self.val = self.fed.public_eval
         self._select_rng = stream(s.seed, STREAM_SELECT)
@@ -126,6 +129,9 @@ class Simulator:
             params = dict(self.cfg.attack_params)
             if self.cfg.attack == "adaptive":
                 params["accepts"] = self._rule_accepts
+                # the holds are chain state: the oracle's rows are the honest updates, then the crafted ones
+                order = [j for j, a in zip(jobs, attacked) if not a] + [j for j, a in zip(jobs, attacked) if a]
+                self._oracle_held = self._held_mask(order)
             crafted = craft_updates(self.cfg.attack, mine, np.stack(honest) if honest else mine, self._attack_rng,
                                     **params)
             rows = iter(crafted)
@@ -137,8 +143,10 @@ class Simulator:
         ``observed`` (equal weights, no validation callback: what an outsider can run)."""
         s = self.cfg.fl
         rows = np.concatenate([observed, crafted]).astype(np.float32)
+        held = self._oracle_held
+        held_kw = {"held": held} if held is not None and held.size == len(rows) else {}
         res = self._aggregator(s.rule, rows, np.ones(len(rows)), trust=np.ones(len(rows)), seed=self.version + 1,
-                               groups=self.groups, reference=self.reference(), **s.rule_params)
+                               groups=self.groups, reference=self.reference(), **held_kw, **s.rule_params)
         return np.asarray(res.accepted[len(observed):], dtype=bool)
 
     def _claims(self, jobs: list[Job], sent: list[Sent]) -> list[float]:
@@ -156,6 +164,10 @@ class Simulator:
     def reference(self) -> np.ndarray | None:
         """The rule's reference: how the global model moved over the window (as a chain's)."""
         return drift(self.global_flat, self.bases[0])
+
+    def _held_mask(self, jobs: list[Job]) -> np.ndarray:
+        """Per job: is its node held (dropped against the drift and not accepted since)?"""
+        return np.array([j.node.node_id in self.held for j in jobs], dtype=bool)
 
     def trust(self) -> dict[int, float]:
         """Each node's stake share (paper eq. 9)."""
@@ -191,7 +203,9 @@ class Simulator:
         outcome = run_round(cfg.fl, self.global_flat, np.stack([s.vector for s in sent]), self._claims(jobs, sent),
                             staleness, [trust[j.node.node_id] for j in jobs], seed=self.version + 1,
                             evaluate=self._score, aggregator=self._aggregator, senders=[j.node.node_id for j in jobs],
-                            groups=self.groups, reference=self.reference())
+                            groups=self.groups, reference=self.reference(), held=self._held_mask(jobs))
+        self.held = holds_after(self.held, [j.node.node_id for j in jobs], outcome.accepted.tolist(), outcome.reasons,
+                                self.version)
         for job, change in zip(jobs, stake_changes(cfg.fl, outcome)):
             job.node.stake = max(0, job.node.stake + change)
         self.global_flat = outcome.model

@@ -32,7 +32,7 @@ from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import sha256
 from learning.client import norm_bound
 from learning.models import build_model, feature_groups, get_flat, set_flat
-from learning.round import drift
+from learning.round import drift, holds_after
 from learning.train import evaluate
 from node.fl.blobs import BlobError, BlobStore, model_bytes, parse_model
 from node.fl.data import NodeData
@@ -162,7 +162,7 @@ class FLApp(UpdateIntake, HierarchyChecks):
         a model it produces is on disk before this returns, so it can be named by a final block."""
         reference = await self.round_reference()
         args = (self.settings, self.model, self.model_height, self.model_hash, updates, trust, height, evaluate,
-                self.groups, reference)
+                self.groups, reference, frozenset(self.window.held))
         result = await asyncio.to_thread(block_round, *args)
         for partial in result.partials:  # served by hash, like models, to verifiers that do not re-run its cluster
             if partial is not None:
@@ -284,6 +284,8 @@ class FLApp(UpdateIntake, HierarchyChecks):
         claims = {(c.sender, c.base_height): c.update_id for c in p.considered}
         punished = {(e.sender, e.base_height) for e in p.equivocations}
         self.window.advance(h, p.new_hash, s.max_staleness, claims, punished)
+        self.window.held = holds_after(self.window.held, [c.sender for c in p.considered],
+                                       [c.accepted for c in p.considered], [c.reason for c in p.considered], h)
         self.pool.settle(claims, punished)
         self.pool.prune(h - s.max_staleness)
         if self.state_view is not None:
@@ -359,7 +361,8 @@ class FLApp(UpdateIntake, HierarchyChecks):
         self.metrics["rounds_rerun_at_finalize"] += 1
         replay = EvalReplay(self.model_evaluator(), p.evals, len(self.data.public_eval))  # final: not checked
         result = block_round(self.settings, self.model, self.model_height, self.model_hash, updates,
-                             self.trust_of(ctx.state, updates), ctx.height, replay, self.groups, reference)
+                             self.trust_of(ctx.state, updates), ctx.height, replay, self.groups, reference,
+                             frozenset(self.window.held))
         return RoundResult(p, result.model) if result.payload.new_hash == p.new_hash else None
 
     def _decode_final(self, payload: bytes) -> Payload:

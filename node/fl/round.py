@@ -18,7 +18,7 @@ fetch a partial by its hash instead of re-running its cluster (:mod:`node.fl.hie
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,17 +195,18 @@ class RoundResult:
 def block_round(settings: FLSettings, model: np.ndarray, model_height: int, base_hash: bytes,
                 updates: list[ModelUpdate], trust: dict[str, float], seed: int,
                 evaluate: Callable[[np.ndarray], float] | None, groups: np.ndarray | None = None,
-                reference: np.ndarray | None = None) -> RoundResult:
+                reference: np.ndarray | None = None, held: Collection[str] = frozenset()) -> RoundResult:
     """:func:`learning.round.run_round` on ``updates`` (in this order), as a block's payload; pure
     and deterministic. ``evaluate`` scores a candidate model; staleness is in heights; ``groups``
     is the model's feature layout (:func:`learning.models.feature_groups`); ``reference`` how the
-    model moved over the window (:func:`learning.round.drift`)."""
+    model moved over the window (:func:`learning.round.drift`); ``held`` the senders the chain
+    holds for pointing against it (:class:`node.fl.window.Window`)."""
     if not updates:
         return RoundResult(Payload(settings.rule, base_hash, base_hash, ()), model)
     outcome = run_round(settings, model, np.stack([u.dense() for u in updates]), [u.num_samples for u in updates],
                         [model_height - u.base_height for u in updates], [trust.get(u.sender, 0.0) for u in updates],
                         seed=seed, evaluate=evaluate, senders=[u.sender for u in updates], groups=groups,
-                        reference=reference)
+                        reference=reference, held=[u.sender in held for u in updates])
     considered = tuple(Considered(u.id, u.sender, u.base_height, float(w), bool(a), r, float(s))
                        for u, w, a, r, s in zip(updates, outcome.weights.tolist(), outcome.accepted.tolist(),
                                                 outcome.reasons, outcome.scores.tolist()))

@@ -8,10 +8,13 @@ application keeps, identically on every node (it is derived from final blocks on
   second update of that sender for that base is ever aggregated (and one that arrives is evidence
   of equivocation);
 * ``punished``: (sender, base height) pairs already punished for equivocating, so the same
-  evidence is never punished twice and the author's updates for that base are never aggregated.
+  evidence is never punished twice and the author's updates for that base are never aggregated;
+* ``held``: sender -> height of the block that last dropped its update against the model's drift,
+  until a block accepts one of its updates (:func:`learning.round.holds_after`): the default rule's
+  drift test drops held senders even when the round shows no shared direction.
 
 It is stored as one application record, rewritten with every block; its size is bounded by the
-window, never by the chain's length.
+window and by the senders of the last ``HOLD_HORIZON`` heights, never by the chain's length.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Window:
     recent: dict[int, bytes] = field(default_factory=dict)
     claims: dict[BaseKey, bytes] = field(default_factory=dict)
     punished: set[BaseKey] = field(default_factory=set)
+    held: dict[str, int] = field(default_factory=dict)
 
     def base_problem(self, base_height: int, base_hash: bytes, model_height: int, max_staleness: int) -> str | None:
         """Why an update on this base cannot be aggregated now (None if it can)."""
@@ -54,14 +58,14 @@ class Window:
     def encode(self) -> bytes:
         return pack([sorted([h, v] for h, v in self.recent.items()),
                      sorted([s, h, uid] for (s, h), uid in self.claims.items()),
-                     sorted([s, h] for s, h in self.punished)])
+                     sorted([s, h] for s, h in self.punished), sorted([s, h] for s, h in self.held.items())])
 
     @classmethod
     def decode(cls, data: bytes) -> Window:
         try:
-            recent, claims, punished = unpack(data, 1 << 24)
+            recent, claims, punished, held = unpack(data, 1 << 24)
             return cls({int(h): bytes(v) for h, v in recent},
                        {(str(s), int(h)): bytes(uid) for s, h, uid in claims},
-                       {(str(s), int(h)) for s, h in punished})
+                       {(str(s), int(h)) for s, h in punished}, {str(s): int(h) for s, h in held})
         except (DecodeError, ValueError, TypeError) as exc:
             raise DecodeError(f"FL window record is corrupt: {exc}") from exc

@@ -15,6 +15,7 @@ import pytest
 
 from consensus.state import ChainState
 from consensus.store import ChainStore
+from learning.aggregation import AGAINST_DRIFT
 from learning.models import get_flat
 from node.fl.app import KEY_MODEL, KEY_WINDOW, round_key
 from node.fl.blobs import model_bytes
@@ -261,37 +262,75 @@ async def test_the_round_reference_is_the_models_drift_over_the_window_and_a_lat
     assert parse_model(proposer.blobs.get(proposer.window.recent[0], "model"), 1 << 22).tobytes() == genesis.tobytes()
 
 
-async def test_a_verifier_re_runs_the_drift_test_with_the_proposers_reference(new_app) -> None:
-    """Twelve members, four of them reversing the way the model has been moving: the proposer's
-    round drops them as against the drift, and a verifier that derives the same reference from
-    the same final blocks reaches the same decisions and model."""
+async def _moved_twice(new_app) -> tuple:
+    """A proposer and a verifier after two honest rounds (the model has moved), and twelve members."""
     from consensus.genesis import make_genesis
     from gossip.crypto import KeyPair
     from tests.consensus.helpers import CHAIN
 
     proposer, verifier = new_app(0), new_app(1)
-    for h in (1, 2):                                          # two honest rounds: the model moves
+    for h in (1, 2):
         updates = round_updates(proposer, flipped=False)
         admit_all([proposer, verifier], updates)
         payload = await proposer.prepare_payload(ctx(h))
         assert (await verifier.verify_payload(ctx(h), payload)).ok
         for app in (proposer, verifier):
             app.finalize_block(ctx(h), payload)
-    reference = await proposer.round_reference()
-    assert reference is not None
     keys = [KeyPair.from_seed(bytes([i + 101]) * 32) for i in range(12)]
     state12 = ChainState.from_genesis(make_genesis(CHAIN, [k.node_id for k in keys],
                                                    app=FLSettings().to_app_state()))
-    rng = np.random.default_rng(12)
+    return proposer, verifier, keys, state12
+
+
+async def _against(proposer, verifier, keys, state, height: int, agreement: float, reversed_: slice,
+                   seed: int) -> dict[str, str]:
+    """A round of twelve updates at ``agreement`` with the model's drift, ``reversed_`` of them
+    turned around, proposed and verified (and finalized on both); each sender's reason."""
+    reference = await proposer.round_reference()
+    assert reference is not None
+    rng = np.random.default_rng(seed)
     unit = reference / np.linalg.norm(reference)
-    deltas = 0.5 * unit + rng.normal(size=(12, proposer.dim)).astype(np.float32) / np.sqrt(proposer.dim)
-    deltas[8:] *= -1.0                                        # four members undo the model's progress
+    deltas = agreement * unit + rng.normal(size=(12, proposer.dim)).astype(np.float32) / np.sqrt(proposer.dim)
+    deltas[reversed_] *= -1.0
     deltas /= np.linalg.norm(deltas, axis=1, keepdims=True)
     updates = [make_update(k, d, base_hash=proposer.model_hash, base_height=proposer.model_height, samples=50)
                for k, d in zip(keys, deltas)]
     admit_all([proposer, verifier], updates)
-    payload = await proposer.prepare_payload(ctx(3, state=state12))
-    reasons = {c.sender: c.reason for c in decode(payload).considered}
-    assert [reasons[k.node_id] for k in keys[8:]] == ["clustering: against the model's drift"] * 4
-    assert not any(reasons[k.node_id] == "clustering: against the model's drift" for k in keys[:8])
-    assert (await verifier.verify_payload(ctx(3, state=state12), payload)).ok
+    payload = await proposer.prepare_payload(ctx(height, state=state))
+    assert (await verifier.verify_payload(ctx(height, state=state), payload)).ok
+    for app in (proposer, verifier):
+        app.finalize_block(ctx(height, state=state), payload)
+    return {c.sender: c.reason for c in decode(payload).considered}
+
+
+async def test_a_verifier_re_runs_the_drift_test_with_the_proposers_reference(new_app) -> None:
+    """Twelve members, four of them reversing the way the model has been moving while the round
+    shows a shared direction: the proposer's round drops them as against the drift, and a verifier
+    that derives the same reference from the same final blocks reaches the same decisions and model."""
+    proposer, verifier, keys, state12 = await _moved_twice(new_app)
+    reasons = await _against(proposer, verifier, keys, state12, 3, 0.5, slice(8, None), 12)
+    assert [reasons[k.node_id] for k in keys[8:]] == [AGAINST_DRIFT] * 4
+    assert not any(reasons[k.node_id] == AGAINST_DRIFT for k in keys[:8])
+
+
+async def test_senders_dropped_against_the_drift_are_held_until_accepted(new_app) -> None:
+    """Final blocks hold the senders they drop against the drift (a record every node derives and
+    restores). In a later round that shows no shared direction only held senders are tested: the
+    held ones that still point against the drift go again, a newcomer to it does not, and a held
+    sender whose update is accepted is released."""
+    from node.fl.window import Window
+
+    proposer, verifier, keys, state12 = await _moved_twice(new_app)
+    await _against(proposer, verifier, keys, state12, 3, 0.5, slice(8, None), 12)
+    four = {k.node_id for k in keys[8:]}
+    for app in (proposer, verifier):
+        assert app.window.held == dict.fromkeys(four, 3)
+        assert Window.decode(app.window.encode()).held == app.window.held
+    reasons = await _against(proposer, verifier, keys, state12, 4, 0.1, slice(7, 11), 13)
+    assert [reasons[k.node_id] for k in keys[8:11]] == [AGAINST_DRIFT] * 3    # held, reversed again
+    assert reasons[keys[7].node_id] != AGAINST_DRIFT                           # reversed, but not held
+    assert reasons[keys[11].node_id] != AGAINST_DRIFT
+    expected = dict.fromkeys((k.node_id for k in keys[8:11]), 4)
+    if reasons[keys[11].node_id] != "":                                        # not accepted: still held
+        expected[keys[11].node_id] = 3
+    assert proposer.window.held == verifier.window.held == expected
