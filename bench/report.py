@@ -26,12 +26,12 @@ Synthetic(1,1) stands in for the papers' IoT tabular data.
 """
 
 
-PIPELINE_SINCE = "2026-12-06T00:43:00Z"
+PIPELINE_SINCE = "2026-12-06T06:38:45Z"
 """When the code these numbers depend on last changed: the daemon and the simulator share one
 client pipeline, round and settings type (``learning/client.py``, ``learning/round.py``,
 ``learning/settings.py``); the default rule (``learning/aggregation/clustering.py``) last changed
-its decisions when it gained the drift test (a round's reference: how the model moved over the
-staleness window)."""
+its decisions when its drift test began to act alone only on evidence of a shared direction, and
+otherwise only on senders the chain holds."""
 PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "accuracy", "convergence",
                                  "communication", "scalability", "energy", "attacks", "detection", "ablation",
                                  "flower", "preset", "adversary", "hierarchy", "selection"})

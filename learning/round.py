@@ -17,8 +17,8 @@ it in the block payload), and the step the simulator runs after every round of l
   against it.
 * Holds (:func:`holds_after`): a sender whose update the rule dropped against the model's drift is
   *held* until an update of it is accepted; without strong evidence of a shared direction the
-  default rule's drift test drops only held senders (``learning/aggregation/direction.py`` says
-  why). Every verifier derives the holds from final blocks, the simulator from its rounds.
+  default rule's drift test holds only them to zero, anyone else to a floor below it
+  (``learning/aggregation/direction.py`` says why). Every verifier derives the holds from final blocks, the simulator from its rounds.
 * A round in which nobody carries weight leaves the model as it was (every update "zero weight").
   A round whose rule raises (``AggregationError`` is a ``ValueError``) or whose new model is not
   finite is *skipped* with its reason: model unchanged, nobody rewarded or penalized.

@@ -107,7 +107,7 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     chain by every verifier); ``"clustering"`` drops updates that point against it, the other
     rules ignore it. ``held`` (n,) bool marks the updates whose senders the chain holds for having
     pointed against it (:func:`learning.round.holds_after`); without strong evidence of a shared
-    direction ``"clustering"`` tests only those (None: nobody is held).
+    direction ``"clustering"`` holds only those to zero (None: nobody is held).
 
     ``info`` always holds ``weight_cap``, ``weight_limit`` (the clip level in the caller's
     units, None without a cap) and ``weights_clipped`` (indices of the clipped weights).

@@ -12,7 +12,8 @@ honest mean, where no distance test can see it. Updates whose nearest neighbour 
 Phase 1a', direction (:mod:`.direction`). With the caller's ``reference`` (how the global model
 moved over the staleness window), an update whose cosine to it is below zero is dropped first
 (lowest first, within the phase-1 budget; only while the median cosine is positive, and without
-``drift_evidence`` of a shared direction only if the chain holds its sender). Then an
+``drift_evidence`` of a shared direction only if the chain holds its sender or its cosine is below
+``-drift_evidence/sqrt(d)``). Then an
 update whose cosine to the robust centre is below
 ``direction`` times the median cosine pushes against the majority and is dropped (lowest first,
 within the phase-1 budget); a k-means group whose median cosine is below half the reference's is
@@ -88,7 +89,8 @@ cluster's between-group distance over the phase-1 radius, its partner similarity
 phase-1a'' radius, how far its cosine to the centre falls below the median over half the median
 (above 1 below half the median; for an update the direction test dropped at least its fall over
 ``1 - direction`` of the median), how far its cosine to the caller's reference falls below the
-median of those cosines over that median (above 1 below zero), for a near copy a value in (1, 2] growing as the copy
+median of those cosines over that median (above 1 below zero; for a sender nobody holds, in a
+round without evidence of a shared direction, above 1 below the floor), for a near copy a value in (1, 2] growing as the copy
 gets closer, and the share of its norm the feature clip removes over the adaptive radius of all
 updates' shares (``radius`` MADs above their median); above 1 means the update fell outside some
 radius. The feature clip

@@ -11,7 +11,7 @@ application keeps, identically on every node (it is derived from final blocks on
   evidence is never punished twice and the author's updates for that base are never aggregated;
 * ``held``: sender -> height of the block that last dropped its update against the model's drift,
   until a block accepts one of its updates (:func:`learning.round.holds_after`): the default rule's
-  drift test drops held senders even when the round shows no shared direction.
+  drift test holds them to zero even when the round shows no shared direction.
 
 It is stored as one application record, rewritten with every block; its size is bounded by the
 window and by the senders of the last ``HOLD_HORIZON`` heights, never by the chain's length.

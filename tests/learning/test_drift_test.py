@@ -38,19 +38,40 @@ def test_held_sign_flippers_the_centre_lets_in_point_against_the_drift_and_go(fl
     assert float(res.vector @ reference) > float(without.vector @ reference)
 
 
-def test_without_evidence_of_a_shared_direction_only_held_senders_are_tested() -> None:
+def _cosines(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    return (x @ reference) / (np.linalg.norm(x, axis=1) * np.linalg.norm(reference))
+
+
+def test_without_evidence_of_a_shared_direction_held_senders_go_below_zero_others_below_the_floor() -> None:
     """Late, an honest update's lead over the flippers is mostly its own past contribution to the
-    drift; a sender nobody holds is not dropped on that alone (it scores at most 1: suspicious)."""
-    x, reference = _late_round(np.random.default_rng(8), 8)
+    drift; a sender nobody holds is dropped only as far below zero as the evidence bar is above it
+    (8/sqrt(d)), a held one below zero."""
+    x, reference = _late_round(np.random.default_rng(8), 8, agreement=0.1)
+    x[19] = -0.5 * reference + x[19] + 0.1 * reference      # one pushes against the drift outright
     byzantine = np.arange(20) >= 12
+    floor = -8.0 / np.sqrt(x.shape[1])
+    cos = _cosines(x.astype(np.float64), reference.astype(np.float64))
+    assert (cos[12:19] > floor).all() and cos[19] < floor and (cos[12:] < 0).all()
     for held in (None, np.zeros(20, dtype=bool)):
         res = aggregate("clustering", x, np.ones(20), seed=0, reference=reference, held=held)
-        assert res.info["against_drift"] == 0 and AGAINST_DRIFT not in res.reasons
+        assert [r == AGAINST_DRIFT for r in res.reasons] == (np.arange(20) == 19).tolist()
+        assert res.info["drift_evidence"] < 8.0
     some = byzantine & (np.arange(20) % 2 == 0)
     res = aggregate("clustering", x, np.ones(20), seed=0, reference=reference, held=some)
-    assert [r == AGAINST_DRIFT for r in res.reasons] == some.tolist()
+    assert [r == AGAINST_DRIFT for r in res.reasons] == (some | (np.arange(20) == 19)).tolist()
     forced = aggregate("clustering", x, np.ones(20), seed=0, reference=reference, drift_evidence=0.0)
     assert [r == AGAINST_DRIFT for r in forced.reasons] == byzantine.tolist()
+
+
+def test_an_adaptive_attacker_cannot_turn_the_drift_in_a_round_short_of_evidence() -> None:
+    """Digits, the MLP, 40% attackers with the rule in their loop: the first tested round is short
+    of evidence (about 2 spreads). Without a floor for senders nobody holds yet, they pushed
+    against the drift unchecked, turned it their way and left the model at chance (10%)."""
+    cfg = SimConfig.of(dataset="digits", partition="dirichlet", dirichlet_alpha=0.5, model="tabular_mlp",
+                       num_nodes=20, rounds=4, lr=0.1, momentum=0.9, batch_size=16, local_epochs=2, seed=0,
+                       attack="adaptive", byzantine_fraction=0.4, eval_every=4)
+    result = Simulator(cfg).run()
+    assert result.final_accuracy() > 0.3                         # 43% here; 10% without the floor
 
 
 def test_with_evidence_of_a_shared_direction_anyone_against_it_goes() -> None:
