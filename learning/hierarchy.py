@@ -164,10 +164,10 @@ def run_cluster(aggregator: Callable[..., AggregationResult], rule: str, params:
     if not (effective > 0).any():
         return Partial(cluster, members, np.zeros(m, bool), ["zero weight"] * m, np.full(m, np.inf), None, 0.0, 0)
     counting = _Counting(evaluate)
-    held_kw = {} if held is None else {"held": held[members]}
     try:
         res = aggregator(rule, np.ascontiguousarray(updates[members]), w, trust=t, seed=cluster_seed(seed, cluster),
-                         evaluate=None if evaluate is None else counting, weight_cap=None, **held_kw, **params)
+                         evaluate=None if evaluate is None else counting, weight_cap=None,
+                         held=None if held is None else held[members], **params)
     except ValueError as exc:
         why = f"cluster {cluster}: aggregation failed: {exc}"
         return Partial(cluster, members, np.zeros(m, bool), [why] * m, np.full(m, np.nan), None, 0.0, counting.calls)

@@ -151,9 +151,8 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
             return skipped(model, weights, f"aggregation failed: {exc}")
         return _moved(model, lr, h.vector, weights, h.accepted, h.reasons, h.scores, h.partials)
     try:
-        held_kw = {} if mask is None else {"held": mask}
         result = aggregator(settings.rule, np.asarray(updates, dtype=np.float32), weights, trust=trusts, seed=seed,
-                            evaluate=rule_evaluate, **held_kw, **settings.rule_params)
+                            evaluate=rule_evaluate, held=mask, **settings.rule_params)
     except ValueError as exc:  # the library's AggregationError (no finite aggregate) is a ValueError
         return skipped(model, weights, f"aggregation failed: {exc}")
     return _moved(model, lr, result.vector, weights, result.accepted, [str(r) for r in result.reasons], result.scores)

@@ -126,5 +126,5 @@ def drift_scores(cos: np.ndarray, rows: np.ndarray, held: np.ndarray | None, evi
         floor = -evidence / math.sqrt(d)
         alone = np.zeros(cos.size)
         alone[rows] = (med - cos[rows]) / (med - floor)
-        scores = np.where(np.zeros(cos.size, dtype=bool) if held is None else held, scores, alone)
+        scores = alone if held is None else np.where(held, scores, alone)
     return scores, strength

@@ -143,10 +143,9 @@ class Simulator:
         ``observed`` (equal weights, no validation callback: what an outsider can run)."""
         s = self.cfg.fl
         rows = np.concatenate([observed, crafted]).astype(np.float32)
-        held = self._oracle_held
-        held_kw = {"held": held} if held is not None and held.size == len(rows) else {}
         res = self._aggregator(s.rule, rows, np.ones(len(rows)), trust=np.ones(len(rows)), seed=self.version + 1,
-                               groups=self.groups, reference=self.reference(), **held_kw, **s.rule_params)
+                               groups=self.groups, reference=self.reference(), held=self._oracle_held,
+                               **s.rule_params)
         return np.asarray(res.accepted[len(observed):], dtype=bool)
 
     def _claims(self, jobs: list[Job], sent: list[Sent]) -> list[float]:

@@ -162,7 +162,7 @@ class FLApp(UpdateIntake, HierarchyChecks):
         a model it produces is on disk before this returns, so it can be named by a final block."""
         reference = await self.round_reference()
         args = (self.settings, self.model, self.model_height, self.model_hash, updates, trust, height, evaluate,
-                self.groups, reference, frozenset(self.window.held))
+                self.groups, reference, self.window.held)
         result = await asyncio.to_thread(block_round, *args)
         for partial in result.partials:  # served by hash, like models, to verifiers that do not re-run its cluster
             if partial is not None:
@@ -362,7 +362,7 @@ class FLApp(UpdateIntake, HierarchyChecks):
         replay = EvalReplay(self.model_evaluator(), p.evals, len(self.data.public_eval))  # final: not checked
         result = block_round(self.settings, self.model, self.model_height, self.model_hash, updates,
                              self.trust_of(ctx.state, updates), ctx.height, replay, self.groups, reference,
-                             frozenset(self.window.held))
+                             self.window.held)
         return RoundResult(p, result.model) if result.payload.new_hash == p.new_hash else None
 
     def _decode_final(self, payload: bytes) -> Payload:
