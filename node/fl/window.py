@@ -62,8 +62,15 @@ class Window:
 
     @classmethod
     def decode(cls, data: bytes) -> Window:
+        """The stored record; one written before holds existed (three fields) holds nobody.
+
+        Such a node starts without the holds its peers derived, so until those lapse
+        (:data:`learning.round.HOLD_HORIZON` heights at most) it may disagree with a proposal
+        that tests a held sender; it still applies every final block, and refusing to start
+        would cost more (``docs/decisions.md``)."""
         try:
-            recent, claims, punished, held = unpack(data, 1 << 24)
+            fields = unpack(data, 1 << 24)
+            recent, claims, punished, held = fields if len(fields) != 3 else [*fields, []]
             return cls({int(h): bytes(v) for h, v in recent},
                        {(str(s), int(h)): bytes(uid) for s, h, uid in claims},
                        {(str(s), int(h)) for s, h in punished}, {str(s): int(h) for s, h in held})

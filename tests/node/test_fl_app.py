@@ -334,3 +334,18 @@ async def test_senders_dropped_against_the_drift_are_held_until_accepted(new_app
     if reasons[keys[11].node_id] != "":                                        # not accepted: still held
         expected[keys[11].node_id] = 3
     assert proposer.window.held == verifier.window.held == expected
+
+
+def test_a_window_record_from_before_holds_restores_with_nobody_held() -> None:
+    """A data dir written before holds existed stores the window in three fields: the node
+    restores it, holding nobody, instead of refusing to start; a damaged record still fails."""
+    from gossip.codec import DecodeError, pack
+    from node.fl.window import Window
+
+    old = pack([[[0, b"\x01" * 32], [1, b"\x02" * 32]], [["a", 1, b"\x03" * 32]], [["b", 0]]])
+    window = Window.decode(old)
+    assert window.recent == {0: b"\x01" * 32, 1: b"\x02" * 32}
+    assert window.claims == {("a", 1): b"\x03" * 32} and window.punished == {("b", 0)}
+    assert window.held == {}
+    with pytest.raises(DecodeError, match="corrupt"):
+        Window.decode(pack([[[0, b"\x01" * 32]], []]))
