@@ -30,8 +30,8 @@ from node.netsim.sim import SimConfig, rss_mb, pct
 from node.netsim.sim import run as run_chain
 from node.netsim.swarm import PULL, PUSH, Swarm
 
-DIAL24 = {"max_outbound": 24, "max_inbound": 72}
-"""Three times the default connections (8 dialled, 24 accepted): the latency-profile's setting."""
+DIAL8 = {"max_outbound": 8, "max_inbound": 24}
+"""Half the default connection slots (16 dialled, 48 accepted): the default until relays came."""
 
 CHOKED = MeshParams().d_eager
 """Pushing mesh peers per node (``mesh.d_eager``) in the default and the choked profiles."""
@@ -113,15 +113,15 @@ def _swarm_part(quick: bool, nodes: int, only: set[str] | None = None) -> dict[s
     small, large = (10, 3) if quick else (30, 10)
     previous = _last_run()
     rows = dict(previous.get("swarm", {})) if only and previous.get("quick") == quick else {}
-    d4 = MeshParams(d=4, d_low=3, d_high=8, d_score=2, d_out=1)
     profiles: list[tuple[str, int, str, dict[str, Any], int]] = [
-        # the default: choking on, 4 mesh peers push to each node, the others announce
+        # the default: relays on, choking on (3 mesh peers push to each node, the others announce)
         ("gossipsub", nodes, "gossipsub", {}, 1),
         ("unchoked", nodes, "gossipsub", {"gossip": {"mesh": MeshParams(d_eager=0)}}, 1),
-        ("choked_d4", nodes, "gossipsub", {"gossip": {"mesh": d4}}, 1),
+        ("no_relay", nodes, "gossipsub", {"gossip": {"mesh": MeshParams(relay=False)}}, 1),
         # where the delivery time goes: hops (a node's peer count sets how far flood publishing
-        # reaches at once) or retransmissions (the lossy links)
-        ("choked_dial24", nodes, "gossipsub", {"gossip": DIAL24}, 1),
+        # and relays reach at once) or retransmissions (the lossy links)
+        ("dial8", nodes, "gossipsub", {"gossip": DIAL8}, 1),
+        ("dial8_no_relay", nodes, "gossipsub", {"gossip": {**DIAL8, "mesh": MeshParams(relay=False)}}, 1),
         ("choked_lossless", nodes, "gossipsub", {"link": LinkParams(loss=0.0)}, 1),
         ("flood", nodes, "flood", {}, 3), ("full_mesh_8", 8, "flood", {}, 1)]
     for label, n, policy, extra, share in profiles:
@@ -261,7 +261,7 @@ def _reduced(r: dict[str, Any]) -> str:
 
 
 def _choking(rows: dict[str, Any]) -> list[str]:
-    """What choking changes: the default mesh, 4 peers pushing to each node, against all of them."""
+    """What choking changes: the default mesh, d_eager peers pushing to each node, against all of them."""
     if "unchoked" not in rows:
         return []
     on, off = rows["gossipsub"], rows["unchoked"]
@@ -284,12 +284,19 @@ def _latency_sources(rows: dict[str, Any]) -> list[str]:
     def p99(row: dict[str, Any], size: str) -> str:
         return f"{row[size]['delivery_ms'].get('p99', float('nan')):.0f} ms"
 
-    if "choked_dial24" in rows:
-        more = rows["choked_dial24"]
-        out.append(f"choked, three times the connections (24 dialled, {more['peers'].get('p50', 0):.0f} peers a node "
-                   f"against {base['peers'].get('p50', 0):.0f}): 1 KB p99 {p99(more, 'small')} (8 dialled: "
-                   f"{p99(base, 'small')}), 50 KB p99 {p99(more, 'large')} (8 dialled: {p99(base, 'large')}), duplicates "
-                   f"{more['small']['duplicates_per_node_per_message']:.2f}")
+    def dups(row: dict[str, Any]) -> str:
+        return f"{row['small']['duplicates_per_node_per_message']:.2f}"
+
+    if "no_relay" in rows:
+        plain = rows["no_relay"]
+        out.append(f"without relays (`mesh.relay = false`): 1 KB p99 {p99(plain, 'small')} (with: {p99(base, 'small')}), "
+                   f"50 KB p99 {p99(plain, 'large')} (with: {p99(base, 'large')}), duplicates {dups(plain)} "
+                   f"(with: {dups(base)})")
+    if "dial8" in rows and "dial8_no_relay" in rows:
+        few, few_plain = rows["dial8"], rows["dial8_no_relay"]
+        out.append(f"half the connections (8 dialled, {few['peers'].get('p50', 0):.0f} peers a node against "
+                   f"{base['peers'].get('p50', 0):.0f}), the default before relays: 1 KB p99 {p99(few, 'small')} with "
+                   f"relays, {p99(few_plain, 'small')} without; duplicates {dups(few)} and {dups(few_plain)}")
     if "choked_lossless" in rows:
         clean = rows["choked_lossless"]
         out.append(f"choked, no loss at all: 1 KB p99 {p99(clean, 'small')}, 50 KB p99 {p99(clean, 'large')} "
@@ -312,8 +319,7 @@ def report(r: dict[str, Any]) -> str:
             f"{rows['flood']['peers'].get('p50', 0):.0f} peers a node): "
             f"{rows['flood']['small']['duplicates_per_node_per_message']:.1f} "
             f"duplicates per node per message, about a node's peer count; a full mesh of 8: "
-            f"{rows['full_mesh_8']['small']['duplicates_per_node_per_message']:.1f} (n - 2); choked with D = 4: "
-            f"{rows['choked_d4']['small']['duplicates_per_node_per_message']:.2f}",
+            f"{rows['full_mesh_8']['small']['duplicates_per_node_per_message']:.1f} (n - 2)",
             f"bodies received per node per 50 KB message: {s['large']['bodies_per_node_per_message']:.2f} "
             f"(announce-then-pull: one each)",
         ]
@@ -363,26 +369,24 @@ peer but the one it came from, so every mesh link carries it once in each direct
 links of the spanning tree the message actually took; with n nodes and mesh degree k that is
 about n(k - 1) copies, k - 2 duplicates per node, plus what flood publishing adds at the first
 hop. Choking (`gossip/choke.py`, `docs/gossip.md`) keeps the mesh of 6 for its paths around a
-slow or hostile peer, but only the 4 peers whose copies come first push to a node; the others
-announce each message with an immediate IHAVE and send it when asked, which they are when their
-IHAVE beats every pushed copy. What it costs is hops: a node takes the quickest of four pushing
-peers instead of five, and each hop multiplies a message's reach by less. In full stacks, 1,000
-nodes (the chain row, choking on by default): consensus duplicates 3.69 (4.61 without choking),
-finality p50 579 ms and p95 785 ms (562 and 597 without), update-to-final p50 1.13 slots (1.09
-without). It was off by default for a while: the 100-node simulation through a partition, two
-crashes and a heal (`tests/netsim/test_sim.py`) then left restarted nodes heights behind. The
-cause was a fault in how verifiers fetch a block's updates, which timing exposed on some seeds
-with or without choking; it is fixed (`docs/decisions.md`).
+slow or hostile peer, but only the {CHOKED} peers whose copies come first push to a node; the
+others announce each message with an immediate IHAVE and send it when asked, which they are when
+their IHAVE beats every pushed copy. What it costs is hops: each hop multiplies a message's reach
+by less. The 100-node simulation through a partition, two crashes and a heal
+(`tests/netsim/test_sim.py`) once left restarted nodes heights behind with choking on; the cause
+was a fault in how verifiers fetch a block's updates, which timing exposed on some seeds with or
+without choking, and it is fixed (`docs/decisions.md`).
 
-Where the delivery time goes: hops. Flood publishing takes a message to all of its publisher's
-peers at once; after that every hop multiplies its reach by about the number of peers pushing
-to the next node less one, at 30 to 70 ms a hop.
-With the default 8 dialled connections (about 15 peers a node) the farthest nodes of 1,000 are
-3 to 4 hops out. Retransmissions hardly matter: a node hears a message from several mesh peers,
-so a copy stalled on one link is overtaken on another (the lossless row). More connections put
-more nodes one hop from the publisher (the 24-dialled row), which lowers every percentile. A
-pulled body pays a request round trip per hop on top of its transfer time. The default stays at
-8 dialled connections (see `docs/decisions.md`).
+Where the delivery time goes: hops, at 30 to 70 ms each. Flood publishing takes a message to all
+of its publisher's peers at once (29 with the default 16 dialled connections); each of them
+relays it to its own peers outside the mesh (`mesh.relay`), so a few hundred nodes are two hops
+out; after that every hop multiplies the reach by about the number of peers pushing to the next
+node less one. Relays cost copies where the publisher's own first hop already reached a node:
+receivers choke a relayer whose copies rarely come first (in networks of a few dozen nodes
+almost all of them; `tests/netsim/test_swarm.py`). Retransmissions hardly matter: a node hears
+a message from several peers, so a copy stalled on one link is overtaken on another (the
+lossless row). A pulled body pays a request round trip per hop on top of its transfer time. Why
+16 dialled connections and 3 pushing peers: `docs/decisions.md`.
 
 ![netsim](results/netsim.png)
 """

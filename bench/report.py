@@ -38,21 +38,34 @@ PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "a
 """Benchmarks whose numbers depend on that pipeline (the simulator's or the daemons' training)."""
 
 
+GOSSIP_SINCE = "2026-12-06T10:10:00Z"
+"""When gossip's defaults last changed what a network of more than eight daemons does: 16 dialled
+connections (64 in all), relays of a publisher's messages, 3 pushing mesh peers. Smaller networks
+flood every message to every peer, as before."""
+GOSSIP_BENCHMARKS = frozenset({"fleet", "scalability", "netsim"})
+"""Benchmarks that run more than eight nodes over gossip (real daemons or the network simulation)."""
+CHANGES = ((PIPELINE_SINCE, PIPELINE_BENCHMARKS, "the shared client pipeline and the default rule's last change"),
+           (GOSSIP_SINCE, GOSSIP_BENCHMARKS, "gossip's defaults' last change"))
+"""(since, benchmarks, what changed): a section measured before a change to code it depends on says so."""
+
+
 def stale_note(name: str, result: dict) -> str:
-    """A line under the heading of a section whose numbers predate the shared pipeline: its text
-    describes the code as it is, its numbers the code of the day they were measured. A benchmark
-    run in parts (``part_measured_at``) names the parts measured before it."""
-    if name not in PIPELINE_BENCHMARKS:
-        return ""
-    parts = result.get("part_measured_at") or {}
-    old = sorted(p for p, at in parts.items() if at and at < PIPELINE_SINCE)
-    measured = min((parts[p] for p in old), default=result.get("measured_at", ""))
-    if parts and not old or not parts and measured >= PIPELINE_SINCE:
-        return ""
-    which = f"the rows of part{'s' if len(old) > 1 else ''} {', '.join(old)}" if parts else "the numbers below"
-    return (f"\n> Not re-run since the shared client pipeline and the default rule's last change ({PIPELINE_SINCE}): "
-            f"{which} were measured {measured or 'earlier'} with the code of that day; the text describes "
-            f"the current code.\n")
+    """A line under the heading of a section whose numbers predate a change to the code they depend
+    on (the latest such change): its text describes the code as it is, its numbers the code of the
+    day they were measured. A benchmark run in parts (``part_measured_at``) names the parts
+    measured before it."""
+    for since, benchmarks, what in sorted(CHANGES, reverse=True):
+        if name not in benchmarks:
+            continue
+        parts = result.get("part_measured_at") or {}
+        old = sorted(p for p, at in parts.items() if at and at < since)
+        measured = min((parts[p] for p in old), default=result.get("measured_at", ""))
+        if parts and not old or not parts and measured >= since:
+            continue
+        which = f"the rows of part{'s' if len(old) > 1 else ''} {', '.join(old)}" if parts else "the numbers below"
+        return (f"\n> Not re-run since {what} ({since}): {which} were measured {measured or 'earlier'} with the "
+                f"code of that day; the text describes the current code.\n")
+    return ""
 
 
 def build(benchmarks: dict[str, str]) -> str:

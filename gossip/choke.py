@@ -18,6 +18,12 @@ choked peer's IHAVE, a round trip later), not delivery. The idea is gossipsub's 
 (CHOKE/UNCHOKE); whom to choke is decided here by the mean delay of a peer's copies behind the
 first, decayed each heartbeat (measured against choking the peers that send the fewest copies
 and against choking by the lead a peer's first copies had: see ``docs/decisions.md``).
+
+Relays are judged the same way. A peer outside the mesh that got a message straight from its
+publisher relays it to us (:class:`gossip.config.MeshParams`, ``relay``): in a large network
+that copy is often the first, in a small one the publisher reached us itself and it never is.
+So we choke a relaying peer whose copies have rarely come first; the choke lapses at the relayer
+after ``relay_choke_ttl`` seconds, and one more copy that comes late renews it.
 """
 
 from __future__ import annotations
@@ -41,15 +47,32 @@ class _Link:
     """Copies that were the first (for a choked peer: answers to our IWANT that beat every push)."""
 
 
+RELAY_FIRST_SHARE = 0.25
+"""A relaying peer whose copies came first less often than this (moving average) is choked."""
+RELAY_MEMORY = 0.25
+"""Weight of the newest copy in that moving average."""
+
+
+@dataclass
+class _Relay:
+    """The copies one peer outside the mesh relayed to us on one topic."""
+
+    copies: int = 0
+    first_share: float = 0.5
+    """Moving average of "this copy came first" (a new relayer is presumed useful)."""
+
+
 class Choker:
     """Per topic: each mesh peer's delivery record, whom we choke, and who chokes us."""
 
-    def __init__(self, d_eager: int, evidence: float, decay: float, clock: Callable[[], float]) -> None:
+    def __init__(self, d_eager: int, evidence: float, decay: float, clock: Callable[[], float],
+                 relay_choke_ttl: float = 60.0) -> None:
         self.d_eager = d_eager
         """Unchoked mesh peers kept per topic; 0 turns choking off."""
         self.evidence = evidence
         """Copies a peer must have delivered (decayed) before its delay is judged."""
         self.decay = decay
+        self.relay_choke_ttl = relay_choke_ttl
         self._clock = clock
         self._links: dict[tuple[str, str], _Link] = {}
         self.choking: dict[str, set[str]] = {}
@@ -58,6 +81,11 @@ class Choker:
         """Per topic, peers that told us to announce instead of push."""
         self._first: dict[bytes, float] = {}
         self._older: dict[bytes, float] = {}
+        self._relays: dict[tuple[str, str], _Relay] = {}
+        self.relay_choked_by: dict[tuple[str, str], float] = {}
+        """(topic, peer outside the mesh) -> when its choke of our relays lapses."""
+        self._relay_choking: dict[tuple[str, str], float] = {}
+        """(topic, relaying peer) -> when our choke of it lapses there (no second choke before)."""
 
     @property
     def enabled(self) -> bool:
@@ -88,6 +116,26 @@ class Choker:
         link = self._links.setdefault((topic, node_id), _Link())
         link.copies += 1
         link.delay += self._clock() - at
+
+    def relayed(self, topic: str, node_id: str, first: bool) -> bool:
+        """A copy relayed to us by ``node_id`` (outside the mesh, not the message's publisher)
+        came, ``first`` or not; True if that peer should now be choked."""
+        if not self.enabled:
+            return False
+        key, now = (topic, node_id), self._clock()
+        link = self._relays.setdefault(key, _Relay())
+        link.copies += 1
+        link.first_share += (float(first) - link.first_share) * RELAY_MEMORY
+        if first or link.copies < self.evidence or link.first_share >= RELAY_FIRST_SHARE:
+            return False
+        if self._relay_choking.get(key, 0.0) > now:
+            return False  # choked already; a relayer that goes on anyway is not worth a frame a copy
+        self._relay_choking[key] = now + self.relay_choke_ttl
+        return True
+
+    def relay_choked(self, topic: str, node_id: str, now: float) -> bool:
+        """Did ``node_id`` choke our relays on ``topic``, and does that still hold?"""
+        return self.relay_choked_by.get((topic, node_id), 0.0) > now
 
     # ------------------------------------------------------------------ decisions
 
@@ -124,13 +172,18 @@ class Choker:
     # ------------------------------------------------------------------ upkeep
 
     def left_mesh(self, topic: str, node_id: str) -> None:
-        """``node_id`` and we are no longer mesh peers on ``topic``: the link starts afresh."""
+        """``node_id`` joined or left our mesh on ``topic``, or went: the link starts afresh."""
         self.choking.get(topic, set()).discard(node_id)
         self.choked_by.get(topic, set()).discard(node_id)
         self._links.pop((topic, node_id), None)
+        self._relays.pop((topic, node_id), None)
+        self.relay_choked_by.pop((topic, node_id), None)
+        self._relay_choking.pop((topic, node_id), None)
 
-    def heartbeat(self) -> None:
-        """Decay every record; rotate the first-arrival times."""
+    def heartbeat(self, now: float) -> None:
+        """Decay every record; rotate the first-arrival times; forget lapsed relay chokes."""
+        self.relay_choked_by = {k: t for k, t in self.relay_choked_by.items() if t > now}
+        self._relay_choking = {k: t for k, t in self._relay_choking.items() if t > now}
         for key in list(self._links):
             link = self._links[key]
             link.copies *= self.decay

@@ -127,10 +127,16 @@ class MeshParams:
     """Times one peer may have one cached message sent again through IWANT."""
     max_topics: int = 64
     """Topics one peer may subscribe to (a longer ``sub`` frame is malformed)."""
-    d_eager: int = 4
+    d_eager: int = 3
     """Mesh peers per topic left unchoked (pushing messages to us); the later ones are choked and
-    announce instead (:mod:`gossip.choke`). 0 turns choking off. 4, the most that meets the
+    announce instead (:mod:`gossip.choke`). 0 turns choking off. 3, with relays, meets the
     amplification goal on 1,000 simulated nodes (``docs/decisions.md``)."""
+    relay: bool = True
+    """A message that came straight from its publisher goes on to every connected subscriber
+    outside the mesh too (flood publishing one hop further), but for peers that choked our
+    relays: in a large network a second wide hop saves a mesh hop or two."""
+    relay_choke_ttl: float = 60.0
+    """Seconds a peer's choke of our relays holds; a late copy after that renews it."""
     choke_evidence: float = 5.0
     """Copies a mesh peer must have delivered (decayed) before it may be choked for lateness."""
     choke_decay: float = 0.9
@@ -190,10 +196,10 @@ class GossipConfig:
     """Base URLs dialled at start and redialled (with backoff) whenever the link is lost."""
     max_message: int = DEFAULT_MAX_MESSAGE
     """Largest frame (after reassembly) a peer may send once authenticated."""
-    max_inbound: int = 24
+    max_inbound: int = 48
     """Connections other nodes opened to us. Separate from outbound slots, so strangers who
     fill every inbound slot cannot stop us from dialling the peers we chose."""
-    max_outbound: int = 8
+    max_outbound: int = 16
     """Connections we dial ourselves, from the address book (bootstrap and tried peers first)."""
     dial_scope: DialScope = "public"
     """Address classes a URL learned from the network may have to be dialled: public, private

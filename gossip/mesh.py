@@ -10,7 +10,9 @@ cache's newest windows goes to a few peers outside the mesh, which IWANT what th
 scores (:mod:`gossip.meshscore`) keep negative peers out of the mesh, gossip and publishing, and
 graylist the worst. Mesh peers whose copies keep arriving late are choked (:mod:`gossip.choke`;
 ``d_eager`` of them keep pushing): they announce each message with an immediate IHAVE instead of
-pushing it.
+pushing it. A message that came straight from its publisher is relayed to every peer outside the
+mesh as well (flood publishing one hop further: ``relay``), except peers that choked our relays
+because in their part of the network those copies come late (:mod:`gossip.choke`).
 
 While a node has at most ``flood_peers`` connected peers it sends every message to all of them,
 the full mesh DESIGN wants for small networks; the mesh is maintained all the same, so a node
@@ -77,7 +79,7 @@ class GossipSubPolicy:
         self.cache = MessageCache(params.history_length, params.history_gossip, params.mcache_bytes,
                                   params.max_transmissions)
         self.scores = MeshScores(params.score, clock)
-        self.choker = Choker(params.d_eager, params.choke_evidence, params.choke_decay, clock)
+        self.choker = Choker(params.d_eager, params.choke_evidence, params.choke_decay, clock, params.relay_choke_ttl)
 
     # ------------------------------------------------------------------ peers and topics
 
@@ -138,19 +140,23 @@ class GossipSubPolicy:
             self._fill(peers, topic, self.p.d, threshold)
         return list(peers)
 
-    def forward_targets(self, topic: str, exclude: set[str], msg_id: bytes) -> list[str]:
-        """Peers to push to; the ones among them that choked us get an IHAVE for it now instead."""
+    def forward_targets(self, topic: str, exclude: set[str], msg_id: bytes, from_publisher: bool = False) -> list[str]:
+        """Peers to push to; the ones among them that choked us get an IHAVE for it now instead.
+        A message ``from_publisher`` (it came from the peer that signed it) is also relayed."""
         if self.flooding:
-            targets = [nid for nid in self._peers if nid not in exclude]
-        else:
-            targets = [nid for nid in self.mesh.get(topic, ()) if nid not in exclude]
-        lazy = self.choker.choked_by.get(topic)
-        if not lazy:
-            return targets
+            return [nid for nid in self._peers if nid not in exclude]
+        mesh = self.mesh.get(topic, {})
+        targets = [nid for nid in mesh if nid not in exclude]
+        lazy = self.choker.choked_by.get(topic, set())
         for node_id in targets:
             if node_id in lazy:
                 self._send(node_id, ihave_frame(topic, [msg_id]))
-        return [nid for nid in targets if nid not in lazy]
+        eager = [nid for nid in targets if nid not in lazy]
+        if from_publisher and self.p.relay:
+            now, threshold = self._clock(), self.p.score.publish_threshold
+            eager += [nid for nid in self._subscribers(topic) if nid not in mesh and nid not in exclude
+                      and self.scores.score(nid) >= threshold and not self.choker.relay_choked(topic, nid, now)]
+        return eager
 
     def _candidates(self, topic: str, taken: dict[str, None], min_score: float) -> list[str]:
         now = self._clock()
@@ -166,12 +172,23 @@ class GossipSubPolicy:
 
     # ------------------------------------------------------------------ messages
 
-    def received(self, msg_id: bytes, node_id: str, topic: str) -> None:
+    def received(self, msg_id: bytes, node_id: str, topic: str, publisher: str = "") -> None:
         self._promises.pop(msg_id, None)
-        self.choker.first(msg_id, node_id, topic, node_id in self.mesh.get(topic, ()))
+        in_mesh = node_id in self.mesh.get(topic, ())
+        self.choker.first(msg_id, node_id, topic, in_mesh)
+        self._judge_relay(node_id, topic, publisher, in_mesh, True)
 
-    def duplicate(self, msg_id: bytes, node_id: str, topic: str) -> None:
-        self.choker.duplicate(msg_id, node_id, topic, node_id in self.mesh.get(topic, ()))
+    def duplicate(self, msg_id: bytes, node_id: str, topic: str, publisher: str = "") -> None:
+        in_mesh = node_id in self.mesh.get(topic, ())
+        self.choker.duplicate(msg_id, node_id, topic, in_mesh)
+        self._judge_relay(node_id, topic, publisher, in_mesh, False)
+
+    def _judge_relay(self, node_id: str, topic: str, publisher: str, in_mesh: bool, first: bool) -> None:
+        """A copy from outside the mesh, not from its publisher, was relayed: choke a relayer
+        whose copies rarely come first (in a small network the publisher reaches us itself)."""
+        if (self.p.relay and publisher and node_id != publisher and not in_mesh and not self.flooding
+                and topic in self._joined and self.choker.relayed(topic, node_id, first)):
+            self._send(node_id, topic_frame(CHOKE, topic))
 
     def accepted(self, msg_id: bytes, topic: str, frame: bytes, source: str | None) -> None:
         self.cache.put(msg_id, topic, frame)
@@ -240,11 +257,16 @@ class GossipSubPolicy:
         self._backoff[(topic, node_id)] = self._clock() + max(backoff, self.p.prune_backoff)
 
     def _on_choke(self, node_id: str, topic: str, choke: bool) -> None:
-        """Only a mesh peer can choke us, and only on the link into itself."""
-        if choke and node_id in self.mesh.get(topic, ()):
+        """A peer can only choke the link into itself: a mesh peer our pushes, another our relays
+        (for ``relay_choke_ttl`` seconds)."""
+        in_mesh = node_id in self.mesh.get(topic, ())
+        if choke and in_mesh:
             self.choker.choked_by.setdefault(topic, set()).add(node_id)
-        elif not choke:
+        elif choke:
+            self.choker.relay_choked_by[(topic, node_id)] = self._clock() + self.choker.relay_choke_ttl
+        else:
             self.choker.choked_by.get(topic, set()).discard(node_id)
+            self.choker.relay_choked_by.pop((topic, node_id), None)
 
     def _on_ihave(self, node_id: str, topic: str, msg_ids: list[bytes]) -> None:
         # A peer we choked announces every message it would have pushed: its IHAVEs are not
@@ -298,7 +320,7 @@ class GossipSubPolicy:
             self._maintain_mesh(topic)
             if not self.flooding:
                 self._choke(topic)
-        self.choker.heartbeat()
+        self.choker.heartbeat(now)
         self._maintain_fanout(now)
         self._emit_gossip()
         self.cache.shift()

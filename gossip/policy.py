@@ -44,15 +44,16 @@ class DisseminationPolicy(Protocol):
     def publish_targets(self, topic: str) -> list[str]:
         """Peers to send our own new message on ``topic`` to."""
 
-    def forward_targets(self, topic: str, exclude: set[str], msg_id: bytes) -> list[str]:
+    def forward_targets(self, topic: str, exclude: set[str], msg_id: bytes, from_publisher: bool = False) -> list[str]:
         """Peers to forward accepted message ``msg_id`` to; never one in ``exclude`` (the peers
-        that sent it to us, and its original publisher)."""
+        that sent it to us, and its original publisher). ``from_publisher``: it came to us from
+        the peer that signed it."""
 
-    def received(self, msg_id: bytes, node_id: str, topic: str) -> None:
+    def received(self, msg_id: bytes, node_id: str, topic: str, publisher: str = "") -> None:
         """The first copy of ``msg_id`` with a valid signature arrived, from ``node_id`` (it
-        may still fail validation)."""
+        may still fail validation); ``publisher`` signed it."""
 
-    def duplicate(self, msg_id: bytes, node_id: str, topic: str) -> None:
+    def duplicate(self, msg_id: bytes, node_id: str, topic: str, publisher: str = "") -> None:
         """Another copy of a message already being handled here arrived from ``node_id``."""
 
     def accepted(self, msg_id: bytes, topic: str, frame: bytes, source: str | None) -> None:
@@ -99,13 +100,13 @@ class FloodPolicy:
     def publish_targets(self, topic: str) -> list[str]:
         return list(self._peers)
 
-    def forward_targets(self, topic: str, exclude: set[str], msg_id: bytes) -> list[str]:
+    def forward_targets(self, topic: str, exclude: set[str], msg_id: bytes, from_publisher: bool = False) -> list[str]:
         return [nid for nid in self._peers if nid not in exclude]
 
-    def received(self, msg_id: bytes, node_id: str, topic: str) -> None:
+    def received(self, msg_id: bytes, node_id: str, topic: str, publisher: str = "") -> None:
         """Nothing is promised under flooding."""
 
-    def duplicate(self, msg_id: bytes, node_id: str, topic: str) -> None:
+    def duplicate(self, msg_id: bytes, node_id: str, topic: str, publisher: str = "") -> None:
         """Every peer sends everything under flooding: duplicates change nothing."""
 
     def accepted(self, msg_id: bytes, topic: str, frame: bytes, source: str | None) -> None:

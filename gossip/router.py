@@ -216,7 +216,7 @@ class Router:
             sources = self._sources.get(msg_id)
             if sources is not None:
                 sources[peer.node_id] = None
-            self._policy.duplicate(msg_id, peer.node_id, topic)
+            self._policy.duplicate(msg_id, peer.node_id, topic, sender)
             self.on_drop(peer, "duplicate")
             return None
         if not verify(sender, signed, signature):
@@ -238,7 +238,7 @@ class Router:
             return
         self.seen.add(work.msg_id, peer.node_id)
         self._sources.setdefault(work.msg_id, {})[peer.node_id] = None
-        self._policy.received(work.msg_id, peer.node_id, work.envelope.topic)
+        self._policy.received(work.msg_id, peer.node_id, work.envelope.topic, work.envelope.sender)
 
     def _on_announcement(self, peer: Peer, ann: Announcement, frame: bytes) -> None:
         sub = self.topics.get(ann.topic)
@@ -261,7 +261,7 @@ class Router:
             self.on_drop(peer, "queue_full")
             return
         self.seen.add(msg_id, peer.node_id)
-        self._policy.received(msg_id, peer.node_id, ann.topic)
+        self._policy.received(msg_id, peer.node_id, ann.topic, ann.sender)
 
     # ------------------------------------------------------------------ PullHooks
 
@@ -299,7 +299,8 @@ class Router:
             # Forward first: queuing is instant, and the subscriber's work should not delay
             # the rest of the network. Peers that sent us a copy already have it.
             exclude = {*sources, peer.node_id, envelope.sender}
-            for node_id in self._policy.forward_targets(envelope.topic, exclude, work.msg_id):
+            for node_id in self._policy.forward_targets(envelope.topic, exclude, work.msg_id,
+                                                        peer.node_id == envelope.sender):
                 self.send(node_id, work.frame, envelope.topic)
             self._policy.accepted(work.msg_id, envelope.topic, work.frame, peer.node_id)
             self._metrics.topic(envelope.topic).delivered += 1

@@ -18,8 +18,8 @@ Layout::
     advertised_url = ""         # empty: http://HOST:PORT
     bootstrap = ["http://127.0.0.1:26658"]
     max_message = 8388608
-    max_peers = 32              # connections in all, inbound and outbound
-    max_outbound = 8            # of which dialled by us: inbound strangers never take these
+    max_peers = 64              # connections in all, inbound and outbound
+    max_outbound = 16           # of which dialled by us: inbound strangers never take these
     dial_scope = "public"       # addresses learned from peers that may be dialled: public | private | local
 
     [api]

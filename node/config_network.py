@@ -24,8 +24,8 @@ class NetworkConfig:
     advertised_url: str = ""
     bootstrap: list[str] = field(default_factory=list)
     max_message: int = DEFAULT_MAX_MESSAGE
-    max_peers: int = 32
-    max_outbound: int = 8
+    max_peers: int = 64
+    max_outbound: int = 16
     dial_scope: str = "public"
 
     def validate(self) -> None:

@@ -22,3 +22,14 @@ def test_a_result_run_in_parts_names_the_parts_that_are_older_than_the_change() 
     assert "part sim" in note and "fl" not in note.split("part sim")[1].split("measured")[0]
     assert stale_note("scalability", {"measured_at": AFTER,
                                       "part_measured_at": {"sim": AFTER, "fl": AFTER}}) == ""
+
+
+def test_a_section_is_marked_by_the_change_to_the_code_it_depends_on() -> None:
+    """The fleet of real daemons depends on gossip's defaults, not on the learning pipeline: a
+    fleet measured after the pipeline changed but before gossip did is stale for gossip's sake."""
+    from bench.report import GOSSIP_SINCE
+
+    assert PIPELINE_SINCE < GOSSIP_SINCE
+    assert "gossip" in stale_note("fleet", {"measured_at": PIPELINE_SINCE})
+    assert stale_note("fleet", {"measured_at": AFTER}) == ""
+    assert stale_note("fl_chain", {"measured_at": PIPELINE_SINCE}) == ""

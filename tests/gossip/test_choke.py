@@ -138,3 +138,60 @@ def test_ihaves_of_a_choked_peer_are_not_held_to_the_gossip_budget() -> None:
     for j in range(5):
         p.on_control(stranger, unpack(ihave_frame("t", [mid(6000 + j)])))
     assert controls(io, "iwant").count(stranger) == 2  # gossip IHAVE: two frames a heartbeat
+
+
+def test_a_message_from_its_publisher_is_relayed_beyond_the_mesh() -> None:
+    """What came straight from its signer goes to every subscriber outside the mesh as well (a
+    second wide hop), but never back to a peer in ``exclude``; what came from anyone else goes
+    to the mesh only; without ``relay`` nothing is relayed."""
+    p, _, _, mesh = meshed()
+    everyone = {f"p{i}" for i in range(20)}
+    publisher = next(nid for nid in sorted(everyone) if nid not in mesh)
+    assert set(p.forward_targets("t", {publisher}, mid(1), True)) == everyone - {publisher}
+    assert set(p.forward_targets("t", {mesh[0]}, mid(2))) == set(mesh) - {mesh[0]}
+    quiet, _, _, mesh = meshed(relay=False)
+    assert set(quiet.forward_targets("t", set(), mid(3), True)) == set(mesh)
+
+
+def relay_copies(p: GossipSubPolicy, clock: Clock, relayer: str, first: bool, count: int, k0: int = 0) -> None:
+    """``count`` messages signed by ``p19`` that ``relayer`` (outside the mesh) relays to us,
+    the first copy each time or a late one."""
+    for k in range(k0, k0 + count):
+        if first:
+            p.received(mid(k), relayer, "t", "p19")
+        else:
+            p.received(mid(k), "p19", "t", "p19")
+            clock.now += 0.02
+            p.duplicate(mid(k), relayer, "t", "p19")
+
+
+def test_a_relayer_whose_copies_come_late_is_choked_and_one_that_comes_first_is_not() -> None:
+    """In a small network the publisher reaches us itself, so the relayed copies are late: after
+    a few such copies we choke the relayer. A relayer whose copies come first is kept, and the
+    publisher's own copies (flood publishing) are never judged as relays."""
+    p, io, clock, mesh = meshed()
+    late, early = [nid for nid in (f"p{i}" for i in range(19)) if nid not in mesh][:2]
+    relay_copies(p, clock, late, False, 2)
+    assert controls(io, CHOKE) == []                    # too few copies to judge
+    relay_copies(p, clock, late, False, 6, 2)
+    assert controls(io, CHOKE) == [late]
+    relay_copies(p, clock, early, True, 20, 100)
+    for k in range(200, 220):
+        p.received(mid(k), "p19", "t", "p19")           # its publisher, not a relay
+    assert controls(io, CHOKE) == [late]
+
+
+def test_a_relay_choke_stops_our_relays_to_that_peer_until_it_lapses() -> None:
+    """A peer outside the mesh can choke our relays into itself, not our mesh pushes, and only
+    for ``relay_choke_ttl`` seconds; a late copy after that makes it choke again."""
+    p, _, clock, mesh = meshed(relay_choke_ttl=60.0)
+    outsider = next(nid for nid in (f"p{i}" for i in range(20)) if nid not in mesh)
+    p.on_control(outsider, unpack(topic_frame(CHOKE, "t")))
+    assert outsider not in p.forward_targets("t", set(), mid(1), True)
+    assert outsider not in p.choker.choked_by.get("t", set())
+    clock.now += 61.0
+    p.heartbeat()
+    assert outsider in p.forward_targets("t", set(), mid(2), True)
+    p.on_control(outsider, unpack(topic_frame(CHOKE, "t")))
+    p.on_control(outsider, unpack(topic_frame(UNCHOKE, "t")))
+    assert outsider in p.forward_targets("t", set(), mid(3), True)

@@ -183,7 +183,7 @@ def test_normalize_url() -> None:
 def test_config_checks_its_invariants() -> None:
     config = GossipConfig("c", "http://127.0.0.1:1/", bootstrap=["http://127.0.0.1:2/"])
     assert config.listen_url == "http://127.0.0.1:1" and config.bootstrap == ["http://127.0.0.1:2"]
-    assert config.byte_burst >= config.max_message and config.max_peers == 32
+    assert config.byte_burst >= config.max_message and config.max_peers == 64
     assert config.inbox_bytes == config.send_queue_bytes == 2 * config.max_message
     for bad in (dict(chain_id=""), dict(seen_ttl=100.0), dict(max_inbound=0, max_outbound=0),
                 dict(max_inbound=-1), dict(byte_burst=10.0), dict(score_threshold=1.0),

@@ -44,7 +44,7 @@ def test_inbound_sybils_do_not_stop_outbound_dialling(victims):
     max_inbound = GossipConfig("c", "http://127.0.0.1:1").max_inbound
     result: dict = {}
     attacker = threading.Thread(target=lambda: result.update(
-        run_hostile(hold_sybils, net.url(0), chain_id, 40, 50.0, timeout=120)))
+        run_hostile(hold_sybils, net.url(0), chain_id, max_inbound + 12, 50.0, timeout=120)))
     with victims.monitor(nodes=[0, 1, 2]) as monitor:
         attacker.start()
         try:

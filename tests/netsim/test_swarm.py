@@ -1,8 +1,12 @@
 """gossipsub and announce-then-pull on real gossip stacks over the simulated network: mesh degree
 under churn, IHAVE/IWANT recovery, graylisting, pulls (once each; from another announcer when
-one withholds the body), and choking (fewer duplicates; choked peers still deliver). Deterministic: each test is one seeded run on virtual time."""
+one withholds the body), choking (fewer duplicates; choked peers still deliver) and relays
+(choked where they only add copies, faster where the network is wide). Deterministic: each test
+is one seeded run on virtual time."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from gossip.config import MeshParams
 from gossip.mesh import GossipSubPolicy
@@ -159,43 +163,53 @@ def test_a_withheld_body_is_fetched_from_another_announcer() -> None:
     assert metrics.topics[PULL].bodies_in == 1  # from H alone: the body was never received twice
 
 
+async def traffic(swarm: Swarm, count: int, measured: int, name: str) -> tuple[list[tuple[bytes, float]], float]:
+    """Once the meshes formed, ``count`` 1 KB messages from random publishers, one every 250 ms,
+    then 2 s to settle: each message's tag and publication time, and the copies per node per
+    message beyond the first over the last ``measured`` of them."""
+    def copies() -> tuple[int, int]:
+        metrics = [m.gossip.metrics() for m in swarm.live() if m.gossip is not None]
+        return sum(x.topics[PUSH].msgs_in for x in metrics), sum(x.topics[PUSH].delivered for x in metrics)
+
+    await swarm.start_all()
+    await swarm.until(8.0)
+    sent: list[tuple[bytes, float]] = []
+    before = copies()
+    for k in range(count):
+        if k == count - measured:
+            before = copies()
+        t = tag(f"{name}{k}")
+        sent.append((t, await swarm.publish(swarm.rng.randrange(len(swarm.members)), t, 1024)))
+        await swarm.until(swarm.loop.time() + 0.25)
+    await swarm.until(swarm.loop.time() + 2.0)
+    after = copies()
+    return sent, (after[0] - before[0]) / (after[1] - before[1]) - 1
+
 
 def _choked_run(d_eager: int) -> dict:
     """Thirty 1 KB messages to warm up, then thirty measured (duplicates per node per message).
     Then every peer of node 0 but the mesh peers it choked goes silent (forwards nothing and
     gossips nothing), and ten more messages are published by nodes that are not its peers."""
-    swarm = Swarm(60, seed=13, settings={"mesh": MeshParams(d_eager=d_eager)})
+    swarm = Swarm(60, seed=13, settings={"mesh": MeshParams(d_eager=d_eager, relay=False), "max_outbound": 8,
+                                         "max_inbound": 24})  # choking alone, on a sparser graph
     out: dict = {"firsts": []}
 
-    def copies() -> tuple[int, int]:
-        metrics = [m.gossip.metrics() for m in swarm.live() if m.gossip is not None]
-        return sum(x.topics[PUSH].msgs_in for x in metrics), sum(x.topics[PUSH].delivered for x in metrics)
-
     async def scenario() -> None:
-        await swarm.start_all()
-        await swarm.until(8.0)
-        for k in range(60):
-            if k == 30:
-                before = copies()
-            await swarm.publish(swarm.rng.randrange(60), tag(f"warm{k}"), 1024)
-            await swarm.until(swarm.loop.time() + 0.25)
-        await swarm.until(swarm.loop.time() + 2.0)
-        after = copies()
-        out["duplicates"] = (after[0] - before[0]) / (after[1] - before[1]) - 1
+        _, out["duplicates"] = await traffic(swarm, 60, 30, "warm")
         victim = mesh_of(swarm, 0)
         index = {m.keypair.node_id: m.index for m in swarm.members}
         out["choked"] = choked = {index[nid] for nid in victim.choker.choking.get(PUSH, ())}
         for nid in victim._peers:
             if index[nid] not in choked:
                 silent = mesh_of(swarm, index[nid])
-                silent.forward_targets = lambda topic, exclude, msg_id: []  # type: ignore[method-assign]
+                silent.forward_targets = lambda *args: []  # type: ignore[method-assign]
                 silent._emit_gossip = lambda: None  # type: ignore[method-assign]
         received = victim.received
 
-        def first_from(msg_id: bytes, node_id: str, topic: str) -> None:
+        def first_from(msg_id: bytes, node_id: str, topic: str, publisher: str = "") -> None:
             if topic == PUSH:
                 out["firsts"].append(index[node_id])
-            received(msg_id, node_id, topic)
+            received(msg_id, node_id, topic, publisher)
 
         victim.received = first_from  # type: ignore[method-assign]
         far = [m.index for m in swarm.members if m.index and m.keypair.node_id not in victim._peers]
@@ -224,3 +238,31 @@ def test_choking_cuts_duplicates_and_choked_peers_still_deliver_what_the_eager_o
     assert max(choked["late"]) < 1.0, choked["late"]
     assert set(choked["firsts"]) <= choked["choked"]
     assert choked["unchoked"] & choked["choked"]
+
+
+def _relay_run(n: int, relay: bool) -> dict:
+    """Forty 1 KB messages from random publishers, one every 250 ms after the mesh formed; the
+    last twenty measured: duplicates per node per message, delivery p99, relay chokes sent."""
+    swarm = Swarm(n, seed=5, settings={"mesh": MeshParams(relay=relay)})
+    out: dict = {}
+
+    async def scenario() -> None:
+        out["sent"], out["duplicates"] = await traffic(swarm, 40, 20, "relay")
+        out["relay_chokes"] = sum(len(mesh_of(swarm, m.index).choker._relay_choking) for m in swarm.live())
+        await swarm.stop_all()
+
+    swarm.run(scenario())
+    late = [arrival - at for t, at in out["sent"][20:] for arrival in swarm.arrivals(t).values()]
+    out["p99"] = float(np.percentile(late, 99))
+    return out
+
+
+def test_relays_are_choked_where_the_publisher_reaches_everyone_itself() -> None:
+    """Forty nodes with the default connection slots are about one hop apart: the copies a
+    relay adds arrive after the publisher's own, so receivers choke them and amplification stays
+    near the mesh's alone. Two hundred nodes are farther apart, and relays shorten delivery there."""
+    small_on, small_off = _relay_run(40, True), _relay_run(40, False)
+    assert small_on["relay_chokes"] > 0
+    assert small_on["duplicates"] < 1.25 * small_off["duplicates"], (small_on, small_off)
+    large_on, large_off = _relay_run(200, True), _relay_run(200, False)
+    assert large_on["p99"] < 0.9 * large_off["p99"], (large_on, large_off)
