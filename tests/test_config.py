@@ -79,7 +79,7 @@ def test_gossip_config_carries_network_settings():
     ('[network]\nadvertised_url = "nonsense"', "network.advertised_url"),
     ("[network]\nmax_message = 10", "max_message must be at least 1024"),
     ("[network]\nmax_peers = 0", "max_peers must be positive"),
-    ("[network]\nmax_peers = 8", "max_outbound (8) must be less than network.max_peers (8)"),
+    ("[network]\nmax_peers = 16", "max_outbound (16) must be less than network.max_peers (16)"),
     ('[network]\ndial_scope = "everywhere"', "dial_scope must be one of public, private, local"),
     ('[network]\nhost = ""', "network.host must not be empty"),
     ("[api]\nmax_blocks_per_page = 101", "max_blocks_per_page must be between 1 and 100"),
