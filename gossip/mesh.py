@@ -262,7 +262,7 @@ class GossipSubPolicy:
         in_mesh = node_id in self.mesh.get(topic, ())
         if choke and in_mesh:
             self.choker.choked_by.setdefault(topic, set()).add(node_id)
-        elif choke:
+        elif choke and topic in self._joined:  # we relay only what we subscribe to: bounded state
             self.choker.relay_choked_by[(topic, node_id)] = self._clock() + self.choker.relay_choke_ttl
         else:
             self.choker.choked_by.get(topic, set()).discard(node_id)

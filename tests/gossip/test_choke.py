@@ -195,3 +195,6 @@ def test_a_relay_choke_stops_our_relays_to_that_peer_until_it_lapses() -> None:
     p.on_control(outsider, unpack(topic_frame(CHOKE, "t")))
     p.on_control(outsider, unpack(topic_frame(UNCHOKE, "t")))
     assert outsider in p.forward_targets("t", set(), mid(3), True)
+    for k in range(100):  # chokes on topics we do not relay leave nothing behind
+        p.on_control(outsider, unpack(topic_frame(CHOKE, f"other{k}")))
+    assert set(p.choker.relay_choked_by) <= {("t", outsider)}
