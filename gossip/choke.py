@@ -66,13 +66,14 @@ class Choker:
     """Per topic: each mesh peer's delivery record, whom we choke, and who chokes us."""
 
     def __init__(self, d_eager: int, evidence: float, decay: float, clock: Callable[[], float],
-                 relay_choke_ttl: float = 60.0) -> None:
+                 relay_choke_ttl: float) -> None:
         self.d_eager = d_eager
         """Unchoked mesh peers kept per topic; 0 turns choking off."""
         self.evidence = evidence
         """Copies a peer must have delivered (decayed) before its delay is judged."""
         self.decay = decay
         self.relay_choke_ttl = relay_choke_ttl
+        """Seconds a relayer keeps our choke of its relays (``MeshParams.relay_choke_ttl``)."""
         self._clock = clock
         self._links: dict[tuple[str, str], _Link] = {}
         self.choking: dict[str, set[str]] = {}

@@ -174,18 +174,16 @@ class GossipSubPolicy:
 
     def received(self, msg_id: bytes, node_id: str, topic: str, publisher: str = "") -> None:
         self._promises.pop(msg_id, None)
-        in_mesh = node_id in self.mesh.get(topic, ())
-        self.choker.first(msg_id, node_id, topic, in_mesh)
-        self._judge_relay(node_id, topic, publisher, in_mesh, True)
+        self._copy(msg_id, node_id, topic, publisher, True)
 
     def duplicate(self, msg_id: bytes, node_id: str, topic: str, publisher: str = "") -> None:
-        in_mesh = node_id in self.mesh.get(topic, ())
-        self.choker.duplicate(msg_id, node_id, topic, in_mesh)
-        self._judge_relay(node_id, topic, publisher, in_mesh, False)
+        self._copy(msg_id, node_id, topic, publisher, False)
 
-    def _judge_relay(self, node_id: str, topic: str, publisher: str, in_mesh: bool, first: bool) -> None:
-        """A copy from outside the mesh, not from its publisher, was relayed: choke a relayer
-        whose copies rarely come first (in a small network the publisher reaches us itself)."""
+    def _copy(self, msg_id: bytes, node_id: str, topic: str, publisher: str, first: bool) -> None:
+        """What a copy tells choking: how late a mesh peer is, or whether a relayer (outside the
+        mesh, not the publisher) is worth its copies; one whose copies rarely come first is choked."""
+        in_mesh = node_id in self.mesh.get(topic, ())
+        (self.choker.first if first else self.choker.duplicate)(msg_id, node_id, topic, in_mesh)
         if (self.p.relay and publisher and node_id != publisher and not in_mesh and not self.flooding
                 and topic in self._joined and self.choker.relayed(topic, node_id, first)):
             self._send(node_id, topic_frame(CHOKE, topic))
