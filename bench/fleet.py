@@ -4,7 +4,7 @@ Each size starts that many daemons on 127.0.0.1 (separate processes, the default
 digits, 2 s slots unless ``--slot-ms`` says otherwise; ``bench.fl_chain.measure``) and, after
 warm-up, watches them for a window: block time and finality latency (node 0's ``/subscribe``),
 update-to-final-block latency, event-loop lag p99 (every daemon's ``/metrics``), and each
-daemon's memory from ``/proc``: RSS, PSS (shared pages, mostly the torch libraries, divided among
+daemon's memory from ``/proc``: RSS, PSS (shared pages, mostly libraries, divided among
 the processes that map them) and USS (private pages only, what one more daemon really costs). A size that fails is recorded with
 its error and ends the run (larger ones would fail the same way). Rows of another slot length
 from the last run are kept beside the new ones: a fleet too large for 2 s slots on this machine
@@ -52,8 +52,8 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 PARTS = ("torch libraries", "other files", "C heap", "anonymous")
 """Where a daemon's memory lies (``breakdown_mb``): torch's shared libraries (clean code pages,
-shared by every daemon), every other file mapping (Python, numpy, ...), glibc's main heap (C
-allocations: torch's operator registry, Python objects above 512 bytes) and anonymous mappings
+shared by every daemon of a torch model; none for a dense one), every other file mapping (Python, numpy, ...), glibc's main heap (C
+allocations: Python objects above 512 bytes, torch's operator registry if loaded) and anonymous mappings
 (Python's small-object arenas, other threads' malloc arenas, stacks, large allocations)."""
 
 
@@ -213,7 +213,7 @@ Real daemons (separate processes, default FL genesis on digits, 2 s slots unless
 machine, shared with other work while measured ({label}; window {window} per size).
 Block time from consecutive final blocks' timestamps, finality from a block's timestamp to node 0
 holding it final, update-to-final from an update's creation to node 0 learning its block is
-final; memory from `/proc/PID/smaps_rollup` (RSS counts the shared torch libraries in every
+final; memory from `/proc/PID/smaps_rollup` (RSS counts the shared library pages in every
 daemon; PSS shares them out; USS is what one more daemon costs). Command: `python -m bench fleet`.
 
 {_table(result.get('runs', []))}
@@ -224,48 +224,25 @@ daemon; PSS shares them out; USS is what one more daemon costs). Command: `pytho
 
 {_breakdown(ok)}
 
-- Before the last cut a daemon measured 376 MB RSS, 268 MB PSS, 262 MB USS (8 daemons); now
-  {_eight(ok)}. RSS does not follow the private memory: it counts the library code pages that a daemon
-  has mapped, a figure that moves with the page cache (the first measurement had about 110 MB of
-  shared library pages, this one has {_shared(ok)}). Import by
-  import (`/proc/self/smaps_rollup` after each): the interpreter and numpy 31 MB RSS (13 private),
-  torch +246 (+130 private; `import torch` alone: 277 MB RSS, 143 private), torch's first
-  optimizer +77 (+68 private: `Optimizer.add_param_group` is wrapped by `torch._disable_dynamo`,
-  which imports `torch._dynamo` and sympy), `scipy.special` and `scipy.optimize` +41 (+22 private:
-  Opacus' RDP analysis, which only a `local-dp` node's accountant uses, and the clustering rule's
-  `linear_sum_assignment`, needed only when a cluster would fall below its minimum size), aiohttp,
-  gossip, consensus, node and CLI +23 (+19 private). Earlier cuts had removed `opacus` (+92
-  private) and `sklearn` (+53 private).
-- Cut: local SGD and Adam are written against tensors (`learning/optimizers.py`, the same
-  operations as `torch.optim`'s single-tensor CPU paths, equal bit for bit in
-  `tests/learning/test_optimizers.py`, and 23% faster: 13.6 instead of 17.7 ms for 4 epochs on 400
-  digits), so a daemon never builds a `torch.optim` optimizer (only the `local-dp` preset does,
-  inside Opacus' `DPOptimizer`); the accountant's RDP module loads on first use and the clustering
-  rule loads scipy's compiled `linear_sum_assignment` alone. A running daemon of the default genesis
-  imports none of `torch._dynamo`, sympy, scipy, opacus, sklearn
-  (`tests/integration/test_fl_footprint.py` reads its import log). Two daemons after 30 s of
-  rounds: RSS 456 -> 345 MB, PSS 281 -> 182, USS 259 -> 169.
-- Not the cause: glibc's arenas and torch's threads. `malloc_stats()` in a running daemon: the main
-  arena holds 97.7 MB, 96.3 MB of it in use (`malloc_trim` returns nothing); the eight thread
-  arenas hold under 3 MB together. One of them held 11 MB in a fleet of 8: `scipy.optimize`,
-  which the clustering rule imported in a worker thread the first time a cluster fell below its
-  minimum size (a testnet of 2 never did; the rule now loads scipy's compiled
-  `linear_sum_assignment` alone, and such a daemon's anonymous memory fell from 96 to 75 MB). A
-  daemon runs 7 to 9 Python threads (event loop, trainer, blob and chain writers, `to_thread`
-  workers) and 4 libuv workers; torch starts no pool (one intra-op thread). The 16-23 MB
-  anonymous blocks seen before went with `torch._dynamo`, sympy and scipy: anonymous memory is one
-  40 MB region of Python's object arenas and about a hundred small regions (Python's 1 MB object
-  arenas, thread stacks). In a fleet of 4 a daemon grew by 5 MB over 8 minutes, 3.4 of them in
-  the first 2.
-- What remains is torch: 143 MB private at import (C++ operator registry on the C heap, about 65
-  MB of Python objects, 31 MB of them its modules' code) and the code pages of `libtorch_cpu.so`
-  that import and training touch (RSS counts them in every daemon; they are shared). Dropping the
-  clean library pages from a trained process's page table (`madvise(MADV_DONTNEED)`) took its RSS
-  from 338 to 170 MB, and one more local round and evaluation brought it back to 258: a process
-  that trains with torch keeps more than 250 MB resident, and that change would move the figure,
-  not the memory (the pages stay in the page cache, shared), so it is not made. The goal in RSS
-  needs a daemon without torch (training in numpy for the default task, or in a separate process
-  shared by the daemons of one machine); in private memory a daemon costs {_uss(ok)}.
+- A daemon of the default task imports no torch: the dense zoo models train and evaluate in numpy
+  (`learning/dense.py`; `tests/integration/test_fl_footprint.py` reads a training daemon's import
+  log). Before that cut a daemon measured 277 MB RSS, 180 MB PSS, 178 MB USS (48 daemons), and 272,
+  185 and 173 MB in a fleet of 8; now {_eight(ok)}. `import torch` alone is 218 MB RSS, 216 of it
+  private; the rest of a daemon (interpreter, numpy, aiohttp, PyNaCl, msgpack and fedchain's own
+  modules) is 56 MB RSS at import. Shared file pages in the largest fleet: {_shared(ok)}.
+- Earlier cuts, each still in force: local SGD and Adam step a flat vector in numpy
+  (`learning/optimizers.py`), so no `torch.optim` optimizer and its `torch._dynamo` and sympy
+  (+68 MB private) load, even on a CNN node; the accountant takes Opacus' RDP analysis alone, not
+  the `opacus` package (+92 MB private), and loads it on the first epsilon asked for; the digits
+  file is read without `sklearn` (+53 MB private); the clustering rule loads scipy's compiled
+  `linear_sum_assignment` alone (+22 MB private for `scipy.optimize`). A daemon's BLAS runs one
+  thread (`threadpoolctl`), as its torch did: OpenBLAS's idle threads spin at the event loop's
+  priority, and many daemons share few cores.
+- Not the cause, measured before the cut: glibc's arenas. `malloc_stats()` in a running daemon
+  showed the main arena in use to 98.5% (`malloc_trim` returned nothing) and the thread arenas
+  under 3 MB together. A daemon runs 7 to 9 Python threads (event loop, trainer, blob and chain
+  writers, `to_thread` workers) and 4 libuv workers. In a fleet of 4 a daemon grew by 5 MB over 8
+  minutes, 3.4 of them in the first 2. In private memory a daemon costs {_uss(ok)}.
 
 ![fleet](results/fleet.png)
 """

@@ -14,7 +14,7 @@ aggregation compare like with like, and the relative distance between the two ag
 whether they compute the same thing. The federation then moves with its own system's aggregate.
 
 Exact conversion: each flat update is split into the model's per-layer arrays (views, in
-``model.parameters()`` order and shape) and paired with its integer sample count, which is
+the model's parameter order and shape) and paired with its integer sample count, which is
 Flower's ``list[tuple[NDArrays, int]]``. Updates (deltas) are passed rather than full weights:
 every function here commutes with adding the same global model to all inputs, and deltas avoid
 float32 rounding that is no part of either algorithm. Both sides get the same ``f`` (our effective
@@ -120,7 +120,7 @@ class Paired:
         self.rel_diff: list[float] = []
 
     def bind(self, sim: Any) -> None:
-        self.shapes = [tuple(p.shape) for p in sim.model.parameters()]
+        self.shapes = list(sim.model.shapes)
 
     def __call__(self, rule: str, updates: np.ndarray, weights: np.ndarray, *, f: int | None = None, seed: int = 0,
                  **_: Any) -> Any:

@@ -70,8 +70,6 @@ def config(task: dict[str, Any], nodes: int, hierarchy: dict[str, Any], attack: 
 
 def _timing(task: dict[str, Any], sizes: tuple[int, ...], repeats: int) -> list[dict[str, Any]]:
     """Worker: run_round flat and hierarchical at each size (one thread, best of ``repeats``)."""
-    import torch
-
     from learning.federation import split
     from learning.hierarchy import Hierarchy, assign, combine, global_cap, run_cluster, verifier_clusters
     from learning.models import build_model, get_flat, num_params, set_flat
@@ -80,7 +78,6 @@ def _timing(task: dict[str, Any], sizes: tuple[int, ...], repeats: int) -> list[
     from learning.aggregation import aggregate
     from learning.train import evaluate
 
-    torch.set_num_threads(1)
     settings = SimConfig.of(**{k: v for k, v in task.items() if k != "num_nodes"}).fl
     fed = split(settings, 1)
     net = build_model(settings.model, fed.pool.input_shape, fed.pool.num_classes, settings.seed)

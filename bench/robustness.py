@@ -41,12 +41,14 @@ BACKDOORS = ("backdoor", "dba", "constrain_scale")
 
 
 def pin_threads(n: int) -> None:
-    """Limit BLAS/OpenMP/torch threads of this process (and of processes it spawns later)."""
+    """Limit BLAS/OpenMP/torch threads of this process and of processes it spawns later: the
+    libraries loaded already through ``threadpoolctl``, the rest (torch, loaded only by a CNN run,
+    reads ``OMP_NUM_THREADS``) through the environment."""
+    from threadpoolctl import threadpool_limits
+
     for var in THREAD_VARS:
         os.environ[var] = str(n)
-    import torch
-
-    torch.set_num_threads(n)
+    threadpool_limits(n)
 
 
 def _worker_init() -> None:
@@ -81,19 +83,15 @@ def _mix_accuracy(correct_clean: np.ndarray, correct_adv: np.ndarray, share: flo
 
 def probe_model(sim: Any, eps: Sequence[float], evasion_shares: Sequence[float]) -> dict:
     """Evasion and backdoor measurements on the simulator's final global model."""
-    import torch
-
     from learning.attacks import backdoor_success_rate
     from learning.evasion import fgsm
     from learning.models import set_flat
 
     cfg, test, shape = sim.cfg, sim.fed.test, sim.fed.pool.image_shape
     set_flat(sim.model, sim.global_flat)
-    sim.model.eval()
 
     def predict(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return sim.model(torch.from_numpy(np.ascontiguousarray(x, np.float32))).argmax(1).numpy()
+        return sim.model.logits(np.ascontiguousarray(x, np.float32)).argmax(1)
 
     clip = (0.0, 1.0) if shape is not None else None
     correct = predict(test.x) == test.y

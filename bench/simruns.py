@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from bench.common import one_thread_children
 from learning.settings import FLSettings
@@ -109,8 +108,8 @@ def run_all(specs: list[RunSpec], workers: int = 2, verbose: bool = True) -> lis
 
 
 def simulate(spec: RunSpec) -> dict[str, Any]:
-    """Worker: run one spec and return a compact, JSON-ready per-round record."""
-    torch.set_num_threads(1)
+    """Worker: run one spec and return a compact, JSON-ready per-round record (one thread: the
+    pool spawns its workers inside :func:`bench.common.one_thread_children`)."""
     started = time.perf_counter()
     cfg = SimConfig.of(**spec.config)
     sim = MeteredSimulator(cfg) if spec.meter else Simulator(cfg)

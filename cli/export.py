@@ -22,6 +22,7 @@ def export_model(client: NodeClient, model: dict, out: Path) -> None:
 
     from gossip.codec import DecodeError, decode_array, unpack
     from learning.models import set_flat
+    from learning.torchnet import torch_module
     from node.fl.task import Task
 
     task_raw = client.get_json("/genesis").get("app", {}).get("task")
@@ -37,8 +38,9 @@ def export_model(client: NodeClient, model: dict, out: Path) -> None:
     except DecodeError as exc:
         raise CliError(f"the node served unreadable weights: {exc}") from None
     torch.set_num_threads(1)
-    net = task.build(0)
-    set_flat(net, vector)
+    model = task.build(0)
+    set_flat(model, vector)
+    net = torch_module(model)
     # independent tensors: the training layout keeps every parameter as a view of one buffer
     net.load_state_dict({k: v.detach().clone() for k, v in net.state_dict().items()}, assign=True)
     net.eval()

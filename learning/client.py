@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from learning.bounds import compress_within, l2_norm, update_norm_bound
 from learning.compression import (
@@ -33,6 +32,7 @@ from learning.compression import (
     wire_size,
 )
 from learning.dpsgd import dp_local_train, dp_schedule
+from learning.models import Net
 from learning.privacy import PrivacyAccountant, PrivacyBudgetExhausted, clip_and_noise
 from learning.settings import FLSettings
 from learning.train import local_train, lr_at
@@ -104,7 +104,7 @@ class Client:
     def epsilon(self) -> float | None:
         return None if self.accountant is None else self.accountant.epsilon()
 
-    def release(self, net: nn.Module, start: np.ndarray, seed: int | None = None) -> Release:
+    def release(self, net: Net, start: np.ndarray, seed: int | None = None) -> Release:
         """Train ``net`` from ``start``, then clip and noise the delta: one release.
 
         The learning rate follows the node's own update count (``lr_at(steps)``). Without a
@@ -148,7 +148,7 @@ class Client:
         sparse = compress_within(self.compressor, vec, self.bound)
         return Sent(sparse, densify(sparse), claim, loss)
 
-    def update(self, net: nn.Module, start: np.ndarray, sample_cap: int, seed: int | None = None) -> Sent:
+    def update(self, net: Net, start: np.ndarray, sample_cap: int, seed: int | None = None) -> Sent:
         """The whole pipeline: :meth:`release` then :meth:`send`."""
         return self.send(self.release(net, start, seed), sample_cap)
 

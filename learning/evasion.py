@@ -15,9 +15,9 @@ natural range takes ``clip=None``.
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
+
+from learning.models import Net
+from learning.train import evaluate
 
 
 def _check(x: np.ndarray, y: np.ndarray, eps: float, clip: tuple[float, float] | None,
@@ -37,54 +37,30 @@ def _check(x: np.ndarray, y: np.ndarray, eps: float, clip: tuple[float, float] |
     return xa, ya
 
 
-def fgsm(model: nn.Module, x: np.ndarray, y: np.ndarray, eps: float, *,
+def fgsm(model: Net, x: np.ndarray, y: np.ndarray, eps: float, *,
          clip: tuple[float, float] | None = (0.0, 1.0), batch_size: int = 2048) -> np.ndarray:
     """FGSM copies of ``x`` (n, F) against ``model`` for true labels ``y``, as float32.
 
-    The gradient is taken with respect to the inputs only (``torch.autograd.grad``), so the
-    model's parameter gradients are left untouched, and in evaluation mode (restored afterwards),
-    so dropout or batch statistics cannot make the perturbation random. Gradients are enabled
-    even when the caller is inside ``torch.no_grad()``. Coordinates whose gradient is exactly
-    zero do not move.
+    The gradient is taken with respect to the inputs only (:meth:`learning.models.Net.input_grad`,
+    in evaluation mode, so dropout or batch statistics cannot make the perturbation random); the
+    model's weights are read, never written. Coordinates whose gradient is exactly zero do not move.
     """
     xa, ya = _check(x, y, eps, clip, batch_size)
     out = xa.copy()
     if eps == 0:
         return out
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            for lo in range(0, len(ya), batch_size):
-                xb = torch.from_numpy(xa[lo:lo + batch_size].copy()).requires_grad_(True)
-                loss = F.cross_entropy(model(xb), torch.from_numpy(ya[lo:lo + batch_size]), reduction="sum")
-                (grad,) = torch.autograd.grad(loss, xb)
-                moved = xb.detach() + eps * grad.sign()
-                if clip is not None:
-                    moved.clamp_(clip[0], clip[1])
-                out[lo:lo + batch_size] = moved.numpy()
-    finally:
-        model.train(was_training)
+    for lo in range(0, len(ya), batch_size):
+        xb = xa[lo:lo + batch_size]
+        moved = xb + np.float32(eps) * np.sign(model.input_grad(xb, ya[lo:lo + batch_size]))
+        if clip is not None:
+            np.clip(moved, clip[0], clip[1], out=moved)
+        out[lo:lo + batch_size] = moved
     return out
 
 
-@torch.no_grad()
-def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
-    correct = 0
-    for lo in range(0, len(y), batch_size):
-        logits = model(torch.from_numpy(x[lo:lo + batch_size]))
-        correct += int((logits.argmax(1).numpy() == y[lo:lo + batch_size]).sum())
-    return correct / len(y)
-
-
-def adversarial_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, eps: float, *,
+def adversarial_accuracy(model: Net, x: np.ndarray, y: np.ndarray, eps: float, *,
                          clip: tuple[float, float] | None = (0.0, 1.0), batch_size: int = 2048) -> float:
     """Accuracy of ``model`` on the FGSM copies of ``(x, y)`` at radius ``eps`` (eps 0 = clean)."""
     xa, ya = _check(x, y, eps, clip, batch_size)
     adv = fgsm(model, xa, ya, eps, clip=clip, batch_size=batch_size)
-    was_training = model.training
-    model.eval()
-    try:
-        return _accuracy(model, adv, ya, batch_size)
-    finally:
-        model.train(was_training)
+    return evaluate(model, adv, ya, batch_size)[0]

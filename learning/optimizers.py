@@ -1,84 +1,69 @@
-"""Local SGD and Adam steps written against tensors, with ``torch.optim``'s arithmetic.
+"""Local SGD and Adam on a model's flat parameter vector, with ``torch.optim``'s update rules.
 
-A node builds an optimizer every local round. The first ``torch.optim`` optimizer a process
-builds imports ``torch._dynamo`` and sympy (``Optimizer.add_param_group`` is wrapped by
-``torch._disable_dynamo``): about 68 MB of private memory per daemon, for two update rules of a
-few lines. These classes apply the same update, operation for operation, as the single-tensor
-(CPU) paths of ``torch.optim.SGD`` (momentum, L2 weight decay, no dampening or Nesterov) and
-``torch.optim.Adam`` (L2 weight decay, no AMSGrad), so training results do not change
-(``tests/learning/test_optimizers.py`` checks them against torch's). The ``local-dp`` preset
-still wraps a ``torch.optim`` optimizer in Opacus' ``DPOptimizer`` (:mod:`learning.dpsgd`):
-only that preset pays for it.
+One flat float32 vector holds every parameter of a model (:class:`learning.models.Net`), and the
+optimizer steps it in place from a flat gradient, whatever computed it (numpy for the dense models,
+autograd for torch ones). The rules are those of ``torch.optim.SGD`` (momentum, L2 weight decay,
+no dampening or Nesterov: the buffer starts as the first gradient) and ``torch.optim.Adam`` (L2
+weight decay, no AMSGrad, betas 0.9 and 0.999, eps 1e-8, bias-corrected step);
+``tests/learning/test_optimizers.py`` compares the trajectories with torch's. Written here, a node
+needs neither torch (the dense models) nor what ``torch.optim`` imports on first use
+(``torch._dynamo`` and sympy, about 68 MB of private memory).
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+import numpy as np
 
 OPTIMIZERS = ("sgd", "adam")
 
 
 class SGD:
-    """``torch.optim.SGD(params, lr, momentum, weight_decay)``: the momentum buffer starts as
-    the first gradient, later ones are ``momentum * buf + grad``."""
+    def __init__(self, params: np.ndarray, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+        self.params = params
+        self.lr, self.momentum, self.weight_decay = np.float32(lr), np.float32(momentum), np.float32(weight_decay)
+        self.buffer: np.ndarray | None = None
 
-    def __init__(self, params: list[nn.Parameter], lr: float, momentum: float = 0.0,
-                 weight_decay: float = 0.0) -> None:
-        self.params, self.lr, self.momentum, self.weight_decay = params, lr, momentum, weight_decay
-        self.buffers: list[torch.Tensor | None] = [None] * len(params)
+    def _decayed(self, grad: np.ndarray) -> np.ndarray:
+        return grad if self.weight_decay == 0 else grad + self.weight_decay * self.params
 
-    def zero_grad(self) -> None:
-        """Drop the gradients (torch's default ``set_to_none``: the next backward allocates anew)."""
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            g = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
-            if self.momentum != 0:
-                buf = self.buffers[i]
-                if buf is None:
-                    buf = self.buffers[i] = torch.clone(g).detach()
-                else:
-                    buf.mul_(self.momentum).add_(g)
-                g = buf
-            p.add_(g, alpha=-self.lr)
+    def step(self, grad: np.ndarray) -> None:
+        """Move the parameters (in place) by one step against ``grad``."""
+        g = self._decayed(grad)
+        if self.momentum != 0:
+            if self.buffer is None:
+                self.buffer = g.copy()
+            else:
+                self.buffer *= self.momentum
+                self.buffer += g
+            g = self.buffer
+        self.params -= self.lr * g
 
 
 class Adam(SGD):
-    """``torch.optim.Adam(params, lr, weight_decay=weight_decay)`` with torch's defaults
-    (betas 0.9 and 0.999, eps 1e-8) and its bias-corrected step."""
-
     betas = (0.9, 0.999)
     eps = 1e-8
 
-    def __init__(self, params: list[nn.Parameter], lr: float, weight_decay: float = 0.0) -> None:
+    def __init__(self, params: np.ndarray, lr: float, weight_decay: float = 0.0) -> None:
         super().__init__(params, lr, 0.0, weight_decay)
         self.steps = 0
-        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        self.m = np.zeros_like(params)
+        self.v = np.zeros_like(params)
 
-    @torch.no_grad()
-    def step(self) -> None:
+    def step(self, grad: np.ndarray) -> None:
         b1, b2 = self.betas
         self.steps += 1
-        step_size = self.lr / (1 - b1 ** self.steps)
-        bc2_sqrt = (1 - b2 ** self.steps) ** 0.5
-        for p, (m, v) in zip(self.params, self.moments):
-            if p.grad is None:
-                continue
-            g = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(self.eps), value=-step_size)
+        step_size = np.float32(self.lr / (1 - b1 ** self.steps))
+        bc2_sqrt = np.float32((1 - b2 ** self.steps) ** 0.5)
+        g = self._decayed(grad)
+        self.m += (g - self.m) * np.float32(1 - b1)
+        self.v *= np.float32(b2)
+        self.v += np.float32(1 - b2) * g * g
+        self.params -= step_size * self.m / (np.sqrt(self.v) / bc2_sqrt + np.float32(self.eps))
 
 
-def make_optimizer(name: str, params: list[nn.Parameter], lr: float, momentum: float,
-                   weight_decay: float) -> SGD:
-    """The local optimizer ``name`` (one of :data:`OPTIMIZERS`); Adam has no momentum setting."""
+def make_optimizer(name: str, params: np.ndarray, lr: float, momentum: float, weight_decay: float) -> SGD:
+    """The local optimizer ``name`` (one of :data:`OPTIMIZERS`) over ``params`` (a model's ``flat``);
+    Adam has no momentum setting."""
     if name == "sgd":
         return SGD(params, lr, momentum, weight_decay)
     if name == "adam":

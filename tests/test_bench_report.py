@@ -24,12 +24,17 @@ def test_a_result_run_in_parts_names_the_parts_that_are_older_than_the_change() 
                                       "part_measured_at": {"sim": AFTER, "fl": AFTER}}) == ""
 
 
-def test_a_section_is_marked_by_the_change_to_the_code_it_depends_on() -> None:
-    """The fleet of real daemons depends on gossip's defaults, not on the learning pipeline: a
-    fleet measured after the pipeline changed but before gossip did is stale for gossip's sake."""
+def test_a_section_is_marked_by_the_latest_change_to_the_code_it_depends_on() -> None:
+    """netsim depends on gossip's defaults only, fl_chain on the learning pipeline only, the fleet
+    of real FL daemons on both: measured between the two changes, only the fleet is stale, and its
+    note names the later change."""
     from bench.report import GOSSIP_SINCE
 
-    assert PIPELINE_SINCE < GOSSIP_SINCE
-    assert "gossip" in stale_note("fleet", {"measured_at": PIPELINE_SINCE})
+    first, last = sorted([PIPELINE_SINCE, GOSSIP_SINCE])
+    assert first < last
+    later = "gossip" if last == GOSSIP_SINCE else "client pipeline"
+    assert later in stale_note("fleet", {"measured_at": first})
     assert stale_note("fleet", {"measured_at": AFTER}) == ""
+    assert stale_note("netsim", {"measured_at": GOSSIP_SINCE}) == ""
     assert stale_note("fl_chain", {"measured_at": PIPELINE_SINCE}) == ""
+    assert stale_note("netsim", {"measured_at": BEFORE}) != "" != stale_note("fl_chain", {"measured_at": BEFORE})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -24,14 +25,15 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import torch
+from threadpoolctl import threadpool_limits
 
 from consensus.app import BlockContext, BlockOutcome, PayloadVerdict
 from consensus.header import SignedHeader
 from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import sha256
 from learning.client import norm_bound
-from learning.models import build_model, feature_groups, get_flat, set_flat
+from learning.dense import DenseNet
+from learning.models import Net, build_model, feature_groups, get_flat, set_flat
 from learning.round import drift, holds_after
 from learning.train import evaluate
 from node.fl.blobs import BlobError, BlobStore, model_bytes, parse_model
@@ -70,7 +72,6 @@ class FLApp(UpdateIntake, HierarchyChecks):
     def __init__(self, settings: FLSettings, chain_id: str, data: NodeData, blobs: BlobStore, *,
                  fetch: Fetch | None = None, fetch_model: FetchModel | None = None, max_message: int = 8 << 20,
                  model_retention: int = 64, update_retention: int = 0, node_id: str = "") -> None:
-        torch.set_num_threads(1)  # room for many daemons per core
         self.settings = settings
         self.node_id = node_id  # picks the clusters of a hierarchical round this node re-runs
         self.task = Task.from_dict(settings.task) if settings.task else None
@@ -90,6 +91,13 @@ class FLApp(UpdateIntake, HierarchyChecks):
         self.state_view: Callable[[], Any] | None = None  # set by the node: the chain's final state
         self._nets = threading.local()  # one evaluation network per thread (see accuracy)
         net = self.new_net()
+        # one BLAS thread and one torch thread: room for many daemons per core (OpenBLAS's idle
+        # threads spin, at the main thread's priority); an operator's OPENBLAS_NUM_THREADS wins
+        if not (os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")):
+            threadpool_limits(1, user_api="blas")
+        if not isinstance(net, DenseNet):  # a torch model (the dense ones are numpy)
+            import torch
+            torch.set_num_threads(1)
         self.model = get_flat(net)
         self.groups = feature_groups(net)  # the model's layout, for the rule's feature clip
         self.model_hash = b""
@@ -103,7 +111,7 @@ class FLApp(UpdateIntake, HierarchyChecks):
         self._oldest: tuple[bytes, np.ndarray] | None = None  # the window's oldest base (hash, weights)
 
     # ----- model helpers ------------------------------------------------------------------
-    def new_net(self) -> torch.nn.Module:
+    def new_net(self) -> Net:
         s, d = self.settings, self.data
         if self.task is not None:
             return self.task.build(s.seed)

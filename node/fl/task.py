@@ -23,11 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from learning.datasets.checks import DataSpec
-from learning.models import MODEL_NAMES, build_model
+from learning.models import MODEL_NAMES, Net, build_model
 from node.config_checks import ConfigError
 
 LOSSES = ("cross_entropy",)
@@ -105,17 +102,19 @@ class Task:
         out["input_shape"] = list(self.input_shape)
         return out
 
-    def build(self, seed: int) -> nn.Module:
-        """The model, initialised as a pure function of ``seed`` (every node starts from the same one)."""
+    def build(self, seed: int) -> Net:
+        """The model, initialised as a pure function of ``seed`` (every node starts from the same one).
+        A custom model is PyTorch: only a node of such a task imports torch."""
         if not self.custom:
             return build_model(self.model, self.input_shape, self.num_classes, seed)
         factory = load_factory(self.model, self.model_code_sha256)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = factory(self.input_shape, self.num_classes)
-        if not isinstance(net, nn.Module) or any(p.dtype != torch.float32 for p in net.parameters()):
+        import torch
+
+        from learning.torchnet import TorchNet, seeded
+        module = seeded(lambda: factory(self.input_shape, self.num_classes), seed)
+        if not isinstance(module, torch.nn.Module) or any(p.dtype != torch.float32 for p in module.parameters()):
             raise TaskError(f"{self.model} must return a torch.nn.Module with float32 parameters")
-        return net
+        return TorchNet(module)
 
 
 def source_hash(module: str) -> tuple[str, Path]:

@@ -7,7 +7,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-import torch
 
 from gossip.codec import decode_array, unpack
 from learning.data import load_digits
@@ -24,7 +23,6 @@ def test_accuracy(net, i: int = 0) -> tuple[float, str, int]:
     raw = urllib.request.urlopen(net.url(i) + model["blob"], timeout=5).read()
     vector = decode_array(unpack(raw, 1 << 26))
     _, test = load_digits(seed=0)
-    torch.set_num_threads(1)
     mlp = build_model(model["model"], test.input_shape, test.num_classes, 0)
     set_flat(mlp, vector)
     return evaluate(mlp, test.x, test.y)[0], model["hash"], model["height"]
@@ -143,7 +141,7 @@ def test_daemon_killed_mid_training_resumes_from_disk(make_testnet):
 
 @pytest.mark.timeout(240)
 def test_delegates_on_different_cpu_kinds_keep_deciding_rounds(make_testnet):
-    """Four daemons with four different BLAS kernels (two torch kernel sets, one and two BLAS threads), as on four CPU
+    """Four daemons with four different BLAS kernels (one and two BLAS threads), as on four CPU
     generations, aggregating dense float32 updates whose suspicion scores differ in their last bits
     from kernel to kernel: no delegate ever reaches another decision than the proposer's (no
     proposal called a fault, none disagreed with), and the heights are decided with accepted
@@ -156,8 +154,7 @@ def test_delegates_on_different_cpu_kinds_keep_deciding_rounds(make_testnet):
                        genesis={"app": FLSettings(encoding="float32", topk_fraction=1.0).to_app_state()})
     net.rewrite_genesis()
     for i, core in enumerate(("Haswell", "Prescott", "Sandybridge", "Nehalem")):
-        net.start(i, env={"OPENBLAS_CORETYPE": core, "ATEN_CPU_CAPABILITY": ("default", "avx2")[i % 2],
-                          "OPENBLAS_NUM_THREADS": str(1 + i // 2)})
+        net.start(i, env={"OPENBLAS_CORETYPE": core, "OPENBLAS_NUM_THREADS": str(1 + i // 2)})
     net.wait_height(9, timeout=150)
     recs = rounds(net, 0, range(3, 10))
     assert all(metric(net, i, "fedchain_fl_events_total", event=event) == 0

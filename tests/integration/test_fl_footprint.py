@@ -1,9 +1,10 @@
 """What a running FL daemon of the default genesis imports, watched by Python itself
 (``PYTHONPROFILEIMPORTTIME`` logs every import, lazy ones included, to the daemon's log) until it
 has trained, sent updates, aggregated and evaluated. Each of these packages once cost every daemon
-tens of MB of private memory for a few functions: ``torch._dynamo`` and sympy (torch's optimizers
-import them), opacus (the accountant), sklearn (the digits file) and scipy (the accountant's and
-the clustering rule's helpers)."""
+tens of MB of private memory: torch itself (218 MB resident for a model of 4,810 weights, which
+numpy trains), ``torch._dynamo`` and sympy (torch's optimizers import them), opacus (the
+accountant), sklearn (the digits file) and scipy (the accountant's and the clustering rule's
+helpers)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.integration.harness import wait_for
 
 pytestmark = pytest.mark.integration
 
-UNWANTED = ("torch._dynamo", "sympy", "opacus", "sklearn", "scipy")
+UNWANTED = ("torch", "sympy", "opacus", "sklearn", "scipy")
 
 
 def imported(log: str) -> set[str]:
@@ -58,5 +59,5 @@ def test_a_training_daemon_loads_no_package_it_does_not_use(make_testnet):
     assert set(levels) == {0, 10} and levels.count(10) >= 2 and levels.count(0) >= 3, levels
     net.stop_all()
     modules = imported((net.home(0) / "daemon.out").read_text())
-    assert {"torch", "learning.optimizers", "node.fl.trainer"} <= modules  # the log is read right
+    assert {"numpy", "learning.optimizers", "node.fl.trainer"} <= modules  # the log is read right
     assert sorted(m for m in modules if any(m == u or m.startswith(u + ".") for u in UNWANTED)) == []

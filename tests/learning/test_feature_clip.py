@@ -72,5 +72,5 @@ def test_layout_groups_the_weights_leaving_each_input_of_a_layer() -> None:
     assert (first == np.arange(784)[None, :]).all()
     assert np.unique(groups).size == 784 + 1 + 64 + 1    # inputs of each layer, one per bias
     cnn = build_model("cnn", (1, 28, 28), 10)
-    conv = next(cnn.parameters())
+    conv = next(cnn.module.parameters())
     assert conv.shape[1] == 1 and (feature_groups(cnn)[:conv.numel()] == 0).all()  # one input channel

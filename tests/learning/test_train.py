@@ -10,6 +10,7 @@ import torch
 
 from learning.data import load_digits
 from learning.models import build_model, get_flat, set_flat
+from learning.torchnet import torch_module
 from learning.train import evaluate, fedsgd_step, local_train, lr_at
 
 
@@ -64,9 +65,10 @@ def test_fedsgd_is_one_full_batch_gradient_step(digits) -> None:
     start = get_flat(model)
     res = fedsgd_step(model, x, y, start=start, lr=0.3)
     set_flat(model, start)
-    loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+    twin = torch_module(model)
+    loss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(y))
     loss.backward()
-    grad = np.concatenate([p.grad.reshape(-1).numpy() for p in model.parameters()])
+    grad = np.concatenate([p.grad.reshape(-1).numpy() for p in twin.parameters()])
     assert res.steps == 1 and res.num_samples == 100
     np.testing.assert_allclose(res.delta, -0.3 * grad, rtol=1e-5, atol=1e-7)
 
@@ -98,6 +100,6 @@ def test_evaluate_matches_manual_accuracy(digits) -> None:
     model = build_model("logreg", test.input_shape, 10, seed=0)
     acc, loss = evaluate(model, test.x, test.y, batch_size=50)
     with torch.no_grad():
-        logits = model(torch.from_numpy(test.x))
+        logits = torch_module(model)(torch.from_numpy(test.x))
     assert acc == pytest.approx(float((logits.argmax(1).numpy() == test.y).mean()))
     assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(test.y))), rel=1e-5)
