@@ -12,7 +12,7 @@ Three outcomes besides acceptance, kept apart because only one of them may cost 
   open the next proposer skips the round (``consensus.app.BlockContext.retry``).
 * ``LookupError``: an update or the model is not available here. Not a fault either.
 
-Rules that call ``evaluate`` (accuracy on the public evaluation set; torch kernels differ per CPU)
+Rules that call ``evaluate`` (accuracy on the public evaluation set; BLAS kernels differ per CPU)
 are re-run with the proposer's recorded values: the verifier re-evaluates each candidate itself,
 accepts a value within :data:`EVAL_TOLERANCE_SAMPLES` samples of the set (beyond
 :data:`EVAL_FAULT_SAMPLES` it is a fault, in between only not agreed), and feeds the rule the
