@@ -64,11 +64,13 @@ def torch_module(net: DenseNet | TorchNet) -> nn.Module:
     if isinstance(net, TorchNet):
         return net.module
     layers: list[nn.Module] = []
-    for k, (w, _) in enumerate(net.layers):
-        layers += [nn.Linear(w.shape[1], w.shape[0])] + ([nn.ReLU()] if k < len(net.layers) - 1 else [])
-    module = TorchNet(nn.Sequential(*layers))
-    module.flat[...] = net.flat
-    return module.module
+    for k, (w, b) in enumerate(net.layers):
+        linear = nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(w))
+            linear.bias.copy_(torch.from_numpy(b))
+        layers += [linear] + ([nn.ReLU()] if k < len(net.layers) - 1 else [])
+    return nn.Sequential(*layers)
 
 
 class TorchNet:
