@@ -4,7 +4,8 @@ Every run is the product (:func:`bench.simruns.fedchain`: the genesis defaults' 
 top-k float16 encoding with error feedback and the norm bound) on Fashion-MNIST, 20 nodes,
 Dirichlet(0.5), for the 64-unit MLP and the small CNN; attackers send through the same pipeline.
 The CNN runs as the product's Fashion-MNIST preset trains it (:data:`CNN_PRESET`: the preset's
-client clip and local epochs over the genesis defaults), the MLP with :data:`bench.robustness.FMNIST`.
+client clip and local epochs over the genesis defaults), the MLP with :data:`bench.robustness.FMNIST`
+in synchronous rounds and again with asynchronous arrivals and staleness (:data:`ASYNC_MLP`).
 ``--noise-multiplier`` replaces the genesis update noise in every product run (to measure what
 the noise costs detection).
 Every attack of :mod:`learning.attacks` and :mod:`learning.adaptive`, plus the evasive variants
@@ -24,12 +25,13 @@ Ablation: the rule with one defence switched off at a time (``drift=False``: no 
 update's direction against the way the model has been moving; ``direction=0``: no test of each
 update's direction against the majority's; ``offset=0``: no shared-offset test; ``collusion=0``: no near-copy test; ``norm_clip=0``: no clip to the median norm;
 ``feature_clip=0``: no clip of each feature group to its median norm, ``=1``: a tighter one than
-the default 1.5; ``tune_margin=0``: the best-validating radius wins by any margin), and the pipeline with the
+the default 1.5; ``tune_margin=0``: the best-validating radius wins by any margin; ``guard=0``: no
+skip of a round whose aggregate validates worse than the current model), and the pipeline with the
 client's clip norm at 3 instead of the genesis 1 (the setting that costs clean accuracy most), with no
 attacker and on the evasive and backdoor attacks at the highest fraction, first model, every
 seed: what each part buys against attackers and what it costs honest nodes.
 
-Run: ``python -m bench adversary [--quick] [--seeds N] [--rounds R] [--models tabular_mlp,cnn]``.
+Run: ``python -m bench adversary [--quick] [--seeds N] [--rounds R] [--models tabular_mlp,cnn,tabular_mlp/async]``.
 ``--quick`` (:data:`QUICK`): digits, the MLP, one seed, 4 rounds, four of the new attacks at 40%.
 """
 
@@ -73,6 +75,7 @@ ABLATION: dict[str, dict[str, dict]] = {
     "feature clip off": {"rule_params": {"feature_clip": 0.0}},
     "feature clip 1": {"rule_params": {"feature_clip": 1.0}},
     "no radius-tuning margin": {"rule_params": {"tune_margin": 0.0}},
+    "validation guard off": {"rule_params": {"guard": 0.0}},
     "client clip 3": {"pipeline": {"clip_norm": 3.0}},
 }
 """Variant -> what it changes: the rule's parameters, or a setting of the client pipeline (the
@@ -85,15 +88,26 @@ CNN_PRESET = {**{key: FMNIST[key] for key in ("dataset", "partition", "dirichlet
 defaults (step size, schedule, batch) and the preset's changes to them (client clip, local epochs).
 The clip is the setting that moves both clean accuracy and backdoor success most, so the CNN rows
 measure the preset's, not the genesis default sized for the MLP."""
-MODEL_TASKS = {"cnn": CNN_PRESET}
-"""Model -> the task and settings its runs use in place of the benchmark's task."""
+ASYNC_BUFFER = 10
+ASYNC_MLP = {**FMNIST, "mode": "async", "clients_per_round": ASYNC_BUFFER}
+"""The MLP as a chain runs it: every node trains from the newest model it holds at its own pace
+(lognormal(0, 0.5) times its data share), every ten arrivals are aggregated with the staleness
+weight, an update more than ``max_staleness`` versions behind is dropped, and a sender counts once
+per aggregation (its newest update), as a chain's pool keeps it."""
+VARIANTS: dict[str, tuple[str, dict, int]] = {"cnn": ("cnn", CNN_PRESET, 1),
+                                              "tabular_mlp/async": ("tabular_mlp", ASYNC_MLP, 2)}
+"""Row label -> (model, the task and settings its runs use in place of the benchmark's task, how
+many aggregations a round is). An asynchronous aggregation takes half the nodes' updates, so twice
+as many of them make as many local jobs as the synchronous rounds."""
 QUICK = {"task": DIGITS, "models": ("tabular_mlp",), "seeds": 1, "rounds": 4,
          "attacks": ("ipm+noise", "adaptive", "dba", "sybil"), "fractions": (0.4,)}
 
 
-def _config(task: dict, model: str, label: str | None, fraction: float, seed: int, rounds: int,
+def _config(task: dict, variant: str, label: str | None, fraction: float, seed: int, rounds: int,
             rule_params: dict | None = None, pipeline: dict | None = None) -> dict:
-    config = {**MODEL_TASKS.get(model, task), **(pipeline or {}), "model": model, "rounds": rounds, "seed": seed,
+    model, setup, per_round = VARIANTS.get(variant, (variant, task, 1))
+    rounds *= per_round
+    config = {**setup, **(pipeline or {}), "model": model, "rounds": rounds, "seed": seed,
               "eval_every": rounds}   # final model only
     if rule_params:
         config["rule_params"] = rule_params
@@ -107,19 +121,26 @@ def _config(task: dict, model: str, label: str | None, fraction: float, seed: in
 
 
 def _setup(config: dict) -> str:
-    """A model's training and pipeline, in words (the CNN's differ from the MLP's: :data:`MODEL_TASKS`)."""
+    """A variant's training and pipeline, in words (the CNN's and the asynchronous MLP's differ
+    from the MLP's: :data:`VARIANTS`)."""
     from learning.sim import SimConfig
 
-    fl = SimConfig.of(**config).fl
-    return f"{fl.local_epochs} local epoch(s) per round, batch {fl.batch_size}, {describe(config)}"
+    sim = SimConfig.of(**config)
+    fl = sim.fl
+    timing = ("" if sim.mode == "sync" else
+              f"asynchronous arrivals (speeds lognormal(0, {sim.speed_sigma:g}) times the data share), "
+              f"{sim.rounds} aggregations of {sim.clients_per_round} arrivals, one per sender, staleness "
+              f"weight (1 + s)^-{fl.staleness_a:g}, updates over {fl.max_staleness} versions old dropped; ")
+    return f"{timing}{fl.local_epochs} local epoch(s) per job, batch {fl.batch_size}, {describe(config)}"
 
 
 def _auc(runs: list[dict]) -> float | None:
     """ROC AUC of the rule's scores, every update of every round and seed pooled."""
     from learning.detection import detection_stats
 
-    truth = [b for r in runs for rnd in r["rounds"] for b in rnd["byzantine"]]
-    scores = [1e300 if s is None else s for r in runs for rnd in r["rounds"] for s in rnd["scores"]]
+    decided = [rnd for r in runs for rnd in r["rounds"] if not rnd.get("skipped")]   # a skipped round scores nobody
+    truth = [b for rnd in decided for b in rnd["byzantine"]]
+    scores = [1e300 if s is None else s for rnd in decided for s in rnd["scores"]]
     if not any(truth) or all(truth):
         return None
     accepted = [True] * len(truth)
@@ -128,9 +149,12 @@ def _auc(runs: list[dict]) -> float | None:
 
 
 def _honest_cost(runs: list[dict], penalty: int) -> dict:
-    fp = [sum(rnd["fp"] for rnd in r["rounds"]) / max(1, len(r["rounds"])) for r in runs]
-    return {"rejected_per_round": mean_std(fp),
-            "stake_lost": mean_std([penalty * sum(rnd["fp"] for rnd in r["rounds"]) for r in runs])}
+    """Honest updates rejected per round and the stake it cost; a skipped round rejects and
+    penalizes nobody, so it is counted apart (rounds skipped per run)."""
+    fp = [[rnd["fp"] for rnd in r["rounds"] if not rnd.get("skipped")] for r in runs]
+    return {"rejected_per_round": mean_std(sum(f) / max(1, len(f)) for f in fp),
+            "stake_lost": mean_std(penalty * sum(f) for f in fp),
+            "skipped_rounds": mean_std(sum(bool(rnd.get("skipped")) for rnd in r["rounds"]) for r in runs)}
 
 
 def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fractions: tuple[float, ...],
@@ -187,7 +211,8 @@ def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fract
             "pipeline_fedavg": mean_std(r["final_accuracy"] for r in same_pipeline),
             "clean_vs_fedavg": gap(clean, fedavg), "rule_cost": gap(clean, same_pipeline),
             "pipeline_cost": gap(same_pipeline, fedavg),
-            "clean_honest": _honest_cost(clean, penalty), "attacks": {}, "seeds": seeds, "rounds": rounds,
+            "clean_honest": _honest_cost(clean, penalty), "attacks": {}, "seeds": seeds,
+            "rounds": rounds * VARIANTS.get(model, ("", {}, 1))[2],
             "setup": _setup(_config(task, model, None, 0.0, 0, rounds, pipeline=pipeline))}
         for a in attacks:
             for f in fractions:
@@ -277,7 +302,13 @@ def _ablation_text(c: dict | None, attack: str) -> str:
 def _cell_text(c: dict) -> list[str]:
     bd = pm(c["backdoor_success"]) + "%" if "backdoor_success" in c else "-"
     auc = f"{c['auc']:.3f}" if c["auc"] is not None else "-"
-    return [pm(c["drop"], 1.0), bd, auc, f"{c['honest']['rejected_per_round']['mean']:.2f}"]
+    return [pm(c["drop"], 1.0), bd, auc, _honest_text(c["honest"])]
+
+
+def _honest_text(h: dict) -> str:
+    """Honest rejections per round, and the rounds the guard skipped per run where there were any."""
+    skipped = h.get("skipped_rounds", {}).get("mean", 0.0)
+    return f"{h['rejected_per_round']['mean']:.2f}" + (f" ({skipped:.1f} skipped)" if skipped else "")
 
 
 FINDINGS = Path(__file__).with_name("adversary_findings.md")
@@ -300,7 +331,8 @@ def report(result: dict) -> str:
              f"{result['task'].get('dirichlet_alpha')}), models {', '.join(result['models'])} (rounds, seeds, "
              "local training and pipeline per model below). Drop = points lost against the clean "
              "run of the same seed (mean ± std over seeds); AUC pools every update of every round and seed; "
-             "honest rej./round = honest updates rejected per round.", ""]
+             "honest rej./round = honest updates rejected per round (rounds the validation guard skipped, "
+             "which reject and penalize nobody, are counted apart: rounds skipped per run).", ""]
     for model, e in result["models"].items():
         lines += [f"**{model}** (`{e.get('command', result.get('command', ''))}`: {e.get('rounds', result['rounds'])} "
                   f"rounds, {e.get('seeds', result['seeds'])} seed(s); "
@@ -311,7 +343,7 @@ def report(result: dict) -> str:
                      f"{pm(e['rule_cost'], 1.0)}, it minus plain FedAvg (the pipeline's) {pm(e['pipeline_cost'], 1.0)} points"
                      if "pipeline_fedavg" in e else "")
                   + f"; honest updates rejected per round with no "
-                  f"attacker {e['clean_honest']['rejected_per_round']['mean']:.2f}, honest stake lost to penalties "
+                  f"attacker {_honest_text(e['clean_honest'])}, honest stake lost to penalties "
                   f"{e['clean_honest']['stake_lost']['mean']:.0f} per run.", ""]
         head = ["attack"]
         for f in result["fractions"]:
@@ -360,7 +392,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--models", default="tabular_mlp,cnn")
+    parser.add_argument("--models", default=",".join(["tabular_mlp", *VARIANTS]),
+                        help=f"models and variants: tabular_mlp, {', '.join(VARIANTS)}")
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-ablation", action="store_true")
@@ -384,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["quick"] = args.quick
     result["command"] = "python -m bench adversary " + " ".join(argv if argv is not None else sys.argv[2:])
     for entry in result["models"].values():  # each model says how it was run (--keep mixes runs)
-        entry.update(command=result["command"], rounds=result["rounds"], seeds=result["seeds"])
+        entry.update(command=result["command"], seeds=result["seeds"])
     previous = RESULTS / "adversary.json"
     if args.keep and previous.exists():
         old = json.loads(previous.read_text())

@@ -20,3 +20,29 @@ def test_cnn_runs_take_every_fl_setting_from_the_fashion_mnist_preset() -> None:
         assert run == preset
     mlp = SimConfig.of(**_config(FMNIST, "tabular_mlp", None, 0.0, 0, 10)).fl
     assert (mlp.model, mlp.clip_norm, mlp.batch_size) == ("tabular_mlp", 1.0, 64)   # the MLP keeps the bench task
+
+
+def test_async_rows_run_the_mlp_pipeline_with_arrivals_and_staleness() -> None:
+    """The asynchronous rows differ from the MLP's only in how updates arrive: the same FL settings
+    (clip, top-k, rule, staleness limit), asynchronous mode with a buffer of half the nodes, and
+    twice the aggregations, so every node runs as many local jobs as in the synchronous rows; a
+    sybil burst still joins halfway through."""
+    sync = SimConfig.of(**_config(FMNIST, "tabular_mlp", "sybil", 0.4, 0, 10))
+    run = SimConfig.of(**_config(FMNIST, "tabular_mlp/async", "sybil", 0.4, 0, 10))
+    assert run.fl == sync.fl
+    assert (sync.mode, run.mode, run.clients_per_round) == ("sync", "async", run.num_nodes // 2)
+    assert (run.rounds, run.byzantine_from_round) == (2 * sync.rounds, 2 * sync.byzantine_from_round)
+
+
+def test_a_skipped_round_neither_scores_nor_penalizes_anyone() -> None:
+    """The validation guard skips a round: nobody is rejected or penalized and nobody scored, so
+    the round counts apart (rounds skipped per run), not as honest rejections, lost stake or
+    detection ties at the top of the ranking."""
+    from bench.adversary import _auc, _honest_cost
+
+    decided = {"byzantine": [True, False, False], "scores": [2.0, 0.5, 0.1], "fp": 0, "skipped": False}
+    skipped = {"byzantine": [True, False, False], "scores": [None, None, None], "fp": 2, "skipped": True}
+    runs = [{"rounds": [decided, skipped]}]
+    assert _auc(runs) == 1.0
+    cost = _honest_cost(runs, penalty=5)
+    assert (cost["rejected_per_round"]["mean"], cost["stake_lost"]["mean"], cost["skipped_rounds"]["mean"]) == (0, 0, 1)

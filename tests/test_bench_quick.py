@@ -143,7 +143,7 @@ def test_adversary_quick_measures_every_goal_and_renders(tmp_path: Path) -> None
     assert 0.0 <= cells["dba"]["0.4"]["backdoor_success"]["mean"] <= 1.0
     assert all(c["0.4"]["auc"] is None or 0.0 <= c["0.4"]["auc"] <= 1.0 for c in cells.values())
     assert set(result["ablation"]) == {"full rule", "shared-offset test off", "near-copy test off", "norm clip off",
-                                       "feature clip off", "feature clip 1", "no radius-tuning margin", "client clip 3",
+                                       "feature clip off", "feature clip 1", "no radius-tuning margin", "client clip 3", "validation guard off",
                                        "direction test off", "drift test off"}
     assert result["ablation"]["client clip 3"]["pipeline"] == {"clip_norm": 3.0}
     assert all(set(v["cells"]) == {"clean", "ipm+noise", "adaptive"} for v in result["ablation"].values())

@@ -91,7 +91,7 @@ def test_a_far_group_is_dropped_only_when_the_public_set_is_better_without_it() 
         assert all(s <= 1.0 for s in no_harm.scores[no_harm.accepted])
 
         def aligned(v: np.ndarray) -> float:       # the public set rewards the common direction
-            return float(0.5 + 0.5 * v @ common / (np.linalg.norm(v) * np.linalg.norm(common)))
+            return float(0.5 + 0.5 * v @ common / (np.linalg.norm(v) * np.linalg.norm(common) + 1e-30))
         x[6:] = -x[6:]                                 # the pair now flips its signs
         flipped = aggregate("clustering", x, np.ones(8), seed=seed, evaluate=aligned)
         flipped_kept += int(flipped.accepted[6:].sum())
@@ -104,7 +104,7 @@ def _slight(common: np.ndarray):
     """A public set that rewards the common direction, but so little that dropping an update
     against it gains far less than the radius tuning's margin of 0.02."""
     def evaluate(v: np.ndarray) -> float:
-        return float(0.6 + 0.005 * v @ common / (np.linalg.norm(v) * np.linalg.norm(common)))
+        return float(0.6 + 0.005 * v @ common / (np.linalg.norm(v) * np.linalg.norm(common) + 1e-30))
     return evaluate
 
 

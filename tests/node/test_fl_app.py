@@ -349,3 +349,46 @@ def test_a_window_record_from_before_holds_restores_with_nobody_held() -> None:
     assert window.held == {}
     with pytest.raises(DecodeError, match="corrupt"):
         Window.decode(pack([[[0, b"\x01" * 32]], []]))
+
+
+async def test_a_round_the_attackers_outnumber_is_refused_and_verifiers_agree(new_app, node_data) -> None:
+    """Three of the four members send the negation of a real update (trained on digits): they are
+    the round's majority, so every majority test sides with them, and their aggregate undoes the
+    last round. The validation guard sees it on the public set and the round is skipped; the
+    verifier replays the same evaluations (the current model's is one more recorded value) and
+    agrees, and nobody gains or loses stake."""
+    from learning.models import set_flat
+    from learning.train import local_train
+
+    proposer, verifier = new_app(0), new_app(1)
+
+    def trained(shard: int) -> np.ndarray:
+        net = proposer.new_net()
+        set_flat(net, proposer.model)
+        data = node_data[shard % len(node_data)].train
+        delta = local_train(net, data.x, data.y, epochs=1, lr=0.05, seed=shard).delta
+        return delta / np.linalg.norm(delta)
+
+    def updates(deltas: list[np.ndarray]) -> list:
+        return [make_update(KEYS[i], d, base_hash=proposer.model_hash, base_height=proposer.model_height, samples=50,
+                            topk=SETTINGS.topk_fraction, dtype=SETTINGS.encoding, seq=proposer.model_height + 1)
+                for i, d in enumerate(deltas)]
+
+    async def propose_and_verify(height: int, sent: list) -> tuple[Payload, list]:
+        admit_all([proposer, verifier], sent)
+        payload = await proposer.prepare_payload(ctx(height))
+        assert (await verifier.verify_payload(ctx(height, header=signed_header(KEYS[0], payload, height=height)),
+                                              payload)).ok
+        outcomes = [app.finalize_block(ctx(height), payload) for app in (proposer, verifier)]
+        assert outcomes[0].app_hash == outcomes[1].app_hash
+        return decode(payload), outcomes[0].stake_changes
+
+    for height in range(1, 9):                               # honest rounds: the model learns
+        await propose_and_verify(height, updates([trained(i + height) for i in range(4)]))
+    before = proposer.model_hash
+    p, stake_changes = await propose_and_verify(9, updates([trained(0)] + [-trained(i) for i in (1, 2, 3)]))
+    assert "below the current model" in p.skipped, p.skipped
+    assert stake_changes == []
+    assert len(p.evals) > 2                                  # candidates, the current model, the second pass
+    assert proposer.model_hash == verifier.model_hash == before
+    assert not any(c.accepted for c in p.considered)
