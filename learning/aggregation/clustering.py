@@ -73,18 +73,12 @@ attackers poisoning 10% of their samples, the backdoor's success after 30 rounds
 ``docs/decisions.md`` and the adversary benchmark). Honest updates keep what most of them agree to
 move; a lone honest node's rare feature waits until others see it too.
 
-Guard, for rounds the attackers outnumber. Every test above takes the round's majority for the
-honest side, and asynchronous arrivals give some rounds an attacker majority (8 attackers of 20
-nodes, 10 updates an aggregation: 6 or 7 of them in some rounds). With an ``evaluate`` callback
-the best aggregate must validate no more than ``guard`` below the current model. When it does, a
-second pass runs without the tests that lean on the majority (drift, direction, shared offset),
-may drop all but ``min_cluster_size`` updates, and tries every k-means group as the reference;
-when its best is still below, the rule raises and a chain skips the round. On the adversary
-benchmark's asynchronous MLP rows (sign flipping at 40%, seed 0) the first round held 6 flippers
-of 10: without the guard they were accepted and the model ended at 10%, with it the four honest
-updates were and the model ended at 68% (clean run 79%). A lucky evaluation can trip it in
-an honest round too (3 of 60 asynchronous clean rounds, 0 of 30 synchronous ones): such a round
-is skipped or keeps a group, never moves the model down the public set by more than ``guard``.
+Guard, for rounds the attackers outnumber (asynchronous arrivals give some rounds an attacker
+majority, and every test above sides with a round's majority). With an ``evaluate`` callback the
+best aggregate must validate no more than ``guard`` below the current model; if not, a second
+pass without the drift, direction and shared-offset tests tries every k-means group as the
+reference (and may drop all but ``min_cluster_size`` updates), and when that fails too the rule
+raises: a chain skips the round. ``docs/aggregation.md`` has what it bought and costs.
 
 Adaptive radius: ``median + radius * sigma`` of the distances in question, sigma from the MAD
 (:func:`robust_threshold`), so it follows each round's spread. With an ``evaluate`` callback
@@ -121,11 +115,12 @@ from collections.abc import Iterator
 import numpy as np
 
 from . import exact
-from ._core import AggregationResult, FeatureScale, Inputs, result, robust_threshold, weighted_mean
+from ._core import AggregationResult, Inputs, result, robust_threshold, weighted_mean
 from .direction import DRIFT_EVIDENCE, SUSPECT, against_scores, cosines_to, cosines_to_centre, drift_scores, weak_groups
 from .geomed import weiszfeld_coefficients
 from .kmeans import membership, quad_forms, restricted_kmeans
 from .offset import partner_scores
+from .shrink import clip_share_score, feature_shrink, norm_shrink
 
 AGAINST_DRIFT = "clustering: against the model's drift"
 """The reason of an update the drift test dropped (its sender is then held: :func:`learning.round.holds_after`)."""
@@ -227,42 +222,6 @@ def _phase2(g: np.ndarray, survivors: np.ndarray, radius: float) -> tuple[np.nda
     floor = SMALL_FLOOR if sub.size < SMALL else 0.01
     ratio = d / max(robust_threshold(d[sub], radius, floor=floor), 1e-300)
     return survivors & (ratio <= 1.0), ratio
-
-
-def _norm_shrink(g: np.ndarray, accepted: np.ndarray, norm_clip: float) -> tuple[np.ndarray | None, float | None]:
-    """Per update, the factor that brings its norm within ``norm_clip`` times the median norm of
-    the accepted updates (1 for the shorter ones), and that limit; (None, None) when off."""
-    if norm_clip <= 0:
-        return None, None
-    norms = np.sqrt(exact.clip_negative(np.diagonal(g).copy()))
-    limit = norm_clip * exact.median(norms[accepted])
-    return _shrink_to(norms, limit), limit
-
-
-def _shrink_to(norms: np.ndarray, limit: np.ndarray | float) -> np.ndarray:
-    """The factors (correctly rounded divisions) that bring each norm above ``limit`` down to it."""
-    return np.where(norms > limit, limit / np.maximum(norms, 1e-300), 1.0)
-
-
-def _feature_shrink(inp: Inputs, accepted: np.ndarray, feature_clip: float) -> FeatureScale | None:
-    """Per accepted update and feature group, the factor that brings the group's norm within
-    ``feature_clip`` times the median of that group's norms over the accepted updates (zero where
-    that median is zero); None when off or when the caller gave no feature groups."""
-    if feature_clip <= 0 or inp.groups is None:
-        return None
-    norms = inp.group_norms
-    return _shrink_to(norms, feature_clip * exact.column_medians(norms[accepted])), inp.groups
-
-
-def _clip_share_score(inp: Inputs, features: FeatureScale | None, radius: float) -> np.ndarray:
-    """Per update, the share of its norm the feature clip removes, over the adaptive radius of
-    all the shares (zeros without a clip). Fixed-order row sums and correctly rounded steps."""
-    if features is None:
-        return np.zeros(inp.n)
-    sq = inp.group_norms * inp.group_norms
-    cut = 1.0 - features[0]
-    share = np.sqrt(exact.row_sums(cut * cut * sq)) / np.sqrt(np.maximum(exact.row_sums(sq), 1e-300))
-    return share / max(robust_threshold(share, radius), 1e-300)
 
 
 def _quality(inp: Inputs, vector: np.ndarray) -> float:
@@ -396,8 +355,8 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
                 if key in tried:
                     continue
                 tried.add(key)
-                shrink, norm_limit = _norm_shrink(g, accepted, float(norm_clip))
-                features = _feature_shrink(inp, accepted, float(feature_clip))
+                shrink, norm_limit = norm_shrink(g, accepted, float(norm_clip))
+                features = feature_shrink(inp, accepted, float(feature_clip))
                 vector = weighted_mean(inp.updates, inp.weights, np.flatnonzero(accepted), shrink, features)
                 quality = 0.0 if inp.evaluate is None else _quality(inp, vector.copy())
                 # A rejection distance suggests only has to beat the candidate that made no such rejection
@@ -407,7 +366,7 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
                 margin = 0.0 if suggested and drops != "weak" else tune_margin
                 if best is None or quality > best[0] + margin:
                     scores = np.maximum.reduce([ratio, copy_score, offset_score, against_score, drift_score,
-                                                _clip_share_score(inp, features, float(radius))])
+                                                clip_share_score(inp, features, float(radius))])
                     scores[rest] = np.maximum(scores[rest], cluster_score[sub_labels])
                     reasons = [AGAINST_DRIFT if r else "clustering: shared offset" if o else
                                "clustering: against the majority" if t else "clustering: colluding group" if c else
