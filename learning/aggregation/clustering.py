@@ -78,7 +78,11 @@ majority, and every test above sides with a round's majority). With an ``evaluat
 best aggregate must validate no more than ``guard`` below the current model; if not, a second
 pass without the drift, direction and shared-offset tests tries every k-means group as the
 reference (and may drop all but ``min_cluster_size`` updates), and when that fails too the rule
-raises: a chain skips the round. ``docs/aggregation.md`` has what it bought and costs.
+raises: a chain skips the round. The second pass has a drift test of its own that takes no side
+from the majority (:func:`.direction.split_scores`: updates against the drift go, when a group
+going its way shows a shared direction alone). Attackers who only stall training (IPM) pass the
+bar, so the second pass also runs, and wins if it validates better, when most updates point
+against the drift while such a group exists. ``docs/aggregation.md`` has what it bought and costs.
 
 Adaptive radius: ``median + radius * sigma`` of the distances in question, sigma from the MAD
 (:func:`robust_threshold`), so it follows each round's spread. With an ``evaluate`` callback
@@ -115,8 +119,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from . import exact
-from ._core import AggregationResult, Inputs, result, robust_threshold, weighted_mean
-from .direction import DRIFT_EVIDENCE, SUSPECT, against_scores, cosines_to, cosines_to_centre, drift_scores, weak_groups
+from ._core import AggregationResult, Inputs, result, weighted_mean
+from .direction import (DRIFT_EVIDENCE, SUSPECT, against_scores, cosines_to, cosines_to_centre, drift_scores, split_scores,
+                        weak_groups)
+from .distance import SMALL, cluster_scores, near_copies, outliers
 from .geomed import weiszfeld_coefficients
 from .kmeans import membership, quad_forms, restricted_kmeans
 from .offset import partner_scores
@@ -133,28 +139,8 @@ DEFAULT_NORM_CLIP = 1.0  # accepted updates are clipped to this multiple of thei
 DEFAULT_FEATURE_CLIP = 1.5  # and each feature group to this multiple of the group's median norm (0 = off)
 DEFAULT_OFFSET = 4.0    # MADs above the median partner similarity that mark a shared offset
 DEFAULT_DIRECTION = 0.25  # a cosine to the centre below this share of the median cosine goes against it (0 = off)
-SMALL, SMALL_FLOOR = 10, 0.1   # below 10 distances their MAD is no spread estimate: sigma >= 10% of the median
 MIN_REFERENCE = 3       # phase 1b needs a reference cluster with at least this many updates
-GROUP_FLOOR = 0.05      # phase-1 radius is at least 5% of the typical distance: tolerates non-IID groups
 UNSUSPECTED = float(np.nextafter(1.0, 2.0))  # score of a group dropped for a validation gain alone
-
-
-def _pairs(dist: np.ndarray, a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """Distances between members of ``a`` and ``b``, or among the distinct pairs of ``a``."""
-    if b is not None:
-        return dist[np.ix_(a, b)].ravel()
-    return dist[np.ix_(a, a)][np.triu_indices(a.size, 1)]
-
-
-def _near_copies(dist: np.ndarray, collusion: float) -> np.ndarray:
-    """Score per update: in (1, 2] for near copies (nearest neighbour within the collusion
-    distance), 0 otherwise."""
-    n = dist.shape[0]
-    if collusion <= 0 or n < 3:
-        return np.zeros(n)
-    limit = collusion * exact.median(_pairs(dist, np.arange(n)))
-    nearest = np.where(np.eye(n, dtype=bool), np.inf, dist).min(axis=1)
-    return np.where(nearest < limit, 2.0 - nearest / max(limit, 1e-300), 0.0)
 
 
 def _highest(scores: np.ndarray, budget: int) -> np.ndarray:
@@ -163,17 +149,6 @@ def _highest(scores: np.ndarray, budget: int) -> np.ndarray:
     for i in np.argsort(-scores, kind="stable")[:budget]:
         picked[i] = scores[i] > 1.0
     return picked
-
-
-def _cluster_scores(dist: np.ndarray, labels: np.ndarray, k: int, ref: int, radius: float) -> np.ndarray:
-    """Between-group distance of each cluster to the reference over the reference's radius."""
-    groups = [np.flatnonzero(labels == h) for h in range(k)]
-    within = _pairs(dist, groups[ref])
-    if within.size == 0:
-        return np.zeros(k)
-    thr = max(robust_threshold(within, radius, floor=GROUP_FLOOR), 1e-300)
-    return np.array([0.0 if h == ref else exact.median(_pairs(dist, groups[h], groups[ref])) / thr
-                     for h in range(k)])
 
 
 def _variants(rest_dist: np.ndarray, weak: np.ndarray, labels: np.ndarray, k: int, ref: int,
@@ -188,7 +163,7 @@ def _variants(rest_dist: np.ndarray, weak: np.ndarray, labels: np.ndarray, k: in
     candidate also keeps phase 2's outliers. Without a validation set distance alone decides.
     ``active`` is False when the reference is too small to describe the honest spread (scores 0)."""
     for i, multiplier in enumerate(candidates):
-        far = _cluster_scores(rest_dist, labels, k, ref, multiplier) if active else np.zeros(k)
+        far = cluster_scores(rest_dist, labels, k, ref, multiplier) if active else np.zeros(k)
         if not validated:
             yield multiplier, far, "keep", True
             continue
@@ -210,18 +185,6 @@ def _drop_groups(group_score: np.ndarray, group_of: np.ndarray, protected: int, 
             dropped[h] = True
             budget -= sizes[h]
     return dropped
-
-
-def _phase2(g: np.ndarray, survivors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Survivors within the radius of their geometric median, and distance/radius for all."""
-    sub = np.flatnonzero(survivors)
-    coef_sub, _ = weiszfeld_coefficients(g[np.ix_(sub, sub)], np.ones(sub.size))
-    coef = np.zeros(g.shape[0])
-    coef[sub] = coef_sub
-    d = exact.dists_to_combination(g, coef)
-    floor = SMALL_FLOOR if sub.size < SMALL else 0.01
-    ratio = d / max(robust_threshold(d[sub], radius, floor=floor), 1e-300)
-    return survivors & (ratio <= 1.0), ratio
 
 
 def _quality(inp: Inputs, vector: np.ndarray) -> float:
@@ -276,23 +239,30 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     if not candidates or min(candidates) <= 0:
         raise ValueError("clustering: radius multipliers must be positive")
     g, dist = inp.gram, np.sqrt(inp.sq_dists)
+    to_drift = cosines_to(inp.updates, g, inp.reference) if drift and inp.reference is not None else None
 
     def attempt(contested: bool, current: float | None = None) -> AggregationResult:
-        """One pass of the filter; ``contested``: the pass after the guard refused the first (see the
-        module docstring), with every k-means group tried as the reference; ``current``: the current
-        model's validation, once the first pass has it."""
+        """One pass of the filter; ``contested``: the second pass (see the module docstring), with every
+        k-means group tried as the reference and the drift test that takes no side; ``current``: the
+        current model's validation, once the first pass has it."""
         budget = n - min_size if contested else n // 2   # phase 1 never drops the majority, unless contested
 
-        copy_score = _near_copies(dist, collusion)
+        copy_score = near_copies(dist, collusion)
         copies = copy_score > 1.0
         if copies.sum() > budget:
             copies[:] = False
         budget -= int(copies.sum())
         kept = np.flatnonzero(~copies)
-        drift_score, evidence = np.zeros(n), None
-        if drift and not contested and inp.reference is not None and kept.size >= SMALL:
-            drift_score, evidence = drift_scores(cosines_to(inp.updates, g, inp.reference), kept, inp.held,
-                                                 float(drift_evidence), inp.updates.shape[1])
+        drift_score, evidence, split = np.zeros(n), None, None
+        if to_drift is not None and kept.size:
+            d = inp.updates.shape[1]
+            split = split_scores(to_drift, kept, float(drift_evidence), d, min_size)
+            if contested:
+                drift_score = np.zeros(n) if split is None else split
+            elif kept.size >= SMALL:
+                drift_score, evidence = drift_scores(to_drift, kept, inp.held, float(drift_evidence), d)
+            if not contested and exact.median(to_drift[kept]) > 0.0:
+                split = None        # most go the model's way: the drift test (or no test) sides with them
         drifting = _highest(drift_score, budget)
         budget -= int(drifting.sum())
         kept = np.flatnonzero(~copies & ~drifting)
@@ -344,7 +314,7 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
                 survivors[rest] = ~dropped[sub_labels]
                 at = (survivors.tobytes(), multiplier)
                 if at not in centred:
-                    centred[at] = _phase2(g, survivors, multiplier)
+                    centred[at] = outliers(g, survivors, multiplier)
                 accepted, ratio = centred[at]
                 if not rejects:                       # phase 2's outliers are suspicious, not rejected
                     accepted, ratio = survivors, np.minimum(ratio, 1.0)
@@ -385,6 +355,15 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
                     return attempt(True, current)
                 raise ValueError(f"clustering: the best aggregate validates at {quality:.4f}, more than {guard:g} "
                                  f"below the current model's {current:.4f}")
+            if not contested and split is not None:
+                # the drift test abstained (most updates go against the model's way) while a group goes
+                # its way with evidence: the round may be the attackers', so the contested pass may win
+                try:
+                    rival = attempt(True, current)
+                except ValueError:
+                    rival = None
+                if rival is not None and rival.info["validation"] > quality:
+                    return rival
         info = {"clusters": int(k), "labels": labels.tolist(), "radius": multiplier,
                 "near_copies": int((copies & ~shared & ~against & ~drifting).sum()), "shared_offset": int(shared.sum()),
                 "against": int(against.sum()), "against_drift": int(drifting.sum()), "drift_evidence": evidence,
