@@ -416,8 +416,9 @@ def main(argv: list[str] | None = None) -> dict:
                          args.workers, ablation=not args.no_ablation, pipeline=pipeline)
     result["quick"] = args.quick
     result["command"] = "python -m bench adversary " + " ".join(argv if argv is not None else sys.argv[2:])
-    for entry in result["models"].values():  # each model says how it was run (--keep mixes runs)
-        entry.update(command=result["command"], seeds=result["seeds"])
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for entry in result["models"].values():  # each model says how and when it was run (--keep mixes runs)
+        entry.update(command=result["command"], seeds=result["seeds"], measured_at=now)
     previous = RESULTS / "adversary.json"
     if args.keep and previous.exists():
         old = json.loads(previous.read_text())
@@ -426,6 +427,7 @@ def main(argv: list[str] | None = None) -> dict:
         if kept and not result["ablation"]:
             result["ablation"] = old["ablation"]
         result["goals"] = goals(result)
+    result["part_measured_at"] = {m: e.get("measured_at") for m, e in result["models"].items()}
     return finish("adversary", result, started, plot, report_console)
 
 

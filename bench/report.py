@@ -26,13 +26,14 @@ Synthetic(1,1) stands in for the papers' IoT tabular data.
 """
 
 
-PIPELINE_SINCE = "2026-12-06T16:10:00Z"
+PIPELINE_SINCE = "2026-12-06T19:05:00Z"
 """When the code these numbers depend on last changed: the daemon and the simulator share one
 client pipeline, round and settings type (``learning/client.py``, ``learning/round.py``,
 ``learning/settings.py``); the dense models (``logreg``, ``mlp``, ``tabular_mlp``) last changed
 when they moved from torch to numpy (``learning/dense.py``: another initialisation, the same
 arithmetic to float32 rounding), and the default rule (``learning/aggregation/clustering.py``)
-when it began to refuse an aggregate that validates worse than the current model (the guard)."""
+when the guard's second pass got a drift test that asks no majority, and began to contest rounds
+most of which point against the drift."""
 PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "accuracy", "convergence",
                                  "communication", "scalability", "energy", "attacks", "detection", "ablation",
                                  "flower", "preset", "adversary", "hierarchy", "selection", "fleet"})
