@@ -256,13 +256,13 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
         drift_score, evidence, split = np.zeros(n), None, None
         if to_drift is not None and kept.size:
             d = inp.updates.shape[1]
-            split = split_scores(to_drift, kept, float(drift_evidence), d, min_size)
+            # a first pass needs the split only when most go against the model's way (a rival pass may win)
+            if contested or exact.median(to_drift[kept]) <= 0.0:
+                split = split_scores(to_drift, kept, float(drift_evidence), d, min_size)
             if contested:
                 drift_score = np.zeros(n) if split is None else split
             elif kept.size >= SMALL:
                 drift_score, evidence = drift_scores(to_drift, kept, inp.held, float(drift_evidence), d)
-            if not contested and exact.median(to_drift[kept]) > 0.0:
-                split = None        # most go the model's way: the drift test (or no test) sides with them
         drifting = _highest(drift_score, budget)
         budget -= int(drifting.sum())
         kept = np.flatnonzero(~copies & ~drifting)
