@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from learning.aggregation import AggregationResult
+from learning.aggregation import AggregationResult, WitnessRows
 from learning.aggregation.exact import total
 from learning.aggregation.weighting import DEFAULT_WEIGHT_CAP, cap_weights, check_cap
 
@@ -160,10 +160,12 @@ class _Counting:
 
 def run_cluster(aggregator: Callable[..., AggregationResult], rule: str, params: dict[str, Any], cluster: int,
                 members: np.ndarray, updates: np.ndarray, weights: np.ndarray, trust: np.ndarray, seed: int,
-                evaluate: Evaluate | None, held: np.ndarray | None = None) -> Partial:
+                evaluate: Evaluate | None, held: np.ndarray | None = None,
+                witness: WitnessRows | None = None) -> Partial:
     """The genesis rule on one cluster. ``weights`` are the round's capped weights (:func:`global_cap`);
     ``params`` the rule parameters without the cap; ``held`` the round's holds (per update), of which
-    the cluster's rule gets its members'. A cluster whose rule raises has no partial."""
+    the cluster's rule gets its members', and ``witness`` the chain's witness rows, with its members'
+    owners. A cluster whose rule raises has no partial."""
     w, t = weights[members], trust[members]
     effective = w * t if rule == "trust" else w
     m = members.size
@@ -173,7 +175,9 @@ def run_cluster(aggregator: Callable[..., AggregationResult], rule: str, params:
     try:
         res = aggregator(rule, np.ascontiguousarray(updates[members]), w, trust=t, seed=cluster_seed(seed, cluster),
                          evaluate=None if evaluate is None else counting, weight_cap=None,
-                         held=None if held is None else held[members], **{**params, **UNGUARDED.get(rule, {})})
+                         held=None if held is None else held[members],
+                         witness=None if witness is None else witness.subset(members),
+                         **{**params, **UNGUARDED.get(rule, {})})
     except ValueError as exc:
         why = f"cluster {cluster}: aggregation failed: {exc}"
         return Partial(cluster, members, np.zeros(m, bool), [why] * m, np.full(m, np.nan), None, 0.0, counting.calls)
@@ -207,7 +211,7 @@ class HierarchicalResult:
 def run_hierarchy(aggregator: Callable[..., AggregationResult], hierarchy: Hierarchy, rule: str,
                   rule_params: dict[str, Any], updates: np.ndarray, weights: np.ndarray, trust: np.ndarray,
                   senders: Sequence[object], seed: int, evaluate: Evaluate | None,
-                  held: np.ndarray | None = None) -> HierarchicalResult:
+                  held: np.ndarray | None = None, witness: WitnessRows | None = None) -> HierarchicalResult:
     """Every cluster in order, then the combination (``evaluate`` is called in that order too).
     Raises ValueError when no cluster produced a partial or the combination fails."""
     n = updates.shape[0]
@@ -215,7 +219,7 @@ def run_hierarchy(aggregator: Callable[..., AggregationResult], hierarchy: Hiera
     capped, params = global_cap(weights, live, rule_params)
     labels = assign(seed, senders, hierarchy.cluster_size)
     partials = [run_cluster(aggregator, rule, params, c, np.flatnonzero(labels == c), updates, capped, trust, seed,
-                            evaluate, held) for c in range(int(labels.max()) + 1)]
+                            evaluate, held, witness) for c in range(int(labels.max()) + 1)]
     with_vector = [p for p in partials if p.vector is not None and p.weight > 0]
     if not with_vector:
         raise ValueError("no cluster produced a partial aggregate")

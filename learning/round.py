@@ -19,6 +19,10 @@ it in the block payload), and the step the simulator runs after every round of l
   *held* until an update of it is accepted; without strong evidence of a shared direction the
   default rule's drift test holds only them to zero, anyone else to a floor below it
   (``learning/aggregation/direction.py`` says why). Every verifier derives the holds from final blocks, the simulator from its rounds.
+* Witnesses (:func:`witness_after`): the feature-group norms of each sender's last accepted update
+  within :data:`WITNESS_HORIZON`. The default rule's feature clip takes its medians over the round's
+  accepted updates and the witness rows of every other recent sender, one row per sender, so
+  attackers who are fast enough to fill most of a round do not set how far a feature may move.
 * A round in which nobody carries weight leaves the model as it was (every update "zero weight").
   A round whose rule raises (``AggregationError`` is a ``ValueError``) or whose new model is not
   finite is *skipped* with its reason: model unchanged, nobody rewarded or penalized.
@@ -30,12 +34,14 @@ guarantee, and float32 arithmetic here), provided ``evaluate`` returns the same 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
-from learning.aggregation import AGAINST_DRIFT, AggregationResult, aggregate, staleness_weight
+from learning.aggregation import AGAINST_DRIFT, AggregationResult, WitnessRows, aggregate, staleness_weight
+from learning.aggregation.exact import group_norms
 from learning.hierarchy import Partial, run_hierarchy
 from learning.settings import FLSettings
 
@@ -83,6 +89,39 @@ def holds_after(held: Mapping[Hashable, int], senders: Sequence[Hashable], accep
     return {**kept, **dict.fromkeys(dropped, now)}
 
 
+WITNESS_HORIZON = 20
+"""Rounds (a chain: heights) a sender's witness row lasts after its last accepted update."""
+
+Witnesses = dict[Hashable, tuple[int, Any]]
+"""Sender -> (round of its last accepted update, what stands for it: in the simulator that update's
+(G,) float64 feature-group norms, on a chain the update's id, whose norms a node computes)."""
+
+
+def feature_norms(updates: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(n, G) exact feature-group norms of ``updates`` (n, d): what a witness row holds."""
+    return group_norms(np.ascontiguousarray(updates, dtype=np.float32), groups, int(groups.max()) + 1)
+
+
+def witness_after(witness: Mapping[Hashable, tuple[int, Any]], senders: Sequence[Hashable], rows: Sequence[Any],
+                  accepted: Sequence[bool], now: int) -> Witnesses:
+    """The witnesses after round ``now``: each sender with an accepted update is witnessed by that
+    update's entry of ``rows``; witnesses older than :data:`WITNESS_HORIZON` lapse."""
+    kept = {s: row for s, row in witness.items() if row[0] > now - WITNESS_HORIZON}
+    kept.update({s: (now, row) for s, row, ok in zip(senders, rows, accepted) if ok})
+    return kept
+
+
+def witness_rows(witness: Mapping[Hashable, tuple[int, np.ndarray]], senders: Sequence[Hashable]) -> WitnessRows | None:
+    """The rule's witness for a round of updates from ``senders``: every row, in sender order, and
+    per update the row of its sender (-1 for none); None when there is no row."""
+    if not witness:
+        return None
+    order = sorted(witness, key=str)
+    row_of = {s: i for i, s in enumerate(order)}
+    return WitnessRows(np.stack([witness[s][1] for s in order]),
+                       np.array([row_of.get(s, -1) for s in senders], dtype=np.int64))
+
+
 def round_weights(samples: Sequence[float], staleness: Sequence[float], staleness_a: float) -> np.ndarray:
     """Sample counts times the staleness discount ``(1 + s)^-a``, float64, the same on every CPU."""
     discount = np.asarray(staleness_weight(np.asarray(staleness, dtype=np.float64), staleness_a), dtype=np.float64)
@@ -108,7 +147,7 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
               evaluate: Callable[[np.ndarray], float] | None = None,
               aggregator: Aggregator = aggregate, senders: Sequence[object] | None = None,
               groups: np.ndarray | None = None, reference: np.ndarray | None = None,
-              held: Sequence[bool] | None = None) -> RoundOutcome:
+              held: Sequence[bool] | None = None, witness: WitnessRows | None = None) -> RoundOutcome:
     """Aggregate ``updates`` (n, d) onto ``model`` with the settings' rule.
 
     ``samples``, ``staleness`` (model versions since each update's base) and ``trust`` (each
@@ -122,7 +161,7 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
     ``groups`` is the model's feature layout (:func:`learning.models.feature_groups`), which the
     default rule's feature clip needs; every rule run of the round gets it, and ``reference``
     (:func:`drift`) as well, and ``held`` (per update: does the chain hold its sender, from
-    :func:`holds_after`).
+    :func:`holds_after`), and ``witness`` (:func:`witness_rows`).
     """
     n = len(samples)
     weights = round_weights(samples, staleness, settings.staleness_a)
@@ -136,6 +175,8 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
         aggregator = partial(aggregator, groups=groups)
     if reference is not None:
         aggregator = partial(aggregator, reference=reference)
+    if groups is None:
+        witness = None                     # nothing to clip feature by feature, nothing to witness
     mask = None if held is None else np.asarray(held, dtype=bool)
     lr = np.float32(settings.server_lr)
     rule_evaluate = None if evaluate is None else (lambda delta: evaluate(model + lr * delta))
@@ -146,13 +187,14 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
         try:
             h = run_hierarchy(aggregator, hierarchy, settings.rule, settings.rule_params,
                               np.asarray(updates, dtype=np.float32), weights, trusts, senders, seed, rule_evaluate,
-                              mask)
+                              mask, witness)
         except ValueError as exc:
             return skipped(model, weights, f"aggregation failed: {exc}")
         return _moved(model, lr, h.vector, weights, h.accepted, h.reasons, h.scores, h.partials)
     try:
         result = aggregator(settings.rule, np.asarray(updates, dtype=np.float32), weights, trust=trusts, seed=seed,
-                            evaluate=rule_evaluate, held=mask, **settings.rule_params)
+                            evaluate=rule_evaluate, held=mask, witness=witness,
+                            **settings.rule_params)
     except ValueError as exc:  # the library's AggregationError (no finite aggregate) is a ValueError
         return skipped(model, weights, f"aggregation failed: {exc}")
     return _moved(model, lr, result.vector, weights, result.accepted, [str(r) for r in result.reasons], result.scores)

@@ -37,13 +37,14 @@ import numpy as np
 
 from . import clipping, clustering, coordinate, geomed, krum, mean
 from ._core import (AggregationError, AggregationResult, Inputs, as_groups, as_held, as_reference, as_updates, as_vector,
+                    WitnessRows, as_witness,
                     require_finite, result)
 from .clustering import AGAINST_DRIFT
 from .staleness import staleness_weight
 from .weighting import DEFAULT_WEIGHT_CAP, cap_weights, check_cap, unit_scale
 
 __all__ = ["AGAINST_DRIFT", "DEFAULT_RULE", "DEFAULT_WEIGHT_CAP", "RULES", "RULE_NAMES", "AggregationError", "AggregationResult",
-           "aggregate", "staleness_weight"]
+           "WitnessRows", "aggregate", "staleness_weight"]
 
 RULES: dict[str, Callable[..., AggregationResult]] = {
     "fedavg": mean.fedavg,
@@ -87,7 +88,7 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
               evaluate: Callable[[np.ndarray], float] | None = None,
               weight_cap: float | None = DEFAULT_WEIGHT_CAP, groups: np.ndarray | None = None,
               reference: np.ndarray | None = None, held: np.ndarray | None = None,
-              **params: Any) -> AggregationResult:
+              witness: tuple[np.ndarray, np.ndarray] | None = None, **params: Any) -> AggregationResult:
     """Aggregate ``updates`` (n, d) with ``rule``.
 
     ``weights`` (n,): sample counts times staleness weights (default all 1); fedavg, trust,
@@ -107,7 +108,13 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     chain by every verifier); ``"clustering"`` drops updates that point against it, the other
     rules ignore it. ``held`` (n,) bool marks the updates whose senders the chain holds for having
     pointed against it (:func:`learning.round.holds_after`); without strong evidence of a shared
-    direction ``"clustering"`` holds only those to zero (None: nobody is held).
+    direction ``"clustering"`` holds only those to zero (None: nobody is held). ``witness``
+    ``(norms, owner)`` (:class:`WitnessRows`, chain state from :func:`learning.round.witness_after`)
+    holds the feature-group norms of each recent sender's last accepted update (m, G) and, per
+    update, its sender's row (-1 for none); ``"clustering"``'s feature clip takes its medians over
+    the accepted updates and the rows of every sender none of whose updates is accepted, so a round
+    the attackers crowd is not the only witness of how far honest updates move a feature (needs
+    ``groups``).
 
     ``info`` always holds ``weight_cap``, ``weight_limit`` (the clip level in the caller's
     units, None without a cap) and ``weights_clipped`` (indices of the clipped weights).
@@ -131,6 +138,7 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     g = None if groups is None else as_groups(groups, x.shape[1])
     ref = None if reference is None else as_reference(reference, x.shape[1])
     hold = None if held is None else as_held(held, n)
+    seen = None if witness is None else as_witness(witness, g, n)
     w = np.ones(n) if weights is None else as_vector(weights, n, "weights")
     live = w > 0
     zero_reason = "zero weight"
@@ -147,14 +155,14 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     if rule == "trust":
         w = unit_scale(w * unit_scale(t))
     if live.all():
-        inner = _run(fn, Inputs(x, w, f, int(seed), evaluate, g, ref, hold), params)
+        inner = _run(fn, Inputs(x, w, f, int(seed), evaluate, g, ref, hold, seen), params)
         inner.info.update(capping)
         return inner
     if rule not in _CHECK_UP_FRONT:
         require_finite(x)                    # excluded rows must be valid too
     rows = np.flatnonzero(live)
     inner = _run(fn, Inputs(np.ascontiguousarray(x[rows]), w[rows], f, int(seed), evaluate, g, ref,
-                            None if hold is None else hold[rows]), params)
+                            None if hold is None else hold[rows], None if seen is None else seen.subset(rows)), params)
     accepted = np.zeros(n, dtype=bool)
     accepted[rows] = inner.accepted
     scores = np.full(n, np.inf)

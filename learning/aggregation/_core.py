@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -68,6 +68,7 @@ class Inputs:
     groups: np.ndarray | None = None          # (d,) int64 feature group of each entry (see as_groups)
     reference: np.ndarray | None = None       # (d,) float32 direction the model has recently moved (see as_reference)
     held: np.ndarray | None = None            # (n,) bool: senders the chain holds for pointing against it (see as_held)
+    witness: WitnessRows | None = None        # senders' last accepted feature-group norms (see as_witness)
 
     @property
     def n(self) -> int:
@@ -138,6 +139,51 @@ def as_held(held: Any, n: int) -> np.ndarray:
     if arr.shape != (n,) or arr.dtype != np.bool_:
         raise ValueError(f"held must be a ({n},) bool mask, got shape {arr.shape} and dtype {arr.dtype}")
     return arr
+
+
+class WitnessRows(NamedTuple):
+    """The feature-group norms of senders' last accepted updates, and whose they are.
+
+    ``norms`` (m, G): one row per sender the chain has a witness of; ``owner`` (n,): per update of
+    the round, the row of its sender (-1 for none). A row stands in for its sender unless one of
+    that sender's updates is accepted (which then speaks for it).
+    """
+
+    norms: np.ndarray
+    owner: np.ndarray
+
+    def standing(self, accepted: np.ndarray) -> np.ndarray:
+        """The rows of the senders none of whose updates ``accepted`` (n,) bool accepts."""
+        used = np.ones(self.norms.shape[0], dtype=bool)
+        used[self.owner[accepted & (self.owner >= 0)]] = False
+        return self.norms[used]
+
+    def subset(self, rows: np.ndarray) -> WitnessRows:
+        """The same rows for the round restricted to updates ``rows``."""
+        return WitnessRows(self.norms, self.owner[rows])
+
+
+def as_witness(witness: Any, groups: np.ndarray | None, n: int) -> WitnessRows:
+    """``(norms, owner)`` checked: finite, non-negative (m, G) float64 norms for a model of ``G``
+    feature groups, and an (n,) int64 owner in ``[-1, m)``; or a ValueError."""
+    if groups is None:
+        raise ValueError("a witness needs the model's feature groups")
+    if not isinstance(witness, (tuple, list)) or len(witness) != 2:
+        raise ValueError("witness must be a pair (norms, owner)")
+    norms, owner = witness
+    arr = np.asarray(norms, dtype=np.float64)
+    width = int(groups.max()) + 1
+    if arr.ndim != 2 or arr.shape[1] != width:
+        raise ValueError(f"witness norms must have shape (m, {width}), got {arr.shape}")
+    if not np.isfinite(arr).all() or (arr < 0).any():
+        raise ValueError("witness norms must be finite and non-negative")
+    own = np.asarray(owner)
+    if own.shape != (n,) or own.dtype.kind not in "iu":
+        raise ValueError(f"witness owner must be an integer vector of shape ({n},), got {own.dtype} {own.shape}")
+    own = own.astype(np.int64)
+    if n and (own.min() < -1 or own.max() >= arr.shape[0]):
+        raise ValueError(f"witness owner must lie in [-1, {arr.shape[0]})")
+    return WitnessRows(arr, own)
 
 
 def as_reference(reference: Any, d: int) -> np.ndarray | None:

@@ -30,12 +30,14 @@ def shrink_to(norms: np.ndarray, limit: np.ndarray | float) -> np.ndarray:
 
 def feature_shrink(inp: Inputs, accepted: np.ndarray, feature_clip: float) -> FeatureScale | None:
     """Per accepted update and feature group, the factor that brings the group's norm within
-    ``feature_clip`` times the median of that group's norms over the accepted updates (zero where
-    that median is zero); None when off or when the caller gave no feature groups."""
+    ``feature_clip`` times the median of that group's norms over the accepted updates and the
+    caller's witness rows of the senders none of whose updates is accepted (zero where that median
+    is zero); None when off or when the caller gave no feature groups."""
     if feature_clip <= 0 or inp.groups is None:
         return None
     norms = inp.group_norms
-    return shrink_to(norms, feature_clip * exact.column_medians(norms[accepted])), inp.groups
+    seen = norms[accepted] if inp.witness is None else np.vstack([norms[accepted], inp.witness.standing(accepted)])
+    return shrink_to(norms, feature_clip * exact.column_medians(seen)), inp.groups
 
 
 def clip_share_score(inp: Inputs, features: FeatureScale | None, radius: float) -> np.ndarray:

@@ -48,12 +48,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from learning.aggregation import AggregationResult, aggregate
+from learning.aggregation import AggregationResult, WitnessRows, aggregate
 from learning.attacks import DATA_ATTACKS, MODEL_ATTACKS, craft_updates
 from learning.client import Release, Sent
 from learning.compression import dense_bytes
 from learning.models import build_model, feature_groups, get_flat, num_params, set_flat
-from learning.round import drift, holds_after, run_round, stake_changes
+from learning.round import (Witnesses, drift, feature_norms, holds_after, run_round, stake_changes, witness_after,
+                            witness_rows)
 from learning.selection import selection_features, select_nodes
 from learning.sim.config import RoundStats, SimConfig, SimResult
 from learning.sim.nodes import (
@@ -106,6 +107,9 @@ class Simulator:
         self.held: dict[int, int] = {}
         """Node id -> the version whose round last dropped it against the drift (a chain's holds)."""
         self._oracle_held: np.ndarray | None = None
+        self.witness: Witnesses = {}
+        """Node id -> (version, feature-group norms) of its last accepted update (a chain's witnesses)."""
+        self._oracle_witness: WitnessRows | None = None
         self.nodes = build_nodes(cfg, self.fed, self.dim)
         self.val = self.fed.public_eval
         self._select_rng = stream(s.seed, STREAM_SELECT)
@@ -132,6 +136,7 @@ class Simulator:
                 # the holds are chain state: the oracle's rows are the honest updates, then the crafted ones
                 order = [j for j, a in zip(jobs, attacked) if not a] + [j for j, a in zip(jobs, attacked) if a]
                 self._oracle_held = self._held_mask(order)
+                self._oracle_witness = witness_rows(self.witness, [j.node.node_id for j in order])
             crafted = craft_updates(self.cfg.attack, mine, np.stack(honest) if honest else mine, self._attack_rng,
                                     **params)
             rows = iter(crafted)
@@ -145,7 +150,7 @@ class Simulator:
         rows = np.concatenate([observed, crafted]).astype(np.float32)
         res = self._aggregator(s.rule, rows, np.ones(len(rows)), trust=np.ones(len(rows)), seed=self.version + 1,
                                groups=self.groups, reference=self.reference(), held=self._oracle_held,
-                               **s.rule_params)
+                               witness=self._oracle_witness, **s.rule_params)
         return np.asarray(res.accepted[len(observed):], dtype=bool)
 
     def _claims(self, jobs: list[Job], sent: list[Sent]) -> list[float]:
@@ -199,12 +204,16 @@ class Simulator:
         staleness = np.array([self.version - j.base_version for j in jobs], dtype=np.float64)
         byz = np.array([j.node.byzantine for j in jobs])
         trust = self.trust()
-        outcome = run_round(cfg.fl, self.global_flat, np.stack([s.vector for s in sent]), self._claims(jobs, sent),
+        senders = [j.node.node_id for j in jobs]
+        updates = np.stack([s.vector for s in sent])
+        outcome = run_round(cfg.fl, self.global_flat, updates, self._claims(jobs, sent),
                             staleness, [trust[j.node.node_id] for j in jobs], seed=self.version + 1,
-                            evaluate=self._score, aggregator=self._aggregator, senders=[j.node.node_id for j in jobs],
-                            groups=self.groups, reference=self.reference(), held=self._held_mask(jobs))
-        self.held = holds_after(self.held, [j.node.node_id for j in jobs], outcome.accepted.tolist(), outcome.reasons,
-                                self.version)
+                            evaluate=self._score, aggregator=self._aggregator, senders=senders,
+                            groups=self.groups, reference=self.reference(), held=self._held_mask(jobs),
+                            witness=witness_rows(self.witness, senders))
+        self.held = holds_after(self.held, senders, outcome.accepted.tolist(), outcome.reasons, self.version)
+        self.witness = witness_after(self.witness, senders, feature_norms(updates, self.groups),
+                                     outcome.accepted.tolist(), self.version)
         for job, change in zip(jobs, stake_changes(cfg.fl, outcome)):
             job.node.stake = max(0, job.node.stake + change)
         self.global_flat = outcome.model

@@ -34,7 +34,7 @@ from gossip.crypto import sha256
 from learning.client import norm_bound
 from learning.dense import DenseNet
 from learning.models import Net, build_model, feature_groups, get_flat, set_flat
-from learning.round import drift, holds_after
+from learning.round import WITNESS_HORIZON, drift, holds_after, witness_after
 from learning.train import evaluate
 from node.fl.blobs import BlobError, BlobStore, model_bytes, parse_model
 from node.fl.data import NodeData
@@ -47,6 +47,7 @@ from node.fl.task import Task
 from node.fl.update import ModelUpdate
 from node.fl.verify import BadPayload, Disagreement, EvalLog, EvalReplay
 from node.fl.window import Window
+from node.fl.witness import FeatureWitness, witnessed
 
 log = logging.getLogger("fedchain.fl")
 
@@ -68,7 +69,7 @@ def round_key(height: int) -> bytes:
     return b"fl/round/" + height.to_bytes(8, "big")
 
 
-class FLApp(UpdateIntake, HierarchyChecks):
+class FLApp(UpdateIntake, HierarchyChecks, FeatureWitness):
     def __init__(self, settings: FLSettings, chain_id: str, data: NodeData, blobs: BlobStore, *,
                  fetch: Fetch | None = None, fetch_model: FetchModel | None = None, max_message: int = 8 << 20,
                  model_retention: int = 64, update_retention: int = 0, node_id: str = "") -> None:
@@ -100,6 +101,7 @@ class FLApp(UpdateIntake, HierarchyChecks):
             torch.set_num_threads(1)
         self.model = get_flat(net)
         self.groups = feature_groups(net)  # the model's layout, for the rule's feature clip
+        self._witness_norms = {}           # update id -> its feature-group norms (node.fl.witness)
         self.model_hash = b""
         self.model_height = 0
         self.model_missing = False  # the chain moved to a model whose weights this node has yet to fetch
@@ -169,8 +171,9 @@ class FLApp(UpdateIntake, HierarchyChecks):
         """The round on the current model, in a worker thread (the model is taken before it starts);
         a model it produces is on disk before this returns, so it can be named by a final block."""
         reference = await self.round_reference()
+        witness = await self.round_witness(updates)
         args = (self.settings, self.model, self.model_height, self.model_hash, updates, trust, height, evaluate,
-                self.groups, reference, self.window.held)
+                self.groups, reference, self.window.held, witness)
         result = await asyncio.to_thread(block_round, *args)
         for partial in result.partials:  # served by hash, like models, to verifiers that do not re-run its cluster
             if partial is not None:
@@ -294,6 +297,11 @@ class FLApp(UpdateIntake, HierarchyChecks):
         self.window.advance(h, p.new_hash, s.max_staleness, claims, punished)
         self.window.held = holds_after(self.window.held, [c.sender for c in p.considered],
                                        [c.accepted for c in p.considered], [c.reason for c in p.considered], h)
+        if witnessed(s):
+            self.window.witness = witness_after(self.window.witness, [c.sender for c in p.considered],
+                                                [c.update_id for c in p.considered],
+                                                [c.accepted for c in p.considered], h)
+            self.forget_lapsed_witnesses()
         self.pool.settle(claims, punished)
         self.pool.prune(h - s.max_staleness)
         if self.state_view is not None:
@@ -303,8 +311,8 @@ class FLApp(UpdateIntake, HierarchyChecks):
         self._results = {k: v for k, v in self._results.items() if k > h}
         self._faults = {k: v for k, v in self._faults.items() if k[0] > h}
         self.blobs.prune("model", h - self.model_retention)
-        if self.update_retention:
-            self.blobs.prune("update", h - self.update_retention)
+        if self.update_retention:  # a witness's body is kept while it may stand (based up to max_staleness before)
+            self.blobs.prune("update", h - max(self.update_retention, WITNESS_HORIZON + s.max_staleness))
         changes = self._stake_changes(p)
         accepted = sum(c.accepted for c in p.considered)
         self.metrics["updates_accepted"] += accepted
@@ -363,14 +371,14 @@ class FLApp(UpdateIntake, HierarchyChecks):
         if any(u is None for u in updates):
             return None
         try:
-            reference = self._reference_here()
+            reference, witness = self._reference_here(), self.witness_here(updates)
         except LookupError:
             return None
         self.metrics["rounds_rerun_at_finalize"] += 1
         replay = EvalReplay(self.model_evaluator(), p.evals, len(self.data.public_eval))  # final: not checked
         result = block_round(self.settings, self.model, self.model_height, self.model_hash, updates,
                              self.trust_of(ctx.state, updates), ctx.height, replay, self.groups, reference,
-                             self.window.held)
+                             self.window.held, witness)
         return RoundResult(p, result.model) if result.payload.new_hash == p.new_hash else None
 
     def _decode_final(self, payload: bytes) -> Payload:

@@ -29,7 +29,7 @@ import numpy as np
 
 from consensus.app import BlockContext
 from gossip.crypto import sha256
-from learning.aggregation import aggregate
+from learning.aggregation import WitnessRows, aggregate
 from learning.aggregation.exact import total
 from learning.hierarchy import Hierarchy, assign, combine, global_cap, run_cluster, verifier_clusters
 from learning.round import round_weights
@@ -97,8 +97,9 @@ class HierarchyChecks(PayloadChecks):
         self.metrics["partials_fetched"] += len(vectors)
         reference = await self.round_reference()
         held = np.array([u.sender in self.window.held for u in updates], dtype=bool)
+        witness = await self.round_witness(updates, ctx.producer)
         model = await asyncio.to_thread(self._rerun_clusters, ctx, p, updates, rnd, sorted(mine), vectors, offsets,
-                                        hierarchy, reference, held)
+                                        hierarchy, reference, held, witness)
         if model is not self.model:
             await self.blobs.put_durable("model", model_bytes(model), ctx.height)
         return RoundResult(p, model)
@@ -140,7 +141,8 @@ class HierarchyChecks(PayloadChecks):
 
     def _rerun_clusters(self, ctx: BlockContext, p: Payload, updates: list[ModelUpdate], rnd: _Round,
                         clusters: list[int], vectors: dict[int, np.ndarray], offsets: list[int],
-                        hierarchy: Hierarchy, reference: np.ndarray | None, held: np.ndarray) -> np.ndarray:
+                        hierarchy: Hierarchy, reference: np.ndarray | None, held: np.ndarray,
+                        witness: WitnessRows | None) -> np.ndarray:
         """Re-run ``clusters`` and compare them; then the combination; the new model (worker thread)."""
         s, model = self.settings, self.model
         rule_fn = partial(aggregate, groups=self.groups, reference=reference)  # as the proposer's round ran it
@@ -153,7 +155,8 @@ class HierarchyChecks(PayloadChecks):
             replay = EvalReplay(evaluator, p.evals[offsets[c]:offsets[c + 1]], set_size)
             x = np.stack([updates[i].dense() for i in r.members])
             part = run_cluster(rule_fn, s.rule, rnd.params, c, np.arange(members.size), x, rnd.capped[members],
-                               rnd.trust[members], ctx.height, lambda delta: replay(model + lr * delta), held[members])
+                               rnd.trust[members], ctx.height, lambda delta: replay(model + lr * delta), held[members],
+                               None if witness is None else witness.subset(members))
             replay.check()
             rows = [p.considered[i] for i in r.members]
             reasons = [set_aside_reason(c) if ok and not r.kept else why for ok, why in zip(part.accepted, part.reasons)]

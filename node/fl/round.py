@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gossip.codec import DecodeError, pack, unpack
+from learning.aggregation import WitnessRows
 from learning.hierarchy import Partial
 from learning.round import run_round
 from node.fl.blobs import model_hash
@@ -195,18 +196,20 @@ class RoundResult:
 def block_round(settings: FLSettings, model: np.ndarray, model_height: int, base_hash: bytes,
                 updates: list[ModelUpdate], trust: dict[str, float], seed: int,
                 evaluate: Callable[[np.ndarray], float] | None, groups: np.ndarray | None = None,
-                reference: np.ndarray | None = None, held: Collection[str] = frozenset()) -> RoundResult:
+                reference: np.ndarray | None = None, held: Collection[str] = frozenset(),
+                witness: WitnessRows | None = None) -> RoundResult:
     """:func:`learning.round.run_round` on ``updates`` (in this order), as a block's payload; pure
     and deterministic. ``evaluate`` scores a candidate model; staleness is in heights; ``groups``
     is the model's feature layout (:func:`learning.models.feature_groups`); ``reference`` how the
     model moved over the window (:func:`learning.round.drift`); ``held`` the senders the chain
-    holds for pointing against it (:class:`node.fl.window.Window`)."""
+    holds for pointing against it (:class:`node.fl.window.Window`); ``witness`` the feature clip's
+    witness rows (:mod:`node.fl.witness`)."""
     if not updates:
         return RoundResult(Payload(settings.rule, base_hash, base_hash, ()), model)
     outcome = run_round(settings, model, np.stack([u.dense() for u in updates]), [u.num_samples for u in updates],
                         [model_height - u.base_height for u in updates], [trust.get(u.sender, 0.0) for u in updates],
                         seed=seed, evaluate=evaluate, senders=[u.sender for u in updates], groups=groups,
-                        reference=reference, held=[u.sender in held for u in updates])
+                        reference=reference, held=[u.sender in held for u in updates], witness=witness)
     considered = tuple(Considered(u.id, u.sender, u.base_height, float(w), bool(a), r, float(s))
                        for u, w, a, r, s in zip(updates, outcome.weights.tolist(), outcome.accepted.tolist(),
                                                 outcome.reasons, outcome.scores.tolist()))

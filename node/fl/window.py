@@ -12,6 +12,10 @@ application keeps, identically on every node (it is derived from final blocks on
 * ``held``: sender -> height of the block that last dropped its update against the model's drift,
   until a block accepts one of its updates (:func:`learning.round.holds_after`): the default rule's
   drift test holds them to zero even when the round shows no shared direction.
+* ``witness``: sender -> (height, id) of its last accepted update within
+  :data:`learning.round.WITNESS_HORIZON` heights: whose feature-group norms stand in the default
+  rule's feature clip for a sender none of whose updates a round accepts
+  (:mod:`node.fl.witness` computes them from the updates' bodies).
 
 It is stored as one application record, rewritten with every block; its size is bounded by the
 window and by the senders of the last ``HOLD_HORIZON`` heights, never by the chain's length.
@@ -33,6 +37,7 @@ class Window:
     claims: dict[BaseKey, bytes] = field(default_factory=dict)
     punished: set[BaseKey] = field(default_factory=set)
     held: dict[str, int] = field(default_factory=dict)
+    witness: dict[str, tuple[int, bytes]] = field(default_factory=dict)
 
     def base_problem(self, base_height: int, base_hash: bytes, model_height: int, max_staleness: int) -> str | None:
         """Why an update on this base cannot be aggregated now (None if it can)."""
@@ -58,21 +63,26 @@ class Window:
     def encode(self) -> bytes:
         return pack([sorted([h, v] for h, v in self.recent.items()),
                      sorted([s, h, uid] for (s, h), uid in self.claims.items()),
-                     sorted([s, h] for s, h in self.punished), sorted([s, h] for s, h in self.held.items())])
+                     sorted([s, h] for s, h in self.punished), sorted([s, h] for s, h in self.held.items()),
+                     sorted([s, h, uid] for s, (h, uid) in self.witness.items())])
 
     @classmethod
     def decode(cls, data: bytes) -> Window:
-        """The stored record; one written before holds existed (three fields) holds nobody.
+        """The stored record; one written before holds existed (three fields) holds nobody, one
+        written before witnesses (four fields) witnesses nobody.
 
-        Such a node starts without the holds its peers derived, so until those lapse
-        (:data:`learning.round.HOLD_HORIZON` heights at most) it may disagree with a proposal
-        that tests a held sender; it still applies every final block, and refusing to start
-        would cost more (``docs/decisions.md``)."""
+        Such a node starts without the holds or witnesses its peers derived, so until those lapse
+        (:data:`learning.round.HOLD_HORIZON` and :data:`learning.round.WITNESS_HORIZON` heights at
+        most) it may disagree with a proposal that tests a held or witnessed sender; it still
+        applies every final block, and refusing to start would cost more (``docs/decisions.md``)."""
         try:
             fields = unpack(data, 1 << 24)
-            recent, claims, punished, held = fields if len(fields) != 3 else [*fields, []]
+            if not isinstance(fields, list) or not 3 <= len(fields) <= 5:
+                raise ValueError("expected three to five fields")
+            recent, claims, punished, held, witness = [*fields, [], []][:5]
             return cls({int(h): bytes(v) for h, v in recent},
                        {(str(s), int(h)): bytes(uid) for s, h, uid in claims},
-                       {(str(s), int(h)) for s, h in punished}, {str(s): int(h) for s, h in held})
+                       {(str(s), int(h)) for s, h in punished}, {str(s): int(h) for s, h in held},
+                       {str(s): (int(h), bytes(uid)) for s, h, uid in witness})
         except (DecodeError, ValueError, TypeError) as exc:
             raise DecodeError(f"FL window record is corrupt: {exc}") from exc

@@ -1,0 +1,64 @@
+"""The default rule's feature-clip witnesses on a chain.
+
+The feature clip takes its medians with one row per recent sender (:mod:`learning.round`): a
+sender none of whose updates a round accepts stands by the feature-group norms of its last
+accepted update. Whose update that is comes from final blocks alone (``Window.witness``: sender ->
+(height, update id)), so every node agrees on it whatever it holds; the rows themselves are
+computed from the updates' bodies, which a node holds (every update it admitted or fetched to
+check a block) or fetches from peers like any update a block names. They are cached by id, at most
+one per witnessed sender, so a round costs a dictionary lookup per sender, not a pass over its
+update. A node that can obtain a body neither locally nor from a peer cannot re-run the round:
+that is a LookupError, unavailability rather than anyone's fault, as for a missing model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from learning.aggregation import WitnessRows
+from learning.aggregation.clustering import DEFAULT_FEATURE_CLIP
+from learning.round import feature_norms, witness_rows
+from learning.settings import FLSettings
+from node.fl.update import ModelUpdate
+
+
+def witnessed(settings: FLSettings) -> bool:
+    """Does the genesis rule clip feature by feature (the default rule with its feature clip on)?
+    Only then does the chain keep witnesses."""
+    return settings.rule == "clustering" and float(settings.rule_params.get("feature_clip", DEFAULT_FEATURE_CLIP)) > 0
+
+
+class FeatureWitness:
+    """Mixin of :class:`node.fl.app.FLApp`: the witness rows a round's rule gets."""
+
+    window: Any
+    groups: np.ndarray
+    _witness_norms: dict[bytes, np.ndarray]
+
+    async def round_witness(self, updates: list[ModelUpdate], producer: str = "") -> WitnessRows | None:
+        """The round's witness rows; bodies this node lacks are fetched (``producer`` first)."""
+        for _, uid in self.window.witness.values():
+            if uid not in self._witness_norms:
+                self._witness_norms[uid] = self._norms_of(await self.obtain(uid, producer))  # type: ignore[attr-defined]
+        return self.witness_here(updates)
+
+    def witness_here(self, updates: list[ModelUpdate]) -> WitnessRows | None:
+        """The round's witness rows from what this node holds; LookupError if it lacks a body."""
+        for _, uid in self.window.witness.values():
+            if uid not in self._witness_norms:
+                update = self.local_update(uid)  # type: ignore[attr-defined]
+                if update is None:
+                    raise LookupError(f"update {uid.hex()[:12]}, a feature-clip witness, is not available")
+                self._witness_norms[uid] = self._norms_of(update)
+        rows = {s: (h, self._witness_norms[uid]) for s, (h, uid) in self.window.witness.items()}
+        return witness_rows(rows, [u.sender for u in updates])
+
+    def forget_lapsed_witnesses(self) -> None:
+        """Keep the cached rows of the current witnesses only."""
+        current = {uid for _, uid in self.window.witness.values()}
+        self._witness_norms = {uid: row for uid, row in self._witness_norms.items() if uid in current}
+
+    def _norms_of(self, update: ModelUpdate) -> np.ndarray:
+        return feature_norms(update.dense()[None, :], self.groups)[0]
