@@ -39,7 +39,7 @@ class FeatureWitness:
 
     async def round_witness(self, updates: list[ModelUpdate], producer: str = "") -> WitnessRows | None:
         """The round's witness rows; bodies this node lacks are fetched (``producer`` first)."""
-        for _, uid in self.window.witness.values():
+        for _, uid in list(self.window.witness.values()):  # a final block may replace the record meanwhile
             if uid not in self._witness_norms:
                 self._witness_norms[uid] = self._norms_of(await self.obtain(uid, producer))  # type: ignore[attr-defined]
         return self.witness_here(updates)
