@@ -26,7 +26,7 @@ Synthetic(1,1) stands in for the papers' IoT tabular data.
 """
 
 
-PIPELINE_SINCE = "2026-12-06T19:05:00Z"
+PIPELINE_SINCE = "2026-12-06T22:10:00Z"
 """When the code these numbers depend on last changed: the daemon and the simulator share one
 client pipeline, round and settings type (``learning/client.py``, ``learning/round.py``,
 ``learning/settings.py``); the dense models (``logreg``, ``mlp``, ``tabular_mlp``) last changed
