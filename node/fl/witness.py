@@ -13,6 +13,7 @@ that is a LookupError, unavailability rather than anyone's fault, as for a missi
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -38,11 +39,18 @@ class FeatureWitness:
     _witness_norms: dict[bytes, np.ndarray]
 
     async def round_witness(self, updates: list[ModelUpdate], producer: str = "") -> WitnessRows | None:
-        """The round's witness rows; bodies this node lacks are fetched (``producer`` first)."""
-        for _, uid in list(self.window.witness.values()):  # a final block may replace the record meanwhile
+        """The round's witness rows; bodies this node lacks are fetched (``producer`` first), and the
+        norms of new ones are computed in a worker thread, as the round itself is."""
+        book = self.window.witness           # a final block may replace the record meanwhile
+        bodies = {}
+        for _, uid in book.values():
             if uid not in self._witness_norms:
-                self._witness_norms[uid] = self._norms_of(await self.obtain(uid, producer))  # type: ignore[attr-defined]
-        return self.witness_here(updates)
+                bodies[uid] = self.local_update(uid) or await self.obtain(uid, producer)  # type: ignore[attr-defined]
+        rows = await asyncio.to_thread(lambda: {uid: self._norms_of(u) for uid, u in bodies.items()})
+        self._witness_norms.update(rows)
+        if self.window.witness is not book:  # a block became final meanwhile: the new record, from what is here
+            return self.witness_here(updates)
+        return self._rows(book, updates)
 
     def witness_here(self, updates: list[ModelUpdate]) -> WitnessRows | None:
         """The round's witness rows from what this node holds; LookupError if it lacks a body."""
@@ -52,7 +60,10 @@ class FeatureWitness:
                 if update is None:
                     raise LookupError(f"update {uid.hex()[:12]}, a feature-clip witness, is not available")
                 self._witness_norms[uid] = self._norms_of(update)
-        rows = {s: (h, self._witness_norms[uid]) for s, (h, uid) in self.window.witness.items()}
+        return self._rows(self.window.witness, updates)
+
+    def _rows(self, book: dict[str, tuple[int, bytes]], updates: list[ModelUpdate]) -> WitnessRows | None:
+        rows = {s: (h, self._witness_norms[uid]) for s, (h, uid) in book.items()}
         return witness_rows(rows, [u.sender for u in updates])
 
     def forget_lapsed_witnesses(self) -> None:

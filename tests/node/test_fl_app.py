@@ -345,54 +345,6 @@ async def test_senders_dropped_against_the_drift_are_held_until_accepted(new_app
     assert proposer.window.held == verifier.window.held == expected
 
 
-async def test_accepted_updates_witness_their_senders_for_the_feature_clip(new_app) -> None:
-    """Final blocks name each sender's last accepted update (a record every node derives and
-    restores); a round's rule gets their feature-group norms, computed from the bodies, for the
-    senders none of whose updates it accepts. A node that holds a witness's body nowhere cannot
-    re-run the round: unavailability, nobody's fault."""
-    from learning.round import feature_norms
-    from node.fl.window import Window
-
-    proposer, verifier = new_app(0), new_app(1)
-    updates = round_updates(proposer)
-    admit_all([proposer, verifier], updates)
-    payload = await proposer.prepare_payload(ctx())
-    assert (await verifier.verify_payload(ctx(), payload)).ok
-    for app in (proposer, verifier):
-        app.finalize_block(ctx(), payload)
-    p = decode(payload)
-    expected = {c.sender: (1, c.update_id) for c in p.considered if c.accepted}
-    assert expected and proposer.window.witness == verifier.window.witness == expected
-    assert Window.decode(verifier.window.encode()).witness == expected
-    rows = verifier.witness_here([updates[0]])
-    by_id = {u.id: u for u in updates}
-    order = sorted(expected)
-    assert np.array_equal(rows.norms, np.stack([feature_norms(by_id[expected[s][1]].dense()[None], verifier.groups)[0]
-                                                for s in order]))
-    assert rows.owner.tolist() == [order.index(updates[0].sender) if updates[0].sender in expected else -1]
-    lacking = new_app(2)
-    lacking.window.witness = dict(expected)
-    with pytest.raises(LookupError, match="witness"):
-        lacking.witness_here([])
-
-
-def test_a_window_record_from_before_holds_restores_with_nobody_held() -> None:
-    """A data dir written before holds existed stores the window in three fields: the node
-    restores it, holding nobody, instead of refusing to start; a damaged record still fails."""
-    from gossip.codec import DecodeError, pack
-    from node.fl.window import Window
-
-    old = pack([[[0, b"\x01" * 32], [1, b"\x02" * 32]], [["a", 1, b"\x03" * 32]], [["b", 0]]])
-    window = Window.decode(old)
-    assert window.recent == {0: b"\x01" * 32, 1: b"\x02" * 32}
-    assert window.claims == {("a", 1): b"\x03" * 32} and window.punished == {("b", 0)}
-    assert window.held == {}
-    assert Window.decode(pack([[], [], [], [["b", 3]]])).held == {"b": 3}   # before witnesses: four fields
-    assert Window.decode(pack([[], [], [], []])).witness == {}
-    with pytest.raises(DecodeError, match="corrupt"):
-        Window.decode(pack([[[0, b"\x01" * 32]], []]))
-
-
 async def test_a_round_the_attackers_outnumber_is_refused_and_verifiers_agree(new_app, node_data) -> None:
     """Three of the four members send the negation of a real update (trained on digits): they are
     the round's majority, so every majority test sides with them, and their aggregate undoes the
