@@ -40,12 +40,14 @@ class FeatureWitness:
 
     async def round_witness(self, updates: list[ModelUpdate], producer: str = "") -> WitnessRows | None:
         """The round's witness rows; bodies this node lacks are fetched (``producer`` first), and the
-        norms of new ones are computed in a worker thread, as the round itself is."""
+        norms of new ones are computed (stored bodies decoded too) in a worker thread, as the round
+        itself is."""
         book = self.window.witness           # a final block may replace the record meanwhile
-        bodies = {}
+        bodies: dict[bytes, ModelUpdate | bytes] = {}
         for _, uid in book.values():
             if uid not in self._witness_norms:
-                bodies[uid] = self.local_update(uid) or await self.obtain(uid, producer)  # type: ignore[attr-defined]
+                bodies[uid] = (self.pool.get(uid) or self.blobs.get(uid, "update")  # type: ignore[attr-defined]
+                               or await self.obtain(uid, producer))  # type: ignore[attr-defined]
         rows = await asyncio.to_thread(lambda: {uid: self._norms_of(u) for uid, u in bodies.items()})
         self._witness_norms.update(rows)
         if self.window.witness is not book:  # a block became final meanwhile: the new record, from what is here
@@ -71,5 +73,10 @@ class FeatureWitness:
         current = {uid for _, uid in self.window.witness.values()}
         self._witness_norms = {uid: row for uid, row in self._witness_norms.items() if uid in current}
 
-    def _norms_of(self, update: ModelUpdate) -> np.ndarray:
+    def _norms_of(self, update: ModelUpdate | bytes) -> np.ndarray:
+        """The feature-group norms of an update, or of a stored one's bytes (decoded here, which
+        :meth:`round_witness` runs in a worker thread: a sparse body costs most of a millisecond
+        to decode, and a round has a new witness per sender the block before it accepted)."""
+        if isinstance(update, bytes):
+            update = self.decode_update(update)  # type: ignore[attr-defined]
         return feature_norms(update.dense()[None, :], self.groups)[0]
