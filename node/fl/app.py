@@ -102,6 +102,7 @@ class FLApp(UpdateIntake, HierarchyChecks, FeatureWitness):
         self.model = get_flat(net)
         self.groups = feature_groups(net)  # the model's layout, for the rule's feature clip
         self._witness_norms = {}           # update id -> its feature-group norms (node.fl.witness)
+        self._round_norms = {}
         self.model_hash = b""
         self.model_height = 0
         self.model_missing = False  # the chain moved to a model whose weights this node has yet to fetch
@@ -175,6 +176,7 @@ class FLApp(UpdateIntake, HierarchyChecks, FeatureWitness):
         args = (self.settings, self.model, self.model_height, self.model_hash, updates, trust, height, evaluate,
                 self.groups, reference, self.window.held, witness)
         result = await asyncio.to_thread(block_round, *args)
+        await self.remember_round(updates, {c.update_id for c in result.payload.considered if c.accepted})
         for partial in result.partials:  # served by hash, like models, to verifiers that do not re-run its cluster
             if partial is not None:
                 self.blobs.put("model", model_bytes(partial), height)

@@ -7,7 +7,8 @@ accepted update. Whose update that is comes from final blocks alone (``Window.wi
 computed from the updates' bodies, which a node holds (every update it admitted or fetched to
 check a block) or fetches from peers like any update a block names. They are cached by id, at most
 one per witnessed sender, so a round costs a dictionary lookup per sender, not a pass over its
-update. A node that can obtain a body neither locally nor from a peer cannot re-run the round:
+update; a node that ran the round whose block made them witnesses computed their rows then, from
+the bodies that round had decoded. A node that can obtain a body neither locally nor from a peer cannot re-run the round:
 that is a LookupError, unavailability rather than anyone's fault, as for a missing model.
 """
 
@@ -36,7 +37,9 @@ class FeatureWitness:
 
     window: Any
     groups: np.ndarray
+    settings: FLSettings
     _witness_norms: dict[bytes, np.ndarray]
+    _round_norms: dict[bytes, np.ndarray]  # the rows of the updates the last round run here accepted
 
     async def round_witness(self, updates: list[ModelUpdate], producer: str = "") -> WitnessRows | None:
         """The round's witness rows; bodies this node lacks are fetched (``producer`` first), and the
@@ -68,10 +71,21 @@ class FeatureWitness:
         rows = {s: (h, self._witness_norms[uid]) for s, (h, uid) in book.items()}
         return witness_rows(rows, [u.sender for u in updates])
 
+    async def remember_round(self, updates: list[ModelUpdate], accepted: set[bytes]) -> None:
+        """Keep the rows of the updates a round just run here accepted (computed in a worker thread
+        from the bodies the round decoded): once its block is final they are witnesses, and a node
+        that ran the round need not decode them again. One round's rows at most."""
+        if witnessed(self.settings):
+            self._round_norms = await asyncio.to_thread(
+                lambda: {u.id: self._norms_of(u) for u in updates if u.id in accepted})
+
     def forget_lapsed_witnesses(self) -> None:
-        """Keep the cached rows of the current witnesses only."""
+        """Keep the cached rows of the current witnesses only (taking those the last round run here
+        computed)."""
         current = {uid for _, uid in self.window.witness.values()}
-        self._witness_norms = {uid: row for uid, row in self._witness_norms.items() if uid in current}
+        known = {**self._round_norms, **self._witness_norms}
+        self._witness_norms = {uid: row for uid, row in known.items() if uid in current}
+        self._round_norms = {}
 
     def _norms_of(self, update: ModelUpdate | bytes) -> np.ndarray:
         """The feature-group norms of an update, or of a stored one's bytes (decoded here, which

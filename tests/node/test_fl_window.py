@@ -15,7 +15,7 @@ def decode(payload: bytes) -> Payload:
     return Payload.decode(payload, 1 << 20)
 
 
-async def test_accepted_updates_witness_their_senders_for_the_feature_clip(new_app) -> None:
+async def test_accepted_updates_witness_their_senders_for_the_feature_clip(new_app, monkeypatch) -> None:
     """Final blocks name each sender's last accepted update (a record every node derives and
     restores); a round's rule gets their feature-group norms, computed from the bodies, for the
     senders none of whose updates it accepts. A node that holds a witness's body nowhere cannot
@@ -34,6 +34,10 @@ async def test_accepted_updates_witness_their_senders_for_the_feature_clip(new_a
     expected = {c.sender: (1, c.update_id) for c in p.considered if c.accepted}
     assert expected and proposer.window.witness == verifier.window.witness == expected
     assert Window.decode(verifier.window.encode()).witness == expected
+    # the nodes that ran the round kept the rows of the updates it accepted: none is decoded again
+    for app in (proposer, verifier):
+        assert set(app._witness_norms) == {uid for _, uid in expected.values()} and app._round_norms == {}
+    monkeypatch.setattr(verifier, "decode_update", lambda raw: pytest.fail("a witness body was decoded again"))
     rows = verifier.witness_here([updates[0]])
     by_id = {u.id: u for u in updates}
     order = sorted(expected)
