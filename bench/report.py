@@ -31,9 +31,9 @@ PIPELINE_SINCE = "2026-12-06T22:10:00Z"
 client pipeline, round and settings type (``learning/client.py``, ``learning/round.py``,
 ``learning/settings.py``); the dense models (``logreg``, ``mlp``, ``tabular_mlp``) last changed
 when they moved from torch to numpy (``learning/dense.py``: another initialisation, the same
-arithmetic to float32 rounding), and the default rule (``learning/aggregation/clustering.py``)
-when the guard's second pass got a drift test that asks no majority, and began to contest rounds
-most of which point against the drift."""
+arithmetic to float32 rounding), and the default rule (``learning/aggregation/clustering.py``,
+``learning/aggregation/shrink.py``) when its feature clip began to take its medians over one row
+per recent sender (the feature-clip witnesses) instead of one per update of the round."""
 PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "accuracy", "convergence",
                                  "communication", "scalability", "energy", "attacks", "detection", "ablation",
                                  "flower", "preset", "adversary", "hierarchy", "selection", "fleet"})
