@@ -52,18 +52,21 @@ def measure_testnet(n: int, blocks: int, slot_ms: int, root: Path) -> dict:
 
 
 def measure_tx_validation(count: int) -> dict:
-    keys = [KeyPair.generate() for _ in range(4)]
-    genesis = make_genesis("bench", [k.node_id for k in keys], balance=10**12)
+    """``count`` transfers admitted to a mempool as a node admits them, from as many senders as the
+    mempool's per-sender bound needs (each sender's nonces 1, 2, ...)."""
+    per_sender = Mempool().max_per_sender
+    senders = [KeyPair.generate() for _ in range(-(-count // per_sender))]
+    to = KeyPair.generate().node_id
+    genesis = make_genesis("bench", [to, *(k.node_id for k in senders)], balance=10**12)
     state = ChainState.from_genesis(genesis)
-    sender, to = keys[0], keys[1].node_id
-    txs = [Tx("transfer", "bench", sender.node_id, i + 1, [to, 1]).signed(sender) for i in range(count)]
+    txs = [Tx("transfer", "bench", k.node_id, nonce + 1, [to, 1]).signed(k)
+           for k in senders for nonce in range(per_sender)][:count]
     wire = [pack(t.to_wire()) for t in txs]
-    signed = [(t.signed_bytes(), t.signature) for t in txs]
-    vk = VerifyKey(bytes.fromhex(sender.node_id))
+    signed = [(VerifyKey(bytes.fromhex(t.sender)), t.signed_bytes(), t.signature) for t in txs]
 
     def raw() -> float:
         t0 = time.perf_counter()
-        for msg, sig in signed:
+        for vk, msg, sig in signed:
             vk.verify(msg, sig)
         return time.perf_counter() - t0
 
