@@ -114,7 +114,8 @@ def measure(n: int, seconds: float, root: Path, *, during: Callable[[Testnet], d
                 latency.append(finals[h] - summary["seq"] / 1000)
                 considered += 1
         model = net.get(0, "/fl/model")
-        params, accuracy = model["params"], model.get("test_accuracy")
+        # the newest evaluated model's: a model that just became final is evaluated a moment later
+        params, accuracy = model["params"], model.get("test_accuracy", model.get("evaluated", {}).get("test_accuracy"))
     finally:
         net.stop_all()
     blocks = max(1, last - first)
