@@ -47,7 +47,10 @@ def steady_note(window_s: float) -> str:
 
 
 def scrape(url: str) -> dict[str, float]:
-    return parse_metrics(urllib.request.urlopen(url + "/metrics", timeout=5).read().decode())
+    """A daemon's metrics. The wait is long: a fleet larger than this machine can carry answers
+    late, and what it reports (cumulative CPU, its own loop-lag quantiles) does not depend on when
+    it is read, so a slow answer is a measurement, not a failure."""
+    return parse_metrics(urllib.request.urlopen(url + "/metrics", timeout=30).read().decode())
 
 
 def loop_lag(n: int, start: dict[int, dict[str, float]], end: dict[int, dict[str, float]], seconds: float) -> dict:
