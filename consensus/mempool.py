@@ -81,11 +81,13 @@ class Mempool:
         """True if this exact transaction already passed the stateless checks (signature included)."""
         return tx_hash in self._verdicts and self._verdicts[tx_hash] is None
 
-    def _stateless(self, tx: Tx, tx_hash: bytes, state: ChainState) -> str | None:
+    def _signature(self, tx: Tx, tx_hash: bytes) -> str | None:
+        """The signature's verdict, checked once per transaction (:meth:`add` has checked the rest
+        of the stateless rules just before: they are cheap, the signature is not)."""
         if tx_hash in self._verdicts:
             self._verdicts.move_to_end(tx_hash)
             return self._verdicts[tx_hash]
-        verdict = state.check_tx_stateless(tx)
+        verdict = None if tx.verify_signature() else "bad signature"
         self._verdicts[tx_hash] = verdict
         if len(self._verdicts) > self._verdict_cap:
             self._verdicts.popitem(last=False)
@@ -140,7 +142,7 @@ class Mempool:
             return f"stale: nonce {tx.nonce} is not the sender's next nonce {nxt} (replayed or out of order)"
         if tx.nonce >= nxt + self.max_per_sender:
             return f"stale: nonce {tx.nonce} is more than {self.max_per_sender} ahead of the sender's next nonce {nxt}"
-        reason = self._stateless(tx, tx_hash, state)
+        reason = self._signature(tx, tx_hash)
         if reason is not None:
             return f"invalid: {reason}"
         reason = check.check_tx_state(tx)

@@ -11,7 +11,6 @@ from typing import Any
 
 from consensus.account import is_amount
 from consensus.tx import TX_KINDS, Tx
-from gossip.codec import pack
 from gossip.crypto import is_node_id
 
 
@@ -68,7 +67,7 @@ def tx_shape_problem(tx: Any, chain_id: str, max_tx_bytes: int, max_votes: int,
     if not isinstance(tx.args, list) or not isinstance(tx.signature, bytes):
         return "args must be a list and the signature bytes"
     try:
-        size = len(pack(tx.to_wire()))
+        size = len(tx.encoded)
     except ValueError as exc:
         return f"transaction cannot be encoded: {exc}"
     if size > max_tx_bytes:
