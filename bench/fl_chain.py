@@ -46,11 +46,15 @@ def steady_note(window_s: float) -> str:
     return ", all after warm-up" if window_s >= STEADY_S else ", start-up included (a short window)"
 
 
+READ_TIMEOUT_S = 30.0
+"""How long a read of a daemon may take. The wait is long: a fleet larger than this machine can
+carry answers late, and what it reports (cumulative CPU, its own loop-lag quantiles, what its chain
+holds) does not depend on when it is read, so a slow answer is a measurement, not a failure."""
+
+
 def scrape(url: str) -> dict[str, float]:
-    """A daemon's metrics. The wait is long: a fleet larger than this machine can carry answers
-    late, and what it reports (cumulative CPU, its own loop-lag quantiles) does not depend on when
-    it is read, so a slow answer is a measurement, not a failure."""
-    return parse_metrics(urllib.request.urlopen(url + "/metrics", timeout=30).read().decode())
+    """A daemon's metrics, waiting up to :data:`READ_TIMEOUT_S`."""
+    return parse_metrics(urllib.request.urlopen(url + "/metrics", timeout=READ_TIMEOUT_S).read().decode())
 
 
 def loop_lag(n: int, start: dict[int, dict[str, float]], end: dict[int, dict[str, float]], seconds: float) -> dict:
@@ -104,19 +108,19 @@ def measure(n: int, seconds: float, root: Path, *, during: Callable[[Testnet], d
     try:
         net.wait_height(2, timeout=warmup_timeout)
         start = {i: net.on_host(i, scrape, net.url(i)) for i in range(n)}
-        first = net.heights([0])[0]
+        first = net.get(0, "/status", READ_TIMEOUT_S)["final_height"]
         events = net.on_host(0, asyncio.run, final_blocks(net.url(0), seconds))
         finals = {e["height"]: at for e, at in events}
         extra = during(net) if during is not None else {}
         end = {i: net.on_host(i, scrape, net.url(i)) for i in range(n)}
-        last = net.heights([0])[0]
+        last = net.get(0, "/status", READ_TIMEOUT_S)["final_height"]
         latency, considered = [], 0
         for h in sorted(finals):
-            for u in net.get(0, f"/fl/updates?height={h}")["updates"]:
-                summary = net.get(0, f"/fl/updates/{u['id']}")
+            for u in net.get(0, f"/fl/updates?height={h}", READ_TIMEOUT_S)["updates"]:
+                summary = net.get(0, f"/fl/updates/{u['id']}", READ_TIMEOUT_S)
                 latency.append(finals[h] - summary["seq"] / 1000)
                 considered += 1
-        model = net.get(0, "/fl/model")
+        model = net.get(0, "/fl/model", READ_TIMEOUT_S)
         # the newest evaluated model's: a model that just became final is evaluated a moment later
         params, accuracy = model["params"], model.get("test_accuracy", model.get("evaluated", {}).get("test_accuracy"))
     finally:
