@@ -8,8 +8,9 @@ computed from the updates' bodies, which a node holds (every update it admitted 
 check a block) or fetches from peers like any update a block names. They are cached by id, at most
 one per witnessed sender, so a round costs a dictionary lookup per sender, not a pass over its
 update; a node that ran the round whose block made them witnesses computed their rows then, from
-the bodies that round had decoded. A node that can obtain a body neither locally nor from a peer cannot re-run the round:
-that is a LookupError, unavailability rather than anyone's fault, as for a missing model.
+the bodies that round had decoded. A node that can obtain a body neither locally nor from a peer
+cannot re-run the round: that is a LookupError, unavailability rather than anyone's fault, as for a
+missing model.
 """
 
 from __future__ import annotations
