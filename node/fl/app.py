@@ -5,8 +5,9 @@ updates with the genesis rule and names, in its payload, every update considered
 accepted or rejected and why), the values the rule's ``evaluate`` asked for, equivocation
 evidence and the new model's hash. Every other delegate fetches the updates it lacks, re-runs the
 same round and votes for the block only if it reaches the same decisions and model hash
-(:mod:`node.fl.verify`). A proposal that provably fails this check is kept as a fault; the block
-that decides the height carries it, and its producer loses stake. A round that cannot produce a
+(:mod:`node.fl.verify`). A proposal that provably fails this check is kept as a fault; the next
+proposal of this node carries it (for ``FAULT_CARRY_HEIGHTS`` heights, until a final block
+punishes it), and its producer loses stake. A round that cannot produce a
 finite model, or that delegates could not agree on (``BlockContext.retry``), is skipped with the
 reason on record: the chain never stops for the application. The app hash is the model's hash.
 """
@@ -28,7 +29,6 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from consensus.app import BlockContext, BlockOutcome, PayloadVerdict
-from consensus.header import SignedHeader
 from gossip.codec import DecodeError, pack, unpack
 from gossip.crypto import sha256
 from learning.client import norm_bound
@@ -45,7 +45,7 @@ from node.fl.round import NOT_AGREED, Equivocation, Payload, RoundResult, block_
 from node.fl.settings import FLSettings
 from node.fl.task import Task
 from node.fl.update import ModelUpdate
-from node.fl.verify import BadPayload, Disagreement, EvalLog, EvalReplay
+from node.fl.verify import FAULT_CARRY_HEIGHTS, BadPayload, Disagreement, EvalLog, EvalReplay, fault_key
 from node.fl.window import Window
 from node.fl.witness import FeatureWitness, witnessed
 
@@ -226,7 +226,7 @@ class FLApp(UpdateIntake, HierarchyChecks, FeatureWitness):
 
     async def prepare_payload(self, ctx: BlockContext) -> bytes:
         await self._ensure_model()
-        faults = tuple(f for (h, _), f in sorted(self._faults.items()) if h == ctx.height)
+        faults = self._faults_to_carry(ctx)
         if ctx.retry and ctx.attempt >= 1:
             log.warning("height %d: an earlier proposal did not finalize; proposing to skip the round", ctx.height)
             base = self.model_hash
@@ -264,7 +264,9 @@ class FLApp(UpdateIntake, HierarchyChecks, FeatureWitness):
             result = await self.check_payload(ctx, payload)
         except BadPayload as exc:
             self.metrics["bad_payloads"] += 1
-            if ctx.signed_header is not None and len(payload) <= MAX_FAULT_BYTES:
+            # a proposal checked after its height was decided here fails on the base: not a fault
+            if ctx.signed_header is not None and len(payload) <= MAX_FAULT_BYTES \
+                    and ctx.height == self.model_height + 1:
                 self._faults[(ctx.height, ctx.producer)] = (ctx.signed_header.to_wire(), payload)
             return PayloadVerdict(False, str(exc))
         except Disagreement as exc:
@@ -311,7 +313,8 @@ class FLApp(UpdateIntake, HierarchyChecks, FeatureWitness):
         self.model_since_s = {k: v for k, v in self.model_since_s.items() if k in self.window.recent}
         self.model_since_s[h] = time.monotonic()
         self._results = {k: v for k, v in self._results.items() if k > h}
-        self._faults = {k: v for k, v in self._faults.items() if k[0] > h}
+        faulted = {fault_key(w) for w, _ in p.faults}
+        self._faults = {k: v for k, v in self._faults.items() if k[0] > h - FAULT_CARRY_HEIGHTS and k not in faulted}
         self.blobs.prune("model", h - self.model_retention)
         if self.update_retention:  # a witness's body is kept while it may stand (based up to max_staleness before)
             self.blobs.prune("update", h - max(self.update_retention, WITNESS_HORIZON + s.max_staleness))
@@ -339,11 +342,9 @@ class FLApp(UpdateIntake, HierarchyChecks, FeatureWitness):
             (c.sender, s.reward_accepted, "update accepted") if c.accepted
             else (c.sender, -s.penalty_rejected, f"update rejected: {c.reason}") for c in p.considered]
         for header_wire, _ in p.faults:
-            try:
-                producer = SignedHeader.from_wire(header_wire).header.producer
-            except DecodeError:  # only in a final payload this node could not verify
-                continue
-            changes.append((producer, -s.penalty_bad_block, "proposed a wrong model"))
+            key = fault_key(header_wire)
+            if key is not None:  # None only in a final payload this node could not verify
+                changes.append((key[1], -s.penalty_bad_block, "proposed a wrong model"))
         changes += [(e.sender, -s.penalty_equivocation, "equivocated: two updates for one base")
                     for e in p.equivocations]
         return changes

@@ -29,7 +29,7 @@ import numpy as np
 
 from consensus.app import BlockContext
 from consensus.header import SignedHeader
-from gossip.codec import DecodeError
+from gossip.codec import DecodeError, pack
 from gossip.crypto import sha256
 from node.fl.round import NOT_AGREED, Payload, RoundResult, scores_agree
 from node.fl.update import ModelUpdate
@@ -40,6 +40,23 @@ EVAL_TOLERANCE_SAMPLES = 2
 EVAL_FAULT_SAMPLES = 4
 """Beyond this many samples a recorded accuracy is a fault. Between the two it is only not agreed:
 two honest verifiers on different CPUs may then never disagree on whether a value is a fault."""
+
+
+FAULT_CARRY_HEIGHTS = 8
+"""A proven fault rides on a delegate's proposals for this many heights after its own. Its producer
+may hold the next slot too (the last of one cycle and the first of the next) and decide the height
+itself with a retry that leaves the fault out; the next honest proposal of a later height then
+carries it. An earlier height's fault is checked against the verifier's own proof of it, so what a
+node keeps is bounded by heights, delegates and ``node.fl.app.MAX_FAULT_BYTES``."""
+
+
+def fault_key(header_wire: list) -> tuple[int, str] | None:
+    """(height, producer) of a listed fault's signed header; None if the header is malformed."""
+    try:
+        h = SignedHeader.from_wire(header_wire).header
+    except DecodeError:
+        return None
+    return h.height, h.producer
 
 
 class BadPayload(Exception):
@@ -96,7 +113,8 @@ class EvalLog:
 
 
 class PayloadChecks:
-    """Mixin of :class:`node.fl.app.FLApp`: checking a payload by re-running its round."""
+    """Mixin of :class:`node.fl.app.FLApp`: checking a payload by re-running its round, and the
+    faults (proposals proven wrong) a proposal carries."""
 
     async def check_payload(self, ctx: BlockContext, payload: bytes) -> RoundResult:
         """The round a payload claims, re-run; raises BadPayload, Disagreement or LookupError."""
@@ -175,19 +193,35 @@ class PayloadChecks:
             updates.append(u)
         return updates
 
-    async def _check_faults(self, ctx: BlockContext, p: Payload) -> None:
-        for header_wire, fault_payload in p.faults:
-            await self._check_fault(ctx, header_wire, fault_payload)
+    def _faults_to_carry(self, ctx: BlockContext) -> tuple[tuple[list, bytes], ...]:
+        """The faults this node proved that no final block punished: the height's own, and those of
+        earlier heights. A retry (a proposal of the height failed) carries the height's own only,
+        because only those every delegate can re-check: one that did not see an earlier height's
+        fault cannot check it, and refuses the block."""
+        return tuple(f for (h, _), f in sorted(self._faults.items())
+                     if h == ctx.height or (h < ctx.height and not ctx.retry))
 
-    async def _check_fault(self, ctx: BlockContext, header_wire: list, fault_payload: bytes) -> None:
+    async def _check_faults(self, ctx: BlockContext, p: Payload) -> None:
+        keys = set()
+        for header_wire, fault_payload in p.faults:
+            keys.add(await self._check_fault(ctx, header_wire, fault_payload))
+        if len(keys) != len(p.faults):
+            raise BadPayload("payload lists two faults of one producer at one height")
+
+    async def _check_fault(self, ctx: BlockContext, header_wire: list, fault_payload: bytes) -> tuple[int, str]:
+        """Check one listed fault; returns its (height, producer)."""
         try:
             sh = SignedHeader.from_wire(header_wire)
         except DecodeError as exc:
             raise BadPayload(f"fault header malformed: {exc}") from exc
         h = sh.header
-        if (h.chain_id != self.chain_id or h.height != ctx.height or h.parent_hash != ctx.parent_hash
-                or h.payload_hash != sha256(fault_payload) or not sh.verify_signature()
-                or h.producer not in ctx.state.delegates):
+        if (h.chain_id != self.chain_id or not ctx.height - FAULT_CARRY_HEIGHTS <= h.height <= ctx.height
+                or h.payload_hash != sha256(fault_payload) or not sh.verify_signature()):
+            raise BadPayload("fault is not a signed proposal of this height")
+        if h.height < ctx.height:
+            self._check_carried_fault(header_wire, fault_payload, h.height, h.producer)
+            return h.height, h.producer
+        if h.parent_hash != ctx.parent_hash or h.producer not in ctx.state.delegates:
             raise BadPayload("fault is not a signed proposal of this height")
         parent_slot = ctx.slot - ctx.attempt - 1
         fault_ctx = replace(ctx, slot=h.slot, producer=h.producer, signed_header=None,
@@ -195,8 +229,18 @@ class PayloadChecks:
         try:
             await self.check_payload(fault_ctx, fault_payload)
         except BadPayload:
-            return
+            return h.height, h.producer
         raise BadPayload("a listed fault is a valid payload")
+
+    def _check_carried_fault(self, header_wire: list, fault_payload: bytes, height: int, producer: str) -> None:
+        """A fault of an earlier height is checked against this node's own proof of it: re-running
+        it would need that height's model, window and chain state. Lacking a proof (this node did
+        not see the proposal, restarted since, or a final block already punished it) it cannot be
+        checked here: unavailable, nobody punished. A retry leaves such faults out, so the chain
+        goes on even when too few delegates hold the proof."""
+        proof = self._faults.get((height, producer))
+        if proof is None or proof[1] != fault_payload or pack(proof[0]) != pack(header_wire):
+            raise LookupError(f"a fault of height {height} that this node did not prove cannot be checked here")
 
     @staticmethod
     def trust_of(state: Any, updates: list[ModelUpdate]) -> dict[str, float]:

@@ -21,6 +21,7 @@ from gossip.codec import pack
 from gossip.crypto import sha256
 from node.fl.faults import WrongModelApp
 from node.fl.app import MAX_FAULT_BYTES
+from node.fl.verify import FAULT_CARRY_HEIGHTS
 from node.fl.data import load_node_data
 from node.fl.intake import FETCHES_AT_ONCE
 from node.fl.round import NOT_AGREED, Payload
@@ -96,6 +97,69 @@ async def test_a_tampered_payload_is_recorded_and_its_producer_punished(new_app,
     assert outcome.events[0]["faults"] == 1 and c.metrics["faults_punished"] == 1
 
 
+async def test_a_fault_outlives_its_height_when_its_producer_also_holds_the_retry(new_app) -> None:
+    """A delegate can hold two slots in a row (the last of one cycle, the first of the next). Its
+    proven bad proposal is then followed by its own retry, a skip that leaves its fault out and
+    decides the height. The fault rides on the next height's proposal instead: delegates that proved
+    it accept it from their own proof, a node that never saw it cannot check it (unavailable,
+    nobody punished), a retry leaves it out, and once punished it is never carried again."""
+    liar, b, c, late = new_app(0), new_app(1), new_app(2), new_app(2)  # late: a node that joins late
+    admit_all([liar, b, c, late], round_updates(liar))
+    tampered = replace(decode(await liar.prepare_payload(ctx())), new_hash=sha256(b"forged")).encode()
+    bad_header = signed_header(KEYS[0], tampered)
+    for app in (b, c):
+        assert not (await app.verify_payload(ctx(header=bad_header), tampered)).ok
+    retry = ctx(producer=0, attempt=1, retry=True)
+    skip = await liar.prepare_payload(retry)
+    assert decode(skip).faults == ()
+    for app in (b, c, late):
+        assert (await app.verify_payload(replace(retry, signed_header=signed_header(KEYS[0], skip, slot=1)), skip)).ok
+        app.finalize_block(retry, skip)
+    assert decode(await b.prepare_payload(ctx(2, producer=1, slot=3, attempt=1, retry=True))).faults == ()
+    nxt = ctx(2, producer=1, slot=2)
+    carrying = await b.prepare_payload(nxt)
+    assert decode(carrying).faults == ((bad_header.to_wire(), tampered),)
+    proposal = replace(nxt, signed_header=signed_header(KEYS[1], carrying, height=2, slot=2))
+    assert (await c.verify_payload(proposal, carrying)).ok
+    verdict = await late.verify_payload(proposal, carrying)
+    assert not verdict.ok and "did not prove" in verdict.reason, verdict.reason
+    assert late.metrics["payloads_unavailable"] == 1 and late.metrics["bad_payloads"] == 0
+    outcome = c.finalize_block(nxt, carrying)
+    assert (IDS[0], -SETTINGS.penalty_bad_block, "proposed a wrong model") in outcome.stake_changes
+    b.finalize_block(nxt, carrying)
+    assert decode(await b.prepare_payload(ctx(3, producer=1, slot=4))).faults == ()
+
+
+async def test_a_fault_is_carried_for_a_bounded_number_of_heights(new_app) -> None:
+    """Unpunished, a proven fault rides on proposals for FAULT_CARRY_HEIGHTS heights after its
+    own; after that nobody keeps it, and a block listing it is provably wrong."""
+    liar, keeper, other = new_app(0), new_app(1), new_app(2)
+    bad = replace(decode(await liar.prepare_payload(ctx())), base_hash=sha256(b"old")).encode()
+    fault = (signed_header(KEYS[0], bad).to_wire(), bad)
+    assert not (await keeper.verify_payload(ctx(header=signed_header(KEYS[0], bad)), bad)).ok
+    for h in range(1, FAULT_CARRY_HEIGHTS + 2):
+        assert decode(await keeper.prepare_payload(ctx(h, producer=1))).faults == (fault,), h
+        final = await other.prepare_payload(ctx(h, producer=2))  # decides each height without it
+        keeper.finalize_block(ctx(h, producer=2), final)
+        other.finalize_block(ctx(h, producer=2), final)
+    h = FAULT_CARRY_HEIGHTS + 2
+    assert decode(await keeper.prepare_payload(ctx(h, producer=1))).faults == ()
+    stale = replace(decode(await other.prepare_payload(ctx(h, producer=2))), faults=(fault,)).encode()
+    verdict = await keeper.verify_payload(ctx(h, producer=2, header=signed_header(KEYS[2], stale, height=h)), stale)
+    assert not verdict.ok and "fault is not a signed proposal of this height" in verdict.reason
+
+
+async def test_a_proposal_checked_after_its_height_was_decided_is_not_kept_as_a_fault(new_app) -> None:
+    """A proposal that arrives after its height became final here no longer builds on this node's
+    model: refused, but never carried as a fault (its producer did nothing wrong)."""
+    a, b = new_app(0), new_app(1)
+    admit_all([a, b], round_updates(a))
+    first = await a.prepare_payload(ctx())
+    b.finalize_block(ctx(), first)
+    assert not (await b.verify_payload(ctx(header=signed_header(KEYS[2], first, slot=1), slot=1), first)).ok
+    assert decode(await b.prepare_payload(ctx(2, producer=1))).faults == ()
+
+
 async def test_the_wrong_model_fault_mode_proposes_a_provably_bad_payload(new_app) -> None:
     liar, honest = new_app(0, cls=WrongModelApp), new_app(1)
     admit_all([liar, honest], round_updates(liar))
@@ -113,6 +177,10 @@ def _listing_fault(header: Callable[[bytes], Any]):
 
 def _first(p: Payload, **change: Any) -> tuple:
     return (replace(p.considered[0], **change),) + p.considered[1:]
+
+
+def _forged(p: Payload) -> bytes:
+    return replace(p, new_hash=sha256(b"forged")).encode()
 
 
 def _skip(p: Payload) -> Payload:
@@ -139,6 +207,8 @@ BAD_PAYLOADS: dict[str, tuple[Callable[[Payload, bytes], Any], str]] = {
     "fault of another chain": (_listing_fault(lambda g: signed_header(KEYS[0], g, chain_id="other")),
                                "fault is not a signed proposal of this height"),
     "fault header malformed": (lambda p, g: replace(p, faults=(([1, 2], g),)), "fault header malformed"),
+    "one fault twice": (lambda p, g: replace(p, faults=((signed_header(KEYS[2], _forged(p)).to_wire(), _forged(p)),) * 2),
+                        "two faults of one producer at one height"),
 }
 
 
