@@ -202,26 +202,26 @@ class PayloadChecks:
                      if h == ctx.height or (h < ctx.height and not ctx.retry))
 
     async def _check_faults(self, ctx: BlockContext, p: Payload) -> None:
-        keys = set()
-        for header_wire, fault_payload in p.faults:
-            keys.add(await self._check_fault(ctx, header_wire, fault_payload))
-        if len(keys) != len(p.faults):
+        """Each listed fault; a repeated (height, producer) is refused before any is re-run."""
+        keys = [k for k in (fault_key(w) for w, _ in p.faults) if k is not None]
+        if len(set(keys)) != len(keys):
             raise BadPayload("payload lists two faults of one producer at one height")
+        for header_wire, fault_payload in p.faults:
+            await self._check_fault(ctx, header_wire, fault_payload)
 
-    async def _check_fault(self, ctx: BlockContext, header_wire: list, fault_payload: bytes) -> tuple[int, str]:
-        """Check one listed fault; returns its (height, producer)."""
+    async def _check_fault(self, ctx: BlockContext, header_wire: list, fault_payload: bytes) -> None:
         try:
             sh = SignedHeader.from_wire(header_wire)
         except DecodeError as exc:
             raise BadPayload(f"fault header malformed: {exc}") from exc
         h = sh.header
-        if (h.chain_id != self.chain_id or not ctx.height - FAULT_CARRY_HEIGHTS <= h.height <= ctx.height
-                or h.payload_hash != sha256(fault_payload) or not sh.verify_signature()):
+        if h.chain_id != self.chain_id or not ctx.height - FAULT_CARRY_HEIGHTS <= h.height <= ctx.height:
             raise BadPayload("fault is not a signed proposal of this height")
-        if h.height < ctx.height:
+        if h.height < ctx.height:  # the proof is of these very bytes, their signature checked then
             self._check_carried_fault(header_wire, fault_payload, h.height, h.producer)
-            return h.height, h.producer
-        if h.parent_hash != ctx.parent_hash or h.producer not in ctx.state.delegates:
+            return
+        if (h.parent_hash != ctx.parent_hash or h.producer not in ctx.state.delegates
+                or h.payload_hash != sha256(fault_payload) or not sh.verify_signature()):
             raise BadPayload("fault is not a signed proposal of this height")
         parent_slot = ctx.slot - ctx.attempt - 1
         fault_ctx = replace(ctx, slot=h.slot, producer=h.producer, signed_header=None,
@@ -229,7 +229,7 @@ class PayloadChecks:
         try:
             await self.check_payload(fault_ctx, fault_payload)
         except BadPayload:
-            return h.height, h.producer
+            return
         raise BadPayload("a listed fault is a valid payload")
 
     def _check_carried_fault(self, header_wire: list, fault_payload: bytes, height: int, producer: str) -> None:

@@ -14,7 +14,7 @@ from gossip.admission import Admission
 from gossip.book import AddressBook
 from gossip.codec import DecodeError, pack, unpack_flat
 from gossip.config import normalize_url
-from gossip.crypto import KeyPair, is_node_id, verify
+from gossip.crypto import KeyPair
 from gossip.envelope import SEQ_PER_MS, SeqClock, is_fresh, now_ms
 from gossip.limits import BoundedQueue, RateLimiter, TokenBucket
 from gossip.metrics import DROP_REASONS, MetricsRecorder
@@ -52,19 +52,6 @@ def test_envelope_signature_binds_every_field_and_the_chain() -> None:
                     dict(sender=KeyPair.generate().node_id)):
         assert not Envelope(**{**env.__dict__, **changed}).verify("chain-a")
     assert env.msg_id("chain-a") != env.msg_id("chain-b")
-
-
-def test_node_ids_and_signatures_refuse_every_malformed_input() -> None:
-    key = KeyPair.generate()
-    sig = key.sign(b"message")
-    assert is_node_id(key.node_id) and verify(key.node_id, b"message", sig)
-    for bad in (key.node_id.upper(), key.node_id[:-1], key.node_id + "0", key.node_id[:-1] + "g",
-                key.node_id[:-1] + "\n", key.node_id[:-1] + "\u0660", bytes.fromhex(key.node_id), None, 7):
-        assert not is_node_id(bad) and not verify(bad, b"message", sig), bad  # type: ignore[arg-type]
-    assert not verify(key.node_id, b"other message", sig)
-    assert not verify(key.node_id, b"message", sig[:-1]) and not verify(key.node_id, b"message", "x" * 64)
-    assert not verify(KeyPair.generate().node_id, b"message", sig)
-    assert not verify("00" * 32, b"message", sig)  # a point of small order, not a key
 
 
 def test_envelope_wire_round_trip_and_shape_checks() -> None:
