@@ -26,7 +26,8 @@ update's direction against the way the model has been moving; ``direction=0``: n
 update's direction against the majority's; ``offset=0``: no shared-offset test; ``collusion=0``: no near-copy test; ``norm_clip=0``: no clip to the median norm;
 ``feature_clip=0``: no clip of each feature group to its median norm, ``=1``: a tighter one than
 the default 1.5; ``tune_margin=0``: the best-validating radius wins by any margin; ``guard=0``: no
-skip of a round whose aggregate validates worse than the current model), and the pipeline with the
+skip of a round whose aggregate validates worse than the current model; ``standing`` off: every
+sender's weight its claim, whatever its last accepted scores), and the pipeline with the
 client's clip norm at 3 instead of the genesis 1 (the setting that costs clean accuracy most), with no
 attacker and on the evasive and backdoor attacks at the highest fraction, first model, every
 seed: what each part buys against attackers and what it costs honest nodes.
@@ -77,8 +78,9 @@ ABLATION: dict[str, dict[str, dict]] = {
     "no radius-tuning margin": {"rule_params": {"tune_margin": 0.0}},
     "validation guard off": {"rule_params": {"guard": 0.0}},
     "client clip 3": {"pipeline": {"clip_norm": 3.0}},
+    "standing off": {"pipeline": {"standing": False}},
 }
-"""Variant -> what it changes: the rule's parameters, or a setting of the client pipeline (the
+"""Variant -> what it changes: the rule's parameters, or an FL setting (standing, or the
 client's clip norm is the genesis default of 1, the largest factor in what the pipeline costs clean
 accuracy against plain FedAvg)."""
 ABLATION_ATTACKS = ("alie+noise", "ipm+noise", "adaptive", "backdoor", "constrain_scale")
@@ -150,11 +152,17 @@ def _auc(runs: list[dict]) -> float | None:
 
 def _honest_cost(runs: list[dict], penalty: int) -> dict:
     """Honest updates rejected per round and the stake it cost; a skipped round rejects and
-    penalizes nobody, so it is counted apart (rounds skipped per run)."""
+    penalizes nobody, so it is counted apart (rounds skipped per run). And the weight standing
+    withholds from honest updates (the share of their claims it takes, over every honest update of
+    every round) and the lowest standing any honest update had, per run."""
     fp = [[rnd["fp"] for rnd in r["rounds"] if not rnd.get("skipped")] for r in runs]
+    honest = [[s for rnd in r["rounds"] for s, b in zip(rnd.get("standing") or [], rnd["byzantine"]) if not b]
+              for r in runs]
     return {"rejected_per_round": mean_std(sum(f) / max(1, len(f)) for f in fp),
             "stake_lost": mean_std(penalty * sum(f) for f in fp),
-            "skipped_rounds": mean_std(sum(bool(rnd.get("skipped")) for rnd in r["rounds"]) for r in runs)}
+            "skipped_rounds": mean_std(sum(bool(rnd.get("skipped")) for rnd in r["rounds"]) for r in runs),
+            "standing_withheld": mean_std(1.0 - sum(h) / len(h) if h else 0.0 for h in honest),
+            "standing_lowest": mean_std(min(h, default=1.0) for h in honest)}
 
 
 def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fractions: tuple[float, ...],
@@ -344,7 +352,10 @@ def report(result: dict) -> str:
                      if "pipeline_fedavg" in e else "")
                   + f"; honest updates rejected per round with no "
                   f"attacker {_honest_text(e['clean_honest'])}, honest stake lost to penalties "
-                  f"{e['clean_honest']['stake_lost']['mean']:.0f} per run.", ""]
+                  f"{e['clean_honest']['stake_lost']['mean']:.0f} per run"
+                  + (f", honest weight withheld by standing {100 * e['clean_honest']['standing_withheld']['mean']:.1f}% "
+                     f"(lowest honest standing {e['clean_honest']['standing_lowest']['mean']:.2f}, mean over seeds)"
+                     if "standing_withheld" in e["clean_honest"] else "") + ".", ""]
         head = ["attack"]
         for f in result["fractions"]:
             p = int(100 * f)

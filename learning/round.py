@@ -7,6 +7,9 @@ it in the block payload), and the step the simulator runs after every round of l
   (FedAsync's polynomial, in decimal arithmetic so every CPU gets the same float). The discount
   only weighs updates against each other; the step is ``server_lr`` times the aggregate whatever
   the staleness (see ``docs/decisions.md``).
+* Standing (:mod:`learning.standing`): with the default rule each weight is also scaled by its
+  sender's standing, which falls when the scores of its last accepted updates stay near the rule's
+  rejection bar; every verifier derives it from final blocks, the simulator from its rounds.
 * Trust is the sender's stake share (paper eq. 9), chain state rather than a claim; only the
   ``trust`` rule uses it.
 * The rule is :func:`learning.aggregation.aggregate`, which caps every weight at a multiple of
@@ -54,7 +57,7 @@ class RoundOutcome:
     """What a round made of its updates, in their order."""
 
     model: np.ndarray          # the new global model (the old one, the same object, if it did not move)
-    weights: np.ndarray        # (n,) float64: samples x staleness discount, as the payload lists them
+    weights: np.ndarray        # (n,) float64: samples x staleness discount x standing, as the payload lists them
     accepted: np.ndarray       # (n,) bool
     reasons: list[str]         # '' when accepted
     scores: np.ndarray         # (n,) float64 suspicion (higher = more suspicious; nan when skipped)
@@ -122,10 +125,13 @@ def witness_rows(witness: Mapping[Hashable, tuple[int, np.ndarray]], senders: Se
                        np.array([row_of.get(s, -1) for s in senders], dtype=np.int64))
 
 
-def round_weights(samples: Sequence[float], staleness: Sequence[float], staleness_a: float) -> np.ndarray:
-    """Sample counts times the staleness discount ``(1 + s)^-a``, float64, the same on every CPU."""
+def round_weights(samples: Sequence[float], staleness: Sequence[float], staleness_a: float,
+                  standing: Sequence[float] | None = None) -> np.ndarray:
+    """Sample counts times the staleness discount ``(1 + s)^-a`` times each sender's standing
+    (:mod:`learning.standing`; 1 without), float64, the same on every CPU."""
     discount = np.asarray(staleness_weight(np.asarray(staleness, dtype=np.float64), staleness_a), dtype=np.float64)
-    return np.asarray(samples, dtype=np.float64) * discount
+    weights = np.asarray(samples, dtype=np.float64) * discount
+    return weights if standing is None else weights * np.asarray(standing, dtype=np.float64)
 
 
 def stake_changes(settings: FLSettings, outcome: RoundOutcome) -> list[int]:
@@ -147,7 +153,8 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
               evaluate: Callable[[np.ndarray], float] | None = None,
               aggregator: Aggregator = aggregate, senders: Sequence[object] | None = None,
               groups: np.ndarray | None = None, reference: np.ndarray | None = None,
-              held: Sequence[bool] | None = None, witness: WitnessRows | None = None) -> RoundOutcome:
+              held: Sequence[bool] | None = None, witness: WitnessRows | None = None,
+              standing: Sequence[float] | None = None) -> RoundOutcome:
     """Aggregate ``updates`` (n, d) onto ``model`` with the settings' rule.
 
     ``samples``, ``staleness`` (model versions since each update's base) and ``trust`` (each
@@ -161,10 +168,11 @@ def run_round(settings: FLSettings, model: np.ndarray, updates: np.ndarray, samp
     ``groups`` is the model's feature layout (:func:`learning.models.feature_groups`), which the
     default rule's feature clip needs; every rule run of the round gets it, and ``reference``
     (:func:`drift`) as well, and ``held`` (per update: does the chain hold its sender, from
-    :func:`holds_after`), and ``witness`` (:func:`witness_rows`).
+    :func:`holds_after`), and ``witness`` (:func:`witness_rows`). ``standing`` (per update, its
+    sender's :func:`learning.standing.factors`) scales the weights.
     """
     n = len(samples)
-    weights = round_weights(samples, staleness, settings.staleness_a)
+    weights = round_weights(samples, staleness, settings.staleness_a, standing)
     if n == 0:
         return RoundOutcome(model, weights, np.zeros(0, dtype=bool), [], np.zeros(0))
     trusts = np.asarray(trust, dtype=np.float64)

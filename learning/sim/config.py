@@ -114,6 +114,7 @@ class RoundStats:
     nodes: list[int] = field(default_factory=list)        # sender of each update, in order
     byzantine: list[bool] = field(default_factory=list)   # ground truth per update
     scores: list[float] = field(default_factory=list)     # the rule's suspicion per update (for ROC)
+    standing: list[float] = field(default_factory=list)   # each sender's standing factor (1 when not applied)
 
 
 @dataclass

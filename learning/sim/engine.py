@@ -8,7 +8,8 @@ their releases (top-k with error feedback within the norm bound); Byzantine node
 attack craft their vectors from what the honest nodes sent (as a gossiping attacker sees them)
 and send those through the same pipeline; the round aggregates what receivers decode and the
 global model moves. Trust is each node's stake share, and rounds reward and penalize stake as a
-chain's blocks do (block rewards to producers aside).
+chain's blocks do (block rewards to producers aside). Holds, witnesses and standing
+(:mod:`learning.standing`) follow each round's outcome as a chain's final blocks make them.
 
 Sync: each round, ``clients_per_round`` nodes (all by default, else drawn at random) train from
 the current model; a node whose privacy budget is spent (``local-dp``) no longer takes part. Or
@@ -56,6 +57,7 @@ from learning.models import build_model, feature_groups, get_flat, num_params, s
 from learning.round import (Witnesses, drift, feature_norms, holds_after, run_round, stake_changes, witness_after,
                             witness_rows)
 from learning.selection import selection_features, select_nodes
+from learning.standing import Record, applies, factors, standing_after
 from learning.sim.config import RoundStats, SimConfig, SimResult
 from learning.sim.nodes import (
     STREAM_ATTACK,
@@ -110,6 +112,8 @@ class Simulator:
         self.witness: Witnesses = {}
         """Node id -> (version, feature-group norms) of its last accepted update (a chain's witnesses)."""
         self._oracle_witness: WitnessRows | None = None
+        self.standing: Record = {}
+        """Node id -> (version, score) of its last accepted updates (a chain's standing record)."""
         self.nodes = build_nodes(cfg, self.fed, self.dim)
         self.val = self.fed.public_eval
         self._select_rng = stream(s.seed, STREAM_SELECT)
@@ -206,11 +210,16 @@ class Simulator:
         trust = self.trust()
         senders = [j.node.node_id for j in jobs]
         updates = np.stack([s.vector for s in sent])
+        standing = factors(self.standing, senders) if applies(cfg.fl) else [1.0] * len(jobs)
         outcome = run_round(cfg.fl, self.global_flat, updates, self._claims(jobs, sent),
                             staleness, [trust[j.node.node_id] for j in jobs], seed=self.version + 1,
                             evaluate=self._score, aggregator=self._aggregator, senders=senders,
                             groups=self.groups, reference=self.reference(), held=self._held_mask(jobs),
-                            witness=witness_rows(self.witness, senders))
+                            witness=witness_rows(self.witness, senders),
+                            standing=standing)
+        if applies(cfg.fl):
+            self.standing = standing_after(self.standing, senders, outcome.accepted.tolist(), outcome.scores.tolist(),
+                                           self.version)
         self.held = holds_after(self.held, senders, outcome.accepted.tolist(), outcome.reasons, self.version)
         self.witness = witness_after(self.witness, senders, feature_norms(updates, self.groups),
                                      outcome.accepted.tolist(), self.version)
@@ -237,7 +246,8 @@ class Simulator:
             false_neg=int((accepted & byz).sum()), true_neg=int((accepted & ~byz).sum()),
             mean_staleness=float(staleness.mean()), dropped_stale=dropped,
             max_epsilon=max(eps, default=0.0), wall_time=time.perf_counter() - started, skipped=outcome.skipped,
-            nodes=[j.node.node_id for j in jobs], byzantine=byz.tolist(), scores=outcome.scores.tolist())
+            nodes=[j.node.node_id for j in jobs], byzantine=byz.tolist(), scores=outcome.scores.tolist(),
+            standing=standing)
 
     # ------------------------------------------------------------------ modes
 

@@ -35,6 +35,7 @@ from learning.client import norm_bound
 from learning.dense import DenseNet
 from learning.models import Net, build_model, feature_groups, get_flat, set_flat
 from learning.round import WITNESS_HORIZON, drift, holds_after, witness_after
+from learning.standing import applies, standing_after
 from learning.train import evaluate
 from node.fl.blobs import BlobError, BlobStore, model_bytes, parse_model
 from node.fl.data import NodeData
@@ -174,7 +175,7 @@ class FLApp(UpdateIntake, HierarchyChecks, FeatureWitness):
         reference = await self.round_reference()
         witness = await self.round_witness(updates)
         args = (self.settings, self.model, self.model_height, self.model_hash, updates, trust, height, evaluate,
-                self.groups, reference, self.window.held, witness)
+                self.groups, reference, self.window.held, witness, self.window.standing)
         result = await asyncio.to_thread(block_round, *args)
         await self.remember_round(updates, {c.update_id for c in result.payload.considered if c.accepted})
         for partial in result.partials:  # served by hash, like models, to verifiers that do not re-run its cluster
@@ -306,6 +307,9 @@ class FLApp(UpdateIntake, HierarchyChecks, FeatureWitness):
                                                 [c.update_id for c in p.considered],
                                                 [c.accepted for c in p.considered], h)
             self.forget_lapsed_witnesses()
+        if applies(s):
+            self.window.standing = standing_after(self.window.standing, [c.sender for c in p.considered],
+                                                  [c.accepted for c in p.considered], [c.score for c in p.considered], h)
         self.pool.settle(claims, punished)
         self.pool.prune(h - s.max_staleness)
         if self.state_view is not None:
@@ -381,7 +385,7 @@ class FLApp(UpdateIntake, HierarchyChecks, FeatureWitness):
         replay = EvalReplay(self.model_evaluator(), p.evals, len(self.data.public_eval))  # final: not checked
         result = block_round(self.settings, self.model, self.model_height, self.model_hash, updates,
                              self.trust_of(ctx.state, updates), ctx.height, replay, self.groups, reference,
-                             self.window.held, witness)
+                             self.window.held, witness, self.window.standing)
         return RoundResult(p, result.model) if result.payload.new_hash == p.new_hash else None
 
     def _decode_final(self, payload: bytes) -> Payload:

@@ -18,7 +18,7 @@ fetch a partial by its hash instead of re-running its cluster (:mod:`node.fl.hie
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,7 @@ from gossip.codec import DecodeError, pack, unpack
 from learning.aggregation import WitnessRows
 from learning.hierarchy import Partial
 from learning.round import run_round
+from learning.standing import applies, factors
 from node.fl.blobs import model_hash
 from node.fl.settings import FLSettings
 from node.fl.update import ModelUpdate
@@ -197,19 +198,22 @@ def block_round(settings: FLSettings, model: np.ndarray, model_height: int, base
                 updates: list[ModelUpdate], trust: dict[str, float], seed: int,
                 evaluate: Callable[[np.ndarray], float] | None, groups: np.ndarray | None = None,
                 reference: np.ndarray | None = None, held: Collection[str] = frozenset(),
-                witness: WitnessRows | None = None) -> RoundResult:
+                witness: WitnessRows | None = None, standing: Mapping[str, Sequence[tuple[int, float]]] | None = None
+                ) -> RoundResult:
     """:func:`learning.round.run_round` on ``updates`` (in this order), as a block's payload; pure
     and deterministic. ``evaluate`` scores a candidate model; staleness is in heights; ``groups``
     is the model's feature layout (:func:`learning.models.feature_groups`); ``reference`` how the
     model moved over the window (:func:`learning.round.drift`); ``held`` the senders the chain
     holds for pointing against it (:class:`node.fl.window.Window`); ``witness`` the feature clip's
-    witness rows (:mod:`node.fl.witness`)."""
+    witness rows (:mod:`node.fl.witness`); ``standing`` the chain's record of senders' accepted
+    scores (:class:`node.fl.window.Window`), which scales their weights under the default rule."""
     if not updates:
         return RoundResult(Payload(settings.rule, base_hash, base_hash, ()), model)
     outcome = run_round(settings, model, np.stack([u.dense() for u in updates]), [u.num_samples for u in updates],
                         [model_height - u.base_height for u in updates], [trust.get(u.sender, 0.0) for u in updates],
                         seed=seed, evaluate=evaluate, senders=[u.sender for u in updates], groups=groups,
-                        reference=reference, held=[u.sender in held for u in updates], witness=witness)
+                        reference=reference, held=[u.sender in held for u in updates], witness=witness,
+                        standing=round_standing(settings, standing, updates))
     considered = tuple(Considered(u.id, u.sender, u.base_height, float(w), bool(a), r, float(s))
                        for u, w, a, r, s in zip(updates, outcome.weights.tolist(), outcome.accepted.tolist(),
                                                 outcome.reasons, outcome.scores.tolist()))
@@ -217,6 +221,13 @@ def block_round(settings: FLSettings, model: np.ndarray, model_height: int, base
     records = tuple(partial_record(p) for p in outcome.partials)
     return RoundResult(Payload(settings.rule, base_hash, new_hash, considered, skipped=outcome.skipped,
                                partials=records), outcome.model, tuple(p.vector for p in outcome.partials))
+
+
+def round_standing(settings: FLSettings, record: Mapping[str, Sequence[tuple[int, float]]] | None,
+                   updates: list[ModelUpdate]) -> list[float] | None:
+    """Per update, its sender's standing from the chain's ``record`` (None when the genesis rule
+    does not weigh by standing)."""
+    return factors(record or {}, [u.sender for u in updates]) if applies(settings) else None
 
 
 def partial_record(p: Partial) -> PartialRecord:

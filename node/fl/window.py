@@ -16,9 +16,13 @@ application keeps, identically on every node (it is derived from final blocks on
   :data:`learning.round.WITNESS_HORIZON` heights: whose feature-group norms stand in the default
   rule's feature clip for a sender none of whose updates a round accepts
   (:mod:`node.fl.witness` computes them from the updates' bodies).
+* ``standing``: sender -> (height, score) of its last accepted updates, as final blocks recorded
+  them (:func:`learning.standing.standing_after`): what scales each sender's weight under the
+  default rule.
 
 It is stored as one application record, rewritten with every block; its size is bounded by the
-window and by the senders of the last ``HOLD_HORIZON`` heights, never by the chain's length.
+window and by the senders of the last ``HOLD_HORIZON`` (and :data:`learning.standing.HORIZON`)
+heights, never by the chain's length.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Window:
     punished: set[BaseKey] = field(default_factory=set)
     held: dict[str, int] = field(default_factory=dict)
     witness: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    standing: dict[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)
 
     def base_problem(self, base_height: int, base_hash: bytes, model_height: int, max_staleness: int) -> str | None:
         """Why an update on this base cannot be aggregated now (None if it can)."""
@@ -64,25 +69,36 @@ class Window:
         return pack([sorted([h, v] for h, v in self.recent.items()),
                      sorted([s, h, uid] for (s, h), uid in self.claims.items()),
                      sorted([s, h] for s, h in self.punished), sorted([s, h] for s, h in self.held.items()),
-                     sorted([s, h, uid] for s, (h, uid) in self.witness.items())])
+                     sorted([s, h, uid] for s, (h, uid) in self.witness.items()),
+                     sorted([s, [list(e) for e in v]] for s, v in self.standing.items())])
 
     @classmethod
     def decode(cls, data: bytes) -> Window:
         """The stored record; one written before holds existed (three fields) holds nobody, one
-        written before witnesses (four fields) witnesses nobody.
+        written before witnesses (four fields) witnesses nobody, one written before standing (five
+        fields) gives everybody full standing.
 
-        Such a node starts without the holds or witnesses its peers derived, so until those lapse
-        (:data:`learning.round.HOLD_HORIZON` and :data:`learning.round.WITNESS_HORIZON` heights at
-        most) it may disagree with a proposal that tests a held or witnessed sender; it still
-        applies every final block, and refusing to start would cost more (``docs/decisions.md``)."""
+        Such a node starts without the holds, witnesses or scores its peers derived, so until those
+        lapse (:data:`learning.round.HOLD_HORIZON`, :data:`learning.round.WITNESS_HORIZON` and
+        :data:`learning.standing.HORIZON` heights at most) it may disagree with a proposal that
+        tests a held or witnessed sender or weighs one by its standing; it still applies every final
+        block, and refusing to start would cost more (``docs/decisions.md``)."""
         try:
             fields = unpack(data, 1 << 24)
-            if not isinstance(fields, list) or not 3 <= len(fields) <= 5:
-                raise ValueError("expected three to five fields")
-            recent, claims, punished, held, witness = [*fields, [], []][:5]
+            if not isinstance(fields, list) or not 3 <= len(fields) <= 6:
+                raise ValueError("expected three to six fields")
+            recent, claims, punished, held, witness, standing = [*fields, [], [], []][:6]
             return cls({int(h): bytes(v) for h, v in recent},
                        {(str(s), int(h)): bytes(uid) for s, h, uid in claims},
                        {(str(s), int(h)) for s, h in punished}, {str(s): int(h) for s, h in held},
-                       {str(s): (int(h), bytes(uid)) for s, h, uid in witness})
+                       {str(s): (int(h), bytes(uid)) for s, h, uid in witness},
+                       {str(s): tuple((int(h), _score(v)) for h, v in entries) for s, entries in standing})
         except (DecodeError, ValueError, TypeError) as exc:
             raise DecodeError(f"FL window record is corrupt: {exc}") from exc
+
+
+def _score(value: object) -> float:
+    """A recorded score: a float, as a final block records it."""
+    if not isinstance(value, float):
+        raise TypeError(f"a standing score must be a float, got {value!r}")
+    return value

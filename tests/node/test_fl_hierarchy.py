@@ -51,6 +51,28 @@ async def test_a_hierarchical_payload_lists_the_partials_and_an_assigned_verifie
     assert "clusters" in p.to_json() and decode(p.encode()) == p
 
 
+async def test_cluster_checks_weigh_senders_by_the_chains_standing(new_app) -> None:
+    """A hierarchical round's weights carry each sender's standing too: a verifier holding the
+    chain's record accepts, one holding another record does not agree (its cheap weight check)."""
+    from learning.standing import FLOOR
+
+    proposer = new_app(0, settings=TIERED, node_id=IDS[0])
+    verifier = new_app(1, settings=TIERED, node_id=verifier_of(0, True), fetch_model=serving(proposer))
+    other = new_app(2, settings=TIERED, node_id=verifier_of(0, True), fetch_model=serving(proposer))
+    updates = round_updates(proposer, flipped=False)
+    record = {updates[1].sender: ((0, 0.99), (0, 0.98))}
+    proposer.window.standing = verifier.window.standing = record
+    admit_all([proposer, verifier, other], updates)
+    payload = await proposer.prepare_payload(ctx())
+    assert [c.weight for c in decode(payload).considered] == [u.num_samples * (FLOOR if i == 1 else 1.0)
+                                                                for i, u in enumerate(updates)]
+    header = signed_header(KEYS[0], payload)
+    verdict = await verifier.verify_payload(ctx(header=header), payload)
+    assert verdict.ok, verdict.reason
+    verdict = await other.verify_payload(ctx(header=header), payload)
+    assert not verdict.ok and "not agreed" in verdict.reason
+
+
 async def test_a_verifier_that_cannot_fetch_a_partial_re_runs_its_cluster(new_app) -> None:
     proposer = new_app(0, settings=TIERED, node_id=IDS[0])
     verifier = new_app(1, settings=TIERED, node_id=IDS[1])        # no peer serves the partials

@@ -65,3 +65,53 @@ def test_a_window_record_from_before_holds_restores_with_nobody_held() -> None:
     assert Window.decode(pack([[], [], [], []])).witness == {}
     with pytest.raises(DecodeError, match="corrupt"):
         Window.decode(pack([[[0, b"\x01" * 32]], []]))
+
+
+async def test_final_blocks_record_accepted_scores_and_the_next_round_weighs_senders_by_them(new_app) -> None:
+    """The standing record is chain state: every node appends the scores a final block records
+    for its accepted updates (the proposer's floats, the same on every node), restores them, and
+    the next proposal's weights are samples x discount x standing, which a verifier holding the
+    same record accepts and one holding another record cannot agree with."""
+    from learning.standing import FLOOR, factor
+    from node.fl.window import Window
+
+    proposer, verifier = new_app(0), new_app(1)
+    updates = round_updates(proposer)
+    admit_all([proposer, verifier], updates)
+    payload = await proposer.prepare_payload(ctx())
+    for app in (proposer, verifier):
+        app.finalize_block(ctx(), payload)
+    p = decode(payload)
+    expected = {c.sender: ((1, c.score),) for c in p.considered if c.accepted}
+    assert expected and proposer.window.standing == verifier.window.standing == expected
+    assert Window.decode(verifier.window.encode()).standing == expected
+    # a record that puts one sender at the floor (as if its last accepted updates sat at the bar)
+    doubted = updates[0].sender
+    for app in (proposer, verifier):
+        app.window.standing = {**app.window.standing, doubted: ((0, 0.97), (1, 0.99))}
+    nxt = round_updates(proposer)
+    admit_all([proposer, verifier], nxt)
+    second = await proposer.prepare_payload(ctx(2))
+    weights = {c.sender: c.weight for c in decode(second).considered}
+    assert factor([0.97, 0.99]) == FLOOR
+    assert weights[doubted] == nxt[0].num_samples * FLOOR and weights[nxt[1].sender] == nxt[1].num_samples
+    assert (await verifier.verify_payload(ctx(2), second)).ok
+    stranger = new_app(2)
+    admit_all([stranger], updates)
+    stranger.finalize_block(ctx(), payload)                  # the record without the doubted sender's scores
+    admit_all([stranger], nxt)
+    verdict = await stranger.verify_payload(ctx(2), second)
+    assert not verdict.ok and "not agreed" in verdict.reason
+
+
+def test_a_window_record_from_before_standing_restores_with_full_standing() -> None:
+    """A record of five fields (before standing) gives everybody full standing; a standing score
+    that is not a float is a corrupt record."""
+    from gossip.codec import DecodeError, pack
+    from node.fl.window import Window
+
+    assert Window.decode(pack([[], [], [], [], []])).standing == {}
+    assert Window.decode(pack([[], [], [], [], [], [["a", [[3, 0.9], [4, 0.5]]]]])).standing == {"a": ((3, 0.9), (4, 0.5))}
+    for bad in ([["a", [[3, 1]]]], [["a", [[3]]]], [["a", 5]]):
+        with pytest.raises(DecodeError, match="corrupt"):
+            Window.decode(pack([[], [], [], [], [], bad]))

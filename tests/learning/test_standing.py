@@ -1,0 +1,80 @@
+"""A sender's standing (learning/standing.py): the weight factor its last accepted scores give it,
+the record rounds keep, and the round and simulator that apply it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from learning import standing
+from learning.round import run_round
+from learning.settings import FLSettings
+from learning.standing import FLOOR, HORIZON, WINDOW, applies, factor, factors, standing_after
+
+
+def test_standing_is_full_until_enough_scores_then_falls_linearly_to_the_floor() -> None:
+    assert factor([]) == factor([0.99]) == 1.0                    # one round is that round's business
+    assert factor([0.5, 0.8]) == 1.0
+    assert factor([0.95, 0.95]) == FLOOR and factor([2.0, 2.0, 2.0]) == FLOOR
+    assert factor([0.85, 0.90]) == pytest.approx((0.95 - 0.875) / 0.15)
+    assert 0.5 > factor([0.90, 0.85, 0.90]) > factor([0.92, 0.90, 0.93]) > FLOOR
+
+
+def test_standing_is_the_same_double_whatever_the_machine() -> None:
+    """Python floats, a fixed order: the mean and the factor are correctly rounded IEEE-754
+    operations, so every verifier gets the very bits a proposer did (they enter the payload's
+    weights, which verifiers compare exactly)."""
+    scores = [0.9137, 0.8421, 0.8876, 0.9012]
+    mean = (((0.9137 + 0.8421) + 0.8876) + 0.9012) / 4
+    assert factor(scores) == (0.95 - mean) / (0.95 - 0.80)
+
+
+def test_the_record_keeps_accepted_finite_scores_capped_and_bounded() -> None:
+    record = standing_after({}, ["a", "b", "c", "d"], [True, False, True, True], [0.9, 0.3, math.nan, 7.0], now=1)
+    assert record == {"a": ((1, 0.9),), "d": ((1, standing.CAP),)}   # b rejected, c's score no number
+    for now in range(2, 8):
+        record = standing_after(record, ["a"], [True], [0.1 * now], now)
+    assert [h for h, _ in record["a"]] == list(range(8 - WINDOW, 8))   # the newest WINDOW
+    # a sender lapses HORIZON rounds after its last accepted update, however often it is rejected
+    later = standing_after(record, ["d"], [False], [0.5], now=1 + HORIZON - 1)
+    assert "d" in later
+    assert "d" not in standing_after(later, ["d"], [False], [0.5], now=1 + HORIZON)
+    assert factors(record, ["a", "nobody"])[1] == 1.0
+
+
+def test_only_the_clustering_rule_weighs_by_standing() -> None:
+    assert applies(FLSettings())
+    assert not applies(FLSettings(standing=False))
+    assert not applies(FLSettings(rule="krum"))       # its scores are squared distances, not the bar's scale
+
+
+def test_a_round_scales_each_weight_by_its_senders_standing() -> None:
+    """Standing scales the listed weights (samples x discount x standing) and with them each
+    sender's say in the aggregate; nobody is rejected for it."""
+    settings = dataclasses.replace(FLSettings(), rule="fedavg")
+    model = np.zeros(4, dtype=np.float32)
+    updates = np.array([[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 8]], dtype=np.float32)
+    full = run_round(settings, model, updates, [10, 10, 10], [0, 0, 3], [1, 1, 1], seed=1)
+    low = run_round(settings, model, updates, [10, 10, 10], [0, 0, 3], [1, 1, 1], seed=1, standing=[1.0, 1.0, FLOOR])
+    assert low.weights.tolist() == [10.0, 10.0, full.weights[2] * FLOOR]
+    assert low.accepted.all() and full.accepted.all()
+    assert low.model[3] < full.model[3] / 5
+
+
+def test_the_simulator_keeps_the_record_a_chain_keeps() -> None:
+    """The simulator records each round's accepted scores as a chain's final blocks do, and weighs
+    the next round's senders by them; with ``standing`` off it keeps no record."""
+    from learning.sim import SimConfig
+    from learning.sim.engine import Simulator
+
+    def run(on: bool) -> Simulator:
+        sim = Simulator(SimConfig.of(num_nodes=6, rounds=3, dataset="synthetic", standing=on, seed=0))
+        sim.run()
+        return sim
+
+    on, off = run(True), run(False)
+    assert off.standing == {}
+    assert on.standing and all(len(v) <= WINDOW and all(h < 3 for h, _ in v) for v in on.standing.values())
