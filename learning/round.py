@@ -8,8 +8,8 @@ it in the block payload), and the step the simulator runs after every round of l
   only weighs updates against each other; the step is ``server_lr`` times the aggregate whatever
   the staleness (see ``docs/decisions.md``).
 * Standing (:mod:`learning.standing`): with the default rule each weight is also scaled by its
-  sender's standing, which falls when the scores of its last accepted updates stay near the rule's
-  rejection bar; every verifier derives it from final blocks, the simulator from its rounds.
+  sender's standing, which falls when its last accepted updates kept scoring far above their
+  rounds' lower quartile; every verifier derives it from final blocks, the simulator from its rounds.
 * Trust is the sender's stake share (paper eq. 9), chain state rather than a claim; only the
   ``trust`` rule uses it.
 * The rule is :func:`learning.aggregation.aggregate`, which caps every weight at a multiple of

@@ -113,7 +113,7 @@ class Simulator:
         """Node id -> (version, feature-group norms) of its last accepted update (a chain's witnesses)."""
         self._oracle_witness: WitnessRows | None = None
         self.standing: Record = {}
-        """Node id -> (version, score) of its last accepted updates (a chain's standing record)."""
+        """Node id -> (version, excess) of its last accepted updates (a chain's standing record)."""
         self.nodes = build_nodes(cfg, self.fed, self.dim)
         self.val = self.fed.public_eval
         self._select_rng = stream(s.seed, STREAM_SELECT)

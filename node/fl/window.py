@@ -16,9 +16,10 @@ application keeps, identically on every node (it is derived from final blocks on
   :data:`learning.round.WITNESS_HORIZON` heights: whose feature-group norms stand in the default
   rule's feature clip for a sender none of whose updates a round accepts
   (:mod:`node.fl.witness` computes them from the updates' bodies).
-* ``standing``: sender -> (height, score) of its last accepted updates, as final blocks recorded
-  them (:func:`learning.standing.standing_after`): what scales each sender's weight under the
-  default rule.
+* ``standing``: sender -> (height, excess) of its last accepted updates: how far each one's score,
+  as a final block recorded it, sat above its round's lower quartile
+  (:func:`learning.standing.standing_after`); what scales each sender's weight under the default
+  rule.
 
 It is stored as one application record, rewritten with every block; its size is bounded by the
 window and by the senders of the last ``HOLD_HORIZON`` (and :data:`learning.standing.HORIZON`)

@@ -16,33 +16,40 @@ from learning.standing import FLOOR, HORIZON, WINDOW, applies, factor, factors, 
 
 
 def test_standing_is_full_until_enough_scores_then_falls_linearly_to_the_floor() -> None:
-    assert factor([]) == factor([0.99]) == 1.0                    # one round is that round's business
-    assert factor([0.5, 0.8]) == 1.0
-    assert factor([0.95, 0.95]) == FLOOR and factor([2.0, 2.0, 2.0]) == FLOOR
-    assert factor([0.85, 0.90]) == pytest.approx((0.95 - 0.875) / 0.15)
-    assert 0.5 > factor([0.90, 0.85, 0.90]) > factor([0.92, 0.90, 0.93]) > FLOOR
+    assert factor([]) == factor([0.9]) == 1.0                     # one round is that round's business
+    assert factor([0.05, 0.10]) == 1.0
+    assert factor([0.30, 0.30]) == FLOOR and factor([1.0, 1.0, 1.0]) == FLOOR
+    assert factor([0.15, 0.25]) == pytest.approx(0.5)
+    assert 1.0 > factor([0.12, 0.15, 0.2]) > factor([0.2, 0.25, 0.22]) > FLOOR
 
 
 def test_standing_is_the_same_double_whatever_the_machine() -> None:
-    """Python floats, a fixed order: the mean and the factor are correctly rounded IEEE-754
-    operations, so every verifier gets the very bits a proposer did (they enter the payload's
-    weights, which verifiers compare exactly)."""
-    scores = [0.9137, 0.8421, 0.8876, 0.9012]
-    mean = (((0.9137 + 0.8421) + 0.8876) + 0.9012) / 4
-    assert factor(scores) == (0.95 - mean) / (0.95 - 0.80)
+    """Python floats, a fixed order: the quartile, the excess, the mean and the factor are
+    correctly rounded IEEE-754 operations, so every verifier gets the very bits a proposer did
+    (they enter the payload's weights, which verifiers compare exactly)."""
+    excess = [0.1137, 0.2421, 0.1876, 0.2012]
+    mean = (((0.1137 + 0.2421) + 0.1876) + 0.2012) / 4
+    assert factor(excess) == (0.30 - mean) / (0.30 - 0.10)
+    record = standing_after({}, ["a", "b", "c", "d"], [True] * 4, [0.9137, 0.5, 0.7001, 0.6], now=1)
+    assert record["a"] == ((1, 0.9137 - 0.6),)                    # 4 // 4 = the second lowest: 0.6
 
 
-def test_the_record_keeps_accepted_finite_scores_capped_and_bounded() -> None:
-    record = standing_after({}, ["a", "b", "c", "d"], [True, False, True, True], [0.9, 0.3, math.nan, 7.0], now=1)
-    assert record == {"a": ((1, 0.9),), "d": ((1, standing.CAP),)}   # b rejected, c's score no number
+def test_the_record_keeps_each_accepted_excess_over_the_rounds_lower_quartile() -> None:
+    scores = [0.9, 0.3, math.nan, 7.0, 0.5, 0.4, 0.45, 0.6]      # finite sorted: .3 .4 .45 .5 .6 .9 7 -> quartile .4
+    record = standing_after({}, list("abcdefgh"), [True, False, True, True, True, True, True, True], scores, now=1)
+    assert record["a"] == ((1, 0.9 - 0.4),)
+    assert "b" not in record and "c" not in record                 # b rejected, c's score no number
+    assert record["d"] == ((1, standing.CAP),) and record["f"] == ((1, 0.0),) and record["g"] == ((1, 0.45 - 0.4),)
     for now in range(2, 8):
-        record = standing_after(record, ["a"], [True], [0.1 * now], now)
+        record = standing_after(record, ["a", "z"], [True, True], [0.1 * now, 0.0], now)
     assert [h for h, _ in record["a"]] == list(range(8 - WINDOW, 8))   # the newest WINDOW
+    assert all(e == 0.0 for _, e in record["z"])                   # below the quartile: no excess, none banked
     # a sender lapses HORIZON rounds after its last accepted update, however often it is rejected
     later = standing_after(record, ["d"], [False], [0.5], now=1 + HORIZON - 1)
     assert "d" in later
     assert "d" not in standing_after(later, ["d"], [False], [0.5], now=1 + HORIZON)
     assert factors(record, ["a", "nobody"])[1] == 1.0
+    assert standing_after({}, ["a"], [True], [math.inf], now=1) == {}
 
 
 def test_only_the_clustering_rule_weighs_by_standing() -> None:

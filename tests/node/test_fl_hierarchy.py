@@ -60,7 +60,7 @@ async def test_cluster_checks_weigh_senders_by_the_chains_standing(new_app) -> N
     verifier = new_app(1, settings=TIERED, node_id=verifier_of(0, True), fetch_model=serving(proposer))
     other = new_app(2, settings=TIERED, node_id=verifier_of(0, True), fetch_model=serving(proposer))
     updates = round_updates(proposer, flipped=False)
-    record = {updates[1].sender: ((0, 0.99), (0, 0.98))}
+    record = {updates[1].sender: ((0, 0.5), (0, 0.3))}
     proposer.window.standing = verifier.window.standing = record
     admit_all([proposer, verifier, other], updates)
     payload = await proposer.prepare_payload(ctx())

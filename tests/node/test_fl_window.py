@@ -68,11 +68,12 @@ def test_a_window_record_from_before_holds_restores_with_nobody_held() -> None:
 
 
 async def test_final_blocks_record_accepted_scores_and_the_next_round_weighs_senders_by_them(new_app) -> None:
-    """The standing record is chain state: every node appends the scores a final block records
-    for its accepted updates (the proposer's floats, the same on every node), restores them, and
+    """The standing record is chain state: every node appends the excess of each accepted update's
+    score over its round's lower quartile, from the scores a final block records (the proposer's
+    floats, the same on every node), restores it, and
     the next proposal's weights are samples x discount x standing, which a verifier holding the
     same record accepts and one holding another record cannot agree with."""
-    from learning.standing import FLOOR, factor
+    from learning.standing import FLOOR, factor, lower_quartile
     from node.fl.window import Window
 
     proposer, verifier = new_app(0), new_app(1)
@@ -82,18 +83,19 @@ async def test_final_blocks_record_accepted_scores_and_the_next_round_weighs_sen
     for app in (proposer, verifier):
         app.finalize_block(ctx(), payload)
     p = decode(payload)
-    expected = {c.sender: ((1, c.score),) for c in p.considered if c.accepted}
+    base = lower_quartile([c.score for c in p.considered])
+    expected = {c.sender: ((1, min(max(c.score - base, 0.0), 1.0)),) for c in p.considered if c.accepted}
     assert expected and proposer.window.standing == verifier.window.standing == expected
     assert Window.decode(verifier.window.encode()).standing == expected
-    # a record that puts one sender at the floor (as if its last accepted updates sat at the bar)
+    # a record that puts one sender at the floor (as if its last accepted updates sat far above their rounds)
     doubted = updates[0].sender
     for app in (proposer, verifier):
-        app.window.standing = {**app.window.standing, doubted: ((0, 0.97), (1, 0.99))}
+        app.window.standing = {**app.window.standing, doubted: ((0, 0.5), (1, 0.4))}
     nxt = round_updates(proposer)
     admit_all([proposer, verifier], nxt)
     second = await proposer.prepare_payload(ctx(2))
     weights = {c.sender: c.weight for c in decode(second).considered}
-    assert factor([0.97, 0.99]) == FLOOR
+    assert factor([0.5, 0.4]) == FLOOR
     assert weights[doubted] == nxt[0].num_samples * FLOOR and weights[nxt[1].sender] == nxt[1].num_samples
     assert (await verifier.verify_payload(ctx(2), second)).ok
     stranger = new_app(2)
