@@ -1,5 +1,5 @@
 """The ``/fl`` routes of the node API: the global model, its weights, the updates each block
-considered (with reasons), and this node's privacy spending."""
+considered (with reasons), each recent sender's standing, and this node's privacy spending."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from learning import standing
 from node.api_base import ApiError, Param, Route, encode_list_within, page_response
 
 UPDATE_ID = Param("id", "path", "hash", "Update id: SHA-256 of the encoded update (hex).")
@@ -84,6 +85,21 @@ async def get_update(ctx: Any, request: web.Request, id: str, raw: bool) -> dict
     return {"id": id, "raw": blob.hex()} if raw else update.summary()
 
 
+async def get_standing(ctx: Any, request: web.Request) -> web.Response:
+    """Each recent sender's standing, lowest first: chain state every node derives from final
+    blocks, so an operator can see why a device's updates weigh less (and whether a drift test
+    holds it), as many senders as fit the node's byte budget."""
+    fl = _fl(ctx)
+    window = fl.app.window
+    rows = sorted(({"sender": sender, "standing": standing.factor([e for _, e in entries]),
+                    "excess": [e for _, e in entries], "heights": [h for h, _ in entries], "held": sender in window.held}
+                   for sender, entries in window.standing.items()), key=lambda r: (r["standing"], r["sender"]))
+    parts = await encode_list_within(rows, ctx.config.api.max_response_bytes)
+    return page_response({"height": fl.app.model_height, "applies": standing.applies(fl.settings),
+                          "window": standing.WINDOW, "low": standing.LOW, "high": standing.HIGH,
+                          "floor": standing.FLOOR, "truncated": len(parts) < len(rows)}, "senders", parts)
+
+
 async def get_privacy(ctx: Any, request: web.Request) -> dict:
     fl = _fl(ctx)
     if fl.trainer is None:
@@ -106,6 +122,10 @@ FL_ROUTES: tuple[Route, ...] = (
           "fl", (ROUND_HEIGHT,), errors=(400, 404), limit="bulk"),
     Route("GET", "/fl/updates/{id}", get_update, "One model update by id (summary, or raw bytes).", "fl",
           (UPDATE_ID, RAW), errors=(400, 404), limit="bulk"),
+    Route("GET", "/fl/standing", get_standing, "Each recent sender's standing (the factor on its weight from "
+          "how far its last accepted updates scored above their rounds' lower quartile), the excess of each, "
+          "and whether a drift test holds it; lowest first, within the byte budget.", "fl", errors=(404,),
+          limit="bulk"),
     Route("GET", "/fl/privacy", get_privacy, "The chain's privacy preset, what it gives, and the epsilon this node "
           "has spent of its budget (and whether the budget has stopped its updates).", "fl",
           errors=(404, 503)),

@@ -2,6 +2,7 @@
 crash recovery. Accuracy is checked independently: the test fetches the final model's weights
 over HTTP and evaluates them itself on the digits test split."""
 
+import json
 import signal
 import urllib.request
 
@@ -47,6 +48,13 @@ def test_four_daemons_train_digits_to_90_percent(make_testnet):
         models = [net.get(i, "/fl/model") for i in range(4)]
         return len({(m["height"], m["hash"]) for m in models}) == 1 and models[0]
     model = wait_for(same_model, 20, "all nodes to serve one model at one height")
+    # and the same standing, chain state derived from the same final blocks
+    def same_standing():
+        views = [net.get(i, "/fl/standing") for i in range(4)]
+        return len({json.dumps(v, sort_keys=True) for v in views}) == 1 and views[0]
+    view = wait_for(same_standing, 20, "all nodes to serve one standing at one height")
+    assert view["applies"] and {s["sender"] for s in view["senders"]} <= {net.node_id(i) for i in range(4)}
+    assert all(0.1 <= s["standing"] <= 1.0 and len(s["excess"]) == len(s["heights"]) <= 4 for s in view["senders"])
     # a block's header carries the app hash after its parent, so the next block commits to this model
     wait_for(lambda: min(net.heights()) > model["height"], 20, "the next block")
     assert {net.get(i, f"/blocks/{model['height'] + 1}")["app_hash"] for i in range(4)} == {model["hash"]}

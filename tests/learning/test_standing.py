@@ -12,7 +12,7 @@ import pytest
 from learning import standing
 from learning.round import run_round
 from learning.settings import FLSettings
-from learning.standing import FLOOR, HORIZON, WINDOW, applies, factor, factors, standing_after
+from learning.standing import FLOOR, HORIZON, WINDOW, applies, crowd, factor, factors, standing_after
 
 
 def test_standing_is_full_until_enough_scores_then_falls_linearly_to_the_floor() -> None:
@@ -30,8 +30,23 @@ def test_standing_is_the_same_double_whatever_the_machine() -> None:
     excess = [0.1137, 0.2421, 0.1876, 0.2012]
     mean = (((0.1137 + 0.2421) + 0.1876) + 0.2012) / 4
     assert factor(excess) == (0.30 - mean) / (0.30 - 0.10)
-    record = standing_after({}, ["a", "b", "c", "d"], [True] * 4, [0.9137, 0.5, 0.7001, 0.6], now=1)
-    assert record["a"] == ((1, 0.9137 - 0.6),)                    # 4 // 4 = the second lowest: 0.6
+    record = standing_after({}, list("abcdef"), [True] * 6, [0.9137, 0.5, 0.8001, 0.6, 0.85, 0.55], now=1)
+    assert record["a"] == ((1, 0.9137 - 0.55),)                   # 6 // 4 = the second lowest: 0.55
+
+
+def test_an_excess_counts_only_in_a_crowd() -> None:
+    """A lone outlier round after round (an honest device whose data nobody shares) keeps its
+    standing; three or more (a fifth of a large round) far above the quartile lose theirs."""
+    assert [crowd(n) for n in (4, 10, 15, 20, 40)] == [3, 3, 3, 4, 8]
+    lone = [0.5, 0.52, 0.55, 0.6, 0.95]
+    record: dict = {}
+    for now in range(4):
+        record = standing_after(record, list("abcde"), [True] * 5, lone, now)
+    assert record["e"] == tuple((h, 0.0) for h in range(4)) and factors(record, ["e"]) == [1.0]
+    three = [0.5, 0.52, 0.55, 0.6, 0.9, 0.92, 0.95]
+    for now in range(4, 8):
+        record = standing_after(record, list("abcdefg"), [True] * 7, three, now)
+    assert factors(record, list("abcdefg")) == [1.0, 1.0, 1.0, 1.0, FLOOR, FLOOR, FLOOR]
 
 
 def test_the_record_keeps_each_accepted_excess_over_the_rounds_lower_quartile() -> None:

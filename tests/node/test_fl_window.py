@@ -68,12 +68,12 @@ def test_a_window_record_from_before_holds_restores_with_nobody_held() -> None:
 
 
 async def test_final_blocks_record_accepted_scores_and_the_next_round_weighs_senders_by_them(new_app) -> None:
-    """The standing record is chain state: every node appends the excess of each accepted update's
-    score over its round's lower quartile, from the scores a final block records (the proposer's
-    floats, the same on every node), restores it, and
+    """The standing record is chain state: every node derives it from the scores a final block
+    records (the proposer's floats, the same on every node; ``learning.standing`` does the
+    arithmetic), restores it, and
     the next proposal's weights are samples x discount x standing, which a verifier holding the
     same record accepts and one holding another record cannot agree with."""
-    from learning.standing import FLOOR, factor, lower_quartile
+    from learning.standing import FLOOR, factor, standing_after
     from node.fl.window import Window
 
     proposer, verifier = new_app(0), new_app(1)
@@ -83,8 +83,8 @@ async def test_final_blocks_record_accepted_scores_and_the_next_round_weighs_sen
     for app in (proposer, verifier):
         app.finalize_block(ctx(), payload)
     p = decode(payload)
-    base = lower_quartile([c.score for c in p.considered])
-    expected = {c.sender: ((1, min(max(c.score - base, 0.0), 1.0)),) for c in p.considered if c.accepted}
+    expected = standing_after({}, [c.sender for c in p.considered], [c.accepted for c in p.considered],
+                              [c.score for c in p.considered], 1)
     assert expected and proposer.window.standing == verifier.window.standing == expected
     assert Window.decode(verifier.window.encode()).standing == expected
     # a record that puts one sender at the floor (as if its last accepted updates sat far above their rounds)
