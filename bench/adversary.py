@@ -26,8 +26,8 @@ update's direction against the way the model has been moving; ``direction=0``: n
 update's direction against the majority's; ``offset=0``: no shared-offset test; ``collusion=0``: no near-copy test; ``norm_clip=0``: no clip to the median norm;
 ``feature_clip=0``: no clip of each feature group to its median norm, ``=1``: a tighter one than
 the default 1.5; ``tune_margin=0``: the best-validating radius wins by any margin; ``guard=0``: no
-skip of a round whose aggregate validates worse than the current model; ``standing`` off: every
-sender's weight its claim, whatever its last accepted scores), and the pipeline with the
+skip of a round whose aggregate validates worse than the current model; ``standing`` on: each
+sender's weight scaled by its standing, :mod:`learning.standing`, off by default), and the pipeline with the
 client's clip norm at 3 instead of the genesis 1 (the setting that costs clean accuracy most), with no
 attacker and on the evasive and backdoor attacks at the highest fraction, first model, every
 seed: what each part buys against attackers and what it costs honest nodes.
@@ -75,7 +75,7 @@ ABLATION: dict[str, dict[str, dict]] = {
     "no radius-tuning margin": {"rule_params": {"tune_margin": 0.0}},
     "validation guard off": {"rule_params": {"guard": 0.0}},
     "client clip 3": {"pipeline": {"clip_norm": 3.0}},
-    "standing off": {"pipeline": {"standing": False}},
+    "standing on": {"pipeline": {"standing": True}},
 }
 """Variant -> what it changes: the rule's parameters, or an FL setting (standing, or the
 client's clip norm is the genesis default of 1, the largest factor in what the pipeline costs clean

@@ -137,7 +137,9 @@ def report(result: dict) -> str:
     if result["ablation"]:
         first = next(iter(result["ablation"].values()))   # --keep may carry it over from another model's run
         frac = int(100 * first["fraction"])
-        names = list(dict.fromkeys(a for v in result["ablation"].values() for a in v["cells"]))   # clean, then attacks
+        from bench.adversary import ABLATION_ATTACKS   # the measuring module imports this one
+
+        names = [a for a in ("clean",) + ABLATION_ATTACKS if any(a in v["cells"] for v in result["ablation"].values())]
         lines += [f"Ablation ({first['model']}, {first['seeds']} seed(s), {first['rounds']} rounds, {frac}% Byzantine): one part "
                   "of the rule switched off at a time, or one pipeline setting changed. Clean: points below "
                   "the full rule's clean accuracy / honest "

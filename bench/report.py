@@ -26,15 +26,14 @@ Synthetic(1,1) stands in for the papers' IoT tabular data.
 """
 
 
-PIPELINE_SINCE = "2026-12-07T08:02:00Z"
+PIPELINE_SINCE = "2026-12-06T22:10:00Z"
 """When the code these numbers depend on last changed: the daemon and the simulator share one
 client pipeline, round and settings type (``learning/client.py``, ``learning/round.py``,
 ``learning/settings.py``); the dense models (``logreg``, ``mlp``, ``tabular_mlp``) last changed
 when they moved from torch to numpy (``learning/dense.py``: another initialisation, the same
 arithmetic to float32 rounding), and the default rule (``learning/aggregation/clustering.py``,
 ``learning/aggregation/shrink.py``) when its feature clip began to take its medians over one row
-per recent sender (the feature-clip witnesses) instead of one per update of the round; the round
-(``learning/standing.py``) when it began to weigh each sender by its standing."""
+per recent sender (the feature-clip witnesses) instead of one per update of the round."""
 PIPELINE_BENCHMARKS = frozenset({"fl_chain", "fidelity", "learning_accuracy", "accuracy", "convergence",
                                  "communication", "scalability", "energy", "attacks", "detection", "ablation",
                                  "flower", "preset", "adversary", "hierarchy", "selection", "fleet"})

@@ -85,8 +85,8 @@ class FLSettings:
     rule: str = DEFAULT_RULE
     rule_params: dict = field(default_factory=dict)
     server_lr: float = 1.0
-    standing: bool = True              # weigh each sender by its last accepted scores (learning.standing;
-                                       # the clustering rule only)
+    standing: bool = False             # weigh each sender by its last accepted scores (learning.standing;
+                                       # the clustering rule only; off: see docs/decisions.md)
     max_staleness: int = 4
     staleness_a: float = 0.5
     selection: str = "all"             # all: every eligible update (max_updates applies to the others)

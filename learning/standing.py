@@ -35,7 +35,9 @@ Entries lapse :data:`HORIZON` rounds after a sender's last accepted update, whic
 record by the senders of the last rounds, never by the chain's length.
 
 Only the ``clustering`` rule's scores have that meaning (Krum's are squared distances), so only it
-uses standing (:func:`applies`); ``FLSettings.standing`` turns it off.
+uses standing (:func:`applies`), and only when genesis ``standing`` turns it on: it is off by default,
+since rejected attackers still make up a round's crowd, which turns it against honest nodes
+(``docs/decisions.md``).
 """
 
 from __future__ import annotations

@@ -144,11 +144,12 @@ def test_adversary_quick_measures_every_goal_and_renders(tmp_path: Path) -> None
     assert all(c["0.4"]["auc"] is None or 0.0 <= c["0.4"]["auc"] <= 1.0 for c in cells.values())
     assert set(result["ablation"]) == {"full rule", "shared-offset test off", "near-copy test off", "norm clip off",
                                        "feature clip off", "feature clip 1", "no radius-tuning margin", "client clip 3", "validation guard off",
-                                       "direction test off", "drift test off", "standing off"}
+                                       "direction test off", "drift test off", "standing on"}
     assert result["ablation"]["client clip 3"]["pipeline"] == {"clip_norm": 3.0}
-    assert result["ablation"]["standing off"]["pipeline"] == {"standing": False}
-    withheld = model["clean_honest"]["standing_withheld"]["mean"]
-    assert 0.0 <= withheld < 1.0 and 0.1 <= model["clean_honest"]["standing_lowest"]["mean"] <= 1.0
+    assert result["ablation"]["standing on"]["pipeline"] == {"standing": True}
+    assert model["clean_honest"]["standing_withheld"]["mean"] == 0.0       # off by default
+    on = result["ablation"]["standing on"]["cells"]["clean"]["honest"]
+    assert 0.0 <= on["standing_withheld"]["mean"] < 1.0 and 0.1 <= on["standing_lowest"]["mean"] <= 1.0
     assert all(set(v["cells"]) == {"clean", "ipm+noise", "adaptive"} for v in result["ablation"].values())
     assert 0.0 <= model["pipeline_fedavg"]["mean"] <= 1.0
     assert set(result["goals"]) == {"drop", "backdoor", "auc", "clean"}

@@ -2,7 +2,6 @@
 crash recovery. Accuracy is checked independently: the test fetches the final model's weights
 over HTTP and evaluates them itself on the digits test split."""
 
-import json
 import signal
 import urllib.request
 
@@ -48,13 +47,9 @@ def test_four_daemons_train_digits_to_90_percent(make_testnet):
         models = [net.get(i, "/fl/model") for i in range(4)]
         return len({(m["height"], m["hash"]) for m in models}) == 1 and models[0]
     model = wait_for(same_model, 20, "all nodes to serve one model at one height")
-    # and the same standing, chain state derived from the same final blocks
-    def same_standing():
-        views = [net.get(i, "/fl/standing") for i in range(4)]
-        return len({json.dumps(v, sort_keys=True) for v in views}) == 1 and views[0]
-    view = wait_for(same_standing, 20, "all nodes to serve one standing at one height")
-    assert view["applies"] and {s["sender"] for s in view["senders"]} <= {net.node_id(i) for i in range(4)}
-    assert all(0.1 <= s["standing"] <= 1.0 and len(s["excess"]) == len(s["heights"]) <= 4 for s in view["senders"])
+    # standing is off by default: the route says so and nobody has a record
+    assert all(net.get(i, "/fl/standing") | {"height": 0} == {"height": 0, "applies": False, "window": 4, "low": 0.1,
+               "high": 0.3, "floor": 0.1, "truncated": False, "senders": []} for i in range(4))
     # a block's header carries the app hash after its parent, so the next block commits to this model
     wait_for(lambda: min(net.heights()) > model["height"], 20, "the next block")
     assert {net.get(i, f"/blocks/{model['height'] + 1}")["app_hash"] for i in range(4)} == {model["hash"]}
@@ -169,6 +164,30 @@ def test_delegates_on_different_cpu_kinds_keep_deciding_rounds(make_testnet):
                for i in range(4) for event in ("bad_payloads", "payloads_not_agreed"))
     decided = [r for r in recs if not r["skipped"]]
     assert len(decided) >= len(recs) - 1 and all(r["accepted"] >= 2 for r in decided), recs
+
+
+@pytest.mark.timeout(180)
+def test_daemons_with_standing_on_keep_one_record_and_agree_on_every_round(make_testnet):
+    """With genesis ``standing = true`` every node derives the same record from final blocks and
+    weighs the same senders alike: no proposal is called wrong or not agreed, and every node
+    serves one standing at one height."""
+    import json
+
+    from node.fl.settings import FLSettings
+    from tests.integration.test_hostile import metric
+
+    net = make_testnet(4, slot_ms=2000, app="fl", genesis={"app": FLSettings(standing=True).to_app_state()})
+    net.start_all()
+    net.wait_height(6, timeout=90)
+
+    def same_standing():
+        views = [net.get(i, "/fl/standing") for i in range(4)]
+        return len({json.dumps(v, sort_keys=True) for v in views}) == 1 and views[0]
+    view = wait_for(same_standing, 20, "all nodes to serve one standing at one height")
+    assert view["applies"] and {s["sender"] for s in view["senders"]} <= {net.node_id(i) for i in range(4)}
+    assert view["senders"] and all(len(s["excess"]) == len(s["heights"]) <= 4 for s in view["senders"])
+    assert all(metric(net, i, "fedchain_fl_events_total", event=event) == 0
+               for i in range(4) for event in ("bad_payloads", "payloads_not_agreed"))
 
 
 @pytest.mark.timeout(240)

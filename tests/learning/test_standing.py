@@ -68,9 +68,9 @@ def test_the_record_keeps_each_accepted_excess_over_the_rounds_lower_quartile() 
 
 
 def test_only_the_clustering_rule_weighs_by_standing() -> None:
-    assert applies(FLSettings())
-    assert not applies(FLSettings(standing=False))
-    assert not applies(FLSettings(rule="krum"))       # its scores are squared distances, not the bar's scale
+    assert applies(FLSettings(standing=True))
+    assert not applies(FLSettings())                  # off by default (docs/decisions.md)
+    assert not applies(FLSettings(rule="krum", standing=True))       # its scores are squared distances, not the bar's scale
 
 
 def test_a_round_scales_each_weight_by_its_senders_standing() -> None:

@@ -56,9 +56,10 @@ async def test_cluster_checks_weigh_senders_by_the_chains_standing(new_app) -> N
     chain's record accepts, one holding another record does not agree (its cheap weight check)."""
     from learning.standing import FLOOR
 
-    proposer = new_app(0, settings=TIERED, node_id=IDS[0])
-    verifier = new_app(1, settings=TIERED, node_id=verifier_of(0, True), fetch_model=serving(proposer))
-    other = new_app(2, settings=TIERED, node_id=verifier_of(0, True), fetch_model=serving(proposer))
+    on = replace(TIERED, standing=True)
+    proposer = new_app(0, settings=on, node_id=IDS[0])
+    verifier = new_app(1, settings=on, node_id=verifier_of(0, True), fetch_model=serving(proposer))
+    other = new_app(2, settings=on, node_id=verifier_of(0, True), fetch_model=serving(proposer))
     updates = round_updates(proposer, flipped=False)
     record = {updates[1].sender: ((0, 0.5), (0, 0.3))}
     proposer.window.standing = verifier.window.standing = record

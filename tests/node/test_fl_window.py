@@ -76,7 +76,12 @@ async def test_final_blocks_record_accepted_scores_and_the_next_round_weighs_sen
     from learning.standing import FLOOR, factor, standing_after
     from node.fl.window import Window
 
-    proposer, verifier = new_app(0), new_app(1)
+    from dataclasses import replace
+
+    from tests.node.helpers import SETTINGS
+
+    on = replace(SETTINGS, standing=True)
+    proposer, verifier = new_app(0, settings=on), new_app(1, settings=on)
     updates = round_updates(proposer)
     admit_all([proposer, verifier], updates)
     payload = await proposer.prepare_payload(ctx())
@@ -98,7 +103,7 @@ async def test_final_blocks_record_accepted_scores_and_the_next_round_weighs_sen
     assert factor([0.5, 0.4]) == FLOOR
     assert weights[doubted] == nxt[0].num_samples * FLOOR and weights[nxt[1].sender] == nxt[1].num_samples
     assert (await verifier.verify_payload(ctx(2), second)).ok
-    stranger = new_app(2)
+    stranger = new_app(2, settings=on)
     admit_all([stranger], updates)
     stranger.finalize_block(ctx(), payload)                  # the record without the doubted sender's scores
     admit_all([stranger], nxt)
