@@ -87,6 +87,13 @@ def factors(record: Mapping[Hashable, Sequence[tuple[int, float]]], senders: Seq
     return [factor([e for _, e in record.get(s, ())]) for s in senders]
 
 
+def round_factors(settings: FLSettings, record: Mapping[Hashable, Sequence[tuple[int, float]]] | None,
+                  senders: Sequence[Hashable]) -> list[float] | None:
+    """What a round of updates from ``senders`` is weighed by: their :func:`factors`, or None
+    when the genesis does not weigh by standing (:func:`applies`)."""
+    return factors(record or {}, senders) if applies(settings) else None
+
+
 def crowd(n: int) -> int:
     """Updates of a round of ``n`` that must sit more than :data:`LOW` above its quartile for any
     excess of the round to count: three, or a fifth of the round if more."""

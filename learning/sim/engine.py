@@ -57,7 +57,7 @@ from learning.models import build_model, feature_groups, get_flat, num_params, s
 from learning.round import (Witnesses, drift, feature_norms, holds_after, run_round, stake_changes, witness_after,
                             witness_rows)
 from learning.selection import selection_features, select_nodes
-from learning.standing import Record, applies, factors, standing_after
+from learning.standing import Record, applies, round_factors, standing_after
 from learning.sim.config import RoundStats, SimConfig, SimResult
 from learning.sim.nodes import (
     STREAM_ATTACK,
@@ -210,7 +210,7 @@ class Simulator:
         trust = self.trust()
         senders = [j.node.node_id for j in jobs]
         updates = np.stack([s.vector for s in sent])
-        standing = factors(self.standing, senders) if applies(cfg.fl) else [1.0] * len(jobs)
+        standing = round_factors(cfg.fl, self.standing, senders)
         outcome = run_round(cfg.fl, self.global_flat, updates, self._claims(jobs, sent),
                             staleness, [trust[j.node.node_id] for j in jobs], seed=self.version + 1,
                             evaluate=self._score, aggregator=self._aggregator, senders=senders,
@@ -247,7 +247,7 @@ class Simulator:
             mean_staleness=float(staleness.mean()), dropped_stale=dropped,
             max_epsilon=max(eps, default=0.0), wall_time=time.perf_counter() - started, skipped=outcome.skipped,
             nodes=[j.node.node_id for j in jobs], byzantine=byz.tolist(), scores=outcome.scores.tolist(),
-            standing=standing)
+            standing=standing or [1.0] * len(jobs))
 
     # ------------------------------------------------------------------ modes
 

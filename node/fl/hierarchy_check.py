@@ -33,8 +33,9 @@ from learning.aggregation import WitnessRows, aggregate
 from learning.aggregation.exact import total
 from learning.hierarchy import Hierarchy, assign, combine, global_cap, run_cluster, verifier_clusters
 from learning.round import round_weights
+from learning.standing import round_factors
 from node.fl.blobs import BlobError, model_bytes, model_hash, parse_model
-from node.fl.round import Payload, PartialRecord, RoundResult, round_standing, scores_agree
+from node.fl.round import Payload, PartialRecord, RoundResult, scores_agree
 from node.fl.update import ModelUpdate
 from node.fl.verify import BadPayload, Disagreement, EvalReplay, PayloadChecks
 
@@ -71,7 +72,7 @@ class HierarchyChecks(PayloadChecks):
                                                              for c in range(k)]:
             raise BadPayload(f"the payload's clusters are not the assignment of height {ctx.height}")
         weights = round_weights([u.num_samples for u in updates], [self.model_height - u.base_height for u in updates],
-                                s.staleness_a, round_standing(s, self.window.standing, updates))
+                                s.staleness_a, round_factors(s, self.window.standing, [u.sender for u in updates]))
         if weights.tolist() != [c.weight for c in p.considered]:
             raise Disagreement("round not agreed: re-running the aggregation reaches other decisions")
         trust_of = self.trust_of(ctx.state, updates)

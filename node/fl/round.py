@@ -27,7 +27,7 @@ from gossip.codec import DecodeError, pack, unpack
 from learning.aggregation import WitnessRows
 from learning.hierarchy import Partial
 from learning.round import run_round
-from learning.standing import applies, factors
+from learning.standing import round_factors
 from node.fl.blobs import model_hash
 from node.fl.settings import FLSettings
 from node.fl.update import ModelUpdate
@@ -213,7 +213,7 @@ def block_round(settings: FLSettings, model: np.ndarray, model_height: int, base
                         [model_height - u.base_height for u in updates], [trust.get(u.sender, 0.0) for u in updates],
                         seed=seed, evaluate=evaluate, senders=[u.sender for u in updates], groups=groups,
                         reference=reference, held=[u.sender in held for u in updates], witness=witness,
-                        standing=round_standing(settings, standing, updates))
+                        standing=round_factors(settings, standing, [u.sender for u in updates]))
     considered = tuple(Considered(u.id, u.sender, u.base_height, float(w), bool(a), r, float(s))
                        for u, w, a, r, s in zip(updates, outcome.weights.tolist(), outcome.accepted.tolist(),
                                                 outcome.reasons, outcome.scores.tolist()))
@@ -221,13 +221,6 @@ def block_round(settings: FLSettings, model: np.ndarray, model_height: int, base
     records = tuple(partial_record(p) for p in outcome.partials)
     return RoundResult(Payload(settings.rule, base_hash, new_hash, considered, skipped=outcome.skipped,
                                partials=records), outcome.model, tuple(p.vector for p in outcome.partials))
-
-
-def round_standing(settings: FLSettings, record: Mapping[str, Sequence[tuple[int, float]]] | None,
-                   updates: list[ModelUpdate]) -> list[float] | None:
-    """Per update, its sender's standing from the chain's ``record`` (None when the genesis rule
-    does not weigh by standing)."""
-    return factors(record or {}, [u.sender for u in updates]) if applies(settings) else None
 
 
 def partial_record(p: Partial) -> PartialRecord:
