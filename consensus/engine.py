@@ -279,7 +279,11 @@ class Engine:
             if block is not None:
                 await self.finalize(block, action.commit)
         elif isinstance(action, FetchDecided):
-            self.syncer.fetch_decided(self.height, action.block_hash, action.commit)
+            held = self.blocks.get(action.block_hash)
+            if held is not None:
+                self.spawn(self.apply_synced(held, action.commit), f"apply-decided-{self.height}")
+            else:
+                self.syncer.fetch_decided(self.height, action.block_hash, action.commit)
         elif isinstance(action, Equivocation):
             await self.add_evidence(action.evidence)
 
@@ -353,13 +357,18 @@ class Engine:
         return True
 
     async def apply_synced(self, block: Block, commit: Commit | None) -> str | None:
-        """Validate a block fetched from a peer with the commit that finalized it, and apply it."""
+        """Validate a block with the commit that finalized it (fetched from a peer, or held here
+        and decided over this node's own objection), and apply it."""
         if block.height != self.height:
             return None if block.height < self.height else f"height {block.height} is not {self.height}"
-        reason = self.executor.check_commit(block, commit) or await self.executor.validate(block, self.now_ms())
+        reason, objection = await self.executor.validate_final(block, commit, self.now_ms())
         if reason:
             self.metrics["sync_rejected"] += 1
             return reason
+        if objection:
+            self.metrics["final_despite_objection"] += 1
+            log.warning("block %s at height %d is final (a quorum committed it) though this node's check said: %s",
+                        block.hash.hex()[:12], block.height, objection)
         assert commit is not None
         await self.finalize(block, commit)
         self.metrics["synced_blocks"] += 1

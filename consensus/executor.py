@@ -3,7 +3,8 @@
 As CometBFT's ``BlockExecutor`` (``state/execution.go``), this object alone owns the chain state
 after the last final block and the application's view of it. Live consensus and catch-up sync
 both hand it blocks: :meth:`BlockExecutor.validate` runs every rule (header, body, state, the
-application's payload check) against the tip; :meth:`BlockExecutor.apply` runs the block through
+application's payload check) against the tip (for a block a quorum already committed,
+:meth:`BlockExecutor.validate_final` reports the application's verdict instead of obeying it); :meth:`BlockExecutor.apply` runs the block through
 the state machine and the application and persists block, commit, state and application writes
 in one transaction on the store's writer thread, then moves the tip.
 """
@@ -21,7 +22,7 @@ from consensus.election import quorum
 from consensus.messages import Commit
 from consensus.schedule import Schedule
 from consensus.state import ChainState
-from consensus.validation import Tip, check_commit, validate_block
+from consensus.validation import Tip, check_chain_rules, check_commit, check_payload, validate_block
 
 log = logging.getLogger("fedchain.consensus")
 
@@ -109,10 +110,30 @@ class BlockExecutor:
         saw the application already past the block being committed and the state not yet (a
         valid block was "rejected: app hash mismatch"), and a payload check that awaits (the
         FL application's) would see the application change under it."""
-        if self.checkpoint is not None and block.height == self.checkpoint[0] and block.hash != self.checkpoint[1]:
+        if self._off_checkpoint(block):
             return "block conflicts with the trusted checkpoint"
         async with self._lock:
             return await validate_block(block, self.tip, now_ms, own=own)
+
+    async def validate_final(self, block: Block, commit: Commit | None, now_ms: int) -> tuple[str | None, str | None]:
+        """For a block that ``commit`` says a quorum finalized (fetched in sync, or decided while
+        this node's own check said no): (why it cannot be applied, the application's objection).
+
+        The commit and the chain's rules are hard: a block that breaks them is not this chain's.
+        The application's verdict is only reported. Its check may need what this node lacks (an
+        update nobody serves it, the proof of a fault it never saw), and a quorum of the voters
+        checked the payload before committing it; refusing it would halt this node for good."""
+        reason = self.check_commit(block, commit)
+        if reason is None and self._off_checkpoint(block):
+            reason = "block conflicts with the trusted checkpoint"
+        if reason is not None:
+            return reason, None
+        async with self._lock:
+            reason = check_chain_rules(block, self.tip, now_ms)
+            return (reason, None) if reason is not None else (None, await check_payload(block, self.tip))
+
+    def _off_checkpoint(self, block: Block) -> bool:
+        return self.checkpoint is not None and block.height == self.checkpoint[0] and block.hash != self.checkpoint[1]
 
     def check_commit(self, block: Block, commit: Commit | None) -> str | None:
         """Whether ``commit`` finalizes ``block`` with the current voter set."""

@@ -12,7 +12,8 @@ paper's algorithm, and so is its safety argument:
   a split precommit);
 * a quorum of prevotes for the round's valid proposal (a *polka*) locks the delegate on it and it
   precommits it; the block becomes the *valid* block that this delegate re-proposes later;
-* a quorum of precommits for a valid block in any round decides it.
+* a quorum of precommits for a valid block in any round decides it; for a block this node lacks
+  or refused, the driver applies it under the chain's rules alone (a quorum checked its payload).
 
 The machine does no I/O and reads no clock: every input carries the time, and every effect is an
 action for the driver (:mod:`consensus.engine`) to carry out: sign and send a vote, propose, arm
@@ -87,7 +88,9 @@ class Decide:
 
 @dataclass(frozen=True)
 class FetchDecided:
-    """A quorum precommitted a block we do not hold: it is decided, fetch it (by hash)."""
+    """A quorum precommitted a block this node does not hold as valid (never saw it, is still
+    checking it, or its application objected): it is decided; the driver applies it under the
+    chain's rules alone, fetching it by hash if it is not held."""
 
     block_hash: bytes
     commit: Commit
@@ -178,7 +181,7 @@ class HeightMachine:
         if self.validity.get(commit.block_hash):
             self.decision = commit.block_hash
             return [Decide(commit.block_hash, commit)]
-        if commit.block_hash not in self.validity and commit.block_hash not in self._asked:
+        if commit.block_hash not in self._asked:
             self._asked.add(commit.block_hash)
             return [FetchDecided(commit.block_hash, commit)]
         return []
@@ -237,7 +240,7 @@ class HeightMachine:
             if self.validity.get(block_hash):
                 self.decision = block_hash
                 return [Decide(block_hash, commit)]
-            if block_hash not in self.validity and block_hash not in self._asked:
+            if block_hash not in self._asked:
                 self._asked.add(block_hash)
                 return [FetchDecided(block_hash, commit)]
         return []

@@ -1,9 +1,13 @@
 """Full validation of a block against the final chain below it.
 
-Used for live proposals and for blocks fetched during sync alike, so a syncing node checks
-exactly what a voting delegate checks: chain id, height, parent, slot and producer, timestamp
-bounds, signature, body hashes, state and app hashes, the parent's commit, evidence, transactions
-(applied to a copy of the state) and the application payload.
+Two parts. The chain's rules (chain id, height, parent, slot and producer, timestamp bounds,
+signature, body hashes, state and app hashes, the parent's commit, evidence, transactions applied
+to a copy of the state) are computed identically by every correct node, so a block that breaks
+them is refused whoever signed it. The application's verdict on the payload is this node's own
+judgement: it may lack what checking needs (data nobody serves it, a proof lost in a restart). It
+decides a vote, and for a block a quorum already committed it is reported but never a veto (see
+``BlockExecutor.validate_final``): as CometBFT applies a committed block without ProcessProposal,
+the chain never halts a node over its application.
 """
 
 from __future__ import annotations
@@ -98,6 +102,14 @@ async def validate_block(block: Block, tip: Tip, now_ms: int, *, own: bool = Fal
 
     ``own`` skips re-verifying the payload of a block this node built itself.
     """
+    reason = check_chain_rules(block, tip, now_ms)
+    if reason is not None or own:
+        return reason
+    return await check_payload(block, tip)
+
+
+def check_chain_rules(block: Block, tip: Tip, now_ms: int) -> str | None:
+    """Every rule but the application's payload check; None if ``block`` keeps them all."""
     g = tip.genesis
     reason = check_header(block, tip, now_ms)
     if reason:
@@ -133,8 +145,10 @@ async def validate_block(block: Block, tip: Tip, now_ms: int, *, own: bool = Fal
         if reason:
             return f"tx {tx.hash.hex()[:12]}: {reason}"
         trial.apply_tx(tx)
-    if not own:
-        verdict = await tip.app.verify_payload(tip.context(block), block.payload)
-        if not verdict.ok:
-            return f"payload: {verdict.reason}"
     return None
+
+
+async def check_payload(block: Block, tip: Tip) -> str | None:
+    """The application's verdict on ``block``'s payload: None if it accepts it, else why not."""
+    verdict = await tip.app.verify_payload(tip.context(block), block.payload)
+    return None if verdict.ok else f"payload: {verdict.reason}"

@@ -28,7 +28,7 @@ from gossip.envelope import Envelope
 from gossip.pull import PullRule
 from node.netsim.loop import InlineExecutor
 from node.netsim.network import Network
-from node.netsim.updates import MAX_BODY, TOPIC, Stored, UpdateApp
+from node.netsim.updates import MAX_BODY, TOPIC, DissentingApp, Stored, UpdateApp
 
 EPOCH_MS = 1_700_000_000_000
 """Wall-clock time at virtual time zero (fixed: a run reads no real clock)."""
@@ -147,7 +147,7 @@ class SimNode:
 
     def __init__(self, spec: NodeSpec, genesis: Genesis, net: Network, clock: SimClock, data_dir: Path,
                  gossip_settings: dict[str, Any], seed: int, lookup: Callable[[str], SimNode | None],
-                 shelf: Callable[[bytes], bytes] = bytes) -> None:
+                 shelf: Callable[[bytes], bytes] = bytes, dissent: bool = False) -> None:
         self.spec = spec
         self.genesis = genesis
         self.net = net
@@ -157,6 +157,7 @@ class SimNode:
         self.seed = seed
         self.lookup = lookup
         self.shelf = shelf
+        self.app_class = DissentingApp if dissent else UpdateApp
         self.gossip: Gossip | None = None
         self.engine: Engine | None = None
         self.store: ChainStore | None = None
@@ -180,7 +181,7 @@ class SimNode:
         self.gossip = Gossip(spec.keypair, config, transport=self.net.dialer(spec.ip), clock=self.clock, rng=rng)
         self.store = ChainStore(self.db, self.genesis, writer=InlineExecutor())
         fetcher = SimFetcher(self.net, spec.ip, self.lookup, peers=self._peer_urls)
-        self.app = UpdateApp(self.genesis.chain_id, fetcher.update, self.shelf, self.stored)
+        self.app = self.app_class(self.genesis.chain_id, fetcher.update, self.shelf, self.stored)
         self.gossip.subscribe(TOPIC, self.app.validate, self.app.deliver, pull=PullRule(MAX_BODY))
         self.engine = Engine(spec.keypair, self.genesis, self.store, self.app, self.gossip, fetcher,
                              EngineConfig(), clock=self.clock,

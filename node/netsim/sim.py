@@ -60,6 +60,9 @@ class SimConfig:
     heal_slot: int | None = None
     crashes: list[tuple[int, int, int | None]] = field(default_factory=list)
     """(node index, slot it crashes at, slot it restarts at or None)."""
+    dissenters: list[int] = field(default_factory=list)
+    """Nodes whose application objects to every payload it did not build (as a node that lacks
+    the data or the proof to check one): the quorum's commits must carry them along."""
     liveness_slots: int = 10
     updates_per_slot: int = 4
     """Model updates published per slot, each by a random running node (FL selects a few
@@ -112,7 +115,7 @@ class Simulation:
                                     min_delegates=min(4, config.delegates))
         settings: dict[str, Any] = {"dissemination": config.dissemination}
         self.nodes = [SimNode(spec, self.genesis, self.net, self.clock, data_dir, settings, config.seed, self._lookup,
-                              self._keep)
+                              self._keep, dissent=spec.index in config.dissenters)
                       for spec in specs]
         self._by_key = {key: n for n in self.nodes for key in (n.spec.url, n.spec.node_id)}
         self.ledger = UpdateLedger(config.slot_ms)

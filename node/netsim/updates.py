@@ -203,6 +203,15 @@ class UpdateApp:
         return kept[1] if kept is not None else None
 
 
+class DissentingApp(UpdateApp):
+    """An application that objects to every payload it did not build, as a node does that lacks
+    what checking one needs (an update nobody serves it, a proof it lost in a restart). It votes
+    against every other proposal; the blocks a quorum commits must still become final here."""
+
+    async def verify_payload(self, ctx: BlockContext, payload: bytes) -> PayloadVerdict:
+        return PayloadVerdict(False, "this node cannot check the payload")
+
+
 @dataclass
 class Published:
     publisher: int

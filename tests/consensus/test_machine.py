@@ -180,6 +180,20 @@ def test_precommits_for_a_block_we_lack_ask_for_it() -> None:
     assert [a.block_hash for a in m.on_validity(B, True, 21) if isinstance(a, Decide)] == [B]
 
 
+def test_precommits_for_a_block_this_node_refused_still_decide_it() -> None:
+    """A quorum's commit outranks this node's own payload check (it may lack what checking needs):
+    the block goes to the driver, which applies it under the chain's rules alone."""
+    m = machine(IDS[0])
+    m.start_round(1, 0)
+    m.on_proposal(1, B, -1, 1)
+    m.on_validity(B, False, 2)
+    acts = feed(m, "precommit", 1, B, [1, 2, 3], 10)
+    fetch = [a for a in acts if isinstance(a, FetchDecided)]
+    assert len(fetch) == 1 and fetch[0].block_hash == B and fetch[0].commit.verify(CHAIN, VOTERS, 3) is None
+    assert not [a for a in acts if isinstance(a, CastVote) and a.kind == "precommit" and a.block_hash == B]
+    assert feed(m, "precommit", 1, B, [0], 11) == []  # asked once
+
+
 def test_double_votes_are_reported_as_evidence() -> None:
     m = machine(IDS[0])
     m.start_round(1, 0)

@@ -96,3 +96,13 @@ def test_the_ledger_tells_a_dropped_update_from_a_lost_one() -> None:
     assert fates == {b"a": "included", b"b": "sender_down", b"c": "superseded", b"d": "lost", b"e": "lost",
                      b"f": "stale"}
     assert ledger.to_final_ms() == []  # a's publisher (1) never finalized it; node 0 did
+
+
+def test_a_node_whose_application_objects_to_every_payload_still_follows_the_chain() -> None:
+    """A delegate and a follower whose application cannot check any payload another node built:
+    the other delegates' quorum commits blocks, and both must apply them (a final block is final;
+    an application's verdict decides a vote, never whether this node follows the chain)."""
+    result = run(SimConfig(nodes=8, delegates=4, slots=6, small_probes=2, large_probes=0, dissenters=[1, 6]))
+    heights = result["final_height"]
+    assert result["violations"] == [] and heights["max"] >= 4
+    assert heights["min"] >= heights["max"] - 1, heights
