@@ -14,9 +14,14 @@ def make_testnet(tmp_path, request):
         return net
 
     yield make
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     for net in nets:
+        exited = {i: proc.poll() for i, proc in net.procs.items()}
         net.stop_all()
-        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        if failed:  # one line per node first: a long log may be cut where it is shown
+            for i in net.procs:
+                print(f"node{i}: {'running' if exited[i] is None else f'exited {exited[i]}'} at the end, "
+                      f"last final height in its log {net.last_final(i)}")
             for i in net.procs:
                 print(f"--- node{i} log ---\n{net.log_tail(i)}")
 

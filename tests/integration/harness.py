@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -181,6 +182,12 @@ class Testnet:
     def wait_height(self, height: int, nodes: list[int] | None = None, timeout: float = 60) -> list[int]:
         return wait_for(lambda: (h := self.heights(nodes)) and min(h) >= height and h, timeout,
                         f"final height {height} on nodes {nodes}")
+
+    def last_final(self, i: int) -> int | None:
+        """The newest "final N" height node ``i`` logged (None if none)."""
+        path = self.home(i) / "daemon.out"
+        found = re.findall(r"fedchain\.consensus: final (\d+) ", path.read_text(errors="replace")) if path.exists() else []
+        return int(found[-1]) if found else None
 
     def log_tail(self, i: int, lines: int = 40) -> str:
         path = self.home(i) / "daemon.out"
