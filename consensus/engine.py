@@ -361,7 +361,7 @@ class Engine:
         and decided over this node's own objection), and apply it."""
         if block.height != self.height:
             return None if block.height < self.height else f"height {block.height} is not {self.height}"
-        reason, objection = await self.executor.validate_final(block, commit, self.now_ms())
+        reason, objection = await self.executor.validate_final(block, commit)
         if reason:
             self.metrics["sync_rejected"] += 1
             return reason

@@ -115,21 +115,22 @@ class BlockExecutor:
         async with self._lock:
             return await validate_block(block, self.tip, now_ms, own=own)
 
-    async def validate_final(self, block: Block, commit: Commit | None, now_ms: int) -> tuple[str | None, str | None]:
+    async def validate_final(self, block: Block, commit: Commit | None) -> tuple[str | None, str | None]:
         """For a block that ``commit`` says a quorum finalized (fetched in sync, or decided while
         this node's own check said no): (why it cannot be applied, the application's objection).
 
         The commit and the chain's rules are hard: a block that breaks them is not this chain's.
-        The application's verdict is only reported. Its check may need what this node lacks (an
-        update nobody serves it, the proof of a fault it never saw), and a quorum of the voters
-        checked the payload before committing it; refusing it would halt this node for good."""
+        What only this node judges is not: its clock (a clock running behind sees every block
+        stamped from the future) and its application's verdict, which may need what this node
+        lacks (an update nobody serves it, the proof of a fault it never saw). A quorum of the
+        voters checked both before committing; refusing the block would halt this node."""
         reason = self.check_commit(block, commit)
         if reason is None and self._off_checkpoint(block):
             reason = "block conflicts with the trusted checkpoint"
         if reason is not None:
             return reason, None
         async with self._lock:
-            reason = check_chain_rules(block, self.tip, now_ms)
+            reason = check_chain_rules(block, self.tip, None)
             return (reason, None) if reason is not None else (None, await check_payload(block, self.tip))
 
     def _off_checkpoint(self, block: Block) -> bool:

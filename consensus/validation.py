@@ -4,7 +4,7 @@ Two parts. The chain's rules (chain id, height, parent, slot and producer, times
 signature, body hashes, state and app hashes, the parent's commit, evidence, transactions applied
 to a copy of the state) are computed identically by every correct node, so a block that breaks
 them is refused whoever signed it. The application's verdict on the payload is this node's own
-judgement: it may lack what checking needs (data nobody serves it, a proof lost in a restart). It
+judgement (as is a stamp ahead of this node's clock): it may lack what checking needs (data nobody serves it, a proof lost in a restart). It
 decides a vote, and for a block a quorum already committed it is reported but never a veto (see
 ``BlockExecutor.validate_final``): as CometBFT applies a committed block without ProcessProposal,
 the chain never halts a node over its application.
@@ -56,8 +56,12 @@ class Tip:
         return [self.schedule.proposer(s) for s in range(max(self.parent_slot + 1, slot - n), slot)]
 
 
-def check_header(block: Block, tip: Tip, now_ms: int) -> str | None:
+def check_header(block: Block, tip: Tip, now_ms: int | None) -> str | None:
     """Cheap checks that need no state copy: where, when, who. None if fine, else why not.
+
+    ``now_ms`` None skips the one check made by this node's own clock (a block stamped ahead of
+    it), for a block a quorum committed: their clocks accepted the stamp, and a clock that runs
+    behind would otherwise refuse every block of the chain.
 
     Ordered by cost: field comparisons, then the timestamp bounds (which also bound the slot, so
     the proposer lookup below only ever looks at the current cycle or the next), then the
@@ -77,7 +81,7 @@ def check_header(block: Block, tip: Tip, now_ms: int) -> str | None:
     drift = g.max_clock_drift_ms
     if not (start - drift <= h.timestamp_ms < start + g.slot_ms + drift):
         return "timestamp outside its slot"
-    if h.timestamp_ms > now_ms + drift:
+    if now_ms is not None and h.timestamp_ms > now_ms + drift:
         return "timestamp too far in the future"
     if tip.parent is not None and h.timestamp_ms <= tip.parent.header.timestamp_ms:
         return "timestamp not after the parent's"
@@ -108,8 +112,9 @@ async def validate_block(block: Block, tip: Tip, now_ms: int, *, own: bool = Fal
     return await check_payload(block, tip)
 
 
-def check_chain_rules(block: Block, tip: Tip, now_ms: int) -> str | None:
-    """Every rule but the application's payload check; None if ``block`` keeps them all."""
+def check_chain_rules(block: Block, tip: Tip, now_ms: int | None) -> str | None:
+    """Every rule but the application's payload check; None if ``block`` keeps them all
+    (``now_ms`` as :func:`check_header` takes it)."""
     g = tip.genesis
     reason = check_header(block, tip, now_ms)
     if reason:

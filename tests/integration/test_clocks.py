@@ -44,3 +44,24 @@ def test_clocks_off_within_the_bound_cost_nothing_and_a_clock_far_ahead_is_named
         # node3's early blocks were ignored, not blamed on the honest peers that relayed them
         assert metric(net, i, "fedchain_consensus_rejected_total", reason="future_timestamp") == 0
         assert not net.get(i, "/net_info")["banned"], f"node{i} banned a peer over a clock"
+
+
+@pytest.mark.timeout(240)
+def test_a_device_whose_clock_runs_far_behind_follows_the_chain_in_step(make_testnet):
+    """By a clock 3 s slow every honest block looks stamped from the future, so the device cannot
+    vote for one; a block a quorum committed is final all the same. It applies each as its commit
+    arrives, and never backs off the honest peers that serve it blocks (it used to, for "a
+    timestamp too far in the future", and trailed the chain by the back-off)."""
+    net = make_testnet(4, slot_ms=2000)
+    net.edit_config(3, "clock_offset_ms = 0", "clock_offset_ms = -3000")
+    net.start_all()
+    start = max(net.wait_height(3, [0, 1, 2], timeout=90))
+    wait_for(lambda: net.get(3, "/status")["final_height"] >= start + 8, 90, "node3 to follow the chain")
+    lags = []
+    for _ in range(5):
+        honest = min(net.heights([0, 1, 2]))
+        lags.append(honest - net.get(3, "/status")["final_height"])
+        net.wait_height(honest + 1, [0, 1, 2], timeout=30)
+    assert max(lags) <= 1, lags
+    backoffs = [line for line in (net.home(3) / "daemon.out").read_text().splitlines() if "backed off" in line]
+    assert not [line for line in backoffs if "future" in line], backoffs
