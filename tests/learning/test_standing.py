@@ -49,6 +49,19 @@ def test_an_excess_counts_only_in_a_crowd() -> None:
     assert factors(record, list("abcdefg")) == [1.0, 1.0, 1.0, 1.0, FLOOR, FLOOR, FLOOR]
 
 
+def test_rejected_updates_never_make_up_a_crowd() -> None:
+    """Attackers the rule rejects round after round still score far above the quartile; counted in
+    the crowd they turned it against the two honest updates that sat highest (IPM at 40%, seen on
+    the asynchronous MLP), while they themselves, never accepted, kept full standing."""
+    scores = [0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.72, 1.4, 1.5, 1.6, 1.7]
+    accepted = [True] * 7 + [False] * 4
+    record: dict = {}
+    for now in range(4):
+        record = standing_after(record, list("abcdefghijk"), accepted, scores, now)
+    assert factors(record, list("abcdefg")) == [1.0] * 7
+    assert all(e == 0.0 for s in "fg" for _, e in record[s])
+
+
 def test_the_record_keeps_each_accepted_excess_over_the_rounds_lower_quartile() -> None:
     scores = [0.9, 0.3, math.nan, 7.0, 0.5, 0.4, 0.45, 0.6]      # finite sorted: .3 .4 .45 .5 .6 .9 7 -> quartile .4
     record = standing_after({}, list("abcdefgh"), [True, False, True, True, True, True, True, True], scores, now=1)
