@@ -33,6 +33,8 @@ HANDOFF_BYTES = 64 * 1024 * 1024
 """Decoded messages waiting between validation and delivery, at most (bytes of their bodies)."""
 FUTURE_PER_SENDER = 8
 """Next-height messages kept per voter until this node reaches that height."""
+EARLY_ROUNDS = 16
+"""How many rounds ahead of this node's clock a proposal may still be a sample of its clock check."""
 
 
 def decode_proposal(obj: Any) -> tuple[Proposal, Block, list[Vote]]:
@@ -77,6 +79,7 @@ class Inbound:
         self._handoff: OrderedDict[int, tuple[Any, int]] = OrderedDict()
         self._handoff_bytes = 0
         self.future: dict[str, deque] = defaultdict(lambda: deque(maxlen=FUTURE_PER_SENDER))
+        self._early: deque[tuple[int, int]] = deque(maxlen=EARLY_ROUNDS)
 
     # ----- handoff between validate and deliver -------------------------------------------------
     def _hand(self, env: Any, obj: Any) -> Verdict:
@@ -148,6 +151,8 @@ class Inbound:
         if proposal.height != e.height:
             return self._other_height(proposal.height, proposal.proposer)
         if (refused := self._round_problem(proposal.round)) is not None:
+            if proposal.round > e.executor.parent_slot:
+                self._early_sample(proposal, block)
             return refused
         if proposal.proposer != e.executor.schedule.proposer(proposal.round):
             return self._drop("wrong_producer", Verdict.REJECT)
@@ -166,6 +171,22 @@ class Inbound:
                                                 for v in proof):
             return self._drop("bad_signature", Verdict.REJECT)
         return self._hand(env, (proposal, block, proof if proposal.pol_round >= 0 else []))
+
+    def _early_sample(self, proposal: Proposal, block: Block) -> None:
+        """A proposal of a round ahead of this node's clock is refused, yet it is what tells a
+        clock that runs behind by more than a slot: to such a clock every proposal is early, and
+        the check never heard of one. The first proposal of each round up to :data:`EARLY_ROUNDS`
+        ahead, from that round's proposer, has its signature checked and is a sample; one check a
+        round at most, whatever anyone sends."""
+        e, rnd = self.e, proposal.round
+        key = (proposal.height, rnd)
+        if rnd > e.current_slot() + EARLY_ROUNDS or key in self._early or proposal.pol_round >= 0:
+            return
+        if proposal.proposer != e.executor.schedule.proposer(rnd):
+            return
+        self._early.append(key)
+        if proposal.verify_signature() and block.verify_signature():
+            e.clock_check.observe(proposal.proposer, e.now_ms(), block.header.timestamp_ms)
 
     def _next_height(self, proposal: Proposal, block: Block, proof: list[Vote]) -> Verdict:
         """A proposal one height ahead, from a current voter: keep it for later, and if it carries

@@ -21,7 +21,7 @@ from consensus.block import Block
 from consensus.engine import Engine
 from consensus.equivocation import Evidence
 from consensus.header import EMPTY_HASH
-from consensus.inbound import FUTURE_PER_SENDER, HANDOFF_BYTES, encode_proposal
+from consensus.inbound import EARLY_ROUNDS, FUTURE_PER_SENDER, HANDOFF_BYTES, encode_proposal
 from consensus.messages import Proposal, Vote
 from consensus.schedule import slot_start_ms
 from consensus.store import ChainStore
@@ -225,3 +225,27 @@ async def test_a_proposal_stamped_ahead_of_this_clock_is_ignored_not_blamed(engi
     assert await engine.inbound.validate_proposal(env) is Verdict.IGNORE
     assert engine.metrics["ignored:future_timestamp"] == 1 and "rejected:future_timestamp" not in engine.metrics
     assert list(engine.clock_check.lateness[producer.node_id]) == [-60_000]
+
+
+async def test_a_proposal_of_a_round_ahead_of_this_clock_is_one_clock_sample_a_round(engine: Engine,
+                                                                                    monkeypatch) -> None:
+    """To a clock behind by more than a slot every proposal is of a round ahead; refused, it is
+    still the clock check's sample, at one signature check a round at most: a second proposal of
+    the round, a stranger's, or one too far ahead costs none."""
+    checks: list = []
+    real = Proposal.verify_signature
+    monkeypatch.setattr(Proposal, "verify_signature", lambda self: checks.append(self) or real(self))
+    chain: Chain = engine.chain
+    slot = engine.current_slot() + 3
+    sent = []
+    for ts in (engine.now_ms() + 6_000, engine.now_ms() + 6_500):
+        block = await chain.propose(slot, timestamp=ts)
+        producer = KEY_OF[block.header.producer]
+        proposal = Proposal(CHAIN, block.height, slot, block.hash, -1, producer.node_id).signed(producer)
+        sent.append(envelope("consensus/proposal", encode_proposal(proposal, block, []), producer))
+    sent.append(junk_proposal(engine, KeyPair.generate(), slot + 1))
+    sent.append(junk_proposal(engine, KEY_OF[chain.proposer(slot + EARLY_ROUNDS + 1)], slot + EARLY_ROUNDS + 1))
+    for env in sent:
+        assert await engine.inbound.validate_proposal(env) is Verdict.IGNORE
+    assert engine.metrics["ignored:round_ahead"] == 4 and len(checks) == 1
+    assert list(engine.clock_check.lateness[KEY_OF[chain.proposer(slot)].node_id]) == [-6_000]

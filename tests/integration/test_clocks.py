@@ -51,7 +51,8 @@ def test_a_device_whose_clock_runs_far_behind_follows_the_chain_in_step(make_tes
     """By a clock 3 s slow every honest block looks stamped from the future, so the device cannot
     vote for one; a block a quorum committed is final all the same. It applies each as its commit
     arrives, and never backs off the honest peers that serve it blocks (it used to, for "a
-    timestamp too far in the future", and trailed the chain by the back-off)."""
+    timestamp too far in the future", and trailed the chain by the back-off). Its operator is told
+    the clock is behind, though every proposal is of a round ahead of that clock."""
     net = make_testnet(4, slot_ms=2000)
     net.edit_config(3, "clock_offset_ms = 0", "clock_offset_ms = -3000")
     net.start_all()
@@ -63,5 +64,9 @@ def test_a_device_whose_clock_runs_far_behind_follows_the_chain_in_step(make_tes
         lags.append(honest - net.get(3, "/status")["final_height"])
         net.wait_height(honest + 1, [0, 1, 2], timeout=30)
     assert max(lags) <= 1, lags
+    # every proposal is a round ahead of its clock, and still it is told
+    verdict = wait_for(lambda: (c := net.get(3, "/status")["clock"])["verdict"] != "unknown" and c, 60,
+                       "node3's clock check")
+    assert verdict["verdict"] == "behind" and verdict["proposal_lateness_p50_ms"] < -2000, verdict
     backoffs = [line for line in (net.home(3) / "daemon.out").read_text().splitlines() if "backed off" in line]
     assert not [line for line in backoffs if "future" in line], backoffs
