@@ -4,9 +4,10 @@ As CometBFT's ``BlockExecutor`` (``state/execution.go``), this object alone owns
 after the last final block and the application's view of it. Live consensus and catch-up sync
 both hand it blocks: :meth:`BlockExecutor.validate` runs every rule (header, body, state, the
 application's payload check) against the tip (for a block a quorum already committed,
-:meth:`BlockExecutor.validate_final` reports the application's verdict instead of obeying it); :meth:`BlockExecutor.apply` runs the block through
-the state machine and the application and persists block, commit, state and application writes
-in one transaction on the store's writer thread, then moves the tip.
+:meth:`BlockExecutor.validate_final` reports the application's verdict instead of obeying it);
+:meth:`BlockExecutor.apply` runs the block through the state machine and the application and
+persists block, commit, state and application writes in one transaction on the store's writer
+thread, then moves the tip.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ Two parts. The chain's rules (chain id, height, parent, slot and producer, times
 signature, body hashes, state and app hashes, the parent's commit, evidence, transactions applied
 to a copy of the state) are computed identically by every correct node, so a block that breaks
 them is refused whoever signed it. The application's verdict on the payload is this node's own
-judgement (as is a stamp ahead of this node's clock): it may lack what checking needs (data nobody serves it, a proof lost in a restart). It
-decides a vote, and for a block a quorum already committed it is reported but never a veto (see
-``BlockExecutor.validate_final``): as CometBFT applies a committed block without ProcessProposal,
-the chain never halts a node over its application.
+judgement (as is a stamp ahead of this node's clock): it may lack what checking needs (data
+nobody serves it, a proof lost in a restart). It decides a vote, and for a block a quorum
+already committed it is reported but never a veto (see ``BlockExecutor.validate_final``): as
+CometBFT applies a committed block without ProcessProposal, the chain never halts a node over its
+application.
 """
 
 from __future__ import annotations

@@ -186,7 +186,8 @@ class Testnet:
     def last_final(self, i: int) -> int | None:
         """The newest "final N" height node ``i`` logged (None if none)."""
         path = self.home(i) / "daemon.out"
-        found = re.findall(r"fedchain\.consensus: final (\d+) ", path.read_text(errors="replace")) if path.exists() else []
+        text = path.read_text(errors="replace") if path.exists() else ""
+        found = re.findall(r"fedchain\.consensus: final (\d+) ", text)
         return int(found[-1]) if found else None
 
     def log_tail(self, i: int, lines: int = 40) -> str:
