@@ -37,8 +37,9 @@ Entries lapse :data:`HORIZON` rounds after a sender's last accepted update, whic
 record by the senders of the last rounds, never by the chain's length.
 
 Only the ``clustering`` rule's scores have that meaning (Krum's are squared distances), so only it
-uses standing (:func:`applies`), and only when genesis ``standing`` turns it on: it is off by default,
-since rejected attackers still make up a round's crowd, which turns it against honest nodes
+uses standing (:func:`applies`), and only when genesis ``standing`` turns it on. It is off by
+default: it cuts the CNN's backdoors at 40% about four-fold, but on asynchronous arrivals it
+withholds about 14% of honest weight from the freshest updates and costs about a point at 40%
 (``docs/decisions.md``).
 """
 
