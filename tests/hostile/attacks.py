@@ -218,13 +218,25 @@ async def impersonate(request_head: bytes, c_reader: asyncio.StreamReader,
                 return int.from_bytes(payload(frame)[:2], "big")
 
 
+async def accepts(port: int) -> bool:
+    """Whether a TCP connection to ``port`` on 127.0.0.1 is accepted right now."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
 async def relay(listen_port: int, target_port: int, duration_s: float, inject_after_s: float,
                 junk: int) -> dict:
-    """A TCP relay in front of a node. Once it has injected into one connection, it tries to
-    take the next one over (:func:`impersonate`); every other one it forwards to the real node,
-    frame by frame, and once a connection has carried traffic for ``inject_after_s`` it injects
-    ``junk`` frames of garbage in each direction, as a router on the path could. Reports how the impersonation
-    ended and, per injected connection, how long it survived the injection."""
+    """A TCP relay in front of a node. It takes over the first peer connection that arrives once
+    the node accepts connections (:func:`impersonate` needs it up); every other one it forwards
+    to the real node, frame by frame, and once a connection has carried traffic for
+    ``inject_after_s`` it injects ``junk`` frames of garbage in each direction, as a router on the
+    path could. Reports how the impersonation ended and, per injected connection, how long it
+    survived the injection. (It used to wait for an injection before taking a connection over;
+    when every dialler had come through before that, none came again and it never tried.)"""
     report: dict = {"connections": 0, "injected": 0, "survived_s": [], "impersonation": None}
     conns: set[asyncio.Task] = set()
 
@@ -247,7 +259,7 @@ async def relay(listen_port: int, target_port: int, duration_s: float, inject_af
             c_writer.close()
             return
         gossip = b"upgrade: websocket" in request.lower()  # not an HTTP API call
-        if gossip and report["injected"] and report["impersonation"] is None:  # the node is up
+        if gossip and report["impersonation"] is None and await accepts(target_port):
             report["impersonation"] = "started"
             try:
                 report["impersonation"] = await impersonate(request, c_reader, c_writer, target_port)
