@@ -124,7 +124,9 @@ class BlockExecutor:
         What only this node judges is not: its clock (a clock running behind sees every block
         stamped from the future) and its application's verdict, which may need what this node
         lacks (an update nobody serves it, the proof of a fault it never saw). A quorum of the
-        voters checked both before committing; refusing the block would halt this node."""
+        voters checked both before committing; refusing the block would halt this node. The
+        application is still asked: one that can check computes its result here, off the event
+        loop, and applying the block reuses it instead of re-running it."""
         reason = self.check_commit(block, commit)
         if reason is None and self._off_checkpoint(block):
             reason = "block conflicts with the trusted checkpoint"
