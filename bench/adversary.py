@@ -149,13 +149,23 @@ def _auc(runs: list[dict]) -> float | None:
 
 def _honest_cost(runs: list[dict], penalty: int) -> dict:
     """Honest updates rejected per round and the stake it cost; a skipped round rejects and
-    penalizes nobody, so it is counted apart (rounds skipped per run). And the weight standing
-    withholds from honest updates (the share of their claims it takes, over every honest update of
-    every round) and the lowest standing any honest update had, per run."""
+    penalizes nobody, so it is counted apart (rounds skipped per run). The share of the honest
+    updates' samples (their claims) that the rejected ones held: a count per round hides whose
+    data is lost, and the rule rejects the largest devices most (``adversary_findings.md``). And
+    the weight standing withholds from honest updates (the share of their claims it takes, over
+    every honest update of every round) and the lowest standing any honest update had, per run."""
     fp = [[rnd["fp"] for rnd in r["rounds"] if not rnd.get("skipped")] for r in runs]
     honest = [[s for rnd in r["rounds"] for s, b in zip(rnd.get("standing") or [], rnd["byzantine"]) if not b]
               for r in runs]
-    return {"rejected_per_round": mean_std(sum(f) / max(1, len(f)) for f in fp),
+    samples = [[(c, ok) for rnd in r["rounds"] if not rnd.get("skipped")
+                for c, ok, b in zip(rnd.get("claims") or [], rnd.get("verdicts") or [], rnd["byzantine"]) if not b]
+               for r in runs]
+    data = {}
+    if all(samples):                  # runs recorded before the claims were kept say nothing of them
+        data = {"data_rejected": mean_std(sum(c for c, ok in h if not ok) / max(sum(c for c, _ in h), 1e-300)
+                                          for h in samples),
+                "updates_rejected": mean_std(sum(not ok for _, ok in h) / len(h) for h in samples)}
+    return {**data, "rejected_per_round": mean_std(sum(f) / max(1, len(f)) for f in fp),
             "stake_lost": mean_std(penalty * sum(f) for f in fp),
             "skipped_rounds": mean_std(sum(bool(rnd.get("skipped")) for rnd in r["rounds"]) for r in runs),
             "standing_withheld": mean_std(1.0 - sum(h) / len(h) if h else 0.0 for h in honest),

@@ -88,6 +88,12 @@ def _honest_text(h: dict) -> str:
     return f"{h['rejected_per_round']['mean']:.2f}" + (f" ({skipped:.1f} skipped)" if skipped else "")
 
 
+def _data_text(h: dict) -> str:
+    """The share of the honest samples the rejected honest updates held, where the run recorded it."""
+    return (f", that is {100 * h['updates_rejected']['mean']:.1f}% of the honest updates, holding "
+            f"{100 * h['data_rejected']['mean']:.1f}% of their samples" if "data_rejected" in h else "")
+
+
 FINDINGS = Path(__file__).with_name("adversary_findings.md")
 """What the measurements showed and why goals are missed: prose the report carries under its tables."""
 
@@ -120,7 +126,7 @@ def report(result: dict) -> str:
                      f"{pm(e['rule_cost'], 1.0)}, it minus plain FedAvg (the pipeline's) {pm(e['pipeline_cost'], 1.0)} points"
                      if "pipeline_fedavg" in e else "")
                   + f"; honest updates rejected per round with no "
-                  f"attacker {_honest_text(e['clean_honest'])}, honest stake lost to penalties "
+                  f"attacker {_honest_text(e['clean_honest'])}{_data_text(e['clean_honest'])}, honest stake lost to penalties "
                   f"{e['clean_honest']['stake_lost']['mean']:.0f} per run"
                   + (f", honest weight withheld by standing {100 * e['clean_honest']['standing_withheld']['mean']:.1f}% "
                      f"(lowest honest standing {e['clean_honest']['standing_lowest']['mean']:.2f}, mean over seeds)"

@@ -133,7 +133,8 @@ def simulate(config: dict, aggregator: Any = None, eps: Sequence[float] = (), ev
     if keep_rounds:
         row["rounds"] = [{"byzantine": r.byzantine, "scores": [s if math.isfinite(s) else None for s in r.scores],
                           "accepted": r.num_accepted, "tp": r.true_pos, "fp": r.false_pos, "fn": r.false_neg,
-                          "tn": r.true_neg, "skipped": bool(r.skipped), "standing": r.standing}
+                          "tn": r.true_neg, "skipped": bool(r.skipped), "standing": r.standing,
+                          "verdicts": r.verdicts, "claims": r.claims}
                          for r in result.rounds]
     if hasattr(aggregator, "report"):
         row["aggregator"] = aggregator.report()

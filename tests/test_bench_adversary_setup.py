@@ -46,3 +46,18 @@ def test_a_skipped_round_neither_scores_nor_penalizes_anyone() -> None:
     assert _auc(runs) == 1.0
     cost = _honest_cost(runs, penalty=5)
     assert (cost["rejected_per_round"]["mean"], cost["stake_lost"]["mean"], cost["skipped_rounds"]["mean"]) == (0, 0, 1)
+
+
+def test_honest_cost_says_whose_data_the_rejections_held() -> None:
+    """One rejection of four honest updates is a quarter of the updates, but the share of the
+    honest samples it held depends on the device: the benchmark reports both (a skipped round
+    counts for neither), so a rule that rejects the largest devices shows it."""
+    from bench.adversary import _honest_cost
+
+    rnd = {"byzantine": [True, False, False, False, False], "scores": [2.0, 1.2, 0.5, 0.4, 0.3], "fp": 1,
+           "skipped": False, "verdicts": [False, False, True, True, True], "claims": [100.0, 500.0, 100.0, 200.0, 200.0]}
+    skipped = {**rnd, "verdicts": [False] * 5, "fp": 5, "skipped": True}
+    cost = _honest_cost([{"rounds": [rnd, skipped]}], penalty=5)
+    assert cost["updates_rejected"]["mean"] == 0.25
+    assert cost["data_rejected"]["mean"] == 0.5
+    assert "data_rejected" not in _honest_cost([{"rounds": [{k: v for k, v in rnd.items() if k != "claims"}]}], 5)

@@ -148,6 +148,8 @@ def test_adversary_quick_measures_every_goal_and_renders(tmp_path: Path) -> None
     assert result["ablation"]["client clip 3"]["pipeline"] == {"clip_norm": 3.0}
     assert result["ablation"]["standing on"]["pipeline"] == {"standing": True}
     assert model["clean_honest"]["standing_withheld"]["mean"] == 0.0       # off by default
+    honest = model["clean_honest"]
+    assert 0.0 <= honest["updates_rejected"]["mean"] <= 1.0 and 0.0 <= honest["data_rejected"]["mean"] <= 1.0
     on = result["ablation"]["standing on"]["cells"]["clean"]["honest"]
     assert 0.0 <= on["standing_withheld"]["mean"] < 1.0 and 0.1 <= on["standing_lowest"]["mean"] <= 1.0
     assert all(set(v["cells"]) == {"clean", "ipm+noise", "adaptive"} for v in result["ablation"].values())

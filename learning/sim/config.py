@@ -115,6 +115,8 @@ class RoundStats:
     byzantine: list[bool] = field(default_factory=list)   # ground truth per update
     scores: list[float] = field(default_factory=list)     # the rule's suspicion per update (for ROC)
     standing: list[float] = field(default_factory=list)   # each sender's standing factor (1 when not applied)
+    verdicts: list[bool] = field(default_factory=list)    # accepted, per update
+    claims: list[float] = field(default_factory=list)     # claimed sample count, per update
 
 
 @dataclass

@@ -211,7 +211,8 @@ class Simulator:
         senders = [j.node.node_id for j in jobs]
         updates = np.stack([s.vector for s in sent])
         standing = round_factors(cfg.fl, self.standing, senders)
-        outcome = run_round(cfg.fl, self.global_flat, updates, self._claims(jobs, sent),
+        claims = self._claims(jobs, sent)
+        outcome = run_round(cfg.fl, self.global_flat, updates, claims,
                             staleness, [trust[j.node.node_id] for j in jobs], seed=self.version + 1,
                             evaluate=self._score, aggregator=self._aggregator, senders=senders,
                             groups=self.groups, reference=self.reference(), held=self._held_mask(jobs),
@@ -247,7 +248,7 @@ class Simulator:
             mean_staleness=float(staleness.mean()), dropped_stale=dropped,
             max_epsilon=max(eps, default=0.0), wall_time=time.perf_counter() - started, skipped=outcome.skipped,
             nodes=[j.node.node_id for j in jobs], byzantine=byz.tolist(), scores=outcome.scores.tolist(),
-            standing=standing or [1.0] * len(jobs))
+            standing=standing or [1.0] * len(jobs), verdicts=accepted.tolist(), claims=[float(c) for c in claims])
 
     # ------------------------------------------------------------------ modes
 
