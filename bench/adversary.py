@@ -33,6 +33,8 @@ attacker and on the evasive and backdoor attacks at the highest fraction, first 
 seed: what each part buys against attackers and what it costs honest nodes.
 
 Run: ``python -m bench adversary [--quick] [--seeds N] [--rounds R] [--models tabular_mlp,cnn,tabular_mlp/async]``.
+With no ``--seeds`` or ``--attacks`` each row runs its own (:data:`SEEDS`, :data:`CNN_ATTACKS`), so the
+bare command reproduces the report's table (about an hour here); ``--keep`` re-runs some rows only.
 ``--quick`` (:data:`QUICK`): digits, the MLP, one seed, 4 rounds, four of the new attacks at 40%.
 The goals, the plot and the report section are :mod:`bench.adversary_report`'s.
 """
@@ -98,6 +100,14 @@ VARIANTS: dict[str, tuple[str, dict, int]] = {"cnn": ("cnn", CNN_PRESET, 1),
 """Row label -> (model, the task and settings its runs use in place of the benchmark's task, how
 many aggregations a round is). An asynchronous aggregation takes half the nodes' updates, so twice
 as many of them make as many local jobs as the synchronous rounds."""
+SEEDS = {"tabular_mlp": 8, "tabular_mlp/async": 8, "cnn": 3}
+"""Seeds per row by default. One asynchronous MLP run ends 2-4 points from another of the same attack
+on a different seed, so its mean over 3 cannot tell a 3-point goal from noise; the MLP's rows run 8.
+A CNN run takes 2-5 minutes here, so its rows run 3."""
+CNN_ATTACKS = ("backdoor", "constrain_scale", "ipm+noise", "backdoor_centre")
+"""The CNN's attacks by default: those the MLP's rows leave open (the backdoors) and the one that broke
+the CNN's drop goal before the direction test."""
+ABLATION_SEEDS = 3
 QUICK = {"task": DIGITS, "models": ("tabular_mlp",), "seeds": 1, "rounds": 4,
          "attacks": ("ipm+noise", "adaptive", "dba", "sybil"), "fractions": (0.4,)}
 
@@ -172,10 +182,11 @@ def _honest_cost(runs: list[dict], penalty: int) -> dict:
             "standing_lowest": mean_std(min(h, default=1.0) for h in honest)}
 
 
-def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fractions: tuple[float, ...],
-            seeds: int, rounds: int, workers: int, ablation: bool = True, pipeline: dict | None = None) -> dict:
-    """Every run of the benchmark; ``pipeline`` overrides genesis pipeline settings (e.g. the
-    update noise) in every run but plain FedAvg."""
+def measure(task: dict, plan: dict[str, tuple[int, tuple[str, ...]]], fractions: tuple[float, ...],
+            rounds: int, workers: int, ablation_seeds: int = ABLATION_SEEDS, pipeline: dict | None = None) -> dict:
+    """Every run of the benchmark: ``plan`` maps each row (model or variant) to its seeds and attacks,
+    the ablation runs on the first row (``ablation_seeds`` 0: none); ``pipeline`` overrides genesis
+    pipeline settings (e.g. the update noise) in every run but plain FedAvg."""
     from learning.settings import FLSettings
 
     penalty = FLSettings().penalty_rejected
@@ -186,7 +197,8 @@ def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fract
         keys.append(key)
         jobs.append({"config": config, "keep_rounds": keep})
 
-    for model in models:
+    models = tuple(plan)
+    for model, (seeds, attacks) in plan.items():
         for s in range(seeds):
             add((model, None, "clean", 0.0), _config(task, model, None, 0.0, s, rounds, pipeline=pipeline))
             add((model, None, "pipeline_fedavg", 0.0),
@@ -198,21 +210,23 @@ def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fract
     ablation_fraction = max(fractions)
     for variant, change in ABLATION.items():
         params, settings = change.get("rule_params"), {**(pipeline or {}), **change.get("pipeline", {})}
-        for s in range(seeds):
-            if ablation and change:
+        for s in range(ablation_seeds):
+            if change:
                 add((models[0], variant, "clean", 0.0), _config(task, models[0], None, 0.0, s, rounds, params, settings))
             for a in ABLATION_ATTACKS:
-                if ablation and change and a in attacks:
+                if change and a in plan[models[0]][1]:
                     add((models[0], variant, a, ablation_fraction),
                         _config(task, models[0], a, ablation_fraction, s, rounds, params, settings))
     rows = run_all(simulate_job, jobs, workers)
-    out: dict[str, Any] = {"models": {}, "attacks": list(attacks), "fractions": list(fractions), "seeds": seeds,
+    every_attack = list(dict.fromkeys(a for _, attacks in plan.values() for a in attacks))
+    out: dict[str, Any] = {"models": {}, "attacks": every_attack, "fractions": list(fractions),
+                           "seeds": {model: seeds for model, (seeds, _) in plan.items()},
                            "rounds": rounds, "task": task, "pipeline": describe({**task, **(pipeline or {})}),
                            "pipeline_overrides": dict(pipeline or {}), "ablation": {}}
     by_key: dict[tuple, list[dict]] = {}
     for key, row in zip(keys, rows):
         by_key.setdefault(key, []).append(row)
-    for model in models:
+    for model, (seeds, attacks) in plan.items():
         clean = by_key[(model, None, "clean", 0.0)]
         fedavg = by_key[(model, None, "fedavg", 0.0)]
         same_pipeline = by_key[(model, None, "pipeline_fedavg", 0.0)]
@@ -241,7 +255,7 @@ def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fract
                 entry["attacks"].setdefault(a, {})[str(f)] = cell
         out["models"][model] = entry
     base = [r["final_accuracy"] for r in by_key[(models[0], None, "clean", 0.0)]]   # the full rule's, per seed
-    for variant, change in ABLATION.items() if ablation else ():
+    for variant, change in ABLATION.items() if ablation_seeds else ():
         cells = {}
         for a in ("clean",) + ABLATION_ATTACKS:
             key = (models[0], variant if change else None, a, 0.0 if a == "clean" else ablation_fraction)
@@ -253,7 +267,7 @@ def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fract
             if ATTACKS.get(a, ("",))[0] in BACKDOORS:
                 cells[a]["backdoor_success"] = mean_std(r["backdoor_success"] for r in runs)
         out["ablation"][variant] = {**change, "fraction": ablation_fraction, "cells": cells,
-                                    "model": models[0], "seeds": seeds, "rounds": rounds}
+                                    "model": models[0], "seeds": ablation_seeds, "rounds": rounds}
     out["goals"] = goals(out)
     return out
 
@@ -261,11 +275,11 @@ def measure(task: dict, models: tuple[str, ...], attacks: tuple[str, ...], fract
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench adversary")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=None, help="seeds of every row (default: each row's, SEEDS)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--models", default=",".join(["tabular_mlp", *VARIANTS]),
                         help=f"models and variants: tabular_mlp, {', '.join(VARIANTS)}")
-    parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument("--attacks", default=None, help="attacks of every row (default: all; the CNN's CNN_ATTACKS)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--noise-multiplier", type=float, default=None,
@@ -276,20 +290,27 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     if args.quick:
         q = QUICK
-        result = measure(q["task"], q["models"], q["attacks"], q["fractions"], q["seeds"], q["rounds"], args.workers)
+        plan = {model: (q["seeds"], q["attacks"]) for model in q["models"]}
+        result = measure(q["task"], plan, q["fractions"], q["rounds"], args.workers, ablation_seeds=q["seeds"])
     else:
-        attacks = tuple(a for a in args.attacks.split(",") if a)
-        unknown = sorted(set(attacks) - set(ATTACKS))
+        attacks = None if args.attacks is None else tuple(a for a in args.attacks.split(",") if a)
+        unknown = sorted(set(attacks or ()) - set(ATTACKS))
         if unknown:
             raise SystemExit(f"unknown attack(s) {unknown}; choose from {', '.join(ATTACKS)}")
+        models = tuple(args.models.split(","))
+        unknown = sorted(set(models) - {"tabular_mlp", *VARIANTS})
+        if unknown:
+            raise SystemExit(f"unknown model(s) {unknown}; choose from tabular_mlp, {', '.join(VARIANTS)}")
+        plan = {m: (args.seeds or SEEDS[m], attacks or (CNN_ATTACKS if m == "cnn" else tuple(ATTACKS)))
+                for m in models}
         pipeline = {} if args.noise_multiplier is None else {"noise_multiplier": args.noise_multiplier}
-        result = measure(FMNIST, tuple(args.models.split(",")), attacks, FRACTIONS, args.seeds, args.rounds,
-                         args.workers, ablation=not args.no_ablation, pipeline=pipeline)
+        result = measure(FMNIST, plan, FRACTIONS, args.rounds, args.workers,
+                         ablation_seeds=0 if args.no_ablation else args.seeds or ABLATION_SEEDS, pipeline=pipeline)
     result["quick"] = args.quick
     result["command"] = "python -m bench adversary " + " ".join(argv if argv is not None else sys.argv[2:])
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for entry in result["models"].values():  # each model says how and when it was run (--keep mixes runs)
-        entry.update(command=result["command"], seeds=result["seeds"], measured_at=now)
+        entry.update(command=result["command"], measured_at=now)
     previous = RESULTS / "adversary.json"
     if args.keep and previous.exists():
         old = json.loads(previous.read_text())
