@@ -6,8 +6,9 @@ Dirichlet(0.5), for the 64-unit MLP and the small CNN; attackers send through th
 The CNN runs as the product's Fashion-MNIST preset trains it (:data:`CNN_PRESET`: the preset's
 client clip and local epochs over the genesis defaults), the MLP with :data:`bench.robustness.FMNIST`
 in synchronous rounds and again with asynchronous arrivals and staleness (:data:`ASYNC_MLP`).
-``--noise-multiplier`` replaces the genesis update noise in every product run (to measure what
-the noise costs detection).
+``--set KEY=VALUE`` changes a genesis FL setting and ``--rule KEY=VALUE`` a parameter of the rule in
+every product run (e.g. ``--set noise_multiplier=0.01`` to measure what update noise costs
+detection); ``--save-as NAME`` writes ``results/NAME.json`` and ``.png`` instead of the table's.
 Every attack of :mod:`learning.attacks` and :mod:`learning.adaptive`, plus the evasive variants
 (each attacker adds its own noise of the honest spread, ``jitter`` 1) and a sybil burst (the
 Byzantine identities join together halfway through, with fresh stake, sending noisy sign flips),
@@ -140,7 +141,9 @@ def _setup(config: dict) -> str:
               f"asynchronous arrivals (speeds lognormal(0, {sim.speed_sigma:g}) times the data share), "
               f"{sim.rounds} aggregations of {sim.clients_per_round} arrivals, one per sender, staleness "
               f"weight (1 + s)^-{fl.staleness_a:g}, updates over {fl.max_staleness} versions old dropped; ")
-    return f"{timing}{fl.local_epochs} local epoch(s) per job, batch {fl.batch_size}, {describe(config)}"
+    changed = "".join(f", {key} {value}" for key, value in {**fl.rule_params, **(
+        {"standing": "on"} if fl.standing else {})}.items())
+    return f"{timing}{fl.local_epochs} local epoch(s) per job, batch {fl.batch_size}, {describe(config)}{changed}"
 
 
 def _auc(runs: list[dict]) -> float | None:
@@ -183,10 +186,12 @@ def _honest_cost(runs: list[dict], penalty: int) -> dict:
 
 
 def measure(task: dict, plan: dict[str, tuple[int, tuple[str, ...]]], fractions: tuple[float, ...],
-            rounds: int, workers: int, ablation_seeds: int = ABLATION_SEEDS, pipeline: dict | None = None) -> dict:
+            rounds: int, workers: int, ablation_seeds: int = ABLATION_SEEDS, pipeline: dict | None = None,
+            rule_params: dict | None = None) -> dict:
     """Every run of the benchmark: ``plan`` maps each row (model or variant) to its seeds and attacks,
     the ablation runs on the first row (``ablation_seeds`` 0: none); ``pipeline`` overrides genesis
-    pipeline settings (e.g. the update noise) in every run but plain FedAvg."""
+    pipeline settings (e.g. the update noise) in every run but plain FedAvg, ``rule_params`` the
+    rule's parameters in every run of the rule (the ablation's changes go on top)."""
     from learning.settings import FLSettings
 
     penalty = FLSettings().penalty_rejected
@@ -200,16 +205,17 @@ def measure(task: dict, plan: dict[str, tuple[int, tuple[str, ...]]], fractions:
     models = tuple(plan)
     for model, (seeds, attacks) in plan.items():
         for s in range(seeds):
-            add((model, None, "clean", 0.0), _config(task, model, None, 0.0, s, rounds, pipeline=pipeline))
+            add((model, None, "clean", 0.0), _config(task, model, None, 0.0, s, rounds, rule_params, pipeline))
             add((model, None, "pipeline_fedavg", 0.0),
                 {**_config(task, model, None, 0.0, s, rounds, pipeline=pipeline), "rule": "fedavg"}, False)
             add((model, None, "fedavg", 0.0), {**_config(task, model, None, 0.0, s, rounds), **FEDAVG}, False)
             for a in attacks:
                 for f in fractions:
-                    add((model, None, a, f), _config(task, model, a, f, s, rounds, pipeline=pipeline))
+                    add((model, None, a, f), _config(task, model, a, f, s, rounds, rule_params, pipeline))
     ablation_fraction = max(fractions)
     for variant, change in ABLATION.items():
-        params, settings = change.get("rule_params"), {**(pipeline or {}), **change.get("pipeline", {})}
+        params = {**(rule_params or {}), **change.get("rule_params", {})}
+        settings = {**(pipeline or {}), **change.get("pipeline", {})}
         for s in range(ablation_seeds):
             if change:
                 add((models[0], variant, "clean", 0.0), _config(task, models[0], None, 0.0, s, rounds, params, settings))
@@ -222,7 +228,8 @@ def measure(task: dict, plan: dict[str, tuple[int, tuple[str, ...]]], fractions:
     out: dict[str, Any] = {"models": {}, "attacks": every_attack, "fractions": list(fractions),
                            "seeds": {model: seeds for model, (seeds, _) in plan.items()},
                            "rounds": rounds, "task": task, "pipeline": describe({**task, **(pipeline or {})}),
-                           "pipeline_overrides": dict(pipeline or {}), "ablation": {}}
+                           "pipeline_overrides": dict(pipeline or {}), "rule_overrides": dict(rule_params or {}),
+                           "ablation": {}}
     by_key: dict[tuple, list[dict]] = {}
     for key, row in zip(keys, rows):
         by_key.setdefault(key, []).append(row)
@@ -242,7 +249,7 @@ def measure(task: dict, plan: dict[str, tuple[int, tuple[str, ...]]], fractions:
             "pipeline_cost": gap(same_pipeline, fedavg),
             "clean_honest": _honest_cost(clean, penalty), "attacks": {}, "seeds": seeds,
             "rounds": rounds * VARIANTS.get(model, ("", {}, 1))[2],
-            "setup": _setup(_config(task, model, None, 0.0, 0, rounds, pipeline=pipeline))}
+            "setup": _setup(_config(task, model, None, 0.0, 0, rounds, rule_params, pipeline))}
         for a in attacks:
             for f in fractions:
                 runs = by_key[(model, None, a, f)]
@@ -272,6 +279,20 @@ def measure(task: dict, plan: dict[str, tuple[int, tuple[str, ...]]], fractions:
     return out
 
 
+def _assignments(items: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` options as a dict, each VALUE read as JSON (``true``, ``1.0``, ``"sign"``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{flag} takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{flag} {key}: VALUE must be JSON (true, 1.5, \"sign\"), got {value!r}") from e
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench adversary")
     parser.add_argument("--quick", action="store_true")
@@ -282,8 +303,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--attacks", default=None, help="attacks of every row (default: all; the CNN's CNN_ATTACKS)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-ablation", action="store_true")
-    parser.add_argument("--noise-multiplier", type=float, default=None,
-                        help="update noise of every product run (default: the genesis setting)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a genesis FL setting of every product run (VALUE in JSON, e.g. standing=true)")
+    parser.add_argument("--rule", action="append", default=[], metavar="KEY=VALUE",
+                        help="a parameter of the rule in every product run (e.g. feature_clip=1.0)")
+    parser.add_argument("--save-as", default="adversary", help="results/NAME.json and .png (default: the table's)")
     parser.add_argument("--keep", action="store_true", help="keep the other models' results of the last run")
     args = parser.parse_args(argv)
     pin_threads(1)
@@ -303,15 +327,16 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"unknown model(s) {unknown}; choose from tabular_mlp, {', '.join(VARIANTS)}")
         plan = {m: (args.seeds or SEEDS[m], attacks or (CNN_ATTACKS if m == "cnn" else tuple(ATTACKS)))
                 for m in models}
-        pipeline = {} if args.noise_multiplier is None else {"noise_multiplier": args.noise_multiplier}
         result = measure(FMNIST, plan, FRACTIONS, args.rounds, args.workers,
-                         ablation_seeds=0 if args.no_ablation else args.seeds or ABLATION_SEEDS, pipeline=pipeline)
+                         ablation_seeds=0 if args.no_ablation else args.seeds or ABLATION_SEEDS,
+                         pipeline=_assignments(args.set, "--set"), rule_params=_assignments(args.rule, "--rule"))
     result["quick"] = args.quick
     result["command"] = "python -m bench adversary " + " ".join(argv if argv is not None else sys.argv[2:])
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for entry in result["models"].values():  # each model says how and when it was run (--keep mixes runs)
         entry.update(command=result["command"], measured_at=now)
-    previous = RESULTS / "adversary.json"
+    result["name"] = args.save_as
+    previous = RESULTS / f"{args.save_as}.json"
     if args.keep and previous.exists():
         old = json.loads(previous.read_text())
         kept = {m: e for m, e in old["models"].items() if m not in result["models"]}
@@ -320,4 +345,4 @@ def main(argv: list[str] | None = None) -> dict:
             result["ablation"] = old["ablation"]
         result["goals"] = goals(result)
     result["part_measured_at"] = {m: e.get("measured_at") for m, e in result["models"].items()}
-    return finish("adversary", result, started, plot, report_console)
+    return finish(args.save_as, result, started, plot, report_console)

@@ -62,7 +62,7 @@ def plot(result: dict) -> None:
             ax.legend(fontsize=8)
         axes[row][1].axhline(AUC_GOAL, color="k", lw=0.8, ls="--")
     fig.tight_layout()
-    fig.savefig(RESULTS / "adversary.png", dpi=110)
+    fig.savefig(RESULTS / f"{result.get('name', 'adversary')}.png", dpi=110)
     plt.close(fig)
 
 

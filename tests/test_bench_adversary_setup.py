@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.adversary import FMNIST, _config
 from cli.data import PRESET_MODELS, preset_settings
 from learning.settings import FLSettings
@@ -61,3 +63,19 @@ def test_honest_cost_says_whose_data_the_rejections_held() -> None:
     assert cost["updates_rejected"]["mean"] == 0.25
     assert cost["data_rejected"]["mean"] == 0.5
     assert "data_rejected" not in _honest_cost([{"rounds": [{k: v for k, v in rnd.items() if k != "claims"}]}], 5)
+
+
+def test_set_and_rule_options_reach_every_run_of_the_rule_and_refuse_what_is_not_key_equals_json() -> None:
+    """``--set standing=true --rule feature_clip=1.0`` measure a configuration a genesis can choose:
+    the values arrive typed (JSON) in the run's FL settings; a malformed option stops the benchmark
+    before any run with the option named, instead of a worker failing halfway through."""
+    from bench.adversary import _assignments
+
+    pipeline = _assignments(["standing=true", "clip_norm=3"], "--set")
+    rule = _assignments(["feature_clip=1.0"], "--rule")
+    assert pipeline == {"standing": True, "clip_norm": 3} and rule == {"feature_clip": 1.0}
+    fl = SimConfig.of(**_config(FMNIST, "cnn", "backdoor", 0.4, 0, 10, rule, pipeline)).fl
+    assert (fl.standing, fl.clip_norm, fl.rule_params) == (True, 3.0, {"feature_clip": 1.0})
+    for bad in ("standing", "=1", "feature_clip=one"):
+        with pytest.raises(SystemExit, match="--rule"):
+            _assignments([bad], "--rule")
