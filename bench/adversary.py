@@ -141,9 +141,9 @@ def _setup(config: dict) -> str:
               f"asynchronous arrivals (speeds lognormal(0, {sim.speed_sigma:g}) times the data share), "
               f"{sim.rounds} aggregations of {sim.clients_per_round} arrivals, one per sender, staleness "
               f"weight (1 + s)^-{fl.staleness_a:g}, updates over {fl.max_staleness} versions old dropped; ")
-    changed = "".join(f", {key} {value}" for key, value in {**fl.rule_params, **(
-        {"standing": "on"} if fl.standing else {})}.items())
-    return f"{timing}{fl.local_epochs} local epoch(s) per job, batch {fl.batch_size}, {describe(config)}{changed}"
+    changed = [f"{key} {value}" for key, value in fl.rule_params.items()] + (["standing on"] if fl.standing else [])
+    return (f"{timing}{fl.local_epochs} local epoch(s) per job, batch {fl.batch_size}, {describe(config)}"
+            + "".join(f", {c}" for c in changed))
 
 
 def _auc(runs: list[dict]) -> float | None:

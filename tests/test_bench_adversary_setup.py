@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.adversary import FMNIST, _config
+from bench.adversary import FMNIST, _assignments, _config
 from cli.data import PRESET_MODELS, preset_settings
 from learning.settings import FLSettings
 from learning.sim import SimConfig
@@ -69,8 +69,6 @@ def test_set_and_rule_options_reach_every_run_of_the_rule_and_refuse_what_is_not
     """``--set standing=true --rule feature_clip=1.0`` measure a configuration a genesis can choose:
     the values arrive typed (JSON) in the run's FL settings; a malformed option stops the benchmark
     before any run with the option named, instead of a worker failing halfway through."""
-    from bench.adversary import _assignments
-
     pipeline = _assignments(["standing=true", "clip_norm=3"], "--set")
     rule = _assignments(["feature_clip=1.0"], "--rule")
     assert pipeline == {"standing": True, "clip_norm": 3} and rule == {"feature_clip": 1.0}
