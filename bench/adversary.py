@@ -293,6 +293,21 @@ def _assignments(items: list[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def _check_overrides(models: tuple[str, ...], pipeline: dict[str, Any], rule_params: dict[str, Any]) -> None:
+    """Stop before the first run when ``--set`` / ``--rule`` name a value no product run could take:
+    each model's run is checked as a simulation and as the genesis a chain would refuse."""
+    from learning.settings import FLSettings
+    from learning.sim import SimConfig
+
+    for model in models:
+        try:
+            sim = SimConfig.of(**_config(FMNIST, model, None, 0.0, 0, 1, rule_params, pipeline))
+            sim.validate()
+            FLSettings.from_app_state(sim.fl.to_app_state())
+        except (TypeError, ValueError) as exc:   # SimConfig takes no unknown keyword; SettingsError is a ValueError
+            raise SystemExit(f"--set/--rule: {exc}") from exc
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench adversary")
     parser.add_argument("--quick", action="store_true")
@@ -327,9 +342,11 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"unknown model(s) {unknown}; choose from tabular_mlp, {', '.join(VARIANTS)}")
         plan = {m: (args.seeds or SEEDS[m], attacks or (CNN_ATTACKS if m == "cnn" else tuple(ATTACKS)))
                 for m in models}
+        pipeline, rule_params = _assignments(args.set, "--set"), _assignments(args.rule, "--rule")
+        _check_overrides(models, pipeline, rule_params)
         result = measure(FMNIST, plan, FRACTIONS, args.rounds, args.workers,
                          ablation_seeds=0 if args.no_ablation else args.seeds or ABLATION_SEEDS,
-                         pipeline=_assignments(args.set, "--set"), rule_params=_assignments(args.rule, "--rule"))
+                         pipeline=pipeline, rule_params=rule_params)
     result["quick"] = args.quick
     result["command"] = "python -m bench adversary " + " ".join(argv if argv is not None else sys.argv[2:])
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -21,12 +21,11 @@ others.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from learning.aggregation import DEFAULT_RULE, RULE_NAMES, rule_parameters
+from learning.aggregation import DEFAULT_RULE, RULE_NAMES, check_params
 from learning.compression import DTYPES
 from learning.hierarchy import Hierarchy
 from learning.models import MODEL_NAMES
@@ -35,6 +34,7 @@ from learning.privacy_preset import PrivacyPreset, PrivacyPresetError
 from learning.selection import POLICIES
 from learning.optimizers import OPTIMIZERS
 from learning.train import LR_SCHEDULES
+from learning.typed import conforms, expected, is_float
 
 DATASETS = ("digits", "fashion_mnist", "synthetic", "cifar10")
 RENAMED = {"topk": "topk_fraction", "clip": "clip_norm", "delta": "privacy.delta", "dp_delta": "privacy.delta",
@@ -170,12 +170,10 @@ class FLSettings:
         except ValueError as exc:
             problems.append(str(exc))
         if self.rule in RULE_NAMES:
-            # f (the assumed Byzantine count) and weight_cap (a multiple of the median weight) suit every rule
-            allowed = rule_parameters(self.rule) | {"f", "weight_cap"}
-            unknown = sorted(set(self.rule_params) - allowed)
-            if unknown:
-                problems.append(f"rule_params {unknown} are not parameters of rule {self.rule} "
-                                f"(it takes {sorted(allowed)})")
+            try:
+                check_params(self.rule, self.rule_params)
+            except ValueError as exc:
+                problems.append(str(exc))
         if problems:
             raise SettingsError("; ".join(problems))
 
@@ -187,20 +185,6 @@ def _coerce(name: str, value: Any) -> Any:
     """``value`` as the field's type (ints accepted for floats, None only where the field allows
     it); anything else is an error."""
     hint = _TYPES[name]
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None and type(None) in options:
-        return None
-    kind = next(t for t in options if t is not type(None))
-    kind = typing.get_origin(kind) or kind
-    if kind is bool:
-        ok = isinstance(value, bool)
-    elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise SettingsError(f"FL setting {name} must be {kind.__name__}, got {value!r}")
-    return value
+    if not conforms(hint, value):
+        raise SettingsError(f"FL setting {name} must be {expected(hint)}, got {value!r}")
+    return float(value) if value is not None and is_float(hint) else value

@@ -77,3 +77,15 @@ def test_set_and_rule_options_reach_every_run_of_the_rule_and_refuse_what_is_not
     for bad in ("standing", "=1", "feature_clip=one"):
         with pytest.raises(SystemExit, match="--rule"):
             _assignments([bad], "--rule")
+
+
+@pytest.mark.parametrize("option", [["--rule", "feature_clip=0.5"], ["--rule", "radius_typo=2"],
+                                    ["--set", "standing=\"yes\""], ["--set", "no_such_setting=1"]])
+def test_options_no_run_could_take_stop_the_benchmark_before_its_first_run(option: list[str]) -> None:
+    """A value the genesis would refuse stops ``python -m bench adversary`` at once, naming it, rather
+    than an hour later when the first worker configures its run (or, for a rule value, by skipping
+    every round of every run)."""
+    from bench.adversary import main
+
+    with pytest.raises(SystemExit, match="--set/--rule: .*(feature_clip|radius_typo|standing|no_such_setting)"):
+        main(["--models", "cnn", "--no-ablation", "--workers", "1", *option])

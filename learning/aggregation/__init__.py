@@ -30,21 +30,24 @@ honest updates (full statistical efficiency when nobody attacks); the test suite
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
+from learning.typed import conforms, expected
+
 from . import clipping, clustering, coordinate, geomed, krum, mean
 from ._core import (AggregationError, AggregationResult, Inputs, as_groups, as_held, as_reference, as_updates, as_vector,
-                    WitnessRows, as_witness,
+                    WitnessRows, as_witness, check_f,
                     require_finite, result)
 from .clustering import AGAINST_DRIFT
 from .staleness import staleness_weight
 from .weighting import DEFAULT_WEIGHT_CAP, cap_weights, check_cap, unit_scale
 
 __all__ = ["AGAINST_DRIFT", "DEFAULT_RULE", "DEFAULT_WEIGHT_CAP", "RULES", "RULE_NAMES", "AggregationError", "AggregationResult",
-           "WitnessRows", "aggregate", "staleness_weight"]
+           "WitnessRows", "aggregate", "check_params", "staleness_weight"]
 
 RULES: dict[str, Callable[..., AggregationResult]] = {
     "fedavg": mean.fedavg,
@@ -74,6 +77,46 @@ def rule_parameters(rule: str) -> set[str]:
     if rule not in RULES:
         raise ValueError(f"unknown aggregation rule {rule!r}; choose one of {', '.join(RULE_NAMES)}")
     return _params_of(RULES[rule])
+
+
+VALUE_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
+    "multikrum": krum.check_multikrum,
+    "trimmed_mean": coordinate.check_trimmed_mean,
+    "geomed": geomed.check_params,
+    "centered_clip": clipping.check_params,
+    "clustering": clustering.check_params,
+}
+"""Per rule, the check of its parameter values; it receives every keyword parameter, defaults included."""
+_SHARED: dict[str, Any] = {"f": int | None, "weight_cap": float | None}
+"""The parameters every rule takes through :func:`aggregate`: the assumed Byzantine count and the weight cap."""
+
+
+def _check_values(rule: str, params: Mapping[str, Any]) -> None:
+    fn = RULES[rule]
+    defaults = {p.name: p.default for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    check = VALUE_CHECKS.get(rule)
+    if check is not None:
+        check({**defaults, **{k: v for k, v in params.items() if k in defaults}})
+
+
+def check_params(rule: str, params: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the first parameter a genesis gives ``rule`` that no round could run
+    with: an unknown name, a value of the wrong type (a list stands for a tuple, as JSON has no
+    other), or a value the rule refuses. Checked only when a round runs, such a value would skip
+    every round of the chain's life."""
+    if rule not in RULES:
+        raise ValueError(f"unknown aggregation rule {rule!r}; choose one of {', '.join(RULE_NAMES)}")
+    fn = RULES[rule]
+    hints = {**{k: v for k, v in typing.get_type_hints(fn).items() if k in _params_of(fn)}, **_SHARED}
+    unknown = sorted(set(params) - set(hints))
+    if unknown:
+        raise ValueError(f"rule_params {unknown} are not parameters of rule {rule} (it takes {sorted(hints)})")
+    for name, value in params.items():
+        if not conforms(hints[name], value):
+            raise ValueError(f"rule_params {name} must be {expected(hints[name])}, got {value!r}")
+    check_cap(params.get("weight_cap", DEFAULT_WEIGHT_CAP))
+    check_f(params.get("f"), rule)
+    _check_values(rule, params)
 
 
 def _run(fn: Callable[..., AggregationResult], inp: Inputs, params: dict[str, Any]) -> AggregationResult:
@@ -130,6 +173,7 @@ def aggregate(rule: str, updates: np.ndarray, weights: np.ndarray | None = None,
     unknown = set(params) - _params_of(fn)
     if unknown:
         raise ValueError(f"{rule}: unknown parameter(s) {sorted(unknown)}; accepted: {sorted(_params_of(fn))}")
+    _check_values(rule, params)
     if evaluate is not None and not callable(evaluate):
         raise ValueError("evaluate must be callable")
     cap = check_cap(weight_cap)

@@ -205,6 +205,13 @@ def as_vector(values: Any, n: int, name: str) -> np.ndarray:
     return arr
 
 
+def check_f(requested: int | None, rule: str) -> None:
+    """ValueError unless ``requested`` (the assumed Byzantine count) is None or an integer >= 0."""
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, (int, np.integer))
+                                  or requested < 0):
+        raise ValueError(f"{rule}: f must be a non-negative integer, got {requested!r}")
+
+
 def resolve_f(requested: int | None, max_f: int, rule: str, requirement: str) -> tuple[int, str]:
     """Effective number of Byzantine inputs and a note when ``requested`` had to be reduced.
 
@@ -216,8 +223,7 @@ def resolve_f(requested: int | None, max_f: int, rule: str, requirement: str) ->
         raise ValueError(f"{rule}: too few updates: {requirement} fails even for f = 0")
     if requested is None:
         return max_f, ""
-    if isinstance(requested, bool) or not isinstance(requested, (int, np.integer)) or requested < 0:
-        raise ValueError(f"{rule}: f must be a non-negative integer, got {requested!r}")
+    check_f(requested, rule)
     if requested > max_f:
         return max_f, f"f reduced from {int(requested)} to {max_f} ({requirement})"
     return int(requested), ""

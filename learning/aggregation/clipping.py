@@ -10,10 +10,21 @@ moving towards updates keeps ``v`` a convex combination of the updates, so as in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from . import exact
 from ._core import AggregationResult, Inputs, result, weighted_sum
+
+
+def check_params(p: Mapping[str, Any]) -> None:
+    """Raise ValueError for a parameter value :func:`centered_clip` cannot take."""
+    if p["iters"] < 1:
+        raise ValueError(f"centered_clip: iters must be >= 1, got {p['iters']}")
+    if p["tau"] is not None and not (np.isfinite(p["tau"]) and p["tau"] > 0):
+        raise ValueError(f"centered_clip: tau must be a positive finite number, got {p['tau']}")
 
 
 def centered_clip(inp: Inputs, *, tau: float | None = None, iters: int = 3) -> AggregationResult:
@@ -22,10 +33,6 @@ def centered_clip(inp: Inputs, *, tau: float | None = None, iters: int = 3) -> A
     The adaptive radius keeps the rule scale-free: at least half of the updates are never
     clipped, and the rest move the centre no more than a typical honest update does.
     """
-    if iters < 1:
-        raise ValueError(f"centered_clip: iters must be >= 1, got {iters}")
-    if tau is not None and not (np.isfinite(tau) and tau > 0):
-        raise ValueError(f"centered_clip: tau must be a positive finite number, got {tau}")
     g = inp.gram
     share = exact.normalized(inp.weights)
     coef = np.zeros(inp.n)

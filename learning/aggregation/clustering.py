@@ -120,7 +120,8 @@ for the distance scores.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -202,6 +203,28 @@ def _quality(inp: Inputs, vector: np.ndarray) -> float:
     return quality
 
 
+def check_params(p: Mapping[str, Any]) -> None:
+    """Raise ValueError for a parameter value :func:`clustering` cannot take (``p`` holds every
+    parameter, defaults included), before any update is read."""
+    size = p["min_cluster_size"]
+    if min(p["n_clusters"], p["n_init"], p["max_iter"]) < 1 or (size is not None and size < 1):
+        raise ValueError("clustering: n_clusters, min_cluster_size, n_init and max_iter must be >= 1")
+    if not 0.0 <= p["collusion"] < 1.0:
+        raise ValueError(f"clustering: collusion must be in [0, 1), got {p['collusion']}")
+    for name in ("tune_margin", "guard", "drift_evidence"):
+        if not (math.isfinite(p[name]) and p[name] >= 0):
+            raise ValueError(f"clustering: {name} must be finite and >= 0, got {p[name]}")
+    if not 0.0 <= p["direction"] < 1.0:
+        raise ValueError(f"clustering: direction must be in [0, 1), got {p['direction']}")
+    if not (p["norm_clip"] == 0 or p["norm_clip"] >= 1):
+        raise ValueError(f"clustering: norm_clip must be 0 (off) or >= 1, got {p['norm_clip']}")
+    if not (p["feature_clip"] == 0 or (math.isfinite(p["feature_clip"]) and p["feature_clip"] >= 1)):
+        raise ValueError(f"clustering: feature_clip must be 0 (off) or finite and >= 1, got {p['feature_clip']}")
+    radii = (p["radius"], *p["radius_candidates"])
+    if not p["radius_candidates"] or not all(float(r) > 0 for r in radii):
+        raise ValueError("clustering: radius multipliers must be positive")
+
+
 def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None = None,
                radius: float = DEFAULT_RADIUS, radius_candidates: tuple[float, ...] = RADIUS_CANDIDATES,
                collusion: float = DEFAULT_COLLUSION, offset: float = DEFAULT_OFFSET,
@@ -221,29 +244,12 @@ def clustering(inp: Inputs, *, n_clusters: int = 2, min_cluster_size: int | None
     ``feature_clip = 0`` the feature clip (which also needs the caller's ``groups``);
     ``tune_margin = 0`` keeps whichever radius candidate validates best; ``guard = 0`` turns the
     guard off (with an ``evaluate`` callback it refuses a best aggregate that validates more than
-    ``guard`` below the current model: the round is skipped).
+    ``guard`` below the current model: the round is skipped). :func:`check_params` checks the
+    values (``aggregate`` calls it, and so does a genesis naming them).
     """
     n = inp.n
     min_size = max(2, math.ceil(n / 10)) if min_cluster_size is None else int(min_cluster_size)
-    if n_clusters < 1 or min_size < 1 or n_init < 1 or max_iter < 1:
-        raise ValueError("clustering: n_clusters, min_cluster_size, n_init and max_iter must be >= 1")
-    if not 0.0 <= collusion < 1.0:
-        raise ValueError(f"clustering: collusion must be in [0, 1), got {collusion}")
-    if not (math.isfinite(tune_margin) and tune_margin >= 0):
-        raise ValueError(f"clustering: tune_margin must be finite and >= 0, got {tune_margin}")
-    if not (math.isfinite(guard) and guard >= 0):
-        raise ValueError(f"clustering: guard must be finite and >= 0, got {guard}")
-    if not 0.0 <= direction < 1.0:
-        raise ValueError(f"clustering: direction must be in [0, 1), got {direction}")
-    if not (math.isfinite(drift_evidence) and drift_evidence >= 0):
-        raise ValueError(f"clustering: drift_evidence must be finite and >= 0, got {drift_evidence}")
-    if not (norm_clip == 0 or norm_clip >= 1):
-        raise ValueError(f"clustering: norm_clip must be 0 (off) or >= 1, got {norm_clip}")
-    if not (feature_clip == 0 or (math.isfinite(feature_clip) and feature_clip >= 1)):
-        raise ValueError(f"clustering: feature_clip must be 0 (off) or finite and >= 1, got {feature_clip}")
     candidates = (float(radius),) if inp.evaluate is None else tuple(float(r) for r in radius_candidates)
-    if not candidates or min(candidates) <= 0:
-        raise ValueError("clustering: radius multipliers must be positive")
     g, dist = inp.gram, np.sqrt(inp.sq_dists)
     to_drift = cosines_to(inp.updates, g, inp.reference) if drift and inp.reference is not None else None
 

@@ -102,14 +102,18 @@ def median(inp: Inputs) -> AggregationResult:
     return result(vector, np.ones(inp.n, dtype=bool), dists_to(inp.updates, vector), [""] * inp.n)
 
 
+def check_trimmed_mean(p: Mapping[str, Any]) -> None:
+    """Raise ValueError for a parameter value :func:`trimmed_mean` cannot take."""
+    if not 0.0 <= p["beta"] < 0.5:
+        raise ValueError(f"trimmed_mean: beta must be in [0, 0.5), got {p['beta']}")
+
+
 def trimmed_mean(inp: Inputs, *, beta: float = 0.1) -> AggregationResult:
     """Coordinate-wise trimmed mean: drop the ``k`` largest and ``k`` smallest values per coordinate.
 
     ``k = f`` when ``f`` is given, else ``floor(beta * n)``; it must leave at least one value
     (``n >= 2k + 1``), otherwise ``k`` is reduced and ``info['note']`` says so. Weights not used.
     """
-    if not 0.0 <= beta < 0.5:
-        raise ValueError(f"trimmed_mean: beta must be in [0, 0.5), got {beta}")
     n = inp.n
     requested = inp.f if inp.f is not None else int(np.floor(beta * n))
     trim, note = resolve_f(requested, (n - 1) // 2, "trimmed_mean", "needs n >= 2f + 1")

@@ -10,11 +10,19 @@ aggregate, are the same on every machine.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from . import exact
 from ._core import AggregationResult, Inputs, result, weighted_sum
+
+
+def check_params(p: Mapping[str, Any]) -> None:
+    """Raise ValueError for a parameter value :func:`geomed` (and the Weiszfeld steps) cannot take."""
+    if not (p["max_iter"] >= 1 and p["tol"] >= 0 and p["smoothing"] > 0):
+        raise ValueError("geomed: need max_iter >= 1, tol >= 0, smoothing > 0")
 
 
 def weiszfeld_coefficients(g: np.ndarray, weights: np.ndarray, *, max_iter: int = 100, tol: float = 1e-7,
@@ -27,8 +35,7 @@ def weiszfeld_coefficients(g: np.ndarray, weights: np.ndarray, *, max_iter: int 
     less than ``tol`` relative. Returns the coefficients and the
     number of steps taken (both identical on every machine).
     """
-    if max_iter < 1 or tol < 0 or smoothing <= 0:
-        raise ValueError("geomed: need max_iter >= 1, tol >= 0, smoothing > 0")
+    check_params({"max_iter": max_iter, "tol": tol, "smoothing": smoothing})
     nu = smoothing * max(math.sqrt(max(exact.median(np.diagonal(g)), 0.0)), 1e-30)
     coef = exact.normalized(weights)
     objective = exact.total(weights * exact.dists_to_combination(g, coef))

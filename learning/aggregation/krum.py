@@ -15,6 +15,9 @@ neighbourhood can be formed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from ._core import AggregationResult, Inputs, rejection_reasons, resolve_f, result, weighted_mean
@@ -64,6 +67,14 @@ def krum(inp: Inputs) -> AggregationResult:
     accepted[winner] = True
     return result(inp.updates[winner], accepted, scores, rejection_reasons(accepted, "krum: not selected", note),
                   f=f, note=note)
+
+
+def check_multikrum(p: Mapping[str, Any]) -> None:
+    """Raise ValueError for an ``m`` :func:`multikrum` can take in no round (its upper bound, the
+    round's update count, is checked when the round runs)."""
+    m = p["m"]
+    if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
+        raise ValueError(f"multikrum: m must be None or an integer >= 1, got {m!r}")
 
 
 def multikrum(inp: Inputs, *, m: int | None = None) -> AggregationResult:

@@ -169,3 +169,43 @@ def test_validate_catches_settings_built_in_code() -> None:
 def test_unknown_rule_params_are_refused() -> None:
     with pytest.raises(SettingsError, match="radius_typo"):
         FLSettings.from_app_state({"rule": "clustering", "rule_params": {"radius_typo": 2.0}})
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"feature_clip": 0.5}, "feature_clip must be 0 (off) or finite and >= 1"),
+    ({"direction": 1.0}, "direction must be in [0, 1)"),
+    ({"guard": -0.01}, "guard must be finite and >= 0"),
+    ({"radius_candidates": []}, "radius multipliers must be positive"),
+    ({"min_cluster_size": 0}, "must be >= 1"),
+    ({"weight_cap": 0.5}, "weight_cap must be None or a finite number >= 1"),
+    ({"f": -1}, "f must be a non-negative integer"),
+])
+def test_rule_parameter_values_the_rule_cannot_take_are_refused(params: dict, message: str) -> None:
+    """Checked only when a round runs, such a value would skip every round of the chain's life
+    (the rule raises, the round is skipped): the genesis is refused instead, with the rule's reason."""
+    with pytest.raises(SettingsError) as info:
+        FLSettings.from_app_state({"rule": "clustering", "rule_params": params})
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"feature_clip": "1.5"}, "feature_clip must be float"),
+    ({"drift": 1}, "drift must be bool"),
+    ({"n_init": 2.5}, "n_init must be int"),
+    ({"radius_candidates": ["2"]}, "radius_candidates must be a list of floats"),
+])
+def test_rule_parameters_of_the_wrong_type_are_refused(params: dict, message: str) -> None:
+    """A parameter given as text would raise a TypeError from inside the rule in every round."""
+    with pytest.raises(SettingsError) as info:
+        FLSettings.from_app_state({"rule": "clustering", "rule_params": params})
+    assert message in str(info.value)
+
+
+def test_rule_parameters_in_json_form_are_taken() -> None:
+    """A genesis is JSON: a tuple parameter arrives as a list and a float one may be written as an int."""
+    s = FLSettings.from_app_state({"rule": "clustering", "rule_params": {"radius_candidates": [2, 3.5],
+                                                                          "feature_clip": 1, "f": 3}})
+    assert s.rule_params == {"radius_candidates": [2, 3.5], "feature_clip": 1, "f": 3}
+    FLSettings.from_app_state({"rule": "multikrum", "rule_params": {"m": 5}})
+    with pytest.raises(SettingsError, match="m must be"):
+        FLSettings.from_app_state({"rule": "multikrum", "rule_params": {"m": 0}})
