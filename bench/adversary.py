@@ -5,7 +5,8 @@ top-k float16 encoding with error feedback and the norm bound) on Fashion-MNIST,
 Dirichlet(0.5), for the 64-unit MLP and the small CNN; attackers send through the same pipeline.
 The CNN runs as the product's Fashion-MNIST preset trains it (:data:`CNN_PRESET`: the preset's
 client clip and local epochs over the genesis defaults), the MLP with :data:`bench.robustness.FMNIST`
-in synchronous rounds and again with asynchronous arrivals and staleness (:data:`ASYNC_MLP`).
+in synchronous rounds, and both again with asynchronous arrivals and staleness (:data:`ASYNC_MLP`,
+:data:`ASYNC_CNN`).
 ``--set KEY=VALUE`` changes a genesis FL setting and ``--rule KEY=VALUE`` a parameter of the rule in
 every product run (e.g. ``--set noise_multiplier=0.01`` to measure what update noise costs
 detection); ``--save-as NAME`` writes ``results/NAME.json`` and ``.png`` instead of the table's.
@@ -33,9 +34,9 @@ client's clip norm at 3 instead of the genesis 1 (the setting that costs clean a
 attacker and on the evasive and backdoor attacks at the highest fraction, first model, every
 seed: what each part buys against attackers and what it costs honest nodes.
 
-Run: ``python -m bench adversary [--quick] [--seeds N] [--rounds R] [--models tabular_mlp,cnn,tabular_mlp/async]``.
+Run: ``python -m bench adversary [--quick] [--seeds N] [--rounds R] [--models tabular_mlp,cnn,tabular_mlp/async,cnn/async]``.
 With no ``--seeds`` or ``--attacks`` each row runs its own (:data:`SEEDS`, :data:`CNN_ATTACKS`), so the
-bare command reproduces the report's table (about an hour here); ``--keep`` re-runs some rows only.
+bare command reproduces the report's table (about an hour and a half here); ``--keep`` re-runs some rows only.
 ``--quick`` (:data:`QUICK`): digits, the MLP, one seed, 4 rounds, four of the new attacks at 40%.
 The goals, the plot and the report section are :mod:`bench.adversary_report`'s.
 """
@@ -54,6 +55,7 @@ from bench.adversary_report import goals, plot, report, report_console  # noqa: 
 from bench.common import RESULTS, finish
 from bench.robustness import BACKDOORS, DIGITS, FMNIST, mean_std, pin_threads, run_all, simulate_job
 from bench.simruns import FEDAVG, describe
+from cli.common import CliError, json_assignments
 from cli.data import PRESET_MODELS, PRESET_SETTINGS
 
 FRACTIONS = (0.2, 0.4)
@@ -96,17 +98,20 @@ ASYNC_MLP = {**FMNIST, "mode": "async", "clients_per_round": ASYNC_BUFFER}
 (lognormal(0, 0.5) times its data share), every ten arrivals are aggregated with the staleness
 weight, an update more than ``max_staleness`` versions behind is dropped, and a sender counts once
 per aggregation (its newest update), as a chain's pool keeps it."""
+ASYNC_CNN = {**CNN_PRESET, "mode": "async", "clients_per_round": ASYNC_BUFFER}
+"""The CNN preset's devices with the asynchronous MLP's arrivals, buffer and staleness."""
 VARIANTS: dict[str, tuple[str, dict, int]] = {"cnn": ("cnn", CNN_PRESET, 1),
-                                              "tabular_mlp/async": ("tabular_mlp", ASYNC_MLP, 2)}
+                                              "tabular_mlp/async": ("tabular_mlp", ASYNC_MLP, 2),
+                                              "cnn/async": ("cnn", ASYNC_CNN, 2)}
 """Row label -> (model, the task and settings its runs use in place of the benchmark's task, how
 many aggregations a round is). An asynchronous aggregation takes half the nodes' updates, so twice
 as many of them make as many local jobs as the synchronous rounds."""
-SEEDS = {"tabular_mlp": 8, "tabular_mlp/async": 8, "cnn": 3}
+SEEDS = {"tabular_mlp": 8, "tabular_mlp/async": 8, "cnn": 3, "cnn/async": 3}
 """Seeds per row by default. One asynchronous MLP run ends 2-4 points from another of the same attack
 on a different seed, so its mean over 3 cannot tell a 3-point goal from noise; the MLP's rows run 8.
-A CNN run takes 2-5 minutes here, so its rows run 3."""
+A CNN run takes 2-5 minutes here, so its rows (synchronous and asynchronous) run 3."""
 CNN_ATTACKS = ("backdoor", "constrain_scale", "ipm+noise", "backdoor_centre")
-"""The CNN's attacks by default: those the MLP's rows leave open (the backdoors) and the one that broke
+"""The CNN's attacks by default (both its rows): those the MLP's rows leave open (the backdoors) and the one that broke
 the CNN's drop goal before the direction test."""
 ABLATION_SEEDS = 3
 QUICK = {"task": DIGITS, "models": ("tabular_mlp",), "seeds": 1, "rounds": 4,
@@ -280,17 +285,11 @@ def measure(task: dict, plan: dict[str, tuple[int, tuple[str, ...]]], fractions:
 
 
 def _assignments(items: list[str], flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` options as a dict, each VALUE read as JSON (``true``, ``1.0``, ``"sign"``)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"{flag} takes KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise SystemExit(f"{flag} {key}: VALUE must be JSON (true, 1.5, \"sign\"), got {value!r}") from e
-    return out
+    """``KEY=VALUE`` options as a dict, each VALUE read as JSON, as ``fedchain testnet create --set`` reads them."""
+    try:
+        return json_assignments(items, flag)
+    except CliError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def _check_overrides(models: tuple[str, ...], pipeline: dict[str, Any], rule_params: dict[str, Any]) -> None:
@@ -340,7 +339,8 @@ def main(argv: list[str] | None = None) -> dict:
         unknown = sorted(set(models) - {"tabular_mlp", *VARIANTS})
         if unknown:
             raise SystemExit(f"unknown model(s) {unknown}; choose from tabular_mlp, {', '.join(VARIANTS)}")
-        plan = {m: (args.seeds or SEEDS[m], attacks or (CNN_ATTACKS if m == "cnn" else tuple(ATTACKS)))
+        plan = {m: (args.seeds or SEEDS[m],
+                    attacks or (CNN_ATTACKS if VARIANTS.get(m, (m,))[0] == "cnn" else tuple(ATTACKS)))
                 for m in models}
         pipeline, rule_params = _assignments(args.set, "--set"), _assignments(args.rule, "--rule")
         _check_overrides(models, pipeline, rule_params)

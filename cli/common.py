@@ -36,6 +36,21 @@ class CliError(Exception):
     """A user-facing failure of a command, printed as one line."""
 
 
+def json_assignments(items: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` options as a dict, each VALUE read as JSON (``true``, ``1.0``, ``"sign"``,
+    ``{"feature_clip": 1.0}``); a CliError naming ``flag`` for anything else."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"{flag} takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise CliError(f"{flag} {key}: VALUE must be JSON (true, 1.5, \"sign\"), got {value!r}") from None
+    return out
+
+
 def fail(message: str, code: int = 1) -> None:
     """Print ``error: message`` on stderr and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)

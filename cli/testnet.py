@@ -11,11 +11,11 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from cli.common import CliError, console, handles_errors
+from cli.common import CliError, console, handles_errors, json_assignments
 from cli.data import (
     DATASETS,
     FILE_FORMATS,
@@ -66,6 +66,28 @@ def app_state(app: str, privacy: str | None = None) -> dict:
             kind = "is not JSON" if isinstance(exc, json.JSONDecodeError) else "is refused"
             raise CliError(f"--privacy {kind}: {exc}") from None
     return state
+
+
+def with_settings(state: dict, settings: dict[str, Any]) -> dict:
+    """The genesis ``app`` section with ``--set``'s FL settings over it (and over the data set's
+    preset), checked as every node will read it: a chain no node could run is never written."""
+    if not settings:
+        return state
+    if state.get("kind") != "fl":
+        raise CliError("--set applies to the fl application only")
+    from node.fl.settings import FLSettings
+
+    out = {**state, **settings}
+    try:
+        FLSettings.from_app_state(out)
+    except ValueError as exc:   # SettingsError
+        raise CliError(f"--set is refused: {exc}") from None
+    return out
+
+
+SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE",
+                      help='fl: a genesis FL setting, VALUE in JSON, over the data set\'s preset (repeatable), e.g. '
+                           '--set standing=true --set \'rule_params={"feature_clip": 1.0}\' (docs/fl.md).')
 PrivacyOpt = typer.Option(None, "--privacy", help='fl: the genesis privacy preset as JSON, e.g. '
                           '\'{"preset": "local-dp", "epsilon": 8}\' (default: {"preset": "off"}, no formal privacy).')
 DirOpt = typer.Option(Path("testnet"), "--dir", help="Folder holding the node homes.", file_okay=False,
@@ -84,7 +106,8 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
                    slot_ms: int | None = None, host: str = DEFAULT_HOST, advertise_host: str = DEFAULT_HOST,
                    genesis_time_ms: int | None = None, app: str = "fl", one_port: bool = False,
                    dataset: str = "digits", data_format: str = "npz", own_data: Path | None = None,
-                   label_column: str = "label", privacy: str | None = None) -> list[Home]:
+                   label_column: str = "label", privacy: str | None = None,
+                   settings: dict[str, Any] | None = None) -> list[Home]:
     """Write the genesis and N homes; refuses a folder that already holds a testnet.
 
     ``advertise_host`` is a template formatted with ``i`` (e.g. ``node{i}`` for containers that
@@ -99,7 +122,7 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
     (``slot_ms`` None: the preset's, see :func:`cli.data.slot_ms_for`). ``own_data`` instead names
     a folder of CSV files, ``node{i}.csv`` per node and ``eval.csv`` (see
     :func:`cli.data.own_testnet_data`). ``privacy`` is the genesis privacy preset as JSON
-    (default: off).
+    (default: off); ``settings`` are FL settings written over the preset (``--set``).
     """
     if app not in APPS:
         raise CliError(f"--app must be one of {', '.join(APPS)}, got {app!r}")
@@ -113,11 +136,13 @@ def create_testnet(folder: Path, n: int, *, base_port: int = DEFAULT_PORT, chain
     urls = [check_base_url(f"http://{advertise_host.format(i=i)}:{ports[i]}", "node URL") for i in range(n)]
     keys = [KeyPair.generate() for _ in range(n)]
     state = app_state(app, privacy)
+    if app == "fl" and own_data is None:
+        state = preset_settings(dataset, state)
+    state = with_settings(state, settings or {})
     data = None
     if app == "fl" and own_data is not None:
         data = own_testnet_data(own_data, n, label_column)
     elif app == "fl":
-        state = preset_settings(dataset, state)
         data = make_testnet_data(dataset, n, state)
     if data is not None:
         state["task"] = data.task
@@ -170,7 +195,7 @@ def published_eval_set(home: Home, digest: bytes) -> bytes:
 
 
 def create_k8s_overlay(out: Path, n: int, *, chain_id: str, slot_ms: int | None, app: str, dataset: str,
-                       base: str | None, privacy: str | None = None) -> None:
+                       base: str | None, privacy: str | None = None, settings: dict[str, Any] | None = None) -> None:
     """The Kubernetes overlay of a new N-node testnet (``cli/k8s.py``): its homes are made here,
     as for a local testnet, in a private temporary folder, then turned into a ConfigMap and
     Secrets. Each node's ``[data]`` then names the files on its pod's own data volume: its shard
@@ -181,7 +206,7 @@ def create_k8s_overlay(out: Path, n: int, *, chain_id: str, slot_ms: int | None,
     with tempfile.TemporaryDirectory(prefix="fedchain-k8s-") as tmp:  # mode 0700: the keys stay private
         homes = create_testnet(Path(tmp), n, base_port=k8s.PORT, one_port=True, chain_id=chain_id, slot_ms=slot_ms,
                                host="0.0.0.0", advertise_host=k8s.advertise_template(), app=app, dataset=dataset,
-                               privacy=privacy)
+                               privacy=privacy, settings=settings)
         shards, eval_set = [], None
         if app == "fl":
             task = Task.from_dict(homes[0].genesis.app["task"])
@@ -217,7 +242,7 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
                                          help="Succeed without changes if DIR already holds an N-node testnet."),
            app: str = AppOpt, dataset: str = DatasetOpt, data_format: str = DataFormatOpt,
            own_data: Optional[Path] = OwnDataOpt, label_column: str = LabelOpt,
-           privacy: Optional[str] = PrivacyOpt,
+           privacy: Optional[str] = PrivacyOpt, set_: Optional[list[str]] = SetOpt,
            k8s: Optional[Path] = typer.Option(
                None, "--k8s", file_okay=False, resolve_path=True,
                help="Instead of homes, write a Kustomize overlay to this folder: the genesis, node configs and "
@@ -226,9 +251,10 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
                None, "--k8s-base", help="The base the overlay builds on (default: this checkout's deploy/k8s/base)."),
            ) -> None:
     """Create a genesis with N staked members and N node homes in DIR (or, with --k8s, a Kubernetes overlay)."""
+    settings = json_assignments(set_ or [], "--set")
     if k8s is not None:
         create_k8s_overlay(k8s, n, chain_id=chain_id, slot_ms=slot_ms, app=app, dataset=dataset, base=k8s_base,
-                           privacy=privacy)
+                           privacy=privacy, settings=settings)
         console.print(f"wrote a {n}-node Kubernetes overlay for [bold]{chain_id}[/] to {k8s} "
                       f"(apply with `kubectl apply -k {k8s}`; testnet.yaml holds the node keys)", highlight=False)
         return
@@ -240,7 +266,7 @@ def create(n: int = CountArg, folder: Path = DirOpt, base_port: int = BasePortOp
         return
     homes = create_testnet(folder, n, base_port=base_port, chain_id=chain_id, slot_ms=slot_ms, host=host,
                            advertise_host=advertise_host, app=app, dataset=dataset, data_format=data_format,
-                           own_data=own_data, label_column=label_column, privacy=privacy)
+                           own_data=own_data, label_column=label_column, privacy=privacy, settings=settings)
     console.print(f"created {n}-node testnet [bold]{chain_id}[/] in {folder}", highlight=False)
     for home in homes:
         console.print(f"  {home.paths.root.name:>7}  {home.config.network.url}  {home.keypair.node_id}", highlight=False)

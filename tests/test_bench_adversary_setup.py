@@ -24,13 +24,14 @@ def test_cnn_runs_take_every_fl_setting_from_the_fashion_mnist_preset() -> None:
     assert (mlp.model, mlp.clip_norm, mlp.batch_size) == ("tabular_mlp", 1.0, 64)   # the MLP keeps the bench task
 
 
-def test_async_rows_run_the_mlp_pipeline_with_arrivals_and_staleness() -> None:
-    """The asynchronous rows differ from the MLP's only in how updates arrive: the same FL settings
-    (clip, top-k, rule, staleness limit), asynchronous mode with a buffer of half the nodes, and
-    twice the aggregations, so every node runs as many local jobs as in the synchronous rows; a
-    sybil burst still joins halfway through."""
-    sync = SimConfig.of(**_config(FMNIST, "tabular_mlp", "sybil", 0.4, 0, 10))
-    run = SimConfig.of(**_config(FMNIST, "tabular_mlp/async", "sybil", 0.4, 0, 10))
+@pytest.mark.parametrize("model", ["tabular_mlp", "cnn"])
+def test_async_rows_run_the_synchronous_pipeline_with_arrivals_and_staleness(model: str) -> None:
+    """Each model's asynchronous rows differ from its synchronous ones only in how updates arrive:
+    the same FL settings (clip, top-k, rule, staleness limit; the CNN's from its preset),
+    asynchronous mode with a buffer of half the nodes, and twice the aggregations, so every node
+    runs as many local jobs as in the synchronous rows; a sybil burst still joins halfway through."""
+    sync = SimConfig.of(**_config(FMNIST, model, "sybil", 0.4, 0, 10))
+    run = SimConfig.of(**_config(FMNIST, f"{model}/async", "sybil", 0.4, 0, 10))
     assert run.fl == sync.fl
     assert (sync.mode, run.mode, run.clients_per_round) == ("sync", "async", run.num_nodes // 2)
     assert (run.rounds, run.byzantine_from_round) == (2 * sync.rounds, 2 * sync.byzantine_from_round)

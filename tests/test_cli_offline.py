@@ -132,6 +132,31 @@ def test_testnet_create_port_overflow(tmp_path):
     assert_clean_failure(invoke("testnet", "create", "4", "--dir", tmp_path, "--base-port", "65534"), "65536")
 
 
+def test_testnet_create_sets_genesis_fl_settings(tmp_path):
+    """``--set KEY=VALUE`` (VALUE in JSON) writes any FL setting into the genesis, over the data
+    set's preset: the hardened setting ``docs/fl.md`` names for a large backdoor coalition is two
+    options, not a hand-edited genesis."""
+    folder = tmp_path / "tn"
+    result = invoke("testnet", "create", "2", "--dir", folder, "--set", "standing=true",
+                    "--set", 'rule_params={"feature_clip": 1.0}', "--set", "clip_norm=2")
+    assert result.exit_code == 0, result.output
+    app = load_home(folder / "node0").genesis.app
+    assert (app["standing"], app["rule_params"], app["clip_norm"]) == (True, {"feature_clip": 1.0}, 2.0)
+
+
+@pytest.mark.parametrize("option, fragment", [
+    ('rule_params={"feature_clip": 0.5}', "feature_clip must be 0 (off) or finite and >= 1"),
+    ('standing="yes"', "FL setting standing must be bool"),
+    ("no_such_setting=1", "unknown FL setting(s): no_such_setting"),
+    ("standing", "--set takes KEY=VALUE"),
+    ("clip_norm=two", "--set clip_norm: VALUE must be JSON"),
+])
+def test_testnet_create_refuses_a_setting_no_chain_could_run_and_writes_nothing(tmp_path, option, fragment):
+    folder = tmp_path / "tn"
+    assert_clean_failure(invoke("testnet", "create", "2", "--dir", folder, "--set", option), fragment)
+    assert not folder.exists() or not any(folder.iterdir())
+
+
 def test_testnet_up_refuses_a_different_node_count(tmp_path):
     assert invoke("testnet", "create", "2", "--dir", tmp_path).exit_code == 0
     assert_clean_failure(invoke("testnet", "up", "3", "--dir", tmp_path), "2-node testnet")
