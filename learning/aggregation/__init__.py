@@ -92,6 +92,8 @@ _SHARED: dict[str, Any] = {"f": int | None, "weight_cap": float | None}
 
 
 def _check_values(rule: str, params: Mapping[str, Any]) -> None:
+    """The rule's own check of its values, with its defaults for what ``params`` leaves out (a
+    default can make a given value invalid: a radius list is checked together with the radius)."""
     fn = RULES[rule]
     defaults = {p.name: p.default for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
     check = VALUE_CHECKS.get(rule)
