@@ -117,7 +117,7 @@ def report(result: dict) -> str:
              "honest rej./round = honest updates rejected per round (rounds the validation guard skipped, "
              "which reject and penalize nobody, are counted apart: rounds skipped per run). "
              "`python -m bench adversary` with no options runs every row below with its own seeds and attacks "
-             "(the MLP's rows 8 seeds, the CNN's 3 on four attacks, the ablation 3) in about an hour here; "
+             "(the MLP's rows 8 seeds, the CNN's rows 3 on four attacks, the ablation 3) in about an hour and a half here; "
              "each row names the command it last ran with.", ""]
     for model, e in result["models"].items():
         lines += [f"**{model}** (`{e.get('command', result.get('command', ''))}`: {e.get('rounds', result['rounds'])} "
