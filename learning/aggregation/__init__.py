@@ -72,13 +72,6 @@ def _params_of(rule: Callable[..., AggregationResult]) -> set[str]:
     return {p.name for p in inspect.signature(rule).parameters.values() if p.kind is p.KEYWORD_ONLY}
 
 
-def rule_parameters(rule: str) -> set[str]:
-    """The rule-specific keyword parameters ``aggregate(rule, ..., **params)`` accepts."""
-    if rule not in RULES:
-        raise ValueError(f"unknown aggregation rule {rule!r}; choose one of {', '.join(RULE_NAMES)}")
-    return _params_of(RULES[rule])
-
-
 VALUE_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "multikrum": krum.check_multikrum,
     "trimmed_mean": coordinate.check_trimmed_mean,
@@ -87,6 +80,10 @@ VALUE_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "clustering": clustering.check_params,
 }
 """Per rule, the check of its parameter values; it receives every keyword parameter, defaults included."""
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    rule: {p.name: p.default for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    for rule, fn in RULES.items()}
+"""Each rule's keyword parameters and their defaults, read once (the value check runs every round)."""
 _SHARED: dict[str, Any] = {"f": int | None, "weight_cap": float | None}
 """The parameters every rule takes through :func:`aggregate`: the assumed Byzantine count and the weight cap."""
 
@@ -94,10 +91,9 @@ _SHARED: dict[str, Any] = {"f": int | None, "weight_cap": float | None}
 def _check_values(rule: str, params: Mapping[str, Any]) -> None:
     """The rule's own check of its values, with its defaults for what ``params`` leaves out (a
     default can make a given value invalid: a radius list is checked together with the radius)."""
-    fn = RULES[rule]
-    defaults = {p.name: p.default for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
     check = VALUE_CHECKS.get(rule)
     if check is not None:
+        defaults = _DEFAULTS[rule]
         check({**defaults, **{k: v for k, v in params.items() if k in defaults}})
 
 
